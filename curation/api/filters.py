@@ -1,0 +1,28 @@
+import django_filters
+
+from curation.models import Document, Leaf, SeedExample
+
+
+class LeafFilter(django_filters.FilterSet):
+    q = django_filters.CharFilter(field_name="path", lookup_expr="icontains", label="Path contains")
+    under = django_filters.CharFilter(method="filter_under", label="Folder path prefix")
+    paths = django_filters.BaseInFilter(field_name="path", label="Exact paths, comma separated")
+
+    class Meta:
+        model = Leaf
+        fields = ["kind", "is_valid", "version"]
+
+    def filter_under(self, queryset, name, value):
+        return queryset.filter(path__startswith=value.rstrip("/") + "/") | queryset.filter(path=value.rstrip("/"))
+
+
+class SeedFilter(django_filters.FilterSet):
+    class Meta:
+        model = SeedExample
+        fields = ["leaf"]
+
+
+class DocumentFilter(django_filters.FilterSet):
+    class Meta:
+        model = Document
+        fields = ["leaf"]

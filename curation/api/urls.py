@@ -1,0 +1,18 @@
+from django.urls import path
+from rest_framework.routers import DefaultRouter
+
+from curation.api import views
+
+router = DefaultRouter()
+router.register("leaves", views.LeafViewSet, basename="leaf")
+router.register("seeds", views.SeedViewSet, basename="seed")
+router.register("documents", views.DocumentViewSet, basename="document")
+router.register("imports", views.ImportViewSet, basename="import")
+router.register("snapshots", views.SnapshotViewSet, basename="snapshot")
+
+urlpatterns = [
+    path("tree/", views.tree, name="api-tree"),
+    path("diff/", views.diff, name="api-diff"),
+    path("export/", views.export, name="api-export"),
+    *router.urls,
+]

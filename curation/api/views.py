@@ -1,0 +1,364 @@
+"""The taxonomy REST API: thin viewsets over the curation services and selectors."""
+
+import io
+
+from django.db.models import Count
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+
+from curation import selectors, services
+from curation.api import serializers as s
+from curation.api.filters import DocumentFilter, LeafFilter, SeedFilter
+from curation.models import Document, Leaf, SeedExample, TaxonomyImport, TaxonomySnapshot
+from curation.services.imports import import_limits
+from curation.taxonomy import LabError, dump_qna
+from curation.taxonomy.errors import ConflictError
+from curation.taxonomy.source import read_archive, read_directory, read_git, write_tar
+from labweb.roles import CURATOR, role_permission
+
+CuratorWrites = role_permission(write=CURATOR)
+
+
+class PathCursor(CursorPagination):
+    ordering = "path"
+
+
+class PreconditionFailed(LabError):
+    status = 412
+
+
+def expected_revision(request, data: dict) -> int | None:
+    """The revision the client edited: If-Match (the ETag of the leaf) or a `revision` field."""
+    header = request.headers.get("If-Match")
+    if header:
+        try:
+            return int(header.strip().removeprefix("W/").strip('"'))
+        except ValueError:
+            raise LabError(f"If-Match {header!r} is not an ETag this API issued.", field="If-Match") from None
+    return data.get("revision")
+
+
+def call_with_precondition(request, fn, **kwargs):
+    try:
+        return fn(**kwargs)
+    except ConflictError as error:
+        if request.headers.get("If-Match"):
+            raise PreconditionFailed(error.message, field="If-Match", path=error.path) from None
+        raise
+
+
+def leaf_response(leaf: Leaf, *, code: int = status.HTTP_200_OK) -> Response:
+    leaf = Leaf.objects.annotate(seed_count=Count("seeds")).prefetch_related("seeds", "documents").get(pk=leaf.pk)
+    response = Response(s.LeafDetailSerializer(leaf).data, status=code)
+    response["ETag"] = f'"{leaf.revision}"'
+    return response
+
+
+class LeafViewSet(viewsets.ModelViewSet):
+    """Taxonomy leaves. Writes need the curator role and take the leaf's ETag in If-Match (or `revision`)."""
+
+    permission_classes = [CuratorWrites]
+    filterset_class = LeafFilter
+    pagination_class = PathCursor
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        leaves = Leaf.objects.annotate(seed_count=Count("seeds"))
+        if self.action == "retrieve":
+            leaves = leaves.prefetch_related("seeds", "documents")
+        return leaves
+
+    def get_serializer_class(self):
+        return {
+            "retrieve": s.LeafDetailSerializer,
+            "create": s.LeafCreateSerializer,
+            "partial_update": s.LeafWriteSerializer,
+            "move": s.MoveLeafSerializer,
+        }.get(self.action, s.LeafSerializer)
+
+    def retrieve(self, request, *args, **kwargs):
+        return leaf_response(self.get_object())
+
+    @extend_schema(request=s.LeafCreateSerializer, responses={201: s.LeafDetailSerializer})
+    def create(self, request, *args, **kwargs):
+        data = self._valid(s.LeafCreateSerializer, request.data)
+        data.pop("revision", None)
+        leaf = services.leaf_create(user=request.user, **data)
+        return leaf_response(leaf, code=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.LeafWriteSerializer, responses=s.LeafDetailSerializer)
+    def partial_update(self, request, *args, **kwargs):
+        leaf = self.get_object()
+        data = self._valid(s.LeafWriteSerializer, request.data)
+        revision = expected_revision(request, data)
+        data.pop("revision", None)
+        leaf = call_with_precondition(
+            request, services.leaf_update, leaf=leaf, user=request.user, expected_revision=revision, **data
+        )
+        return leaf_response(leaf)
+
+    def destroy(self, request, *args, **kwargs):
+        leaf = self.get_object()
+        call_with_precondition(
+            request,
+            services.leaf_delete,
+            leaf=leaf,
+            user=request.user,
+            expected_revision=expected_revision(request, request.data),
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=s.MoveLeafSerializer, responses=s.LeafDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def move(self, request, pk=None):
+        leaf = self.get_object()
+        data = self._valid(s.MoveLeafSerializer, request.data)
+        leaf = call_with_precondition(
+            request,
+            services.leaf_move,
+            leaf=leaf,
+            new_path=data["path"],
+            user=request.user,
+            expected_revision=expected_revision(request, data),
+        )
+        return leaf_response(leaf)
+
+    @extend_schema(responses={(200, "application/yaml"): str})
+    @action(detail=True, methods=["get"])
+    def qna(self, request, pk=None):
+        """The leaf's qna.yaml as InstructLab reads it."""
+        leaf = self.get_object()
+        return HttpResponse(dump_qna(selectors.leaf_qna(leaf)), content_type="application/yaml; charset=utf-8")
+
+    @extend_schema(responses=s.RevisionSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def history(self, request, pk=None):
+        revisions = selectors.leaf_history(self.get_object())
+        return Response(s.RevisionSerializer(revisions, many=True).data)
+
+    @extend_schema(responses=s.RevisionDetailSerializer)
+    @action(detail=True, methods=["get"], url_path=r"history/(?P<number>\d+)")
+    def revision(self, request, pk=None, number=None):
+        found = selectors.leaf_history(self.get_object()).filter(number=number).first()
+        if found is None:
+            raise LabError(f"The leaf has no revision {number}.", field="number")
+        return Response(s.RevisionDetailSerializer(found).data)
+
+    @staticmethod
+    def _valid(serializer_class, data) -> dict:
+        serializer = serializer_class(data=data)
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
+
+
+class SeedViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Seed examples of a leaf; every change is a change of its leaf (revision, history, validation)."""
+
+    queryset = SeedExample.objects.select_related("leaf")
+    serializer_class = s.SeedExampleSerializer
+    permission_classes = [CuratorWrites]
+    filterset_class = SeedFilter
+    pagination_class = None
+
+    @extend_schema(request=s.SeedCreateSerializer, responses={201: s.SeedExampleSerializer})
+    def create(self, request):
+        data = LeafViewSet._valid(s.SeedCreateSerializer, request.data)
+        leaf = data.pop("leaf")
+        revision = expected_revision(request, data)
+        data.pop("revision", None)
+        seed = call_with_precondition(
+            request, services.seed_add, leaf=leaf, user=request.user, expected_revision=revision, **data
+        )
+        return Response(s.SeedExampleSerializer(seed).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.SeedWriteSerializer, responses=s.SeedExampleSerializer)
+    def partial_update(self, request, pk=None):
+        seed = self.get_object()
+        data = LeafViewSet._valid(s.SeedWriteSerializer, request.data)
+        revision = expected_revision(request, data)
+        data.pop("revision", None)
+        seed = call_with_precondition(
+            request, services.seed_update, seed=seed, user=request.user, expected_revision=revision, **data
+        )
+        return Response(s.SeedExampleSerializer(seed).data)
+
+    def destroy(self, request, pk=None):
+        seed = self.get_object()
+        call_with_precondition(
+            request,
+            services.seed_delete,
+            seed=seed,
+            user=request.user,
+            expected_revision=expected_revision(request, request.data),
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=s.MoveSeedSerializer, responses=s.SeedExampleSerializer(many=True))
+    @action(detail=True, methods=["post"])
+    def move(self, request, pk=None):
+        seed = self.get_object()
+        data = LeafViewSet._valid(s.MoveSeedSerializer, request.data)
+        leaf = call_with_precondition(
+            request,
+            services.seed_move,
+            seed=seed,
+            user=request.user,
+            position=data["position"],
+            expected_revision=expected_revision(request, data),
+        )
+        return Response(s.SeedExampleSerializer(leaf.seeds.order_by("position"), many=True).data)
+
+
+class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Knowledge source documents (Markdown) attached to leaves."""
+
+    queryset = Document.objects.defer("content")
+    permission_classes = [CuratorWrites]
+    filterset_class = DocumentFilter
+    pagination_class = None
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        return Document.objects.all() if self.action == "retrieve" else Document.objects.defer("content")
+
+    def get_serializer_class(self):
+        return s.DocumentDetailSerializer if self.action == "retrieve" else s.DocumentSerializer
+
+    @extend_schema(
+        request={"multipart/form-data": s.DocumentCreateSerializer, "application/json": s.DocumentCreateSerializer},
+        responses={201: s.DocumentSerializer},
+    )
+    def create(self, request):
+        data = LeafViewSet._valid(s.DocumentCreateSerializer, request.data)
+        upload = data.get("file")
+        name = data.get("name") or upload.name
+        content = upload.read() if upload else data["content"]
+        document = call_with_precondition(
+            request,
+            services.document_add,
+            leaf=data["leaf"],
+            user=request.user,
+            name=name,
+            content=content,
+            expected_revision=expected_revision(request, data),
+        )
+        return Response(s.DocumentSerializer(document).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, pk=None):
+        call_with_precondition(
+            request,
+            services.document_delete,
+            document=self.get_object(),
+            user=request.user,
+            expected_revision=expected_revision(request, request.data),
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Imports of InstructLab taxonomies, with every rejected file and why."""
+
+    queryset = TaxonomyImport.objects.select_related("created_by")
+    serializer_class = s.ImportSerializer
+    permission_classes = [CuratorWrites]
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    pagination_class = None
+
+    @extend_schema(
+        request={"multipart/form-data": s.ImportCreateSerializer, "application/json": s.ImportCreateSerializer},
+        responses={201: s.ImportSerializer, 400: s.ImportSerializer},
+    )
+    def create(self, request):
+        data = LeafViewSet._valid(s.ImportCreateSerializer, request.data)
+        limits = import_limits()
+        if data.get("archive"):
+            upload = data["archive"]
+            source = upload.name
+            read = lambda: read_archive(upload, upload.name, limits)  # noqa: E731
+        else:
+            if not request.user.is_staff:
+                raise PermissionDenied("Importing from a path on the server needs a staff account.")
+            if data.get("git"):
+                source = f"{data['git']}@{data['ref']}"
+                read = lambda: read_git(data["git"], data["ref"], limits)  # noqa: E731
+            else:
+                source = data["directory"]
+                read = lambda: read_directory(data["directory"], limits)  # noqa: E731
+        record = services.taxonomy_import(read=read, source=source, user=request.user, prune=data["prune"])
+        refused = record.status == TaxonomyImport.Status.REFUSED
+        body = s.ImportSerializer(record).data
+        if refused:
+            body = {"error": record.problems[0], "errors": record.problems, "import": body}
+        return Response(body, status=status.HTTP_400_BAD_REQUEST if refused else status.HTTP_201_CREATED)
+
+
+class SnapshotViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    """Named baselines of the whole taxonomy, for diff."""
+
+    queryset = TaxonomySnapshot.objects.select_related("created_by")
+    serializer_class = s.SnapshotSerializer
+    permission_classes = [CuratorWrites]
+    pagination_class = None
+
+    def perform_create(self, serializer):
+        serializer.instance = services.snapshot_create(name=serializer.validated_data["name"], user=self.request.user)
+
+
+AnyRole = role_permission(write=None)
+
+
+@extend_schema(
+    parameters=[OpenApiParameter("baseline", int, description="Snapshot id; default: the last import")],
+    responses=s.DiffSerializer,
+)
+@api_view(["GET"])
+@permission_classes([AnyRole])
+def diff(request):
+    """Leaves added, modified or removed since a baseline, like `ilab taxonomy diff`."""
+    baseline = None
+    if request.query_params.get("baseline"):
+        baseline = TaxonomySnapshot.objects.filter(pk=request.query_params["baseline"]).first()
+        if baseline is None:
+            raise LabError(f"No snapshot {request.query_params['baseline']}.", field="baseline")
+    return Response(selectors.taxonomy_diff(baseline=baseline).as_dict())
+
+
+@extend_schema(responses={(200, "application/gzip"): bytes})
+@api_view(["GET"])
+@permission_classes([AnyRole])
+def export(request):
+    """Every valid leaf as an InstructLab taxonomy (.tar.gz); invalid leaves are counted in a header."""
+    files, skipped = selectors.export_files()
+    buffer = io.BytesIO()
+    write_tar(files, buffer)
+    response = HttpResponse(buffer.getvalue(), content_type="application/gzip")
+    response["Content-Disposition"] = 'attachment; filename="taxonomy.tar.gz"'
+    response["X-LabWeb-Skipped-Invalid"] = str(len(skipped))
+    return response
+
+
+def _tree_json(folder: selectors.Folder) -> dict:
+    return {
+        "name": folder.name,
+        "path": folder.path,
+        "leaves": folder.leaves,
+        "invalid": folder.invalid,
+        "leaf": folder.leaf,
+        "children": [_tree_json(child) for child in folder.sorted_children],
+    }
+
+
+@extend_schema(responses=dict)
+@api_view(["GET"])
+@permission_classes([AnyRole])
+def tree(request):
+    """The whole taxonomy tree with leaf and invalid-leaf counts per folder."""
+    return Response(_tree_json(selectors.taxonomy_tree()))

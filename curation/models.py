@@ -1,0 +1,178 @@
+from django.conf import settings
+from django.db import models
+
+from curation.taxonomy import KINDS
+
+
+class Kind(models.TextChoices):
+    KNOWLEDGE = "knowledge", "Knowledge"
+    FOUNDATIONAL_SKILLS = "foundational_skills", "Foundational skills"
+    COMPOSITIONAL_SKILLS = "compositional_skills", "Compositional skills"
+
+
+assert tuple(Kind.values) == KINDS
+
+
+class Leaf(models.Model):
+    """A taxonomy leaf: one folder holding a `qna.yaml`. Folders above leaves are implied by `path`.
+
+    Text fields are NULL where the file lacks the key, so that export writes back exactly what came in.
+    """
+
+    path = models.CharField(
+        max_length=1000, unique=True, help_text="Folder path, e.g. compositional_skills/writing/freeform/jokes"
+    )
+    kind = models.CharField(max_length=32, choices=Kind.choices, db_index=True)
+    version = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="qna.yaml schema version; empty where the file has none"
+    )
+    created_by = models.CharField(max_length=200, null=True, blank=True)
+    task_description = models.TextField(null=True, blank=True)
+    domain = models.CharField(max_length=500, null=True, blank=True)
+    document_outline = models.TextField(null=True, blank=True)
+    document_repo = models.CharField(max_length=1000, null=True, blank=True)
+    document_commit = models.CharField(max_length=200, null=True, blank=True)
+    document_patterns = models.JSONField(null=True, blank=True)
+    attribution = models.TextField(blank=True, help_text="attribution.txt beside qna.yaml")
+    extra = models.JSONField(default=dict, blank=True, help_text="Keys of the qna.yaml that LabWeb has no field for")
+
+    problems = models.JSONField(default=list, blank=True)
+    is_valid = models.BooleanField(default=False, db_index=True)
+    content_hash = models.CharField(max_length=64, blank=True)
+    revision = models.PositiveIntegerField(default=1, help_text="Bumped by every change; the optimistic-lock token")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["path"]
+
+    def __str__(self) -> str:
+        return self.path
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def qna_path(self) -> str:
+        return f"{self.path}/qna.yaml"
+
+
+class SeedExample(models.Model):
+    """A seed example. Skills: question, answer and optional context. Knowledge: context and Q&A pairs."""
+
+    leaf = models.ForeignKey(Leaf, on_delete=models.CASCADE, related_name="seeds")
+    position = models.PositiveIntegerField()
+    context = models.TextField(null=True, blank=True)
+    question = models.TextField(null=True, blank=True)
+    answer = models.TextField(null=True, blank=True)
+    questions_and_answers = models.JSONField(null=True, blank=True)
+    extra = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["leaf", "position"]
+        indexes = [models.Index(fields=["leaf", "position"])]
+
+    def __str__(self) -> str:
+        return f"{self.leaf.path} #{self.position + 1}"
+
+
+class Document(models.Model):
+    """A knowledge source document (Markdown) attached to its leaf."""
+
+    leaf = models.ForeignKey(Leaf, on_delete=models.CASCADE, related_name="documents")
+    name = models.CharField(max_length=255)
+    content = models.TextField()
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["leaf", "name"]
+        constraints = [models.UniqueConstraint(fields=["leaf", "name"], name="unique_document_name_per_leaf")]
+
+    def __str__(self) -> str:
+        return f"{self.leaf.path}/{self.name}"
+
+
+class LeafRevision(models.Model):
+    """The state of a leaf after one change: who, when, what changed, and the full content then."""
+
+    class Action(models.TextChoices):
+        CREATE = "create"
+        UPDATE = "update"
+        MOVE = "move"
+        DELETE = "delete"
+        IMPORT = "import"
+
+    leaf = models.ForeignKey(Leaf, null=True, on_delete=models.SET_NULL, related_name="revisions")
+    path = models.CharField(max_length=1000, db_index=True)
+    number = models.PositiveIntegerField()
+    action = models.CharField(max_length=16, choices=Action.choices)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    changes = models.JSONField(default=list, help_text="Human-readable list of what changed")
+    snapshot = models.JSONField(help_text="qna data, attribution and document hashes after the change")
+    content_hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.path} r{self.number}"
+
+
+class TaxonomySnapshot(models.Model):
+    """The content hash of every leaf at one moment: the baseline that diff compares against."""
+
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    hashes = models.JSONField(help_text="{leaf path: content hash}")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TaxonomyImport(models.Model):
+    """One import: where from, what it changed, and every file it refused with the reason."""
+
+    class Status(models.TextChoices):
+        SUCCEEDED = "succeeded"
+        REFUSED = "refused"
+
+    source = models.CharField(max_length=1000)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices)
+    message = models.TextField(blank=True)
+    files_seen = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    removed = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    problems = models.JSONField(default=list)
+    snapshot = models.ForeignKey(TaxonomySnapshot, null=True, blank=True, on_delete=models.SET_NULL)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.source} ({self.created_at:%Y-%m-%d %H:%M})"

@@ -1,0 +1,67 @@
+"""Mapping between qna data (what a file holds) and the curation models."""
+
+import hashlib
+import posixpath
+import re
+
+from curation.models import Leaf, SeedExample
+from curation.selectors import LEAF_TEXT_FIELDS
+from curation.taxonomy import KINDS, LabError, leaf_kind
+
+SEED_KEYS = ("context", "question", "answer", "questions_and_answers")
+TOP_KEYS = ("version", *LEAF_TEXT_FIELDS, "seed_examples", "document")
+_SEGMENT = re.compile(r"^[^/\\\x00-\x1f]+$")
+
+
+def apply_qna(leaf: Leaf, data: dict) -> list[SeedExample]:
+    """Set the leaf's fields from qna data; return its seed examples, unsaved."""
+    version = data.get("version")
+    leaf.version = version if isinstance(version, int) and not isinstance(version, bool) else None
+    for name in LEAF_TEXT_FIELDS:
+        setattr(leaf, name, data.get(name))
+    document = data.get("document")
+    document = document if isinstance(document, dict) else {}
+    leaf.document_repo = document.get("repo")
+    leaf.document_commit = document.get("commit")
+    leaf.document_patterns = document.get("patterns")
+    leaf.extra = {key: value for key, value in data.items() if key not in TOP_KEYS}
+    leaf.kind = leaf_kind(leaf.path, data)
+    return [
+        SeedExample(
+            leaf=leaf,
+            position=index,
+            **{key: seed.get(key) for key in SEED_KEYS},
+            extra={key: value for key, value in seed.items() if key not in SEED_KEYS},
+        )
+        for index, seed in enumerate(data.get("seed_examples") or [])
+    ]
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def clean_leaf_path(path: str) -> str:
+    """A new leaf's folder path, checked: under one of the three roots, no empty or dot segments."""
+    cleaned = "/".join(part.strip() for part in (path or "").strip().strip("/").split("/"))
+    parts = cleaned.split("/")
+    if not cleaned or any(not part or part in (".", "..") or part.startswith(".") for part in parts):
+        raise LabError(
+            f'"{path}" is not a valid folder path: use names separated by "/", without "." or "..".', field="path"
+        )
+    if not all(_SEGMENT.match(part) for part in parts):
+        raise LabError(f'"{path}" contains characters not allowed in a folder name.', field="path")
+    if parts[0] not in KINDS:
+        raise LabError(f'"{path}" must start with one of: {", ".join(KINDS)}.', field="path")
+    if len(parts) < 2:
+        raise LabError(f'"{path}" is a taxonomy root; a leaf lives in a folder below it.', field="path")
+    if len(cleaned) > 1000:
+        raise LabError("The path is longer than 1000 characters.", field="path")
+    return cleaned
+
+
+def clean_document_name(name: str) -> str:
+    base = posixpath.basename((name or "").replace("\\", "/")).strip()
+    if not base or base.startswith(".") or not base.lower().endswith((".md", ".markdown")):
+        raise LabError(f'"{name}" is not a Markdown file name (it must end with .md).', field="name")
+    return base

@@ -1,0 +1,184 @@
+"""Import an InstructLab taxonomy: every valid leaf in, every invalid file reported, nothing partial."""
+
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import transaction
+
+from curation.models import Document, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
+from curation.selectors import leaf_snapshot
+from curation.services.content import apply_qna, sha256_text
+from curation.taxonomy import LabError, content_hash
+from curation.taxonomy.changes import describe_changes
+from curation.taxonomy.source import Limits, TaxonomyRead
+
+
+def import_limits() -> Limits:
+    return Limits(
+        max_file_bytes=settings.LABWEB_IMPORT_MAX_FILE_BYTES,
+        max_total_bytes=settings.LABWEB_IMPORT_MAX_TOTAL_BYTES,
+        max_files=settings.LABWEB_IMPORT_MAX_FILES,
+    )
+
+
+def taxonomy_import(*, read: Callable[[], TaxonomyRead], source: str, user, prune: bool = False) -> TaxonomyImport:
+    """Read a taxonomy with `read` and bring its valid leaves in, in one transaction.
+
+    A leaf whose file is invalid keeps its current content. A source refused as unsafe changes nothing; the
+    refusal is still recorded. With `prune`, leaves that the source does not hold at all are deleted.
+    """
+    started = time.monotonic()
+    try:
+        taxonomy = read()
+    except LabError as error:
+        return TaxonomyImport.objects.create(
+            source=source,
+            created_by=user,
+            status=TaxonomyImport.Status.REFUSED,
+            message=error.message,
+            problems=[{**error.as_dict(), "level": "error"}],
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+    with transaction.atomic():
+        record = _apply(taxonomy, source=source, user=user, prune=prune)
+        record.duration_ms = int((time.monotonic() - started) * 1000)
+        record.save(update_fields=["duration_ms"])
+    return record
+
+
+def _apply(taxonomy: TaxonomyRead, *, source: str, user, prune: bool) -> TaxonomyImport:
+    valid = taxonomy.valid_leaves
+    existing = {
+        leaf.path: leaf
+        for leaf in Leaf.objects.select_for_update(of=("self",))
+        .filter(path__in=[src.folder for src in valid])
+        .prefetch_related("seeds", "documents")
+    }
+    created, updated, seeds, documents, revisions = [], [], [], [], []
+    unchanged = 0
+    for src in valid:
+        doc_hashes = {name: sha256_text(text) for name, text in src.documents.items()}
+        digest = content_hash(src.qna.data, doc_hashes, src.attribution)
+        leaf = existing.get(src.folder)
+        if leaf is not None and leaf.content_hash == digest:
+            unchanged += 1
+            continue
+        before = None
+        if leaf is None:
+            leaf = Leaf(path=src.folder, revision=1)
+            created.append(leaf)
+        else:
+            before = leaf_snapshot(leaf, leaf.seeds.all(), {d.name: d.sha256 for d in leaf.documents.all()})
+            leaf.revision += 1
+            updated.append(leaf)
+        leaf_seeds = apply_qna(leaf, src.qna.data)
+        leaf.attribution = src.attribution
+        leaf.problems = [p.as_dict() for p in src.qna.problems]
+        leaf.is_valid = True
+        leaf.content_hash = digest
+        leaf.updated_by = user
+        seeds.append(leaf_seeds)
+        documents.append(
+            [
+                Document(
+                    leaf=leaf,
+                    name=name,
+                    content=text,
+                    sha256=doc_hashes[name],
+                    size=len(text.encode("utf-8")),
+                    created_by=user,
+                )
+                for name, text in src.documents.items()
+            ]
+        )
+        after = {"path": leaf.path, "qna": src.qna.data, "attribution": src.attribution, "documents": doc_hashes}
+        revisions.append(
+            LeafRevision(
+                leaf=leaf,
+                path=leaf.path,
+                number=leaf.revision,
+                action=LeafRevision.Action.IMPORT,
+                author=user,
+                changes=describe_changes(before, after) if before else ["imported"],
+                snapshot=after,
+                content_hash=digest,
+            )
+        )
+
+    Leaf.objects.bulk_create(created)
+    if updated:
+        Leaf.objects.bulk_update(
+            updated,
+            [
+                "kind",
+                "version",
+                "created_by",
+                "task_description",
+                "domain",
+                "document_outline",
+                "document_repo",
+                "document_commit",
+                "document_patterns",
+                "attribution",
+                "extra",
+                "problems",
+                "is_valid",
+                "content_hash",
+                "revision",
+                "updated_by",
+            ],
+        )
+        SeedExample.objects.filter(leaf__in=updated).delete()
+        Document.objects.filter(leaf__in=updated).delete()
+    # The leaves now have primary keys: re-point their children at them before inserting.
+    for leaf_seeds in seeds:
+        for seed in leaf_seeds:
+            seed.leaf_id = seed.leaf.pk
+    SeedExample.objects.bulk_create([seed for leaf_seeds in seeds for seed in leaf_seeds], batch_size=2000)
+    Document.objects.bulk_create([doc for docs in documents for doc in docs], batch_size=500)
+    for revision in revisions:
+        revision.leaf_id = revision.leaf.pk
+    LeafRevision.objects.bulk_create(revisions, batch_size=1000)
+
+    removed = 0
+    if prune:
+        present = {src.folder for src in taxonomy.leaves}
+        gone = list(Leaf.objects.exclude(path__in=present).prefetch_related("seeds", "documents"))
+        LeafRevision.objects.bulk_create(
+            [
+                LeafRevision(
+                    leaf=leaf,
+                    path=leaf.path,
+                    number=leaf.revision + 1,
+                    action=LeafRevision.Action.DELETE,
+                    author=user,
+                    changes=["deleted: not in the imported taxonomy"],
+                    snapshot=leaf_snapshot(leaf, leaf.seeds.all(), {d.name: d.sha256 for d in leaf.documents.all()}),
+                    content_hash=leaf.content_hash,
+                )
+                for leaf in gone
+            ]
+        )
+        removed = len(gone)
+        Leaf.objects.filter(pk__in=[leaf.pk for leaf in gone]).delete()
+
+    snapshot = TaxonomySnapshot.objects.create(
+        name=f"Import of {source}"[:200],
+        created_by=user,
+        hashes=dict(Leaf.objects.values_list("path", "content_hash")),
+    )
+    problems = [p.as_dict() for p in taxonomy.problems]
+    return TaxonomyImport.objects.create(
+        source=source[:1000],
+        created_by=user,
+        status=TaxonomyImport.Status.SUCCEEDED,
+        files_seen=taxonomy.files_seen,
+        created=len(created),
+        updated=len(updated),
+        unchanged=unchanged,
+        removed=removed,
+        rejected=len(taxonomy.rejected_paths),
+        problems=problems,
+        snapshot=snapshot,
+    )

@@ -1,0 +1,291 @@
+"""Read the files of a taxonomy from a directory, a git repository or an archive, refusing anything unsafe.
+
+Unsafe input (a path that escapes the root, a link in an archive, a symlink out of the root, more data or
+files than the limits) stops the whole import with a LabError: nothing from such a source is trusted.
+A single file over the size limit is only that file's problem.
+"""
+
+import io
+import os
+import posixpath
+import stat
+import subprocess
+import tarfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from curation.taxonomy.errors import LabError, Problem
+from curation.taxonomy.qna import KINDS, QnaFile, folder_of, read_qna
+
+QNA = "qna.yaml"
+ATTRIBUTION = "attribution.txt"
+DOCUMENT_SUFFIXES = (".md", ".markdown")
+SKIP_DIRS = {".git", ".github", ".venv", "__pycache__", "node_modules"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_file_bytes: int = 2 * 1024 * 1024
+    max_total_bytes: int = 256 * 1024 * 1024
+    max_files: int = 50_000
+
+
+@dataclass
+class LeafSource:
+    """One leaf folder as found in a source: its qna.yaml and the files beside it."""
+
+    folder: str
+    qna: QnaFile
+    attribution: str = ""
+    documents: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TaxonomyRead:
+    leaves: list[LeafSource]
+    problems: list[Problem]
+    files_seen: int
+
+    @property
+    def valid_leaves(self) -> list[LeafSource]:
+        return [leaf for leaf in self.leaves if leaf.qna.valid]
+
+    @property
+    def rejected_paths(self) -> list[str]:
+        return sorted({p.path for p in self.problems if p.level == "error"})
+
+
+def _wanted(path: str) -> bool:
+    name = posixpath.basename(path)
+    return name == QNA or name == ATTRIBUTION or name.lower().endswith(DOCUMENT_SUFFIXES)
+
+
+def _clean(name: str) -> str:
+    """A member name as a safe relative POSIX path, or a LabError naming it."""
+    path = name.replace("\\", "/")
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+        raise LabError(f'Refused: "{name}" is an absolute path.', path=name)
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise LabError(f'Refused: "{name}" points outside the taxonomy (path traversal).', path=name)
+    return "/".join(parts)
+
+
+class _Budget:
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.files = 0
+        self.total = 0
+
+    def count(self, name: str) -> None:
+        self.files += 1
+        if self.files > self.limits.max_files:
+            raise LabError(f"Refused: the source holds more than {self.limits.max_files} files.", path=name)
+
+    def read(self, stream, name: str, size_hint: int | None) -> bytes | None:
+        """At most max_file_bytes of a stream; None when the file is over the per-file limit."""
+        limit = self.limits.max_file_bytes
+        if size_hint is not None and size_hint > limit:
+            return None
+        data = stream.read(limit + 1)
+        self.total += len(data)
+        if self.total > self.limits.max_total_bytes:
+            raise LabError(
+                f"Refused: the source unpacks to more than {self.limits.max_total_bytes // (1024 * 1024)} MiB "
+                "(a decompression bomb?).",
+                path=name,
+            )
+        return None if len(data) > limit else data
+
+
+def _too_big(path: str, limits: Limits) -> Problem:
+    return Problem(path, f"The file is larger than the {limits.max_file_bytes // 1024} KiB limit.", line=None)
+
+
+def read_directory(root: str | os.PathLike, limits: Limits = Limits()) -> TaxonomyRead:
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise LabError(f'"{root}" is not a directory.', path=str(root))
+    budget = _Budget(limits)
+    files: dict[str, bytes | None] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        for name in sorted(filenames):
+            full = Path(dirpath, name)
+            rel = full.relative_to(root).as_posix()
+            if not _wanted(rel):
+                continue
+            budget.count(rel)
+            if full.is_symlink():
+                target = full.resolve()
+                if not target.is_relative_to(root):
+                    raise LabError(f'Refused: "{rel}" is a symlink to "{target}", outside the taxonomy root.', path=rel)
+            if not full.is_file():
+                continue
+            with open(full, "rb") as stream:
+                files[rel] = budget.read(stream, rel, full.stat().st_size)
+    return _assemble(files, limits)
+
+
+def read_archive(stream, filename: str, limits: Limits = Limits()) -> TaxonomyRead:
+    """A `.tar.gz`/`.tgz`/`.tar` or `.zip` archive, read in memory without touching the disk."""
+    lower = filename.lower()
+    if lower.endswith(".zip"):
+        return _read_zip(stream, limits)
+    if lower.endswith((".tar.gz", ".tgz", ".tar")):
+        return _read_tar(stream, limits)
+    raise LabError(f'"{filename}" is not a .tar.gz, .tgz, .tar or .zip archive.', path=filename)
+
+
+def read_git(repo: str | os.PathLike, ref: str = "HEAD", limits: Limits = Limits()) -> TaxonomyRead:
+    """The tree of `ref` in a local git repository (committed content, not the working copy)."""
+    repo = Path(repo)
+    if not repo.is_dir():
+        raise LabError(f'"{repo}" is not a directory.', path=str(repo))
+    if ref.startswith("-"):
+        raise LabError(f'"{ref}" is not a git revision.', field="ref")
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(repo), "archive", "--format=tar", ref, "--"],
+            capture_output=True,
+            check=False,
+            timeout=300,
+        )
+    except FileNotFoundError:
+        raise LabError("git is not installed on this server.") from None
+    if result.returncode != 0:
+        message = result.stderr.decode("utf-8", "replace").strip()
+        raise LabError(f'Cannot read revision "{ref}" of the git repository "{repo}": {message}', path=str(repo))
+    return _read_tar(io.BytesIO(result.stdout), limits)
+
+
+def _read_tar(stream, limits: Limits) -> TaxonomyRead:
+    budget = _Budget(limits)
+    files: dict[str, bytes | None] = {}
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as archive:
+            for member in archive:
+                if member.isdir() or member.type == tarfile.XGLTYPE or member.name == "pax_global_header":
+                    continue
+                rel = _clean(member.name)
+                if member.issym() or member.islnk():
+                    raise LabError(
+                        f'Refused: "{member.name}" is a link; archives may hold only files and folders.',
+                        path=member.name,
+                    )
+                if not member.isfile():
+                    raise LabError(f'Refused: "{member.name}" is not a regular file.', path=member.name)
+                budget.count(rel)
+                if not _wanted(rel):
+                    continue
+                if member.size > limits.max_file_bytes:
+                    files[rel] = None
+                    continue
+                files[rel] = budget.read(archive.extractfile(member), rel, member.size)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise LabError(f"The archive cannot be read: {exc}.") from None
+    return _assemble(_strip_wrapper(files), limits)
+
+
+def _read_zip(stream, limits: Limits) -> TaxonomyRead:
+    budget = _Budget(limits)
+    files: dict[str, bytes | None] = {}
+    try:
+        with zipfile.ZipFile(stream) as archive:
+            infos = archive.infolist()
+            declared = sum(info.file_size for info in infos)
+            if declared > limits.max_total_bytes:
+                raise LabError(
+                    f"Refused: the archive unpacks to {declared // (1024 * 1024)} MiB, more than the "
+                    f"{limits.max_total_bytes // (1024 * 1024)} MiB limit (a decompression bomb?)."
+                )
+            for info in infos:
+                if info.is_dir():
+                    continue
+                rel = _clean(info.filename)
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    raise LabError(
+                        f'Refused: "{info.filename}" is a link; archives may hold only files and folders.',
+                        path=info.filename,
+                    )
+                budget.count(rel)
+                if not _wanted(rel):
+                    continue
+                if info.file_size > limits.max_file_bytes:
+                    files[rel] = None
+                    continue
+                with archive.open(info) as member:
+                    files[rel] = budget.read(member, rel, info.file_size)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+        raise LabError(f"The archive cannot be read: {exc}.") from None
+    return _assemble(_strip_wrapper(files), limits)
+
+
+def _strip_wrapper(files: dict[str, bytes | None]) -> dict[str, bytes | None]:
+    """Archives of a repository usually wrap it in one folder (`taxonomy-main/`); look through it."""
+    tops = {path.split("/", 1)[0] for path in files}
+    if len(tops) == 1 and all("/" in p for p in files):
+        top = next(iter(tops))
+        if top not in KINDS:
+            return {path.split("/", 1)[1]: data for path, data in files.items()}
+    return files
+
+
+def _assemble(files: dict[str, bytes | None], limits: Limits) -> TaxonomyRead:
+    leaves: list[LeafSource] = []
+    problems: list[Problem] = []
+    beside: dict[str, list[str]] = {}
+    for rel in files:
+        if posixpath.basename(rel) != QNA:
+            beside.setdefault(folder_of(rel), []).append(rel)
+    for path in sorted(p for p in files if posixpath.basename(p) == QNA):
+        data = files[path]
+        folder = folder_of(path)
+        if not folder:
+            problems.append(Problem(path, "A qna.yaml must sit in a leaf folder, not at the taxonomy root."))
+            continue
+        if data is None:
+            problems.append(_too_big(path, limits))
+            continue
+        qna = read_qna(data, path)
+        problems += qna.problems
+        leaf = LeafSource(folder=folder, qna=qna)
+        for rel in sorted(beside.get(folder, ())):
+            content = files[rel]
+            name = posixpath.basename(rel)
+            if content is None:
+                problems.append(_too_big(rel, limits))
+                leaf.qna.problems.append(_too_big(rel, limits))
+                continue
+            try:
+                text = content.decode("utf-8")
+            except UnicodeDecodeError:
+                problem = Problem(rel, "The file is not UTF-8 text.")
+                problems.append(problem)
+                leaf.qna.problems.append(problem)
+                continue
+            if name == ATTRIBUTION:
+                leaf.attribution = text
+            else:
+                leaf.documents[name] = text
+        leaves.append(leaf)
+    return TaxonomyRead(leaves=leaves, problems=problems, files_seen=len(files))
+
+
+def write_tar(files: list[tuple[str, bytes]], stream) -> None:
+    """A gzip-compressed tar of `files` ((relative path, content) pairs), as `ilab` and git expect them."""
+    with tarfile.open(fileobj=stream, mode="w:gz") as archive:
+        for path, content in files:
+            info = tarfile.TarInfo(_clean(path))
+            info.size = len(content)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(content))
+
+
+def write_directory(files: list[tuple[str, bytes]], root: str | os.PathLike) -> None:
+    root = Path(root)
+    for path, content in files:
+        target = root / _clean(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)

@@ -1,0 +1,47 @@
+"""One JSON error shape for the whole API: {"error": {"message", "field", "line", "path"}, "errors": [...]}."""
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from curation.taxonomy import LabError
+
+
+def _flatten(detail, prefix: str = "") -> list[dict]:
+    if isinstance(detail, dict):
+        out = []
+        for key, value in detail.items():
+            name = key if key != "non_field_errors" else None
+            out += _flatten(value, f"{prefix}.{name}" if prefix and name else (name or prefix))
+        return out
+    if isinstance(detail, list):
+        out = []
+        for index, value in enumerate(detail):
+            if isinstance(value, (dict, list)):
+                out += _flatten(value, f"{prefix}[{index}]")
+            else:
+                out += _flatten(value, prefix)
+        return out
+    return [{"message": str(detail), "field": prefix or None, "line": None, "path": None}]
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, LabError):
+        error = exc.as_dict()
+        return Response({"error": error, "errors": [error]}, status=exc.status)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or None)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    errors = _flatten(
+        response.data if isinstance(exc, exceptions.ValidationError) else response.data.get("detail", response.data)
+    )
+    response.data = {"error": errors[0] if errors else {"message": "Error."}, "errors": errors}
+    if response.status_code == status.HTTP_401_UNAUTHORIZED and not response.has_header("WWW-Authenticate"):
+        response.status_code = status.HTTP_403_FORBIDDEN
+    return response

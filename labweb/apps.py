@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class LabwebConfig(AppConfig):
+    name = "labweb"
+    verbose_name = "LabWeb"

@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, User
+from rest_framework.test import APIClient
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+CORPUS = SHARED / "fixtures" / "instructlab-taxonomy"
+DEMO = REPO / "curation" / "demo" / "taxonomy"
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    assert CORPUS.is_dir(), f"the qna.yaml corpus is missing at {CORPUS}"
+    return CORPUS
+
+
+def _user(username: str, *roles: str, **extra) -> User:
+    user = User.objects.create_user(username=username, password="pw-" + username, **extra)
+    for role in roles:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def curator(db) -> User:
+    return _user("carla", "curator")
+
+
+@pytest.fixture
+def reviewer(db) -> User:
+    return _user("rene", "reviewer")
+
+
+@pytest.fixture
+def operator(db) -> User:
+    return _user("otto", "operator")
+
+
+@pytest.fixture
+def outsider(db) -> User:
+    """Signed in, but holds no role."""
+    return _user("olga")
+
+
+@pytest.fixture
+def staff_curator(db) -> User:
+    return _user("stefan", "curator", is_staff=True)
+
+
+@pytest.fixture
+def api(curator) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(curator)
+    return client
+
+
+@pytest.fixture
+def imported(db, corpus, curator):
+    """The whole corpus imported, as a curator would."""
+    from curation.services import taxonomy_import
+    from curation.taxonomy.source import read_directory
+
+    return taxonomy_import(read=lambda: read_directory(corpus), source=str(corpus), user=curator)
