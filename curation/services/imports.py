@@ -4,7 +4,7 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from curation.models import Document, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.selectors import leaf_snapshot
@@ -47,7 +47,15 @@ def taxonomy_import(*, read: Callable[[], TaxonomyRead], source: str, user, prun
     return record
 
 
+# Any constant will do: it names the one lock that serialises imports across processes.
+IMPORT_LOCK = 0x1AB1_0001
+
+
 def _apply(taxonomy: TaxonomyRead, *, source: str, user, prune: bool) -> TaxonomyImport:
+    if connection.vendor == "postgresql":
+        # Two imports creating the same new leaf would otherwise collide on its unique path.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [IMPORT_LOCK])
     valid = taxonomy.valid_leaves
     existing = {
         leaf.path: leaf

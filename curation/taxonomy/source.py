@@ -11,6 +11,7 @@ import posixpath
 import stat
 import subprocess
 import tarfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,8 +124,11 @@ def read_directory(root: str | os.PathLike, limits: Limits = Limits()) -> Taxono
                     raise LabError(f'Refused: "{rel}" is a symlink to "{target}", outside the taxonomy root.', path=rel)
             if not full.is_file():
                 continue
-            with open(full, "rb") as stream:
-                files[rel] = budget.read(stream, rel, full.stat().st_size)
+            try:
+                with open(full, "rb") as stream:
+                    files[rel] = budget.read(stream, rel, full.stat().st_size)
+            except OSError as exc:
+                raise LabError(f'Cannot read "{rel}": {exc.strerror or exc}.', path=rel) from None
     return _assemble(files, limits)
 
 
@@ -248,6 +252,10 @@ def _assemble(files: dict[str, bytes | None], limits: Limits) -> TaxonomyRead:
         if data is None:
             problems.append(_too_big(path, limits))
             continue
+        if path.split("/", 1)[0] not in KINDS:
+            problems.append(Problem(path, f"The leaf is outside the taxonomy roots ({', '.join(KINDS)}); "
+                                          "InstructLab does not read it. Move it under one of them."))
+            continue
         qna = read_qna(data, path)
         problems += qna.problems
         leaf = LeafSource(folder=folder, qna=qna)
@@ -255,13 +263,16 @@ def _assemble(files: dict[str, bytes | None], limits: Limits) -> TaxonomyRead:
             content = files[rel]
             name = posixpath.basename(rel)
             if content is None:
-                problems.append(_too_big(rel, limits))
-                leaf.qna.problems.append(_too_big(rel, limits))
-                continue
-            try:
-                text = content.decode("utf-8")
-            except UnicodeDecodeError:
-                problem = Problem(rel, "The file is not UTF-8 text.")
+                problem = Problem(rel, f"The file is larger than the {limits.max_file_bytes // 1024} KiB limit, "
+                                       f"so its leaf {folder} is not imported.")
+            else:
+                try:
+                    text = content.decode("utf-8")
+                    problem = None
+                except UnicodeDecodeError as exc:
+                    problem = Problem(rel, f"The file is not UTF-8 text, so its leaf {folder} is not imported.",
+                                      line=content[: exc.start].count(b"\n") + 1)
+            if problem is not None:
                 problems.append(problem)
                 leaf.qna.problems.append(problem)
                 continue
@@ -280,6 +291,7 @@ def write_tar(files: list[tuple[str, bytes]], stream) -> None:
             info = tarfile.TarInfo(_clean(path))
             info.size = len(content)
             info.mode = 0o644
+            info.mtime = int(time.time())
             archive.addfile(info, io.BytesIO(content))
 
 

@@ -1,0 +1,42 @@
+"""Shared set-up for benchmarks: Django on a throw-away test database (PostgreSQL unless DATABASE_URL says)."""
+
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO.parent / "shared" / "fixtures" / "instructlab-taxonomy"
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labweb.settings")
+os.environ.setdefault("DEBUG", "1")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/labweb")
+
+
+@contextmanager
+def test_database():
+    import django
+
+    django.setup()
+    from django.db import connection
+    from django.test.utils import setup_test_environment
+
+    setup_test_environment()
+    name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    try:
+        yield name
+    finally:
+        connection.creation.destroy_test_db(name, verbosity=0)
+
+
+def best_of(runs: int, fn, setup=None) -> float:
+    """The fastest of `runs` timings in seconds (the least disturbed by the rest of the machine)."""
+    times = []
+    for _ in range(runs):
+        if setup:
+            setup()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)

@@ -1,0 +1,86 @@
+import secrets
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.migrations.executor import MigrationExecutor
+
+from curation.management.commands._report import write_import
+from curation.models import TaxonomyImport
+from curation.services import taxonomy_import
+from curation.services.imports import import_limits
+from curation.taxonomy.source import read_directory
+from labweb.roles import ROLES
+
+DEMO_TAXONOMY = Path(__file__).resolve().parents[2] / "demo" / "taxonomy"
+URL = "http://127.0.0.1:8000/"
+
+
+class Command(BaseCommand):
+    help = ("First-run setup, safe to repeat: check the role groups, create or update the admin superuser, "
+            "and import the demo taxonomy as that user.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--username", default="admin", help="The admin's username (default: admin).")
+        parser.add_argument("--password", help="Set this password. Without it a new admin gets a random one, "
+                                               "and an existing admin keeps theirs.")
+        parser.add_argument("--email", default="", help="The admin's e-mail address, for a new admin.")
+
+    def handle(self, *args, username, password, email, **options):
+        self._check_database()
+        user = self._admin(username, password, email)
+        record = taxonomy_import(read=lambda: read_directory(DEMO_TAXONOMY, import_limits()),
+                                 source=str(DEMO_TAXONOMY), user=user)
+        if record.status == TaxonomyImport.Status.REFUSED:
+            raise CommandError(f"The demo taxonomy was refused: {record.message}")
+        write_import(self, record)
+        self.stdout.write(self.style.SUCCESS(
+            f"Ready. Start the server with `manage.py runserver` and open {URL}"))
+
+    def _check_database(self) -> None:
+        connection = connections[DEFAULT_DB_ALIAS]
+        executor = MigrationExecutor(connection)
+        if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+            raise CommandError("The database is not migrated: run `manage.py migrate` first.")
+        missing = set(ROLES) - set(Group.objects.filter(name__in=ROLES).values_list("name", flat=True))
+        if missing:
+            raise CommandError(f"The role groups {', '.join(sorted(missing))} are missing; they come from the "
+                               "labweb migrations. Run `manage.py migrate`.")
+        self.stdout.write(f"Role groups present: {', '.join(ROLES)}.")
+
+    @transaction.atomic
+    def _admin(self, username: str, password: str | None, email: str):
+        model = get_user_model()
+        user = model.objects.select_for_update().filter(**{model.USERNAME_FIELD: username}).first()
+        created = user is None
+        if created:
+            user = model(**{model.USERNAME_FIELD: username}, email=email)
+        generated = created and not password
+        if generated:
+            password = secrets.token_urlsafe(12)
+        if password:
+            try:
+                validate_password(password, user)
+            except ValidationError as error:
+                raise CommandError(f"Password refused: {' '.join(error.messages)}") from None
+            user.set_password(password)
+        promoted = not (user.is_superuser and user.is_staff and user.is_active)
+        user.is_superuser = user.is_staff = user.is_active = True
+        user.save()
+
+        if generated:
+            self.stdout.write(self.style.SUCCESS(f"Admin user: {username} / password: {password}"))
+            self.stdout.write("Note the password now: it is not shown again.")
+        elif created:
+            self.stdout.write(self.style.SUCCESS(f"Admin user: {username} created with the password you gave."))
+        elif password:
+            self.stdout.write(self.style.SUCCESS(f"Admin user: {username} exists; password set to the one you gave."))
+        else:
+            self.stdout.write(f"Admin user: {username} exists; its password is unchanged.")
+        if promoted and not created:
+            self.stdout.write(f"{username} is now an active superuser.")
+        return user
