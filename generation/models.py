@@ -1,0 +1,215 @@
+from django.conf import settings
+from django.db import models
+
+from curation.models import Leaf, TaxonomySnapshot
+
+
+class Teacher(models.Model):
+    """A saved teacher configuration. The API key is write-only: no page, API response or log shows it."""
+
+    class Backend(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible server"
+        LOCAL = "local", "Local transformers model"
+
+    name = models.CharField(max_length=100, unique=True)
+    backend = models.CharField(max_length=16, choices=Backend.choices, default=Backend.OPENAI)
+    base_url = models.CharField(max_length=500, blank=True, help_text="e.g. http://gpu-box:8000/v1 (vLLM)")
+    model = models.CharField(max_length=500, help_text="Model name the server knows, or a local path")
+    gguf_file = models.CharField(max_length=500, blank=True, help_text="Local backend: a GGUF file inside `model`")
+    api_key = models.CharField(max_length=500, blank=True)
+    temperature = models.FloatField(default=0.7)
+    top_p = models.FloatField(default=1.0)
+    max_tokens = models.PositiveIntegerField(default=1024)
+    max_concurrency = models.PositiveIntegerField(default=8)
+    timeout_seconds = models.FloatField(default=120.0)
+    context_tokens = models.PositiveIntegerField(default=4096, help_text="The model's context length")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self.api_key)
+
+    def public_config(self) -> dict:
+        """The configuration as lineage records it: everything but the key."""
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "base_url": self.base_url,
+            "model": self.model,
+            "gguf_file": self.gguf_file,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "max_concurrency": self.max_concurrency,
+            "timeout_seconds": self.timeout_seconds,
+            "context_tokens": self.context_tokens,
+        }
+
+
+class GenerationRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Scope(models.TextChoices):
+        ALL = "all", "Whole taxonomy"
+        CHANGED = "changed", "Leaves changed since a baseline"
+        SELECTED = "selected", "Chosen leaves"
+
+    name = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    teacher = models.ForeignKey(Teacher, on_delete=models.PROTECT, related_name="runs")
+    teacher_config = models.JSONField(help_text="The teacher as it was when the run started (no key)")
+    scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.ALL)
+    baseline = models.ForeignKey(TaxonomySnapshot, null=True, blank=True, on_delete=models.SET_NULL)
+    samples_per_leaf = models.PositiveIntegerField(default=30)
+    config = models.JSONField(default=dict, help_text="Pipeline configuration (PipelineConfig)")
+    prompt_versions = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name or f"Run {self.pk}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+
+class WorkItem(models.Model):
+    """One unit of a run (a seed example of a skills leaf, a chunk of a knowledge leaf), claimed with a lease."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    run = models.ForeignKey(GenerationRun, on_delete=models.CASCADE, related_name="items")
+    leaf = models.ForeignKey(Leaf, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    leaf_path = models.CharField(max_length=1000)
+    leaf_hash = models.CharField(max_length=64, help_text="Content hash of the leaf the spec was taken from")
+    kind = models.CharField(max_length=16)
+    seed_index = models.PositiveIntegerField(null=True, blank=True)
+    chunk_index = models.PositiveIntegerField(null=True, blank=True)
+    spec = models.JSONField(help_text="The leaf content and chunk this unit works from, frozen at run start")
+    target = models.PositiveIntegerField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    kept = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict)
+    stats = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "leaf_path", "seed_index", "chunk_index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "leaf_path", "seed_index", "chunk_index"], name="unique_work_item", nulls_distinct=False
+            )
+        ]
+
+    def __str__(self) -> str:
+        unit = f"seed {self.seed_index + 1}" if self.seed_index is not None else f"chunk {self.chunk_index + 1}"
+        return f"{self.leaf_path} ({unit})"
+
+
+class Sample(models.Model):
+    """A synthetic sample with its full lineage: leaf, seeds, chunk, teacher, prompts, scores, raw output."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    run = models.ForeignKey(GenerationRun, on_delete=models.CASCADE, related_name="samples")
+    item = models.ForeignKey(WorkItem, on_delete=models.CASCADE, related_name="samples")
+    leaf = models.ForeignKey(Leaf, null=True, blank=True, on_delete=models.SET_NULL, related_name="samples")
+    leaf_path = models.CharField(max_length=1000, db_index=True)
+    kind = models.CharField(max_length=16)
+    question = models.TextField()
+    response = models.TextField()
+    context = models.TextField(null=True, blank=True)  # noqa: DJ001 - absent context differs from empty
+    seed_indices = models.JSONField(default=list)
+    chunk_index = models.PositiveIntegerField(null=True, blank=True)
+    scores = models.JSONField(default=dict)
+    rationales = models.JSONField(default=dict)
+    raw = models.JSONField(default=dict)
+    prompts = models.JSONField(default=list, help_text="name@version of every prompt used")
+    teacher = models.ForeignKey(Teacher, null=True, on_delete=models.SET_NULL, related_name="+")
+    teacher_model = models.CharField(max_length=500)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["leaf_path", "idempotency_key"]
+
+    def __str__(self) -> str:
+        return self.question[:80]
+
+
+class TeacherResponse(models.Model):
+    """The response cache: one teacher answer per (model, messages, sampling, seed)."""
+
+    key = models.CharField(max_length=64, unique=True)
+    model = models.CharField(max_length=500)
+    text = models.TextField()
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    finish_reason = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class RunEvent(models.Model):
+    """A line of a run's log: what started, finished or failed, and the teacher's error when it did."""
+
+    class Level(models.TextChoices):
+        INFO = "info"
+        WARNING = "warning"
+        ERROR = "error"
+
+    run = models.ForeignKey(GenerationRun, on_delete=models.CASCADE, related_name="events")
+    item = models.ForeignKey(WorkItem, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    leaf_path = models.CharField(max_length=1000, blank=True)
+    level = models.CharField(max_length=16, choices=Level.choices, default=Level.INFO)
+    message = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.message[:80]

@@ -1,0 +1,1 @@
+"""The LAB synthetic data generator: teachers, prompts, pipelines. Imports no Django."""

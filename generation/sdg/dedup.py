@@ -1,0 +1,36 @@
+"""Near-duplicate detection with ROUGE-L (the F-measure of the longest common token subsequence)."""
+
+import re
+
+from rapidfuzz.distance import LCSseq
+
+_TOKEN = re.compile(r"\w+")
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+def rouge_l(a: list[str], b: list[str]) -> float:
+    if not a or not b:
+        return 0.0
+    lcs = LCSseq.similarity(a, b)
+    if not lcs:
+        return 0.0
+    precision, recall = lcs / len(b), lcs / len(a)
+    return 2 * precision * recall / (precision + recall)
+
+
+class NearDuplicates:
+    """Keeps texts that are not within `threshold` ROUGE-L of anything kept or known before."""
+
+    def __init__(self, known: list[str] = (), threshold: float = 0.7):
+        self.threshold = threshold
+        self.kept = [tokens(text) for text in known]
+
+    def admit(self, text: str) -> bool:
+        candidate = tokens(text)
+        if any(rouge_l(candidate, other) >= self.threshold for other in self.kept):
+            return False
+        self.kept.append(candidate)
+        return True

@@ -1,0 +1,342 @@
+"""Teachers: an OpenAI-compatible server or a local transformers model, behind one async interface.
+
+Every call goes through `CachedTeacher`, which keys the response by (model, messages, sampling, seed), so a
+resumed run replays what it already paid for instead of asking again.
+"""
+
+import asyncio
+import hashlib
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+from curation.taxonomy.errors import LabError
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    seed: int | None = None
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    finish_reason: str | None = None
+
+
+class TeacherError(LabError):
+    """The teacher failed; `retryable` when waiting and asking again may help (429, 5xx, timeouts)."""
+
+    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None):
+        super().__init__(message, field="teacher")
+        self.retryable = retryable
+        self.http_status = status
+
+
+class Teacher(Protocol):
+    model: str
+    max_concurrency: int
+
+    async def complete(self, messages: list[dict], sampling: Sampling) -> Completion: ...
+
+
+@dataclass
+class CallStats:
+    calls: int = 0
+    cached: int = 0
+    retries: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: "CallStats") -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class ConcurrencyLimit:
+    """A limit on calls in flight shared by every event loop in the process (one per worker thread)."""
+
+    def __init__(self, limit: int):
+        self.limit = max(1, int(limit))
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
+
+    async def __aenter__(self):
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._in_flight < self.limit and not self._waiters:
+                self._in_flight += 1
+                return self
+            future = loop.create_future()
+            self._waiters.append((loop, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            with self._lock:
+                if (loop, future) in self._waiters:
+                    self._waiters.remove((loop, future))
+                    raise
+            await self.__aexit__(None, None, None)  # the slot was already handed to us: give it on
+            raise
+        return self
+
+    async def __aexit__(self, *exc):
+        with self._lock:
+            while self._waiters:
+                loop, future = self._waiters.pop(0)
+                if not future.cancelled() and not loop.is_closed():
+                    # The slot passes straight to the waiter: _in_flight stays the same.
+                    loop.call_soon_threadsafe(_wake, future)
+                    return
+            self._in_flight -= 1
+
+
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_LIMITS: dict[str, ConcurrencyLimit] = {}
+_LIMITS_LOCK = threading.Lock()
+
+
+def shared_limit(key: str, limit: int) -> ConcurrencyLimit:
+    with _LIMITS_LOCK:
+        found = _LIMITS.get(key)
+        if found is None or found.limit != limit:
+            found = _LIMITS[key] = ConcurrencyLimit(limit)
+        return found
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_delay, self.base_delay * 2**attempt) * (0.5 + random.random() / 2)
+
+
+class OpenAITeacher:
+    """Any server that speaks OpenAI chat completions: vLLM, llama.cpp server, Ollama, OpenAI."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str = "",
+        timeout: float = 120.0,
+        max_concurrency: int = 8,
+        retry: RetryPolicy | None = None,
+    ):
+        self.base_url = base_url
+        self.model = model
+        self.api_key = api_key or "not-needed"
+        self.timeout = timeout
+        self.max_concurrency = max_concurrency
+        self.retry = retry or RetryPolicy()
+        self.limit = shared_limit(f"openai:{base_url}:{model}", max_concurrency)
+        self._clients: dict[int, object] = {}
+
+    def _client(self):
+        # An AsyncOpenAI client belongs to the event loop it was made in; worker threads each run their own.
+        from openai import AsyncOpenAI
+
+        loop_id = id(asyncio.get_running_loop())
+        client = self._clients.get(loop_id)
+        if client is None:
+            client = self._clients[loop_id] = AsyncOpenAI(
+                base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0
+            )
+        return client
+
+    async def complete(self, messages: list[dict], sampling: Sampling, stats: CallStats | None = None) -> Completion:
+        import openai
+
+        stats = stats if stats is not None else CallStats()
+        last: TeacherError | None = None
+        for attempt in range(self.retry.attempts):
+            if attempt:
+                stats.retries += 1
+                await asyncio.sleep(self.retry.delay(attempt - 1))
+            try:
+                async with self.limit:
+                    response = await self._client().chat.completions.create(
+                        model=self.model,
+                        messages=messages,
+                        temperature=sampling.temperature,
+                        top_p=sampling.top_p,
+                        max_tokens=sampling.max_tokens,
+                        seed=sampling.seed,
+                        n=1,
+                    )
+            except openai.APITimeoutError:
+                last = TeacherError(
+                    f"The teacher at {self.base_url} did not answer within {self.timeout:g} s.", retryable=True
+                )
+            except openai.APIConnectionError as exc:
+                last = TeacherError(
+                    f"Cannot reach the teacher at {self.base_url}: {exc.__cause__ or exc}. Check the "
+                    "teacher's URL, or that its server is running.",
+                    retryable=True,
+                )
+            except openai.APIStatusError as exc:
+                retryable = exc.status_code == 429 or exc.status_code >= 500
+                last = TeacherError(
+                    f"The teacher answered HTTP {exc.status_code}: {_error_text(exc)}",
+                    retryable=retryable,
+                    status=exc.status_code,
+                )
+                if not retryable:
+                    raise last from None
+            else:
+                try:
+                    choice = response.choices[0]
+                    text = choice.message.content
+                except (AttributeError, IndexError, TypeError):
+                    text = None
+                if not isinstance(text, str):
+                    last = TeacherError("The teacher's answer has no message content.", retryable=True)
+                    continue
+                usage = response.usage
+                return Completion(
+                    text=text,
+                    prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                    completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                    finish_reason=getattr(choice, "finish_reason", None),
+                )
+            stats.errors += 1
+        raise last or TeacherError("The teacher failed.")
+
+
+def _error_text(exc) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:500]
+    return (str(getattr(exc, "message", "")) or str(exc))[:500]
+
+
+class LocalTeacher:
+    """A transformers model in the worker process (small models and the embedded default)."""
+
+    _loaded: dict[tuple, tuple] = {}
+    _load_lock = threading.Lock()
+
+    def __init__(self, *, model: str, gguf_file: str | None = None, max_concurrency: int = 1, device: str = "cpu"):
+        self.model = model if not gguf_file else f"{model}#{gguf_file}"
+        self.path = model
+        self.gguf_file = gguf_file
+        self.device = device
+        self.max_concurrency = 1
+        self.limit = shared_limit(f"local:{self.model}", 1)
+
+    def load(self):
+        key = (self.path, self.gguf_file, self.device)
+        with self._load_lock:
+            if key not in self._loaded:
+                try:
+                    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                    kwargs = {"gguf_file": self.gguf_file} if self.gguf_file else {}
+                    tokenizer = AutoTokenizer.from_pretrained(self.path, **kwargs)
+                    model = AutoModelForCausalLM.from_pretrained(self.path, **kwargs).to(self.device).eval()
+                except Exception as exc:  # noqa: BLE001 - any load failure becomes one clear message
+                    raise TeacherError(
+                        f"Cannot load the local teacher model {self.model!r}: {exc}. Install it, or point LabWeb at "
+                        "a server: add a teacher with an OpenAI-compatible URL (vLLM, llama.cpp, Ollama) and use it "
+                        "for the run."
+                    ) from None
+                self._loaded[key] = (tokenizer, model)
+            return self._loaded[key]
+
+    def _generate(self, messages: list[dict], sampling: Sampling) -> Completion:
+        import torch
+
+        tokenizer, model = self.load()
+        encoded = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        input_ids = encoded["input_ids"].to(self.device)
+        generator_kwargs = {"max_new_tokens": sampling.max_tokens, "pad_token_id": tokenizer.eos_token_id}
+        if sampling.temperature > 0:
+            generator_kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+        else:
+            generator_kwargs.update(do_sample=False)
+        with torch.inference_mode():
+            output = model.generate(input_ids, attention_mask=encoded.get("attention_mask"), **generator_kwargs)
+        new = output[0][input_ids.shape[1] :]
+        return Completion(
+            text=tokenizer.decode(new, skip_special_tokens=True),
+            prompt_tokens=int(input_ids.shape[1]),
+            completion_tokens=int(new.shape[0]),
+        )
+
+    async def complete(self, messages: list[dict], sampling: Sampling, stats: CallStats | None = None) -> Completion:
+        async with self.limit:
+            return await asyncio.to_thread(self._generate, messages, sampling)
+
+
+def cache_key(model: str, messages: list[dict], sampling: Sampling) -> str:
+    payload = json.dumps(
+        {"model": model, "messages": messages, "sampling": asdict(sampling)},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class CachedTeacher:
+    """A teacher with a content-addressed response cache and call statistics.
+
+    `lookup(key)` returns a stored Completion or None; `store(key, completion)` keeps one. Both are
+    coroutines so that the Django shell can put them on its own thread.
+    """
+
+    teacher: Teacher
+    lookup: Callable
+    store: Callable
+    stats: CallStats = field(default_factory=CallStats)
+
+    @property
+    def model(self) -> str:
+        return self.teacher.model
+
+    async def complete(self, messages: list[dict], sampling: Sampling) -> Completion:
+        key = cache_key(self.teacher.model, messages, sampling)
+        found = await self.lookup(key)
+        if found is not None:
+            self.stats.cached += 1
+            found.cached = True
+            return found
+        started = time.perf_counter()
+        completion = await self.teacher.complete(messages, sampling, self.stats)
+        self.stats.seconds += time.perf_counter() - started
+        self.stats.calls += 1
+        self.stats.prompt_tokens += completion.prompt_tokens
+        self.stats.completion_tokens += completion.completion_tokens
+        await self.store(key, completion)
+        return completion

@@ -1,0 +1,1 @@
+"""Writes of the generation app: teachers, runs, work items and samples."""

@@ -1,0 +1,220 @@
+"""Processing one work item: claim it with a lease, run its pipeline unit, write samples exactly once."""
+
+import asyncio
+import logging
+import uuid
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from curation.taxonomy import LabError
+from generation.models import GenerationRun, RunEvent, Sample, TeacherResponse, WorkItem
+from generation.sdg.pipelines import LeafSpec, PipelineConfig, Unit, UnitRunner
+from generation.sdg.pipelines import Sample as SdgSample
+from generation.sdg.teacher import CachedTeacher, Completion, TeacherError
+from generation.services.runs import lease_seconds, run_fail, run_finish_if_done
+from generation.services.teachers import teacher_client
+
+logger = logging.getLogger(__name__)
+ACTIVE_RUN = (GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING)
+
+
+def item_claim(*, item_id: int, owner: str) -> bool:
+    """Take the item if it is pending, or running under a lease that expired (its worker died)."""
+    now = timezone.now()
+    claimed = (
+        WorkItem.objects.filter(pk=item_id, run__status__in=ACTIVE_RUN)
+        .filter(Q(state=WorkItem.State.PENDING) | Q(state=WorkItem.State.RUNNING, lease_until__lt=now))
+        .update(
+            state=WorkItem.State.RUNNING,
+            lease_owner=owner,
+            lease_until=now + timedelta(seconds=lease_seconds()),
+            attempts=F("attempts") + 1,
+            started_at=Coalesce(F("started_at"), now),
+        )
+    )
+    if claimed:
+        GenerationRun.objects.filter(
+            pk=WorkItem.objects.filter(pk=item_id).values("run_id")[:1], status=GenerationRun.Status.QUEUED
+        ).update(status=GenerationRun.Status.RUNNING, started_at=now)
+    return bool(claimed)
+
+
+def item_heartbeat(*, item_id: int, owner: str, counts: dict, stats: dict) -> bool:
+    """Extend the lease and publish progress. False when the item is no longer ours or the run stopped."""
+    now = timezone.now()
+    return bool(
+        WorkItem.objects.filter(
+            pk=item_id, lease_owner=owner, state=WorkItem.State.RUNNING, run__status__in=ACTIVE_RUN
+        ).update(lease_until=now + timedelta(seconds=lease_seconds()), counts=counts, stats=stats)
+    )
+
+
+def samples_write(*, item: WorkItem, samples: list[SdgSample]) -> int:
+    """Insert samples by idempotency key; a sample already written (by an earlier attempt) is left alone."""
+    rows = [
+        Sample(
+            idempotency_key=f"{item.run_id}:{item.pk}:{sample.key}",
+            run_id=item.run_id,
+            item=item,
+            leaf_id=item.leaf_id,
+            leaf_path=item.leaf_path,
+            kind=item.kind,
+            question=sample.question,
+            response=sample.response,
+            context=sample.context,
+            seed_indices=sample.seed_indices,
+            chunk_index=sample.chunk_index,
+            scores=sample.scores,
+            rationales=sample.rationales,
+            raw=sample.raw,
+            prompts=sample.prompts,
+            teacher_id=item.run.teacher_id,
+            teacher_model=item.run.teacher_config["model"],
+        )
+        for sample in samples
+    ]
+    created = Sample.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(created)
+
+
+def _lookup(key: str) -> Completion | None:
+    row = TeacherResponse.objects.filter(key=key).first()
+    if row is None:
+        return None
+    return Completion(
+        text=row.text,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        finish_reason=row.finish_reason or None,
+    )
+
+
+def _store(key: str, model: str, completion: Completion) -> None:
+    try:
+        TeacherResponse.objects.bulk_create(
+            [
+                TeacherResponse(
+                    key=key,
+                    model=model,
+                    text=completion.text,
+                    prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens,
+                    finish_reason=completion.finish_reason or "",
+                )
+            ],
+            ignore_conflicts=True,
+        )
+    except IntegrityError:  # pragma: no cover - ignore_conflicts covers it on PostgreSQL and SQLite
+        pass
+
+
+class _LeaseLost(Exception):
+    pass
+
+
+def item_process(*, item_id: int, owner: str | None = None) -> str:
+    """Run one work item to its end. Safe to call twice, or after a worker died holding it."""
+    owner = owner or uuid.uuid4().hex
+    if not item_claim(item_id=item_id, owner=owner):
+        return "skipped"
+    item = WorkItem.objects.select_related("run", "run__teacher").get(pk=item_id)
+    run = item.run
+    try:
+        client = teacher_client(run.teacher)
+        if hasattr(client, "load"):
+            client.load()
+    except TeacherError as error:
+        run_fail(run_id=run.pk, message=error.message)
+        WorkItem.objects.filter(pk=item.pk, lease_owner=owner).update(
+            state=WorkItem.State.FAILED, error=error.message, finished_at=timezone.now()
+        )
+        return "failed"
+
+    model = run.teacher_config["model"]
+
+    async def lookup(key):
+        return await asyncio.to_thread(_lookup, key)
+
+    async def store(key, completion):
+        await asyncio.to_thread(_store, key, model, completion)
+
+    teacher = CachedTeacher(teacher=client, lookup=lookup, store=store)
+    spec = item.spec
+    unit = Unit(
+        leaf=LeafSpec(**spec["leaf"]),
+        target=item.target,
+        seed_index=item.seed_index,
+        chunk_index=item.chunk_index,
+        chunk=spec.get("chunk"),
+    )
+
+    async def emit(samples):
+        await asyncio.to_thread(samples_write, item=item, samples=samples)
+
+    runner = UnitRunner(unit, teacher, PipelineConfig.from_dict(run.config), emit)
+
+    async def drive():
+        work = asyncio.ensure_future(runner.run())
+        try:
+            while True:
+                done, _ = await asyncio.wait({work}, timeout=min(5.0, lease_seconds() / 3))
+                alive = await asyncio.to_thread(
+                    item_heartbeat,
+                    item_id=item.pk,
+                    owner=owner,
+                    counts=dict(runner.result.counts),
+                    stats=teacher.stats.as_dict(),
+                )
+                if done:
+                    return work.result()
+                if not alive:
+                    work.cancel()
+                    raise _LeaseLost()
+        finally:
+            if not work.done():
+                work.cancel()
+
+    try:
+        result = asyncio.run(drive())
+    except _LeaseLost:
+        return "stopped"
+    except (LabError, ValueError, KeyError) as error:
+        message = getattr(error, "message", None) or str(error)
+        _finish(item, owner, WorkItem.State.FAILED, runner, teacher, error=message)
+        RunEvent.objects.create(
+            run=run,
+            item=item,
+            leaf_path=item.leaf_path,
+            level=RunEvent.Level.ERROR,
+            message=f"Work item failed: {message}",
+        )
+        run_finish_if_done(run_id=run.pk)
+        return "failed"
+    _finish(item, owner, WorkItem.State.DONE, runner, teacher, kept=result.kept)
+    if result.kept < item.target:
+        RunEvent.objects.create(
+            run=run,
+            item=item,
+            leaf_path=item.leaf_path,
+            level=RunEvent.Level.WARNING,
+            message=f"{item}: kept {result.kept} of {item.target} samples after {result.rounds} rounds.",
+        )
+    run_finish_if_done(run_id=run.pk)
+    return "done"
+
+
+def _finish(item, owner, state, runner, teacher, *, kept=None, error="") -> None:
+    with transaction.atomic():
+        WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(
+            state=state,
+            kept=Sample.objects.filter(item=item).count(),
+            counts=dict(runner.result.counts),
+            stats=teacher.stats.as_dict(),
+            error=error[:5000],
+            finished_at=timezone.now(),
+            lease_until=None,
+        )

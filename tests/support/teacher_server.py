@@ -1,0 +1,154 @@
+"""A real HTTP server speaking the OpenAI chat-completions protocol, with scripted answers and faults.
+
+It recognises LabWeb's prompts by their wording and answers each in the format the pipelines expect, with
+text derived from a hash of the request (so the same request always gets the same answer). Faults are
+switched on per server: latency, HTTP 500s, 429s, hanging requests (timeouts) and garbage answers.
+"""
+
+import hashlib
+import json
+import random
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+WORDS = (
+    "river mountain violet engine harbor lantern orbit maple crystal thunder falcon velvet copper "
+    "meadow signal quartz canyon ember glacier prism tundra cobalt sparrow willow nebula basalt "
+    "saffron marble compass beacon juniper atlas cedar delta fjord garnet horizon ivory jasper kelp "
+    "lagoon mosaic nimbus opal pebble quill raven sierra topaz umber vertex walnut yonder zephyr"
+).split()
+
+
+def _words(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+class TeacherScript:
+    """What the server answers. Tests change these attributes while the server runs."""
+
+    def __init__(self):
+        self.latency = 0.0
+        self.fail_every = 0  # every Nth request answers HTTP 500
+        self.rate_limit_every = 0  # every Nth request answers HTTP 429
+        self.hang_every = 0  # every Nth request never answers in time
+        self.garbage_every = 0  # every Nth answer is not in the expected format
+        self.reject_question_every = 0
+        self.model = "scripted-teacher"
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.busy_seconds = 0.0
+
+    def answer(self, messages: list[dict], seed) -> str:
+        prompt = messages[-1]["content"]
+        rng = random.Random(hashlib.sha256(json.dumps([messages, seed]).encode()).hexdigest())
+        count = int(m.group(1)) if (m := re.search(r"Write (\d+) new", prompt)) else 3
+        if "[Context]" in prompt:
+            return "\n".join(f"[Context]\nNotes about {_words(rng, 30)}.\n[End]" for _ in range(count))
+        if "question-answer pairs" in prompt or "[Answer]" in prompt and "Passage:" in prompt:
+            return "\n".join(
+                f"[Question]\nWhat is the {_words(rng, 6)}?\n[Answer]\nIt is the {_words(rng, 12)}.\n[End]"
+                for _ in range(count)
+            )
+        if "[Question]" in prompt and "Write" in prompt:
+            return "\n".join(f"[Question]\nExplain the {_words(rng, 8)}.\n[End]" for _ in range(count))
+        if "Is this instruction clear" in prompt:
+            reject = self.reject_question_every and rng.randrange(self.reject_question_every) == 0
+            return f"The instruction is {'unclear' if reject else 'clear'}.\nScore: {0 if reject else 1}"
+        if "Rate the response" in prompt:
+            return "Correct and complete.\nScore: 3"
+        if "supported by the source" in prompt:
+            return "Every claim appears in the source.\nAnswer: YES"
+        if "address the question fully" in prompt:
+            return "It answers directly.\nScore: 2"
+        if "clear, specific question" in prompt:
+            return "A good study question.\nScore: 1"
+        return f"Here is a careful answer: {_words(rng, 40)}."
+
+
+class TeacherServer:
+    def __init__(self, script: TeacherScript | None = None, port: int = 0):
+        self.script = script or TeacherScript()
+        handler = _make_handler(self.script)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _make_handler(script: TeacherScript):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def _send(self, code: int, body: dict | str) -> None:
+            data = (json.dumps(body) if isinstance(body, dict) else body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._send(200, {"object": "list", "data": [{"id": script.model, "object": "model"}]})
+
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length", 0))
+            body = json.loads(self.rfile.read(length) or b"{}")
+            with script.lock:
+                script.requests += 1
+                number = script.requests
+                script.in_flight += 1
+                script.max_in_flight = max(script.max_in_flight, script.in_flight)
+            started = time.perf_counter()
+            try:
+                if script.latency:
+                    time.sleep(script.latency)
+                if script.hang_every and number % script.hang_every == 0:
+                    time.sleep(30)
+                if script.fail_every and number % script.fail_every == 0:
+                    return self._send(500, {"error": {"message": "scripted internal error"}})
+                if script.rate_limit_every and number % script.rate_limit_every == 0:
+                    return self._send(429, {"error": {"message": "scripted rate limit"}})
+                text = script.answer(body.get("messages", []), body.get("seed"))
+                if script.garbage_every and number % script.garbage_every == 0:
+                    text = "lorem ipsum, no format at all"
+                self._send(
+                    200,
+                    {
+                        "id": f"chatcmpl-{number}",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": body.get("model", script.model),
+                        "choices": [
+                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                        ],
+                        "usage": {
+                            "prompt_tokens": sum(len(m.get("content", "").split()) for m in body.get("messages", [])),
+                            "completion_tokens": len(text.split()),
+                            "total_tokens": 0,
+                        },
+                    },
+                )
+            finally:
+                with script.lock:
+                    script.in_flight -= 1
+                    script.busy_seconds += time.perf_counter() - started
+
+    return Handler
