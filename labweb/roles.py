@@ -61,3 +61,4 @@ def role_permission(*, write: str | None, read: str | None = None) -> type[HasRo
 
 
 IsCurator = role_permission(write=CURATOR)
+HasAnyRole = role_permission(write=None)

@@ -16,10 +16,17 @@ def corpus() -> Path:
     return CORPUS
 
 
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    # The production hasher costs ~0.2 s a user; role fixtures make several per test.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def _user(username: str, *roles: str, **extra) -> User:
     user = User.objects.create_user(username=username, password="pw-" + username, **extra)
     for role in roles:
-        user.groups.add(Group.objects.get(name=role))
+        # get_or_create: a transactional test elsewhere may have flushed the groups the migration made.
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
     return user
 
 

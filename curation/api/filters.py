@@ -3,7 +3,16 @@ import django_filters
 from curation.models import Document, Leaf, SeedExample
 
 
+class StrictBooleanFilter(django_filters.TypedChoiceFilter):
+    """true/false (or 1/0); anything else is a 400 naming the field, never silently ignored."""
+
+    def __init__(self, *args, **kwargs):
+        choices = [("true", "true"), ("false", "false"), ("1", "1"), ("0", "0")]
+        super().__init__(*args, choices=choices, coerce=lambda value: value in ("true", "1"), **kwargs)
+
+
 class LeafFilter(django_filters.FilterSet):
+    is_valid = StrictBooleanFilter()
     q = django_filters.CharFilter(field_name="path", lookup_expr="icontains", label="Path contains")
     under = django_filters.CharFilter(method="filter_under", label="Folder path prefix")
     paths = django_filters.BaseInFilter(field_name="path", label="Exact paths, comma separated")

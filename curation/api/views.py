@@ -7,7 +7,7 @@ from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -147,7 +147,7 @@ class LeafViewSet(viewsets.ModelViewSet):
     def revision(self, request, pk=None, number=None):
         found = selectors.leaf_history(self.get_object()).filter(number=number).first()
         if found is None:
-            raise LabError(f"The leaf has no revision {number}.", field="number")
+            raise NotFound(f"The leaf has no revision {number}.")
         return Response(s.RevisionDetailSerializer(found).data)
 
     @staticmethod

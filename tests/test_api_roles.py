@@ -1,0 +1,288 @@
+"""Every API endpoint and method walked through the role matrix: who may read, who may write, who is refused.
+
+The table below must list exactly what the URLconf serves under /api/: a new endpoint without a row fails
+`test_role_table_covers_every_api_route`.
+"""
+
+import io
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import URLResolver, get_resolver
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from curation import services
+from curation.models import Document, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
+from curation.taxonomy.source import read_archive, write_tar
+
+POEMS = b"""version: 3
+task_description: Write short poems.
+created_by: someone
+seed_examples:
+  - question: q1
+    answer: a1
+  - question: q2
+    answer: a2
+  - question: q3
+    answer: a3
+  - question: q4
+    answer: a4
+  - question: q5
+    answer: a5
+"""
+
+
+def targz(files: list[tuple[str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    write_tar(files, buffer)
+    return buffer.getvalue()
+
+
+@dataclass
+class World:
+    """One of everything the endpoints act on, made through the services."""
+
+    tmp_path: Path
+    leaf: int
+    seed: int
+    document: int
+    snapshot: int
+    record: int
+
+    @cached_property
+    def directory(self) -> str:
+        leaf = self.tmp_path / "dir" / "compositional_skills" / "from_directory"
+        leaf.mkdir(parents=True)
+        (leaf / "qna.yaml").write_bytes(POEMS)
+        return str(self.tmp_path / "dir")
+
+    @cached_property
+    def git(self) -> str:
+        repo = self.tmp_path / "repo"
+        (repo / "compositional_skills" / "from_git").mkdir(parents=True)
+        (repo / "compositional_skills" / "from_git" / "qna.yaml").write_bytes(POEMS)
+        base = ["git", "-c", "user.name=LabWeb Test", "-c", "user.email=labweb@example.com"]
+        base += ["-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main", "-C", str(repo)]
+        for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "poems"]):
+            subprocess.run(base + args, check=True, capture_output=True)
+        return str(repo)
+
+
+# Who may call an endpoint.
+READ = "any role"  # reviewer, operator, curator
+WRITE = "curator"
+STAFF = "staff curator"  # server-side paths
+PUBLIC = "anyone"
+
+ROLES = ("anonymous", "outsider", "reviewer", "operator", "curator", "staff_curator")
+ALLOWED = {
+    READ: {"reviewer", "operator", "curator", "staff_curator"},
+    WRITE: {"curator", "staff_curator"},
+    STAFF: {"staff_curator"},
+    PUBLIC: set(ROLES),
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    name: str  # the URL name, as `reverse` knows it
+    url: str  # formatted with the world as `w`
+    access: str
+    success: int = 200
+    body: dict | Callable[[World], dict[str, Any]] | None = field(default=None, compare=False)
+    multipart: bool = False
+    label: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.name}{self.label}"
+
+
+def new_seed(w: World) -> dict:
+    return {"leaf": w.leaf, "question": "q", "answer": "a"}
+
+
+def new_document(w: World) -> dict:
+    return {"leaf": w.leaf, "name": "b.md", "content": "# B"}
+
+
+def archive(w: World) -> dict:
+    return {"archive": SimpleUploadedFile("t.tar.gz", targz([("compositional_skills/from_archive/qna.yaml", POEMS)]))}
+
+
+def directory(w: World) -> dict:
+    return {"directory": w.directory}
+
+
+def git_main(w: World) -> dict:
+    return {"git": w.git, "ref": "main"}
+
+
+CREDENTIALS = {"username": "carla", "password": "pw-carla"}  # the curator fixture's
+LEAF, SEED, DOCUMENT = "/api/leaves/{w.leaf}/", "/api/seeds/{w.seed}/", "/api/documents/{w.document}/"
+E = Endpoint
+# fmt: off
+ENDPOINTS = [
+    E("GET",    "api-root",        "/api/",                       READ),
+    E("GET",    "leaf-list",       "/api/leaves/",                READ),
+    E("POST",   "leaf-list",       "/api/leaves/",                WRITE, 201, {"path": "compositional_skills/new"}),
+    E("GET",    "leaf-detail",     LEAF,                          READ),
+    E("PATCH",  "leaf-detail",     LEAF,                          WRITE, 200, {"domain": "poetry"}),
+    E("DELETE", "leaf-detail",     LEAF,                          WRITE, 204),
+    E("POST",   "leaf-move",       LEAF + "move/",                WRITE, 200, {"path": "compositional_skills/moved"}),
+    E("GET",    "leaf-qna",        LEAF + "qna/",                 READ),
+    E("GET",    "leaf-history",    LEAF + "history/",             READ),
+    E("GET",    "leaf-revision",   LEAF + "history/1/",           READ),
+    E("GET",    "seed-list",       "/api/seeds/",                 READ),
+    E("POST",   "seed-list",       "/api/seeds/",                 WRITE, 201, new_seed),
+    E("GET",    "seed-detail",     SEED,                          READ),
+    E("PATCH",  "seed-detail",     SEED,                          WRITE, 200, {"answer": "changed"}),
+    E("DELETE", "seed-detail",     SEED,                          WRITE, 204),
+    E("POST",   "seed-move",       SEED + "move/",                WRITE, 200, {"position": 3}),
+    E("GET",    "document-list",   "/api/documents/",             READ),
+    E("POST",   "document-list",   "/api/documents/",             WRITE, 201, new_document),
+    E("GET",    "document-detail", DOCUMENT,                      READ),
+    E("DELETE", "document-detail", DOCUMENT,                      WRITE, 204),
+    E("GET",    "import-list",     "/api/imports/",               READ),
+    E("POST",   "import-list",     "/api/imports/",               WRITE, 201, archive, True, " archive"),
+    E("POST",   "import-list",     "/api/imports/",               STAFF, 201, directory, label=" directory"),
+    E("POST",   "import-list",     "/api/imports/",               STAFF, 201, git_main, label=" git"),
+    E("GET",    "import-detail",   "/api/imports/{w.record}/",    READ),
+    E("GET",    "snapshot-list",   "/api/snapshots/",             READ),
+    E("POST",   "snapshot-list",   "/api/snapshots/",             WRITE, 201, {"name": "baseline"}),
+    E("GET",    "snapshot-detail", "/api/snapshots/{w.snapshot}/", READ),
+    E("GET",    "api-tree",        "/api/tree/",                  READ),
+    E("GET",    "api-diff",        "/api/diff/",                  READ),
+    E("GET",    "api-export",      "/api/export/",                READ),
+    E("GET",    "api-schema",      "/api/schema/",                READ),
+    E("GET",    "api-docs",        "/api/docs/",                  READ),
+    E("POST",   "api-token",       "/api/auth/token/",            PUBLIC, 200, CREDENTIALS),
+]
+# fmt: on
+NOT_JSON = {"api-schema", "api-docs"}  # the OpenAPI document and the Swagger UI page answer in their own formats
+
+
+@pytest.fixture
+def world(curator, tmp_path) -> World:
+    services.taxonomy_import(
+        read=lambda: read_archive(io.BytesIO(targz([("compositional_skills/poems/qna.yaml", POEMS)])), "t.tar.gz"),
+        source="t.tar.gz",
+        user=curator,
+    )
+    leaf = Leaf.objects.get()
+    document = services.document_add(leaf=leaf, user=curator, expected_revision=None, name="a.md", content="# A")
+    snapshot = services.snapshot_create(name="start", user=curator)
+    return World(
+        tmp_path=tmp_path,
+        leaf=leaf.pk,
+        seed=leaf.seeds.order_by("position").first().pk,
+        document=document.pk,
+        snapshot=snapshot.pk,
+        record=TaxonomyImport.objects.get().pk,
+    )
+
+
+@pytest.fixture
+def clients(outsider, reviewer, operator, curator, staff_curator) -> dict[str, APIClient]:
+    """One client per role, each signed in the way a script is: with its API token."""
+    out = {"anonymous": APIClient()}
+    for name, user in [
+        ("outsider", outsider),
+        ("reviewer", reviewer),
+        ("operator", operator),
+        ("curator", curator),
+        ("staff_curator", staff_curator),
+    ]:
+        out[name] = APIClient()
+        out[name].credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return out
+
+
+def send(client: APIClient, endpoint: Endpoint, world: World):
+    url = endpoint.url.format(w=world)
+    body = endpoint.body(world) if callable(endpoint.body) else endpoint.body
+    if body is None:
+        return getattr(client, endpoint.method.lower())(url)
+    return getattr(client, endpoint.method.lower())(url, body, format="multipart" if endpoint.multipart else "json")
+
+
+def state() -> tuple:
+    """What any write would change."""
+    return (
+        list(Leaf.objects.order_by("pk").values_list("pk", "path", "revision", "content_hash")),
+        SeedExample.objects.count(),
+        Document.objects.count(),
+        LeafRevision.objects.count(),
+        TaxonomySnapshot.objects.count(),
+        TaxonomyImport.objects.count(),
+    )
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=str)
+def test_endpoint_answers_every_role_as_the_matrix_says(endpoint, world, clients):
+    allowed = ALLOWED[endpoint.access]
+    roles = [role for role in ROLES if role not in allowed]
+    if endpoint.method == "GET" or endpoint.access == PUBLIC:
+        roles += [role for role in ROLES if role in allowed]
+    else:
+        roles.append(next(role for role in ROLES if role in allowed))  # a write succeeds once: the least privileged
+
+    for role in roles:
+        before = state()
+        response = send(clients[role], endpoint, world)
+        if role in allowed:
+            assert response.status_code == endpoint.success, (role, response.status_code, response.content[:300])
+            if endpoint.method == "GET":
+                assert state() == before, f"a GET by {role} changed data"
+            continue
+        expected = (401, 403) if role == "anonymous" else (403,)
+        assert response.status_code in expected, (role, response.status_code, response.content[:300])
+        if endpoint.name not in NOT_JSON:
+            error = response.json()["error"]
+            assert error["message"] and response.json()["errors"][0] == error
+        assert state() == before, f"a refused {endpoint} by {role} changed data"
+
+
+def api_routes() -> set[tuple[str, str]]:
+    """(URL name, method) for every view the URLconf serves under /api/."""
+    found = set()
+
+    def walk(patterns, prefix: str):
+        for pattern in patterns:
+            route = prefix + str(pattern.pattern).lstrip("^")
+            if isinstance(pattern, URLResolver):
+                walk(pattern.url_patterns, route)
+            elif route.startswith("api/"):
+                callback = pattern.callback
+                view = getattr(callback, "cls", None) or callback.view_class
+                if getattr(callback, "actions", None):  # a viewset route: method -> action
+                    methods = set(callback.actions) & set(view.http_method_names)
+                else:
+                    methods = {m for m in view.http_method_names if hasattr(view, m)}
+                found.update((pattern.name, m.upper()) for m in methods - {"head", "options"})
+
+    walk(get_resolver().url_patterns, "")
+    return found
+
+
+def test_role_table_covers_every_api_route():
+    table = {(e.name, e.method) for e in ENDPOINTS}
+    routes = api_routes()
+    assert routes - table == set(), "API routes without a row in the role table"
+    assert table - routes == set(), "rows in the role table for routes that do not exist"
+
+
+@pytest.mark.parametrize("name", sorted({e.name for e in ENDPOINTS}))
+def test_methods_outside_the_table_are_405_for_a_curator(name, world, clients):
+    endpoint = next(e for e in ENDPOINTS if e.name == name)
+    listed = {e.method for e in ENDPOINTS if e.name == name}
+    for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE"} - listed):
+        response = getattr(clients["curator"], method.lower())(endpoint.url.format(w=world), {}, format="json")
+        assert response.status_code == 405, (method, response.status_code)
