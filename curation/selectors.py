@@ -183,3 +183,36 @@ def export_files(*, leaves: QuerySet[Leaf] | None = None) -> tuple[list[tuple[st
         for document in leaf.documents.all():
             files.append((f"{leaf.path}/{document.name}", document.content.encode("utf-8")))
     return files, skipped
+
+
+# --- Reads for the HTML pages (curation/views) ---------------------------------------------------------------
+
+
+def kind_counts() -> dict[str, dict[str, int]]:
+    """Leaves and invalid leaves per kind, from one grouped query: {kind: {"leaves": n, "invalid": m}}."""
+    from django.db.models import Count, Q
+
+    counts = {kind: {"leaves": 0, "invalid": 0} for kind in KINDS}
+    rows = Leaf.objects.order_by().values("kind").annotate(
+        leaves=Count("id"), invalid=Count("id", filter=Q(is_valid=False)))
+    for row in rows:
+        counts[row["kind"]] = {"leaves": row["leaves"], "invalid": row["invalid"]}
+    return counts
+
+
+def leaf_documents(leaf: Leaf) -> QuerySet:
+    """The leaf's documents without their text, which can be megabytes each."""
+    return leaf.documents.defer("content")
+
+
+def leaf_ids_by_path(paths: Iterable[str]) -> dict[str, int]:
+    return dict(Leaf.objects.filter(path__in=list(paths)).values_list("path", "id"))
+
+
+def snapshot_list() -> QuerySet[TaxonomySnapshot]:
+    """Snapshots for a picker: their hash maps (one entry per leaf) are left in the database."""
+    return TaxonomySnapshot.objects.defer("hashes").select_related("created_by")
+
+
+def import_list() -> QuerySet[TaxonomyImport]:
+    return TaxonomyImport.objects.defer("problems").select_related("created_by")

@@ -4,9 +4,9 @@ import hashlib
 import posixpath
 import re
 
-from curation.models import Leaf, SeedExample
+from curation.models import Kind, Leaf, SeedExample
 from curation.selectors import LEAF_TEXT_FIELDS
-from curation.taxonomy import KINDS, LabError, leaf_kind
+from curation.taxonomy import KINDS, LabError, Problem, leaf_kind
 
 SEED_KEYS = ("context", "question", "answer", "questions_and_answers")
 TOP_KEYS = ("version", *LEAF_TEXT_FIELDS, "seed_examples", "document")
@@ -35,6 +35,14 @@ def apply_qna(leaf: Leaf, data: dict) -> list[SeedExample]:
         )
         for index, seed in enumerate(data.get("seed_examples") or [])
     ]
+
+
+def leaf_warnings(leaf: Leaf, documents: dict) -> list[Problem]:
+    """What LabWeb adds to the schema's verdict: things that do not make a file invalid but stop generation."""
+    if leaf.kind == Kind.KNOWLEDGE and not documents:
+        return [Problem(leaf.qna_path, "No source document is attached; generation needs one.", field="document",
+                        level="warning")]
+    return []
 
 
 def sha256_text(text: str) -> str:

@@ -8,7 +8,7 @@ from django.db import connection, transaction
 
 from curation.models import Document, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.selectors import leaf_snapshot
-from curation.services.content import apply_qna, sha256_text
+from curation.services.content import apply_qna, leaf_warnings, sha256_text
 from curation.taxonomy import LabError, content_hash
 from curation.taxonomy.changes import describe_changes
 from curation.taxonomy.source import Limits, TaxonomyRead
@@ -82,7 +82,7 @@ def _apply(taxonomy: TaxonomyRead, *, source: str, user, prune: bool) -> Taxonom
             updated.append(leaf)
         leaf_seeds = apply_qna(leaf, src.qna.data)
         leaf.attribution = src.attribution
-        leaf.problems = [p.as_dict() for p in src.qna.problems]
+        leaf.problems = [p.as_dict() for p in src.qna.problems + leaf_warnings(leaf, doc_hashes)]
         leaf.is_valid = True
         leaf.content_hash = digest
         leaf.updated_by = user

@@ -7,7 +7,7 @@ from django.db import transaction
 
 from curation.models import Document, Kind, Leaf, LeafRevision, SeedExample, TaxonomySnapshot
 from curation.selectors import LEAF_TEXT_FIELDS, leaf_snapshot
-from curation.services.content import clean_document_name, clean_leaf_path, sha256_text
+from curation.services.content import clean_document_name, clean_leaf_path, leaf_warnings, sha256_text
 from curation.taxonomy import LabError, Problem, content_hash, leaf_kind, validate_qna
 from curation.taxonomy.changes import describe_changes
 from curation.taxonomy.errors import ConflictError
@@ -40,17 +40,7 @@ def _lock(leaf: Leaf, expected_revision: int | None) -> Leaf:
 
 
 def _problems(leaf: Leaf, qna: dict, documents: dict) -> list[Problem]:
-    problems = validate_qna(qna, leaf.path)
-    if leaf.kind == Kind.KNOWLEDGE and not documents:
-        problems.append(
-            Problem(
-                leaf.qna_path,
-                "No source document is attached; generation needs one.",
-                field="document",
-                level="warning",
-            )
-        )
-    return problems
+    return validate_qna(qna, leaf.path) + leaf_warnings(leaf, documents)
 
 
 def _finish(leaf: Leaf, *, user, action: str, before: dict | None) -> Leaf:
@@ -156,6 +146,13 @@ def leaf_delete(*, leaf: Leaf, user, expected_revision: int | None) -> None:
     leaf.delete()
 
 
+def _fresh_seed(seed: SeedExample) -> SeedExample:
+    found = SeedExample.objects.filter(pk=seed.pk).first()
+    if found is None:
+        raise LabError("This seed example was deleted meanwhile. Reload the leaf.", field="seed")
+    return found
+
+
 def _seed_fields(leaf: Leaf, fields: dict[str, Any]) -> dict[str, Any]:
     fields = _clean_fields(fields, ("context", "question", "answer", "questions_and_answers"))
     qas = fields.get("questions_and_answers")
@@ -177,7 +174,9 @@ def seed_add(
     """Add a seed example (at the end, or before `position`)."""
     leaf = _lock(leaf, expected_revision)
     fields = _seed_fields(leaf, fields)
-    if leaf.kind == Kind.KNOWLEDGE:
+    # A new seed takes the shape of the leaf's seeds (old version-1 knowledge files use question/answer).
+    existing = leaf.seeds.order_by("position").first()
+    if existing.questions_and_answers is not None if existing else leaf.kind == Kind.KNOWLEDGE:
         fields.setdefault("questions_and_answers", [{"question": "", "answer": ""} for _ in range(3)])
         fields.setdefault("context", "")
     else:
@@ -210,7 +209,7 @@ def seed_update(*, seed: SeedExample, user, expected_revision: int | None, **fie
     leaf = _lock(seed.leaf, expected_revision)
     fields = _seed_fields(leaf, fields)
     before = leaf_snapshot(leaf)
-    seed = SeedExample.objects.get(pk=seed.pk)
+    seed = _fresh_seed(seed)
     for name, value in fields.items():
         setattr(seed, name, value)
     seed.save()
@@ -232,8 +231,8 @@ def seed_move(*, seed: SeedExample, user, expected_revision: int | None, positio
     """Move a seed example to `position` (0-based) among its leaf's seeds."""
     leaf = _lock(seed.leaf, expected_revision)
     before = leaf_snapshot(leaf)
+    moving = _fresh_seed(seed)
     seeds = [s for s in leaf.seeds.order_by("position") if s.pk != seed.pk]
-    moving = SeedExample.objects.get(pk=seed.pk)
     seeds.insert(max(0, min(int(position), len(seeds))), moving)
     _renumber(seeds)
     return _finish(leaf, user=user, action=LeafRevision.Action.UPDATE, before=before)

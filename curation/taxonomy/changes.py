@@ -1,5 +1,6 @@
 """What changed between two versions of a leaf, in words a reviewer reads in the history."""
 
+import difflib
 from typing import Any
 
 _LABELS = {
@@ -45,17 +46,18 @@ def _seed_changes(old: list, new: list) -> list[str]:
         return []
     if sorted(map(repr, old)) == sorted(map(repr, new)):
         return ["seed examples reordered"]
+    # Align the two lists so that deleting seed 2 reads as one removal, not as every later seed changing.
     changes = []
-    for index in range(max(len(old), len(new))):
-        if index >= len(old):
-            changes.append(f"seed example {index + 1} added")
-        elif index >= len(new):
-            changes.append(f"seed example {index + 1} removed")
-        elif old[index] != new[index]:
-            fields = (
-                sorted(k for k in set(old[index]) | set(new[index]) if old[index].get(k) != new[index].get(k))
-                if isinstance(old[index], dict) and isinstance(new[index], dict)
-                else []
-            )
-            changes.append(f"seed example {index + 1}: {', '.join(fields) or 'content'} changed")
+    matcher = difflib.SequenceMatcher(a=list(map(repr, old)), b=list(map(repr, new)), autojunk=False)
+    for tag, a1, a2, b1, b2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        paired = min(a2 - a1, b2 - b1) if tag == "replace" else 0
+        for offset in range(paired):
+            before, after = old[a1 + offset], new[b1 + offset]
+            both = isinstance(before, dict) and isinstance(after, dict)
+            fields = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)) if both else []
+            changes.append(f"seed example {b1 + offset + 1}: {', '.join(fields) or 'content'} changed")
+        changes += [f"seed example {index + 1} removed" for index in range(a1 + paired, a2)]
+        changes += [f"seed example {index + 1} added" for index in range(b1 + paired, b2)]
     return changes

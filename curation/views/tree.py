@@ -1,0 +1,124 @@
+"""The taxonomy tree with search, the export archive, and the diff against a baseline snapshot."""
+
+import io
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.views.decorators.http import require_GET, require_POST
+
+from curation import services
+from curation.forms import SnapshotForm
+from curation.models import Kind, TaxonomySnapshot
+from curation.selectors import (
+    export_files,
+    find_folder,
+    kind_counts,
+    leaf_ids_by_path,
+    leaf_list,
+    snapshot_list,
+    taxonomy_diff,
+    taxonomy_tree,
+)
+from curation.taxonomy import LabError
+from curation.taxonomy.source import write_tar
+from curation.views.common import any_role_required, curator_required, error_status, is_partial, lab_errors
+
+SEARCH_LIMIT = 200
+TREE_TEMPLATE = "curation/tree.html"
+
+
+def _ancestors(path: str) -> set[str]:
+    parts = [part for part in path.split("/") if part]
+    return {"/".join(parts[:end]) for end in range(1, len(parts) + 1)}
+
+
+def _search(q: str) -> dict:
+    matches = leaf_list(q=q).only("id", "path", "kind", "is_valid")
+    return {"results": list(matches[:SEARCH_LIMIT]), "total": matches.count()}
+
+
+@require_GET
+@any_role_required
+def tree(request: HttpRequest) -> HttpResponse:
+    """Roots plus the folders on the path in `?open=`; deeper folders load on demand (`tree_children`)."""
+    q = request.GET.get("q", "").strip()
+    open_path = request.GET.get("open", "").strip("/")
+    context: dict = {"q": q, "open_path": open_path, "open_paths": _ancestors(open_path)}
+    if q:
+        context.update(_search(q))
+    if is_partial(request):
+        if not q:
+            context["root"] = taxonomy_tree()
+        return render(request, f"{TREE_TEMPLATE}#tree-body", context)
+    counts = kind_counts()
+    context.update(root=taxonomy_tree(), kinds=[(kind, label, counts[kind]) for kind, label in Kind.choices])
+    return render(request, TREE_TEMPLATE, context)
+
+
+@require_GET
+@any_role_required
+def tree_children(request: HttpRequest) -> HttpResponse:
+    path = request.GET.get("path", "").strip("/")
+    if not is_partial(request):
+        return redirect(f"{reverse('curation:tree')}?{urlencode({'open': path})}")
+    folder = find_folder(taxonomy_tree(), path)
+    if folder is None or not path:
+        raise Http404(f"No folder {path} in the taxonomy.")
+    return render(request, f"{TREE_TEMPLATE}#children", {"folder": folder, "open_paths": set()})
+
+
+@require_GET
+@any_role_required
+def export(request: HttpRequest) -> HttpResponse:
+    """Every valid leaf as an InstructLab taxonomy; invalid leaves are left out and counted in a header."""
+    files, skipped = export_files()
+    buffer = io.BytesIO()
+    write_tar(files, buffer)
+    response = HttpResponse(buffer.getvalue(), content_type="application/gzip")
+    response["Content-Disposition"] = 'attachment; filename="taxonomy.tar.gz"'
+    response["X-LabWeb-Skipped-Invalid"] = str(len(skipped))
+    return response
+
+
+def _diff_page(request: HttpRequest, *, errors: list[dict] = (), status: int = 200,
+               name: str = "") -> HttpResponse:
+    baseline_id = request.GET.get("baseline", "")
+    baseline = None
+    if baseline_id:
+        if not baseline_id.isdigit():
+            raise Http404("No such snapshot.")
+        baseline = get_object_or_404(TaxonomySnapshot.objects.select_related("created_by"), pk=baseline_id)
+    diff = taxonomy_diff(baseline=baseline)
+    ids = leaf_ids_by_path(diff.added + diff.modified)
+    return render(request, "curation/diff.html", {
+        "diff": diff,
+        "added": [(path, ids.get(path)) for path in diff.added],
+        "modified": [(path, ids.get(path)) for path in diff.modified],
+        "snapshots": snapshot_list()[:200],
+        "errors": errors,
+        "name": name,
+    }, status=status)
+
+
+@require_GET
+@any_role_required
+def diff(request: HttpRequest) -> HttpResponse:
+    return _diff_page(request)
+
+
+@require_POST
+@curator_required
+def snapshot_create(request: HttpRequest) -> HttpResponse:
+    form = SnapshotForm(request.POST)
+    name = request.POST.get("name", "")
+    try:
+        if not form.is_valid():
+            raise LabError(form.errors.get("name", ["Invalid name."])[0], field="name")
+        snapshot = services.snapshot_create(name=form.cleaned_data["name"], user=request.user)
+    except LabError as error:
+        return _diff_page(request, errors=lab_errors(error), status=error_status(error), name=name)
+    messages.success(request, f"Snapshot “{snapshot.name}” saved; the diff now compares against it.")
+    return redirect(f"{reverse('curation:diff')}?{urlencode({'baseline': snapshot.pk})}")
