@@ -11,7 +11,7 @@ CORPUS = REPO.parent / "shared" / "fixtures" / "instructlab-taxonomy"
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labweb.settings")
 os.environ.setdefault("DEBUG", "1")
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/labweb")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/labweb_bench")
 
 
 @contextmanager
