@@ -168,6 +168,12 @@ class OpenAITeacher:
             )
         return client
 
+    async def aclose(self) -> None:
+        """Close the client of the running event loop (each asyncio.run makes and ends its own loop)."""
+        client = self._clients.pop(id(asyncio.get_running_loop()), None)
+        if client is not None:
+            await client.close()
+
     async def complete(self, messages: list[dict], sampling: Sampling, stats: CallStats | None = None) -> Completion:
         import openai
 

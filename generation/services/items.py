@@ -177,10 +177,17 @@ def item_process(*, item_id: int, owner: str | None = None) -> str:
         finally:
             if not work.done():
                 work.cancel()
+            close = getattr(client, "aclose", None)
+            if close:
+                await close()
 
     try:
         result = asyncio.run(drive())
     except _LeaseLost:
+        # The run was cancelled (or another worker took the item over): hand the item back, keep its samples.
+        WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(
+            state=WorkItem.State.CANCELLED, lease_owner="", lease_until=None, counts=dict(runner.result.counts),
+            stats=teacher.stats.as_dict(), kept=Sample.objects.filter(item=item).count())
         return "stopped"
     except (LabError, ValueError, KeyError) as error:
         message = getattr(error, "message", None) or str(error)

@@ -11,6 +11,7 @@ from django.utils import timezone
 from curation.models import Kind, Leaf, TaxonomySnapshot
 from curation.selectors import leaf_qna, taxonomy_diff
 from curation.taxonomy import LabError
+from curation.taxonomy.errors import ConflictError
 from generation.models import GenerationRun, RunEvent, Teacher, WorkItem
 from generation.sdg.chunking import chunk_document
 from generation.sdg.pipelines import KNOWLEDGE, SKILLS, LeafSpec, PipelineConfig, split_target
@@ -187,7 +188,8 @@ def run_cancel(*, run: GenerationRun, user) -> GenerationRun:
     ).update(status=GenerationRun.Status.CANCELLED, finished_at=timezone.now())
     if not updated:
         run.refresh_from_db()
-        raise LabError(f"The run is {run.status}; only a queued or running run can be cancelled.", field="status")
+        raise ConflictError(f"The run is {run.status}; only a queued or running run can be cancelled.",
+                            field="status")
     # Running items see the cancellation at their next heartbeat and stop there, keeping what they wrote.
     WorkItem.objects.filter(run=run, state=WorkItem.State.PENDING).update(state=WorkItem.State.CANCELLED)
     _event(run, f"Cancelled by {user}.", level=RunEvent.Level.WARNING)
@@ -199,14 +201,19 @@ def run_cancel(*, run: GenerationRun, user) -> GenerationRun:
 def run_resume(*, run: GenerationRun, user) -> GenerationRun:
     """Start again what is not done: cancelled, failed and abandoned items. Done items and samples stay."""
     run = GenerationRun.objects.select_for_update().get(pk=run.pk)
-    if run.status == GenerationRun.Status.SUCCEEDED and not run.items.exclude(state=WorkItem.State.DONE).exists():
-        raise LabError("The run is complete; there is nothing to resume.", field="status")
+    if not run.items.exclude(state=WorkItem.State.DONE).exists():
+        raise ConflictError("Every work item of this run is done (or it has none); there is nothing to resume.",
+                            field="status")
+    if run.is_active and not run.items.filter(state__in=[WorkItem.State.CANCELLED, WorkItem.State.FAILED]).exists():
+        raise ConflictError("The run is still going; resume it once it stops.", field="status")
     now = timezone.now()
     reset = (
         WorkItem.objects.filter(run=run)
         .filter(
             Q(state__in=[WorkItem.State.CANCELLED, WorkItem.State.FAILED])
             | Q(state=WorkItem.State.RUNNING, lease_until__lt=now)
+            # Items a cancel stopped; a worker still finishing one loses its lease at its next heartbeat.
+            | Q(state=WorkItem.State.RUNNING, run__status=GenerationRun.Status.CANCELLED)
         )
         .update(state=WorkItem.State.PENDING, lease_owner="", lease_until=None, error="")
     )

@@ -98,12 +98,22 @@ def teacher_update(*, teacher: Teacher, user, api_key: str | None = None, **fiel
         raise LabError(f"Unknown field(s): {', '.join(sorted(unknown))}.", field=sorted(unknown)[0])
     merged = {name: getattr(teacher, name) for name in TEACHER_FIELDS} | fields
     _validate(merged)
+    if Teacher.objects.filter(name=merged["name"]).exclude(pk=teacher.pk).exists():
+        raise LabError(f"A teacher named {merged['name']} exists.", field="name")
     for name, value in fields.items():
         setattr(teacher, name, value)
     if api_key is not None:
         teacher.api_key = api_key
     teacher.save()
     return teacher
+
+
+@transaction.atomic
+def teacher_delete(*, teacher: Teacher, user) -> None:
+    if teacher.runs.exists():
+        raise LabError(f"{teacher.name} ran generation runs; their lineage needs it, so it cannot be deleted.",
+                       field="teacher")
+    teacher.delete()
 
 
 def teacher_ensure_default() -> Teacher:

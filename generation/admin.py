@@ -1,0 +1,124 @@
+"""Admin for watching generation jobs. Rows are read-only here: changes go through the services (the pages,
+the API, or the run actions below), so the admin never bypasses a check or leaks a teacher's API key."""
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from curation.taxonomy import LabError
+from generation import selectors
+from generation.models import GenerationRun, RunEvent, Sample, Teacher, TeacherResponse, WorkItem
+from generation.services.runs import run_cancel, run_resume
+from labweb.roles import OPERATOR, has_role
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Teacher)
+class TeacherAdmin(ReadOnlyAdmin):
+    list_display = ["name", "backend", "model", "base_url", "has_api_key", "max_concurrency", "created_at"]
+    list_filter = ["backend"]
+    search_fields = ["name", "model", "base_url"]
+    exclude = ["api_key"]
+    readonly_fields = ["has_api_key"]
+
+    @admin.display(boolean=True, description="API key")
+    def has_api_key(self, teacher: Teacher) -> bool:
+        return teacher.has_api_key
+
+
+@admin.register(GenerationRun)
+class GenerationRunAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "status", "teacher", "scope", "created_at", "created_by", "progress", "samples"]
+    list_filter = ["status", "scope", "teacher"]
+    search_fields = ["name", "error"]
+    date_hierarchy = "created_at"
+    actions = ["cancel_runs", "resume_runs"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[GenerationRun]:
+        return selectors.run_list()
+
+    @admin.display(description="Progress")
+    def progress(self, run: GenerationRun) -> str:
+        failed = f", {run.items_failed} failed" if run.items_failed else ""
+        return f"{selectors.run_percent(run)}% ({run.items_done}/{run.items_total} items{failed})"
+
+    @admin.display(description="Kept / target")
+    def samples(self, run: GenerationRun) -> str:
+        return f"{run.kept_total} / {run.target_total}"
+
+    def _command(self, request: HttpRequest, queryset: QuerySet[GenerationRun], service, verb: str) -> None:
+        done = 0
+        for run in queryset:
+            try:
+                service(run=run, user=request.user)
+                done += 1
+            except LabError as error:
+                self.message_user(request, f"{run}: {error.message}", messages.WARNING)
+        if done:
+            self.message_user(request, f"{verb} {done} run{'s' if done != 1 else ''}.", messages.SUCCESS)
+
+    @admin.action(description="Cancel the selected runs", permissions=["operate"])
+    def cancel_runs(self, request: HttpRequest, queryset: QuerySet[GenerationRun]) -> None:
+        self._command(request, queryset, run_cancel, "Cancelled")
+
+    @admin.action(description="Resume the selected runs", permissions=["operate"])
+    def resume_runs(self, request: HttpRequest, queryset: QuerySet[GenerationRun]) -> None:
+        self._command(request, queryset, run_resume, "Resumed")
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return has_role(request.user, OPERATOR)
+
+
+@admin.register(WorkItem)
+class WorkItemAdmin(ReadOnlyAdmin):
+    list_display = [
+        "__str__",
+        "run",
+        "kind",
+        "state",
+        "attempts",
+        "kept",
+        "target",
+        "lease_owner",
+        "lease_until",
+        "short_error",
+    ]
+    list_filter = ["state", "kind"]
+    search_fields = ["leaf_path", "error"]
+    list_select_related = ["run"]
+    raw_id_fields = ["run", "leaf"]
+
+    @admin.display(description="Error")
+    def short_error(self, item: WorkItem) -> str:
+        return item.error[:120]
+
+
+@admin.register(Sample)
+class SampleAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "leaf_path", "kind", "state", "run", "teacher_model", "created_at"]
+    list_filter = ["state", "kind", "run"]
+    search_fields = ["question", "leaf_path"]
+    list_select_related = ["run"]
+    raw_id_fields = ["run", "item", "leaf", "teacher", "reviewer"]
+
+
+@admin.register(TeacherResponse)
+class TeacherResponseAdmin(ReadOnlyAdmin):
+    list_display = ["key", "model", "prompt_tokens", "completion_tokens", "finish_reason", "created_at"]
+    list_filter = ["model", "finish_reason"]
+    search_fields = ["key", "model"]
+
+
+@admin.register(RunEvent)
+class RunEventAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "run", "level", "leaf_path", "message"]
+    list_filter = ["level", "run"]
+    search_fields = ["message", "leaf_path"]
+    list_select_related = ["run"]

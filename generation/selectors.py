@@ -1,0 +1,248 @@
+"""Reads of the generation app: run progress for the monitor, run and sample lists."""
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+
+from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
+
+STATES = tuple(WorkItem.State.values)
+TEACHER_STATS = ("calls", "cached", "retries", "errors", "prompt_tokens", "completion_tokens")
+# Pipeline order, so the funnel reads top to bottom; stages a newer pipeline adds follow alphabetically.
+STAGE_ORDER = (
+    "contexts",
+    "questions",
+    "question_judge",
+    "response",
+    "pair_judge",
+    "faithfulness",
+    "relevance",
+    "question_quality",
+)
+OUTCOME_ORDER = ("generated", "accepted", "rejected", "duplicate", "malformed")
+ERROR_ROWS = 50
+
+
+@dataclass
+class LeafProgress:
+    leaf_path: str
+    kind: str
+    items: int
+    done: int
+    failed: int
+    running: int
+    pending: int
+    cancelled: int
+    target: int
+    kept: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.done + self.failed == self.items
+
+    @property
+    def percent(self) -> int:
+        return _percent(self.done + self.failed, self.items)
+
+
+@dataclass
+class StageCounts:
+    stage: str
+    outcomes: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.outcomes.values())
+
+
+@dataclass
+class ItemError:
+    id: int
+    leaf_path: str
+    unit: str
+    state: str
+    attempts: int
+    error: str
+
+
+@dataclass
+class RunProgress:
+    items: int = 0
+    states: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATES, 0))
+    kept: int = 0
+    target: int = 0
+    teacher: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TEACHER_STATS, 0))
+    teacher_seconds: float = 0.0
+    stages: list[StageCounts] = field(default_factory=list)
+    leaves: list[LeafProgress] = field(default_factory=list)
+    errors: list[ItemError] = field(default_factory=list)
+    error_count: int = 0
+
+    @property
+    def processed(self) -> int:
+        return self.states["done"] + self.states["failed"]
+
+    @property
+    def percent(self) -> int:
+        """Work items processed (done or failed) of all; cancelled items are not progress."""
+        return _percent(self.processed, self.items)
+
+    @property
+    def kept_percent(self) -> int:
+        return _percent(self.kept, self.target)
+
+    @property
+    def funnel(self) -> dict:
+        """The stage counters as a table: one column per outcome any stage reported (None: not one of its outcomes)."""
+        columns = sorted({outcome for stage in self.stages for outcome in stage.outcomes}, key=_outcome_key)
+        rows = [
+            {"stage": stage.stage, "cells": [(o, stage.outcomes.get(o)) for o in columns], "total": stage.total}
+            for stage in self.stages
+        ]
+        return {"columns": columns, "rows": rows}
+
+
+def _percent(part: int, whole: int) -> int:
+    if not whole:
+        return 0
+    # Never show 100% before the last item is in.
+    return min(int(100 * part / whole), 99) if part < whole else 100
+
+
+def _unit(seed_index: int | None, chunk_index: int | None) -> str:
+    return f"seed {seed_index + 1}" if seed_index is not None else f"chunk {(chunk_index or 0) + 1}"
+
+
+def _stage_key(stage: str) -> tuple:
+    return (STAGE_ORDER.index(stage), "") if stage in STAGE_ORDER else (len(STAGE_ORDER), stage)
+
+
+def _outcome_key(outcome: str) -> tuple:
+    return (OUTCOME_ORDER.index(outcome), "") if outcome in OUTCOME_ORDER else (len(OUTCOME_ORDER), outcome)
+
+
+def run_progress(run: GenerationRun) -> RunProgress:
+    """Everything the progress panel shows, in three queries whatever the size of the run.
+
+    Per-leaf and per-state counts are aggregated in the database. Kept samples are counted from the Sample
+    rows, because an item's `kept` is written only when it finishes. Teacher and stage counters live in JSON
+    the workers publish at every heartbeat; they are summed here over one narrow `values_list`.
+    """
+    progress = RunProgress()
+    items = WorkItem.objects.filter(run=run).order_by()
+    per_state = {state: Count("pk", filter=Q(state=state)) for state in STATES}
+    rows = items.values("leaf_path", "kind").annotate(items=Count("pk"), target=Sum("target"), **per_state)
+    leaves: dict[str, LeafProgress] = {}
+    for row in rows.order_by("leaf_path"):
+        leaf = LeafProgress(**row)
+        leaves.setdefault(leaf.leaf_path, leaf)
+        progress.items += leaf.items
+        progress.target += leaf.target or 0
+        for state in STATES:
+            progress.states[state] += row[state]
+
+    kept = Sample.objects.filter(run=run).order_by().values("leaf_path").annotate(n=Count("pk"))
+    for row in kept:
+        progress.kept += row["n"]
+        if row["leaf_path"] in leaves:
+            leaves[row["leaf_path"]].kept = row["n"]
+
+    teacher: Counter = Counter()
+    stages: dict[str, Counter] = {}
+    # Pending items have published nothing yet (or only an earlier attempt's counters, which a rerun replaces).
+    published = items.exclude(state=WorkItem.State.PENDING).values_list(
+        "pk", "leaf_path", "seed_index", "chunk_index", "state", "attempts", "error", "counts", "stats"
+    )
+    for pk, leaf_path, seed_index, chunk_index, state, attempts, error, counts, stats in published.order_by("pk"):
+        for name, value in (stats or {}).items():
+            if isinstance(value, (int, float)):
+                teacher[name] += value
+        for key, value in (counts or {}).items():
+            stage, _, outcome = key.rpartition(".")
+            if stage and isinstance(value, int):
+                stages.setdefault(stage, Counter())[outcome] += value
+        if state == WorkItem.State.FAILED or error:
+            progress.error_count += 1
+            if len(progress.errors) < ERROR_ROWS:
+                progress.errors.append(ItemError(pk, leaf_path, _unit(seed_index, chunk_index), state, attempts, error))
+
+    progress.teacher = {name: int(teacher[name]) for name in TEACHER_STATS}
+    progress.teacher_seconds = round(float(teacher["seconds"]), 1)
+    progress.stages = [
+        StageCounts(stage, {outcome: counts[outcome] for outcome in sorted(counts, key=_outcome_key)})
+        for stage, counts in sorted(stages.items(), key=lambda pair: _stage_key(pair[0]))
+    ]
+    progress.leaves = list(leaves.values())
+    return progress
+
+
+def leaves_for_monitor(leaves: list[LeafProgress]) -> list[LeafProgress]:
+    """What an operator looks at first: leaves with failures, then those in flight, then waiting, then done."""
+
+    def rank(leaf: LeafProgress) -> tuple:
+        if leaf.failed:
+            return (0, leaf.leaf_path)
+        if leaf.running:
+            return (1, leaf.leaf_path)
+        if not leaf.finished:
+            return (2, leaf.leaf_path)
+        return (3, leaf.leaf_path)
+
+    return sorted(leaves, key=rank)
+
+
+def _per_run(queryset: QuerySet, aggregate) -> Coalesce:
+    subquery = queryset.filter(run=OuterRef("pk")).order_by().values("run").annotate(value=aggregate).values("value")
+    return Coalesce(Subquery(subquery[:1], output_field=IntegerField()), Value(0))
+
+
+def run_list() -> QuerySet[GenerationRun]:
+    """Runs, newest first, each with its item and sample totals (correlated subqueries: no row multiplication)."""
+    items = WorkItem.objects.all()
+    return GenerationRun.objects.select_related("teacher", "created_by", "baseline").annotate(
+        items_total=_per_run(items, Count("pk")),
+        items_done=_per_run(items.filter(state=WorkItem.State.DONE), Count("pk")),
+        items_failed=_per_run(items.filter(state=WorkItem.State.FAILED), Count("pk")),
+        target_total=_per_run(items, Sum("target")),
+        kept_total=_per_run(Sample.objects.all(), Count("pk")),
+    )
+
+
+def run_percent(run: GenerationRun) -> int:
+    """Percent processed for a run from `run_list()`."""
+    return _percent(run.items_done + run.items_failed, run.items_total)
+
+
+def run_events(run: GenerationRun, *, limit: int | None = 20) -> QuerySet[RunEvent]:
+    events = RunEvent.objects.filter(run=run).order_by("-created_at", "-id")
+    return events[:limit] if limit else events
+
+
+def teacher_list() -> QuerySet[Teacher]:
+    return Teacher.objects.annotate(run_count=Count("runs")).order_by("name")
+
+
+def sample_list(
+    *, run: int | None = None, leaf_path: str = "", state: str = "", kind: str = "", q: str = ""
+) -> QuerySet[Sample]:
+    """Samples for the list page, without the heavy columns (raw teacher output, response, context)."""
+    samples = Sample.objects.defer("raw", "response", "context", "rationales", "prompts").order_by("leaf_path", "id")
+    if run:
+        samples = samples.filter(run_id=run)
+    if leaf_path:
+        samples = under_path(samples, leaf_path)
+    if state:
+        samples = samples.filter(state=state)
+    if kind:
+        samples = samples.filter(kind=kind)
+    if q:
+        samples = samples.filter(question__icontains=q)
+    return samples
+
+
+def under_path(queryset: QuerySet, path: str, field_name: str = "leaf_path") -> QuerySet:
+    """Rows whose leaf is `path` or lies under the folder `path`."""
+    path = path.strip().strip("/")
+    return queryset.filter(Q(**{field_name: path}) | Q(**{f"{field_name}__startswith": path + "/"}))

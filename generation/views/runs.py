@@ -1,0 +1,136 @@
+"""Generation runs: the list, the start form, the live monitor, cancel and resume."""
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from curation.taxonomy import LabError
+from curation.views.common import any_role_required, is_partial
+from generation import selectors
+from generation.forms import RunForm
+from generation.models import GenerationRun, Teacher
+from generation.services import runs as run_services
+from generation.views.common import add_lab_error, operator_required
+
+DETAIL = "generation/run_detail.html"
+LEAF_ROWS = 200
+
+
+@require_GET
+@any_role_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    page = Paginator(selectors.run_list(), 50).get_page(request.GET.get("page"))
+    for run in page.object_list:
+        run.percent = selectors.run_percent(run)
+    context = {"page": page, "any_active": any(run.is_active for run in page.object_list)}
+    template = "generation/run_list.html#runs" if is_partial(request) else "generation/run_list.html"
+    return render(request, template, context)
+
+
+@require_http_methods(["GET", "POST"])
+@operator_required
+def run_create(request: HttpRequest) -> HttpResponse:
+    form = RunForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        status = 422
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                run = run_services.run_create(
+                    teacher=data["teacher"],
+                    user=request.user,
+                    scope=data["scope"],
+                    baseline=data["baseline"],
+                    leaf_ids=form.leaf_ids(),
+                    samples_per_leaf=data["samples_per_leaf"],
+                    config=form.config(),
+                    name=data["name"],
+                )
+            except LabError as error:
+                status = add_lab_error(form, error)
+            else:
+                messages.success(request, f"{run} planned and queued.")
+                url = reverse("generation:run_detail", args=[run.pk])
+                return HttpResponseClientRedirect(url) if is_partial(request) else redirect(url)
+    context = {"form": form, "has_teachers": Teacher.objects.exists()}
+    template = "generation/run_create.html#run-form" if is_partial(request) else "generation/run_create.html"
+    return render(request, template, context, status=status)
+
+
+def _get_run(pk: int) -> GenerationRun:
+    return get_object_or_404(GenerationRun.objects.select_related("teacher", "baseline", "created_by"), pk=pk)
+
+
+def monitor_context(run: GenerationRun) -> dict:
+    progress = selectors.run_progress(run)
+    leaves = selectors.leaves_for_monitor(progress.leaves)
+    complete = run.status == GenerationRun.Status.SUCCEEDED and progress.states["done"] == progress.items
+    return {
+        "run": run,
+        "progress": progress,
+        "leaves": leaves[:LEAF_ROWS],
+        "leaves_hidden": max(0, len(leaves) - LEAF_ROWS),
+        "events": selectors.run_events(run),
+        "can_cancel": run.is_active,
+        "can_resume": not run.is_active and not complete and progress.items > 0,
+    }
+
+
+@require_GET
+@any_role_required
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return render(request, DETAIL, monitor_context(_get_run(pk)))
+
+
+@require_GET
+@any_role_required
+def run_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    """The polled panel; the head (status, buttons) rides along out of band so it changes when the run ends."""
+    if not is_partial(request):
+        return redirect(f"{reverse('generation:run_detail', args=[pk])}#run-progress")
+    return _monitor_fragments(request, monitor_context(_get_run(pk)), first="progress")
+
+
+def _monitor_fragments(request: HttpRequest, context: dict, *, first: str, status: int = 200) -> HttpResponse:
+    """The swapped partial (`first`) and the other one out of band: head and progress always agree."""
+    other = "head" if first == "progress" else "progress"
+    html = render_to_string(f"{DETAIL}#{first}", context, request)
+    html += render_to_string(f"{DETAIL}#{other}", context | {f"{other}_oob": True}, request)
+    return HttpResponse(html, status=status)
+
+
+def _command(request: HttpRequest, pk: int, service, done: str) -> HttpResponse:
+    run = _get_run(pk)
+    error = None
+    try:
+        run = service(run=run, user=request.user)
+    except LabError as refused:
+        error = refused
+    if is_partial(request):
+        context = monitor_context(_get_run(pk)) | {"command_error": error.message if error else ""}
+        return _monitor_fragments(request, context, first="head", status=409 if error else 200)
+    if error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, done.format(run=run))
+    return redirect("generation:run_detail", pk=pk)
+
+
+@require_POST
+@operator_required
+def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    return _command(
+        request, pk, run_services.run_cancel, "{run} cancelled; work in flight stops at its next heartbeat."
+    )
+
+
+@require_POST
+@operator_required
+def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    return _command(request, pk, run_services.run_resume, "{run} resumed.")

@@ -1,0 +1,78 @@
+"""Teacher configurations: the list, the create and edit form, and the embedded default."""
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from curation.taxonomy import LabError
+from curation.views.common import any_role_required, is_partial
+from generation.forms import TeacherForm
+from generation.models import Teacher
+from generation.selectors import teacher_list
+from generation.services.teachers import teacher_create as create_teacher
+from generation.services.teachers import teacher_ensure_default, teacher_update
+from generation.views.common import add_lab_error, operator_required
+
+FORM_TEMPLATE = "generation/teacher_form.html"
+
+
+@require_GET
+@any_role_required
+def teachers(request: HttpRequest) -> HttpResponse:
+    return render(request, "generation/teacher_list.html", {"teachers": teacher_list()})
+
+
+def _form_page(request: HttpRequest, form: TeacherForm, *, status: int = 200) -> HttpResponse:
+    template = f"{FORM_TEMPLATE}#teacher-form" if is_partial(request) else FORM_TEMPLATE
+    return render(request, template, {"form": form, "teacher": form.teacher}, status=status)
+
+
+def _saved(request: HttpRequest, message: str) -> HttpResponse:
+    messages.success(request, message)
+    if is_partial(request):
+        return HttpResponseClientRedirect(reverse("generation:teachers"))
+    return redirect("generation:teachers")
+
+
+@require_http_methods(["GET", "POST"])
+@operator_required
+def teacher_create(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return _form_page(request, TeacherForm())
+    form = TeacherForm(request.POST)
+    if not form.is_valid():
+        return _form_page(request, form, status=422)
+    try:
+        teacher = create_teacher(user=request.user, api_key=form.cleaned_data["api_key"], **form.teacher_fields())
+    except LabError as error:
+        return _form_page(request, form, status=add_lab_error(form, error))
+    return _saved(request, f"Teacher “{teacher.name}” added.")
+
+
+@require_http_methods(["GET", "POST"])
+@operator_required
+def teacher_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    teacher = get_object_or_404(Teacher, pk=pk)
+    if request.method == "GET":
+        return _form_page(request, TeacherForm(teacher=teacher))
+    form = TeacherForm(request.POST, teacher=teacher)
+    if not form.is_valid():
+        return _form_page(request, form, status=422)
+    try:
+        teacher = teacher_update(
+            teacher=teacher, user=request.user, api_key=form.api_key_change(), **form.teacher_fields()
+        )
+    except LabError as error:
+        return _form_page(request, form, status=add_lab_error(form, error))
+    return _saved(request, f"Teacher “{teacher.name}” saved.")
+
+
+@require_POST
+@operator_required
+def teacher_default(request: HttpRequest) -> HttpResponse:
+    teacher = teacher_ensure_default()
+    messages.success(request, f"The embedded teacher “{teacher.name}” is ready to choose for a run.")
+    return redirect("generation:teachers")
