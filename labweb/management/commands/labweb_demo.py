@@ -14,9 +14,10 @@ from curation.models import TaxonomyImport
 from curation.services import taxonomy_import
 from curation.services.imports import import_limits
 from curation.taxonomy.source import read_directory
+from generation.services.teachers import teacher_ensure_default
 from labweb.roles import ROLES
 
-DEMO_TAXONOMY = Path(__file__).resolve().parents[2] / "demo" / "taxonomy"
+DEMO_TAXONOMY = Path(__file__).resolve().parents[3] / "curation" / "demo" / "taxonomy"
 URL = "http://127.0.0.1:8000/"
 
 
@@ -38,6 +39,9 @@ class Command(BaseCommand):
         if record.status == TaxonomyImport.Status.REFUSED:
             raise CommandError(f"The demo taxonomy was refused: {record.message}")
         write_import(self, record)
+        teacher = teacher_ensure_default()
+        self.stdout.write(f"Default teacher: {teacher.name} ({teacher.model}); add an OpenAI-compatible server "
+                          "on the Teachers page for real throughput.")
         self.stdout.write(self.style.SUCCESS(
             f"Ready. Start the server with `manage.py runserver` and open {URL}"))
 
