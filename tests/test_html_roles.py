@@ -1,0 +1,249 @@
+"""Every HTML page and form of the curation app walked through the role matrix, and the query counts of the
+pages that list the taxonomy.
+
+The table below must name exactly the URL patterns of curation/urls.py: a new view without a row fails
+`test_role_table_covers_every_curation_url`, and a method a view accepts without a row fails
+`test_methods_outside_the_table_are_405_for_a_curator`.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.urls import reverse
+
+from curation import urls as curation_urls
+from curation.models import Document, Leaf
+from tests import test_api_roles
+from tests.test_api_roles import ALLOWED, POEMS, READ, ROLES, STAFF, WRITE, World, state, targz
+
+world = test_api_roles.world  # the same leaf, seed, document, snapshot and import record as the API matrix
+
+
+@dataclass(frozen=True)
+class Page:
+    method: str
+    name: str  # the URL name inside the curation namespace
+    args: Callable[[World], list] = field(compare=False)
+    access: str
+    success: int = 200
+    body: Callable[[World], dict[str, Any]] | None = field(default=None, compare=False)
+    query: str = ""
+    htmx: bool = False
+    label: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.name}{self.label}"
+
+    def url(self, w: World) -> str:
+        url = reverse(f"curation:{self.name}", args=self.args(w))
+        return f"{url}?{self.query}" if self.query else url
+
+
+def revision(w: World) -> int:
+    return Leaf.objects.get(pk=w.leaf).revision
+
+
+def with_revision(**extra) -> Callable[[World], dict]:
+    return lambda w: {"revision": revision(w), **extra}
+
+
+def none(w: World) -> list:
+    return []
+
+
+def leaf(w: World) -> list:
+    return [w.leaf]
+
+
+def seed(w: World) -> list:
+    return [w.seed]
+
+
+def document(w: World) -> list:
+    return [w.document]
+
+
+P = Page
+# fmt: off
+PAGES = [
+    P("GET",  "tree",            none,                  READ),
+    P("GET",  "tree",            none,                  READ, query="q=poems", label=" search"),
+    P("GET",  "tree_children",   none,                  READ, query="path=compositional_skills", htmx=True),
+    P("GET",  "leaf_create",     none,                  WRITE),
+    P("POST", "leaf_create",     none,                  WRITE, 302, lambda w: {"path": "compositional_skills/a"}),
+    P("GET",  "leaf_detail",     leaf,                  READ),
+    P("POST", "leaf_update",     leaf,                  WRITE, 302, with_revision(task_description="Changed.")),
+    P("POST", "leaf_validate",   leaf,                  WRITE, 200, lambda w: {"task_description": ""}),
+    P("POST", "leaf_move",       leaf,                  WRITE, 302, with_revision(path="compositional_skills/b")),
+    P("POST", "leaf_delete",     leaf,                  WRITE, 302, with_revision(confirm="on")),
+    P("GET",  "leaf_yaml",       leaf,                  READ),
+    P("GET",  "leaf_history",    leaf,                  READ),
+    P("GET",  "leaf_revision",   lambda w: [w.leaf, 1], READ),
+    P("POST", "seed_add",        leaf,                  WRITE, 302, with_revision()),
+    P("POST", "seed_update",     seed,                  WRITE, 302, with_revision(question="q", answer="a")),
+    P("POST", "seed_delete",     seed,                  WRITE, 302, with_revision()),
+    P("POST", "seed_move",       seed,                  WRITE, 302, with_revision(position=3)),
+    P("POST", "document_add",    leaf,                  WRITE, 302,
+      lambda w: {"revision": revision(w), "file": SimpleUploadedFile("b.md", b"# B")}),
+    P("GET",  "document_detail", document,              READ),
+    P("POST", "document_delete", document,              WRITE, 302, with_revision()),
+    P("GET",  "import",          none,                  WRITE),
+    P("POST", "import",          none,                  WRITE, 302, label=" archive", body=lambda w: {
+        "source": "archive",
+        "archive": SimpleUploadedFile("t.tar.gz", targz([("compositional_skills/from_archive/qna.yaml", POEMS)]))}),
+    P("POST", "import",          none,                  STAFF, 302, label=" directory",
+      body=lambda w: {"source": "directory", "directory": w.directory}),
+    P("POST", "import",          none,                  STAFF, 302, label=" git",
+      body=lambda w: {"source": "git", "repository": w.git, "ref": "main"}),
+    P("GET",  "import_detail",   lambda w: [w.record],  READ),
+    P("GET",  "import_list",     none,                  READ),
+    P("GET",  "export",          none,                  READ),
+    P("GET",  "diff",            none,                  READ),
+    P("GET",  "diff",            none,                  READ, query="baseline={snapshot}", label=" baseline"),
+    P("POST", "snapshot_create", none,                  WRITE, 302, lambda w: {"name": "baseline"}),
+]
+# fmt: on
+
+
+@pytest.fixture
+def clients(outsider, reviewer, operator, curator, staff_curator) -> dict[str, Client]:
+    """One browser session per role, signed in."""
+    out = {"anonymous": Client()}
+    for name, user in [
+        ("outsider", outsider),
+        ("reviewer", reviewer),
+        ("operator", operator),
+        ("curator", curator),
+        ("staff_curator", staff_curator),
+    ]:
+        out[name] = Client()
+        out[name].force_login(user)
+    return out
+
+
+def send(client: Client, page: Page, w: World):
+    url = page.url(w).format(snapshot=w.snapshot)
+    headers = {"HX-Request": "true"} if page.htmx else {}
+    if page.method == "GET":
+        return client.get(url, headers=headers)
+    return client.post(url, page.body(w) if page.body else {}, headers=headers)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=str)
+def test_page_answers_every_role_as_the_matrix_says(page, world, clients):
+    allowed = ALLOWED[page.access]
+    roles = [role for role in ROLES if role not in allowed]
+    if page.method == "GET":
+        roles += [role for role in ROLES if role in allowed]
+    else:
+        roles.append(next(role for role in ROLES if role in allowed))  # a write succeeds once: the least privileged
+
+    login = reverse("login")
+    for role in roles:
+        before = state()
+        response = send(clients[role], page, world)
+        if role in allowed:
+            assert response.status_code == page.success, (role, response.status_code, response.content[:300])
+            if page.method == "GET":
+                assert state() == before, f"a GET by {role} changed data"
+            continue
+        if role == "anonymous":
+            if page.method == "GET":
+                assert response.status_code == 302 and response["Location"].startswith(f"{login}?next="), (
+                    response.status_code,
+                    response.get("Location"),
+                )
+            else:
+                assert response.status_code in (302, 403), response.status_code
+                if response.status_code == 302:
+                    assert response["Location"].startswith(login)
+        else:
+            assert response.status_code == 403, (role, response.status_code, response.content[:300])
+        assert state() == before, f"a refused {page} by {role} changed data"
+
+
+def test_role_table_covers_every_curation_url():
+    names = {pattern.name for pattern in curation_urls.urlpatterns}
+    table = {page.name for page in PAGES}
+    assert names - table == set(), "curation URLs without a row in the role table"
+    assert table - names == set(), "rows in the role table for URLs that do not exist"
+
+
+@pytest.mark.parametrize("name", sorted({page.name for page in PAGES}))
+def test_methods_outside_the_table_are_405_for_a_curator(name, world, clients):
+    page = next(p for p in PAGES if p.name == name)
+    listed = {p.method for p in PAGES if p.name == name}
+    for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE"} - listed):
+        response = getattr(clients["curator"], method.lower())(page.url(world).format(snapshot=world.snapshot))
+        assert response.status_code == 405, (method, response.status_code)
+
+
+# Query counts with the whole corpus (301 leaves) imported: none of them may grow with the number of leaves,
+# seeds or documents. Sign-in costs 3 of each (session, user, the user's roles).
+@pytest.fixture
+def curator_client(curator) -> Client:
+    client = Client()
+    client.force_login(curator)
+    return client
+
+
+def busiest_leaf() -> Leaf:
+    """The knowledge leaf with the most seed examples: the heaviest editor page of the corpus."""
+    from django.db.models import Count
+
+    return Leaf.objects.filter(kind="knowledge").annotate(n=Count("seeds")).order_by("-n", "path").first()
+
+
+@pytest.mark.parametrize(
+    ("query", "most"),
+    [
+        ("", 5),
+        ("q=writing", 7),  # the full page still counts every leaf for the header (the whole tree, as above)
+    ],
+    ids=["tree", "search"],
+)
+def test_tree_page_queries_do_not_grow_with_the_corpus(
+    query, most, imported, curator_client, django_assert_max_num_queries
+):
+    deep = Leaf.objects.order_by("-path").values_list("path", flat=True).first()
+    url = f"{reverse('curation:tree')}?{query or 'open=' + deep}"
+    with django_assert_max_num_queries(most):
+        response = curator_client.get(url)
+    assert response.status_code == 200
+    assert Leaf.objects.count() == 301
+
+
+def test_tree_page_renders_roots_without_leaves(curator_client):
+    # The three roots are always shown; one without leaves (every root, in a new installation) is no leaf.
+    response = curator_client.get(reverse("curation:tree"))
+    assert response.status_code == 200
+    assert response.content.decode().count('class="tree-node') == 3
+
+
+def test_tree_children_partial_queries(imported, curator_client, django_assert_max_num_queries):
+    with django_assert_max_num_queries(4):
+        response = curator_client.get(
+            reverse("curation:tree_children"), {"path": "compositional_skills"}, headers={"HX-Request": "true"}
+        )
+    assert response.status_code == 200
+
+
+def test_leaf_page_queries_do_not_grow_with_seeds_or_documents(
+    imported, curator, curator_client, django_assert_max_num_queries
+):
+    from curation import services
+
+    leaf = busiest_leaf()
+    for name in ("a.md", "b.md", "c.md"):
+        services.document_add(leaf=leaf, user=curator, expected_revision=None, name=name, content="# x")
+    assert leaf.seeds.count() >= 5 and Document.objects.filter(leaf=leaf).count() >= 3
+    with django_assert_max_num_queries(6):
+        response = curator_client.get(reverse("curation:leaf_detail", args=[leaf.pk]))
+    assert response.status_code == 200
+    with django_assert_max_num_queries(6):
+        response = curator_client.get(reverse("curation:leaf_history", args=[leaf.pk]))
+    assert response.status_code == 200
