@@ -5,28 +5,47 @@ import re
 CHARS_PER_TOKEN = 4  # a safe average for English text with BPE tokenisers
 
 
+def _pieces(paragraph: str, limit: int) -> list[str]:
+    """A paragraph longer than a chunk, cut at sentence ends, else at spaces, never inside a word if avoidable."""
+    pieces = []
+    while len(paragraph) > limit:
+        cut = paragraph.rfind(". ", 0, limit)
+        if cut > limit // 2:
+            cut += 1
+        else:
+            cut = paragraph.rfind(" ", 0, limit)
+            if cut <= 0:
+                cut = limit
+        pieces.append(paragraph[:cut].strip())
+        paragraph = paragraph[cut:].strip()
+    if paragraph:
+        pieces.append(paragraph)
+    return pieces
+
+
+def _tail(text: str, size: int) -> str:
+    """The last `size` characters of a chunk, starting at a word."""
+    if size <= 0 or len(text) <= size:
+        return ""
+    tail = text[-size:]
+    start = tail.find(" ")
+    return tail[start + 1 :].strip() if start >= 0 else ""
+
+
 def chunk_document(text: str, *, max_tokens: int = 1000, overlap_tokens: int = 100) -> list[str]:
+    """Chunks of at most `max_tokens` (estimated), each starting with the end of the one before as context."""
     limit = max(200, max_tokens * CHARS_PER_TOKEN)
-    overlap = max(0, overlap_tokens * CHARS_PER_TOKEN)
-    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    overlap = min(max(0, overlap_tokens * CHARS_PER_TOKEN), limit // 4)
+    pieces = [piece for p in re.split(r"\n\s*\n", text) if p.strip() for piece in _pieces(p.strip(), limit)]
     chunks: list[str] = []
     current = ""
-    for paragraph in paragraphs:
-        while len(paragraph) > limit:  # one paragraph longer than a chunk: cut it at a sentence end
-            cut = paragraph.rfind(". ", 0, limit)
-            cut = cut + 1 if cut > limit // 2 else limit
-            pieces = paragraph[:cut].strip()
-            if current:
-                chunks.append(current)
-                current = ""
-            chunks.append(pieces)
-            paragraph = paragraph[cut:].strip()
-        if current and len(current) + 2 + len(paragraph) > limit:
+    for piece in pieces:
+        if current and len(current) + 2 + len(piece) > limit:
             chunks.append(current)
-            tail = current[-overlap:] if overlap else ""
-            current = (tail[tail.find(" ") + 1 :] + "\n\n" if tail else "") + paragraph
+            tail = _tail(current, overlap)
+            current = f"{tail}\n\n{piece}" if tail and len(tail) + 2 + len(piece) <= limit else piece
         else:
-            current = f"{current}\n\n{paragraph}" if current else paragraph
+            current = f"{current}\n\n{piece}" if current else piece
     if current:
         chunks.append(current)
     return chunks

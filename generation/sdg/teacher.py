@@ -100,8 +100,9 @@ class ConcurrencyLimit:
         with self._lock:
             while self._waiters:
                 loop, future = self._waiters.pop(0)
-                if not future.cancelled() and not loop.is_closed():
-                    # The slot passes straight to the waiter: _in_flight stays the same.
+                if not loop.is_closed():
+                    # The slot passes straight to the waiter (_in_flight stays the same); a waiter cancelled
+                    # meanwhile finds itself off the list and passes the slot on in its turn.
                     loop.call_soon_threadsafe(_wake, future)
                     return
             self._in_flight -= 1
@@ -213,22 +214,27 @@ class OpenAITeacher:
                 )
                 if not retryable:
                     raise last from None
+            except (ValueError, openai.APIResponseValidationError) as exc:
+                last = TeacherError(
+                    f"The teacher at {self.base_url} sent an answer that is not valid JSON ({str(exc)[:200]}).",
+                    retryable=True,
+                )
             else:
                 try:
                     choice = response.choices[0]
                     text = choice.message.content
                 except (AttributeError, IndexError, TypeError):
                     text = None
-                if not isinstance(text, str):
-                    last = TeacherError("The teacher's answer has no message content.", retryable=True)
-                    continue
-                usage = response.usage
-                return Completion(
-                    text=text,
-                    prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                    completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-                    finish_reason=getattr(choice, "finish_reason", None),
-                )
+                if isinstance(text, str):
+                    usage = response.usage
+                    return Completion(
+                        # PostgreSQL text cannot hold NUL; no prompt format of ours needs one.
+                        text=text.replace("\x00", ""),
+                        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                        finish_reason=getattr(choice, "finish_reason", None),
+                    )
+                last = TeacherError(f"The teacher at {self.base_url} answered without message content.", retryable=True)
             stats.errors += 1
         raise last or TeacherError("The teacher failed.")
 
@@ -268,9 +274,9 @@ class LocalTeacher:
                     model = AutoModelForCausalLM.from_pretrained(self.path, **kwargs).to(self.device).eval()
                 except Exception as exc:  # noqa: BLE001 - any load failure becomes one clear message
                     raise TeacherError(
-                        f"Cannot load the local teacher model {self.model!r}: {exc}. Install it, or point LabWeb at "
-                        "a server: add a teacher with an OpenAI-compatible URL (vLLM, llama.cpp, Ollama) and use it "
-                        "for the run."
+                        f"Cannot load the local teacher model {self.model!r}: {str(exc).rstrip('.')}. Install it "
+                        "or point LabWeb at a server: add a teacher with an OpenAI-compatible URL (vLLM, llama.cpp, "
+                        "Ollama) and use it for the run."
                     ) from None
                 self._loaded[key] = (tokenizer, model)
             return self._loaded[key]
@@ -293,10 +299,12 @@ class LocalTeacher:
         with torch.inference_mode():
             output = model.generate(input_ids, attention_mask=encoded.get("attention_mask"), **generator_kwargs)
         new = output[0][input_ids.shape[1] :]
+        hit_limit = int(new.shape[0]) >= sampling.max_tokens and int(new[-1]) != tokenizer.eos_token_id
         return Completion(
-            text=tokenizer.decode(new, skip_special_tokens=True),
+            text=tokenizer.decode(new, skip_special_tokens=True).replace("\x00", ""),
             prompt_tokens=int(input_ids.shape[1]),
             completion_tokens=int(new.shape[0]),
+            finish_reason="length" if hit_limit else "stop",
         )
 
     async def complete(self, messages: list[dict], sampling: Sampling, stats: CallStats | None = None) -> Completion:

@@ -1,22 +1,24 @@
 """Processing one work item: claim it with a lease, run its pipeline unit, write samples exactly once."""
 
 import asyncio
+import functools
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from curation.taxonomy import LabError
-from generation.models import GenerationRun, RunEvent, Sample, TeacherResponse, WorkItem
+from generation.models import GenerationRun, RunEvent, Sample, Teacher, TeacherResponse, WorkItem
 from generation.sdg.pipelines import LeafSpec, PipelineConfig, Unit, UnitRunner
 from generation.sdg.pipelines import Sample as SdgSample
 from generation.sdg.teacher import CachedTeacher, Completion, TeacherError
 from generation.services.runs import lease_seconds, run_fail, run_finish_if_done
-from generation.services.teachers import teacher_client
+from generation.services.teachers import TEACHER_FIELDS, teacher_client
 
 logger = logging.getLogger(__name__)
 ACTIVE_RUN = (GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING)
@@ -124,7 +126,9 @@ def item_process(*, item_id: int, owner: str | None = None) -> str:
     item = WorkItem.objects.select_related("run", "run__teacher").get(pk=item_id)
     run = item.run
     try:
-        client = teacher_client(run.teacher)
+        # The teacher as the run recorded it: editing the teacher mid-run must not change what samples say.
+        frozen = {name: value for name, value in run.teacher_config.items() if name in TEACHER_FIELDS}
+        client = teacher_client(Teacher(**frozen, api_key=run.teacher.api_key))
         if hasattr(client, "load"):
             client.load()
     except TeacherError as error:
@@ -134,13 +138,27 @@ def item_process(*, item_id: int, owner: str | None = None) -> str:
         )
         return "failed"
 
+    # Database work runs on one thread of its own, whose connection is closed when the item ends.
+    db = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"labweb-item-{item.pk}")
+    try:
+        return _run_item(item, owner, client, db)
+    finally:
+        db.submit(connections.close_all).result()
+        db.shutdown()
+
+
+def _run_item(item: WorkItem, owner: str, client, db: ThreadPoolExecutor) -> str:
+    run = item.run
     model = run.teacher_config["model"]
 
+    async def in_db(fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(db, functools.partial(fn, *args, **kwargs))
+
     async def lookup(key):
-        return await asyncio.to_thread(_lookup, key)
+        return await in_db(_lookup, key)
 
     async def store(key, completion):
-        await asyncio.to_thread(_store, key, model, completion)
+        await in_db(_store, key, model, completion)
 
     teacher = CachedTeacher(teacher=client, lookup=lookup, store=store)
     spec = item.spec
@@ -153,7 +171,7 @@ def item_process(*, item_id: int, owner: str | None = None) -> str:
     )
 
     async def emit(samples):
-        await asyncio.to_thread(samples_write, item=item, samples=samples)
+        await in_db(samples_write, item=item, samples=samples)
 
     runner = UnitRunner(unit, teacher, PipelineConfig.from_dict(run.config), emit)
 
@@ -162,7 +180,7 @@ def item_process(*, item_id: int, owner: str | None = None) -> str:
         try:
             while True:
                 done, _ = await asyncio.wait({work}, timeout=min(5.0, lease_seconds() / 3))
-                alive = await asyncio.to_thread(
+                alive = await in_db(
                     item_heartbeat,
                     item_id=item.pk,
                     owner=owner,
@@ -186,11 +204,20 @@ def item_process(*, item_id: int, owner: str | None = None) -> str:
     except _LeaseLost:
         # The run was cancelled (or another worker took the item over): hand the item back, keep its samples.
         WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(
-            state=WorkItem.State.CANCELLED, lease_owner="", lease_until=None, counts=dict(runner.result.counts),
-            stats=teacher.stats.as_dict(), kept=Sample.objects.filter(item=item).count())
+            state=WorkItem.State.CANCELLED,
+            lease_owner="",
+            lease_until=None,
+            counts=dict(runner.result.counts),
+            stats=teacher.stats.as_dict(),
+            kept=Sample.objects.filter(item=item).count(),
+        )
         return "stopped"
-    except (LabError, ValueError, KeyError) as error:
-        message = getattr(error, "message", None) or str(error)
+    except Exception as error:  # noqa: BLE001 - whatever stops an item is recorded on it, never left running
+        if isinstance(error, LabError):
+            message = error.message
+        else:
+            logger.exception("Work item %s failed", item.pk)
+            message = f"{type(error).__name__}: {error}"
         _finish(item, owner, WorkItem.State.FAILED, runner, teacher, error=message)
         RunEvent.objects.create(
             run=run,

@@ -1,6 +1,7 @@
 """Generation runs: planning the work items, dispatching them, cancel, resume and completion."""
 
 import logging
+import secrets
 from dataclasses import asdict
 
 from django.conf import settings
@@ -12,7 +13,7 @@ from curation.models import Kind, Leaf, TaxonomySnapshot
 from curation.selectors import leaf_qna, taxonomy_diff
 from curation.taxonomy import LabError
 from curation.taxonomy.errors import ConflictError
-from generation.models import GenerationRun, RunEvent, Teacher, WorkItem
+from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
 from generation.sdg.chunking import chunk_document
 from generation.sdg.pipelines import KNOWLEDGE, SKILLS, LeafSpec, PipelineConfig, split_target
 from generation.sdg.prompts import prompt_versions
@@ -84,7 +85,9 @@ def run_create(
         "temperature": teacher.temperature,
         "top_p": teacher.top_p,
         "max_tokens": teacher.max_tokens,
-        "seed": 0,
+        # A fresh seed per run: a second run over the same leaves must not replay the first from the cache.
+        # It is stored with the run, so a resumed run replays its own answers exactly.
+        "seed": secrets.randbelow(2**31),
     } | dict(config.get("sampling") or {})
     try:
         pipeline = PipelineConfig.from_dict(config)
@@ -188,8 +191,7 @@ def run_cancel(*, run: GenerationRun, user) -> GenerationRun:
     ).update(status=GenerationRun.Status.CANCELLED, finished_at=timezone.now())
     if not updated:
         run.refresh_from_db()
-        raise ConflictError(f"The run is {run.status}; only a queued or running run can be cancelled.",
-                            field="status")
+        raise ConflictError(f"The run is {run.status}; only a queued or running run can be cancelled.", field="status")
     # Running items see the cancellation at their next heartbeat and stop there, keeping what they wrote.
     WorkItem.objects.filter(run=run, state=WorkItem.State.PENDING).update(state=WorkItem.State.CANCELLED)
     _event(run, f"Cancelled by {user}.", level=RunEvent.Level.WARNING)
@@ -202,9 +204,13 @@ def run_resume(*, run: GenerationRun, user) -> GenerationRun:
     """Start again what is not done: cancelled, failed and abandoned items. Done items and samples stay."""
     run = GenerationRun.objects.select_for_update().get(pk=run.pk)
     if not run.items.exclude(state=WorkItem.State.DONE).exists():
-        raise ConflictError("Every work item of this run is done (or it has none); there is nothing to resume.",
-                            field="status")
-    if run.is_active and not run.items.filter(state__in=[WorkItem.State.CANCELLED, WorkItem.State.FAILED]).exists():
+        raise ConflictError(
+            "Every work item of this run is done (or it has none); there is nothing to resume.", field="status"
+        )
+    stopped = Q(state__in=[WorkItem.State.CANCELLED, WorkItem.State.FAILED]) | Q(
+        state=WorkItem.State.RUNNING, lease_until__lt=timezone.now()
+    )
+    if run.is_active and not run.items.filter(stopped).exists():
         raise ConflictError("The run is still going; resume it once it stops.", field="status")
     now = timezone.now()
     reset = (
@@ -235,8 +241,12 @@ def run_finish_if_done(*, run_id: int) -> bool:
     )
     if counts["open"]:
         return False
-    status = GenerationRun.Status.SUCCEEDED if counts["done"] else GenerationRun.Status.FAILED
+    kept = Sample.objects.filter(run_id=run_id).count()
+    status = GenerationRun.Status.SUCCEEDED if counts["done"] and kept else GenerationRun.Status.FAILED
     error = f"{counts['failed']} work items failed; see the log." if counts["failed"] else ""
+    if counts["done"] and not kept:
+        error = ("No sample passed the judges: see the stage counters for where candidates were dropped (a small "
+                 "teacher often ignores the output format).")
     finished = GenerationRun.objects.filter(
         pk=run_id, status__in=[GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING]
     ).update(status=status, error=error, finished_at=timezone.now())
@@ -244,7 +254,7 @@ def run_finish_if_done(*, run_id: int) -> bool:
         run = GenerationRun.objects.get(pk=run_id)
         _event(
             run,
-            f"Run {status}: {counts['done']} work items done, {counts['failed']} failed.",
+            f"Run {status}: {counts['done']} work items done, {counts['failed']} failed, {kept} samples kept.",
             level=RunEvent.Level.INFO if status == GenerationRun.Status.SUCCEEDED else RunEvent.Level.ERROR,
         )
     return bool(finished)
@@ -262,23 +272,38 @@ def run_fail(*, run_id: int, message: str) -> None:
 
 
 def requeue_expired() -> int:
-    """Put items whose worker died (lease expired) back in the queue. The periodic reaper calls this."""
+    """Put items whose worker died (lease expired) back in the queue. The periodic reaper calls this.
+
+    An item abandoned `LABWEB_WORK_MAX_ATTEMPTS` times is failed instead: something in it kills workers.
+    """
     now = timezone.now()
-    expired = list(
-        WorkItem.objects.filter(
-            state=WorkItem.State.RUNNING,
-            lease_until__lt=now,
-            run__status__in=[GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING],
-        ).values_list("pk", "run_id")
+    expired = WorkItem.objects.filter(
+        state=WorkItem.State.RUNNING,
+        lease_until__lt=now,
+        run__status__in=[GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING],
     )
-    if not expired:
+    doomed = list(expired.filter(attempts__gte=settings.LABWEB_WORK_MAX_ATTEMPTS).select_related("run"))
+    for item in doomed:
+        if WorkItem.objects.filter(pk=item.pk, state=WorkItem.State.RUNNING, lease_until__lt=now).update(
+            state=WorkItem.State.FAILED,
+            lease_owner="",
+            lease_until=None,
+            finished_at=now,
+            error=f"Abandoned {item.attempts} times: the worker died each time it ran this item.",
+        ):
+            _event(
+                item.run, f"{item}: abandoned {item.attempts} times; given up.", level=RunEvent.Level.ERROR, item=item
+            )
+            run_finish_if_done(run_id=item.run_id)
+    pairs = list(expired.values_list("pk", "run_id"))
+    if not pairs:
         return 0
-    WorkItem.objects.filter(pk__in=[pk for pk, _ in expired], state=WorkItem.State.RUNNING, lease_until__lt=now).update(
+    WorkItem.objects.filter(pk__in=[pk for pk, _ in pairs], state=WorkItem.State.RUNNING, lease_until__lt=now).update(
         state=WorkItem.State.PENDING, lease_owner="", lease_until=None
     )
-    for run_id in {run_id for _, run_id in expired}:
+    for run_id in {run_id for _, run_id in pairs}:
         run_dispatch(run_id=run_id)
-    return len(expired)
+    return len(pairs)
 
 
 def lease_seconds() -> int:

@@ -111,8 +111,9 @@ def teacher_update(*, teacher: Teacher, user, api_key: str | None = None, **fiel
 @transaction.atomic
 def teacher_delete(*, teacher: Teacher, user) -> None:
     if teacher.runs.exists():
-        raise LabError(f"{teacher.name} ran generation runs; their lineage needs it, so it cannot be deleted.",
-                       field="teacher")
+        raise LabError(
+            f"{teacher.name} ran generation runs; their lineage needs it, so it cannot be deleted.", field="teacher"
+        )
     teacher.delete()
 
 

@@ -462,7 +462,7 @@ def test_patch_with_stale_if_match_is_412_and_changes_nothing(api, haiku):
     assert len(api.get(f"/api/leaves/{haiku['id']}/history/").json()) == history
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # keeps the role groups
+@pytest.mark.django_db(transaction=True)
 def test_two_patches_sent_at_once_with_the_same_etag_one_wins_and_the_other_is_412(curator):
     api = APIClient()
     api.force_authenticate(curator)

@@ -2,7 +2,9 @@
 
 It recognises LabWeb's prompts by their wording and answers each in the format the pipelines expect, with
 text derived from a hash of the request (so the same request always gets the same answer). Faults are
-switched on per server: latency, HTTP 500s, 429s, hanging requests (timeouts) and garbage answers.
+switched on per server: latency, HTTP 500s, 429s, 400s, hanging requests (timeouts), garbage answers, bodies
+cut off mid-JSON, NUL characters and unfaithful knowledge judgements. Every exchange is logged
+(`script.exchanges`) so tests can check what the pipelines did with each answer.
 """
 
 import hashlib
@@ -11,6 +13,7 @@ import random
 import re
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 WORDS = (
@@ -35,9 +38,17 @@ class TeacherScript:
         self.hang_every = 0  # every Nth request never answers in time
         self.garbage_every = 0  # every Nth answer is not in the expected format
         self.reject_question_every = 0
+        self.bad_request_every = 0  # every Nth request answers HTTP 400 (not worth retrying)
+        self.broken_json_every = 0  # every Nth request answers HTTP 200 with a body cut off mid-JSON
+        self.nul_every = 0  # every Nth answer carries a NUL character (small local models emit them)
+        self.unfaithful_every = 0  # about one faithfulness judgement in N answers "NO" (chosen by request hash)
+        self.hang_seconds = 30.0  # how long a hanging request hangs (cut short when the server stops)
         self.model = "scripted-teacher"
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
         self.requests = 0
+        self.statuses: Counter = Counter()  # HTTP status -> how many requests got it
+        self.exchanges: list[dict] = []  # {"number", "status", "model", "prompt", "text"} per request, in order
         self.in_flight = 0
         self.max_in_flight = 0
         self.busy_seconds = 0.0
@@ -61,6 +72,8 @@ class TeacherScript:
         if "Rate the response" in prompt:
             return "Correct and complete.\nScore: 3"
         if "supported by the source" in prompt:
+            if self.unfaithful_every and rng.randrange(self.unfaithful_every) == 0:
+                return "The answer claims what the source does not say.\nAnswer: NO"
             return "Every claim appears in the source.\nAnswer: YES"
         if "address the question fully" in prompt:
             return "It answers directly.\nScore: 2"
@@ -75,7 +88,8 @@ class TeacherServer:
         handler = _make_handler(self.script)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # A short poll interval makes stopping the server quick (the default waits up to 0.5 s).
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -86,6 +100,7 @@ class TeacherServer:
         return self
 
     def __exit__(self, *exc):
+        self.script.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -97,7 +112,15 @@ def _make_handler(script: TeacherScript):
         def log_message(self, *args):
             pass
 
-        def _send(self, code: int, body: dict | str) -> None:
+        def _send(
+            self, code: int, body: dict | str, *, number: int = 0, prompt: str = "", text: str = "", model: str = ""
+        ) -> None:
+            with script.lock:
+                script.statuses[code] += 1
+                if number:
+                    script.exchanges.append(
+                        {"number": number, "status": code, "model": model, "prompt": prompt, "text": text}
+                    )
             data = (json.dumps(body) if isinstance(body, dict) else body).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
@@ -117,18 +140,43 @@ def _make_handler(script: TeacherScript):
                 script.in_flight += 1
                 script.max_in_flight = max(script.max_in_flight, script.in_flight)
             started = time.perf_counter()
+            messages = body.get("messages") or [{"content": ""}]
+            prompt = messages[-1].get("content", "")
+            model = body.get("model", "")
             try:
                 if script.latency:
                     time.sleep(script.latency)
                 if script.hang_every and number % script.hang_every == 0:
-                    time.sleep(30)
+                    script.stopping.wait(script.hang_seconds)
                 if script.fail_every and number % script.fail_every == 0:
-                    return self._send(500, {"error": {"message": "scripted internal error"}})
+                    return self._send(
+                        500,
+                        {"error": {"message": "scripted internal error"}},
+                        number=number,
+                        prompt=prompt,
+                        model=model,
+                    )
                 if script.rate_limit_every and number % script.rate_limit_every == 0:
-                    return self._send(429, {"error": {"message": "scripted rate limit"}})
+                    return self._send(
+                        429, {"error": {"message": "scripted rate limit"}}, number=number, prompt=prompt, model=model
+                    )
+                if script.bad_request_every and number % script.bad_request_every == 0:
+                    return self._send(
+                        400,
+                        {"error": {"message": "scripted bad request: this model does not accept that prompt"}},
+                        number=number,
+                        prompt=prompt,
+                        model=model,
+                    )
+                if script.broken_json_every and number % script.broken_json_every == 0:
+                    return self._send(
+                        200, '{"id": "chatcmpl-cut", "choices": [{"mess', number=number, prompt=prompt, model=model
+                    )
                 text = script.answer(body.get("messages", []), body.get("seed"))
                 if script.garbage_every and number % script.garbage_every == 0:
                     text = "lorem ipsum, no format at all"
+                if script.nul_every and number % script.nul_every == 0:
+                    text = text.replace(" ", "\x00 ", 1) if " " in text else text + "\x00"
                 self._send(
                     200,
                     {
@@ -145,7 +193,13 @@ def _make_handler(script: TeacherScript):
                             "total_tokens": 0,
                         },
                     },
+                    number=number,
+                    prompt=prompt,
+                    text=text,
+                    model=model,
                 )
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (its timeout) before the answer came
             finally:
                 with script.lock:
                     script.in_flight -= 1

@@ -1,0 +1,225 @@
+"""A real Celery worker killed with SIGKILL in the middle of a run: resume finishes it, exactly once."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.db.models import Sum
+from django.utils import timezone
+
+from generation.models import GenerationRun, Sample, WorkItem
+from generation.sdg.pipelines import LeafSpec, PipelineConfig, Unit, UnitRunner
+from generation.sdg.teacher import CachedTeacher, Completion, OpenAITeacher, RetryPolicy
+from generation.services.runs import requeue_expired, run_create
+from tests.support.sdg import MemoryCache
+
+# About 10-15 s on two cores, so not marked slow.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REPO = Path(__file__).resolve().parents[2]
+CELERY = Path(sys.executable).with_name("celery")
+State = WorkItem.State
+Status = GenerationRun.Status
+
+
+class Worker:
+    """`celery worker` in its own process group, logging to a file."""
+
+    def __init__(self, name: str, log: Path, env: dict):
+        self.log = log
+        self.handle = log.open("ab")
+        self.process = subprocess.Popen(
+            [
+                str(CELERY),
+                "-A",
+                "labweb",
+                "worker",
+                "-Q",
+                "generation,default",
+                "-P",
+                "threads",
+                "-c",
+                "4",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "INFO",
+                "-n",
+                f"{name}@%h",
+            ],  # fmt: skip
+            cwd=REPO,
+            env=env,
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 45) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the worker exited with {self.process.returncode}:\n{self.tail()}")
+            if " ready." in self.log.read_text(errors="replace"):
+                return
+            time.sleep(0.1)
+        pytest.fail(f"the worker did not start within {timeout} s:\n{self.tail()}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(10)
+        self.handle.close()
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_for(condition, *, timeout: float, interval: float = 0.05, what: str, describe=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}\n{describe()}")
+
+
+def describe(run: GenerationRun, worker: "Worker") -> str:
+    items = run.items.order_by("pk").values_list(
+        "pk", "leaf_path", "seed_index", "chunk_index", "state", "attempts", "lease_owner", "lease_until", "kept"
+    )
+    lines = [f"run {run.status} {run.error}", *map(str, items)]
+    log = worker.log.read_text(errors="replace").splitlines()
+    lines += [line for line in log if "ERROR" in line or "WARNING" in line or "Traceback" in line][-20:]
+    return "\n".join(lines + ["--- worker log tail ---", worker.tail(15)])
+
+
+def unit_of(item_values: dict) -> tuple:
+    return item_values["leaf_path"], item_values["seed_index"], item_values["chunk_index"]
+
+
+def samples_by_unit(run: GenerationRun) -> Counter:
+    rows = Sample.objects.filter(run=run).values_list(
+        "item__leaf_path", "item__seed_index", "item__chunk_index", "idempotency_key", "question", "response"
+    )
+    return Counter((path, seed, chunk, key.split(":", 2)[2], q, r) for path, seed, chunk, key, q, r in rows)
+
+
+def test_a_run_survives_its_worker_being_killed_mid_run(
+    queued, settings, broker, teacher, teacher_server, curator, demo, tmp_path
+):
+    teacher_server.script.latency = 0.1
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}",
+        "REDIS_URL": settings.CELERY_BROKER_URL,
+        "LABWEB_WORK_LEASE_SECONDS": "3",
+        "LABWEB_TEACHER_RETRY_DELAY": "0.05",
+        "DEBUG": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    workers: list[Worker] = []
+    try:
+        first = Worker("doomed", tmp_path / "worker-1.log", env)
+        workers.append(first)
+        first.wait_ready()
+        run = run_create(teacher=teacher, user=curator, scope=GenerationRun.Scope.ALL, samples_per_leaf=12)
+        total_items = run.items.count()
+        expected = run.items.aggregate(total=Sum("target"))["total"]
+        assert total_items > 10 and expected == 48
+
+        def part_done():
+            done = run.items.filter(state=State.DONE).count()
+            return 3 <= done < total_items and Sample.objects.filter(run=run).exists()
+
+        wait_for(part_done, timeout=60, what="the worker to finish some but not all items")
+        first.kill()
+        at_kill = Counter(run.items.values_list("state", flat=True))
+        assert at_kill[State.DONE] < total_items
+        assert at_kill[State.RUNNING] >= 1, f"no item was in flight when the worker died: {at_kill}"
+
+        second = Worker("fresh", tmp_path / "worker-2.log", env)
+        workers.append(second)
+        second.wait_ready()
+        # The dead worker's leases run out; then the reaper (what celery beat runs every minute) puts its items
+        # back in the queue, with every pending one, since the messages it had taken died with it.
+        leases = run.items.filter(state=State.RUNNING).values_list("lease_until", flat=True)
+        last_lease = max((lease for lease in leases if lease), default=timezone.now())
+        time.sleep(max(0.0, (last_lease - timezone.now()).total_seconds()) + 0.2)
+        assert requeue_expired() == at_kill[State.RUNNING]
+
+        def finished():
+            run.refresh_from_db()
+            return run.status in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+        wait_for(finished, timeout=90, interval=0.2, what="the run to finish", describe=lambda: describe(run, second))
+    finally:
+        for worker in workers:
+            worker.kill()
+
+    assert run.status == Status.SUCCEEDED, run.error
+    items = list(run.items.values())
+    assert Counter(item["state"] for item in items) == {State.DONE: total_items}
+    assert all(item["kept"] == item["target"] for item in items), [
+        (unit_of(i), i["kept"], i["target"]) for i in items if i["kept"] != i["target"]
+    ]
+    samples = samples_by_unit(run)
+    assert sum(samples.values()) == sum(item["kept"] for item in items) == expected
+    assert max(samples.values()) == 1  # no sample twice, under any key
+    keys = list(Sample.objects.filter(run=run).values_list("idempotency_key", flat=True))
+    assert len(keys) == len(set(keys))
+    for item in items:
+        questions = list(Sample.objects.filter(item_id=item["id"]).values_list("question", flat=True))
+        assert len(questions) == len(set(questions)), unit_of(item)
+    assert any(item["attempts"] > 1 for item in items), "no item was taken over from the dead worker"
+
+    # A clean pass over the same items, replaying the response cache, makes the same samples and no request.
+    paid = teacher_server.script.requests
+    assert clean_pass(run, teacher_server.url) == samples
+    assert teacher_server.script.requests == paid
+
+
+def clean_pass(run: GenerationRun, url: str) -> Counter:
+    """The samples each item of `run` makes when its unit runs once, uninterrupted, on the response cache."""
+    from generation.models import TeacherResponse
+
+    model = run.teacher_config["model"]
+    cache = MemoryCache()
+    for row in TeacherResponse.objects.filter(model=model):
+        cache.entries[row.key] = Completion(
+            text=row.text,
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            finish_reason=row.finish_reason or None,
+        )
+    client = OpenAITeacher(base_url=url, model=model, retry=RetryPolicy(attempts=1))
+    config = PipelineConfig.from_dict(run.config)
+    made = Counter()
+    for item in run.items.all():
+        samples = []
+
+        async def emit(batch, samples=samples):
+            samples.extend(batch)
+
+        unit = Unit(
+            leaf=LeafSpec(**item.spec["leaf"]),
+            target=item.target,
+            seed_index=item.seed_index,
+            chunk_index=item.chunk_index,
+            chunk=item.spec.get("chunk"),
+        )
+        teacher = CachedTeacher(teacher=client, lookup=cache.lookup, store=cache.store)
+        asyncio.run(UnitRunner(unit, teacher, config, emit).run())
+        made.update((item.leaf_path, item.seed_index, item.chunk_index, s.key, s.question, s.response) for s in samples)
+    return made
