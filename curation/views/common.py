@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from functools import wraps
+from typing import TypeVar
 
 from django.core.exceptions import PermissionDenied
 from django.forms import Form
@@ -12,6 +13,7 @@ from curation.taxonomy import LabError
 from labweb.roles import CURATOR, role_required, user_roles
 
 curator_required = role_required(CURATOR)
+T = TypeVar("T")
 
 
 def any_role_required(view: Callable) -> Callable:
@@ -32,11 +34,22 @@ def is_partial(request: HttpRequest) -> bool:
     return bool(htmx) and not htmx.history_restore_request
 
 
-def render_fragments(request: HttpRequest, template: str, names: list[str], context: dict,
-                     *, status: int = 200) -> HttpResponse:
+def render_fragments(
+    request: HttpRequest, template: str, names: list[str], context: dict, *, status: int = 200
+) -> HttpResponse:
     """Several partials of one template in one response: the swapped one first, out-of-band ones after."""
     html = "".join(render_to_string(f"{template}#{name}", context, request) for name in names)
     return HttpResponse(html, status=status)
+
+
+def submit(form: Form, action: Callable[[dict], T]) -> tuple[T | None, list[dict], int]:
+    """Validate `form` and call the service with its data: (result, errors, status), errors empty on success."""
+    if not form.is_valid():
+        return None, form_errors(form), 422
+    try:
+        return action(form.cleaned_data), [], 200
+    except LabError as error:
+        return None, lab_errors(error), error_status(error)
 
 
 def error_status(error: LabError) -> int:
@@ -53,4 +66,3 @@ def form_errors(form: Form) -> list[dict]:
         for name, messages in form.errors.items()
         for message in messages
     ]
-

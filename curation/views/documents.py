@@ -8,8 +8,7 @@ from curation import services
 from curation.forms import DocumentForm, RevisionForm
 from curation.models import Document
 from curation.services.leaves import MAX_DOCUMENT_BYTES
-from curation.taxonomy import LabError
-from curation.views.common import any_role_required, curator_required, error_status, form_errors, lab_errors
+from curation.views.common import any_role_required, curator_required, submit
 from curation.views.leaves import conflict_revision, get_leaf, refused, saved
 
 
@@ -18,20 +17,27 @@ from curation.views.leaves import conflict_revision, get_leaf, refused, saved
 def document_add(request: HttpRequest, pk: int) -> HttpResponse:
     leaf = get_leaf(pk)
     form = DocumentForm(request.POST, request.FILES)
-    if form.is_valid():
-        upload = form.cleaned_data["file"]
-        try:
-            # One byte past the limit is enough for the service to refuse an oversized file without reading it all.
-            services.document_add(leaf=leaf, user=request.user, expected_revision=form.cleaned_data["revision"],
-                                  name=upload.name, content=upload.read(MAX_DOCUMENT_BYTES + 1))
-        except LabError as error:
-            errors, status = lab_errors(error), error_status(error)
-        else:
-            return saved(request, leaf.pk, partial="documents", anchor="documents", message=f"{upload.name} attached.")
-    else:
-        errors, status = form_errors(form), 422
-    return refused(request, leaf, partial="documents", status=status, errors={"documents": errors},
-                   revision=conflict_revision(request, status))
+    # One byte past the limit is enough for the service to refuse an oversized file without reading it all.
+    document, errors, status = submit(
+        form,
+        lambda data: services.document_add(
+            leaf=leaf,
+            user=request.user,
+            expected_revision=data["revision"],
+            name=data["file"].name,
+            content=data["file"].read(MAX_DOCUMENT_BYTES + 1),
+        ),
+    )
+    if not errors:
+        return saved(request, leaf.pk, partial="documents", anchor="documents", message=f"{document.name} attached.")
+    return refused(
+        request,
+        leaf,
+        partial="documents",
+        status=status,
+        errors={"documents": errors},
+        revision=conflict_revision(request, status),
+    )
 
 
 @require_POST
@@ -39,19 +45,22 @@ def document_add(request: HttpRequest, pk: int) -> HttpResponse:
 def document_delete(request: HttpRequest, pk: int) -> HttpResponse:
     document = get_object_or_404(Document.objects.defer("content"), pk=pk)
     form = RevisionForm(request.POST)
-    if form.is_valid():
-        try:
-            services.document_delete(document=document, user=request.user,
-                                     expected_revision=form.cleaned_data["revision"])
-        except LabError as error:
-            errors, status = lab_errors(error), error_status(error)
-        else:
-            return saved(request, document.leaf_id, partial="documents", anchor="documents",
-                         message=f"{document.name} removed.")
-    else:
-        errors, status = form_errors(form), 422
-    return refused(request, get_leaf(document.leaf_id), partial="documents", status=status,
-                   errors={"documents": errors}, revision=conflict_revision(request, status))
+    _, errors, status = submit(
+        form,
+        lambda data: services.document_delete(document=document, user=request.user, expected_revision=data["revision"]),
+    )
+    if not errors:
+        return saved(
+            request, document.leaf_id, partial="documents", anchor="documents", message=f"{document.name} removed."
+        )
+    return refused(
+        request,
+        get_leaf(document.leaf_id),
+        partial="documents",
+        status=status,
+        errors={"documents": errors},
+        revision=conflict_revision(request, status),
+    )
 
 
 @require_GET

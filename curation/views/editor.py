@@ -31,8 +31,15 @@ LEAF_INPUTS = (
     ("attribution", "Attribution (attribution.txt)", True),
 )
 KIND_INPUTS = {
-    Kind.KNOWLEDGE: {"created_by", "domain", "document_outline", "document_repo", "document_commit",
-                     "document_patterns", "attribution"},
+    Kind.KNOWLEDGE: {
+        "created_by",
+        "domain",
+        "document_outline",
+        "document_repo",
+        "document_commit",
+        "document_patterns",
+        "attribution",
+    },
     Kind.COMPOSITIONAL_SKILLS: {"created_by", "task_description", "attribution"},
     Kind.FOUNDATIONAL_SKILLS: {"created_by", "task_description", "attribution"},
 }
@@ -154,8 +161,15 @@ def _value(value: Any) -> str:
     return str(value)
 
 
-def build_editor(leaf: Leaf, seeds: list[SeedExample], *, problems: list[dict] | None = None,
-                 posted: Any = None, posted_seed: int | None = None, errors: list[dict] = ()) -> Editor:
+def build_editor(
+    leaf: Leaf,
+    seeds: list[SeedExample],
+    *,
+    problems: list[dict] | None = None,
+    posted: Any = None,
+    posted_seed: int | None = None,
+    errors: list[dict] = (),
+) -> Editor:
     """The editor for `leaf`. `posted` (with `posted_seed`, the seed's pk, or None for the leaf form) is what a
     refused save sent: it is shown again as typed, with `errors` beside its fields."""
     slots: dict[str, Slot] = {name: Slot(name) for name in ("version", "seed_examples", "document")}
@@ -186,8 +200,7 @@ def build_editor(leaf: Leaf, seeds: list[SeedExample], *, problems: list[dict] |
     return editor
 
 
-def _seed_view(leaf: Leaf, seed: SeedExample, index: int, count: int, slots: dict[str, Slot],
-               posted: Any) -> SeedView:
+def _seed_view(leaf: Leaf, seed: SeedExample, index: int, count: int, slots: dict[str, Slot], posted: Any) -> SeedView:
     base = f"seed_examples[{index}]"
 
     def make(name: str, field_name: str, input_id: str, label: str, current: Any) -> Input:
@@ -197,7 +210,8 @@ def _seed_view(leaf: Leaf, seed: SeedExample, index: int, count: int, slots: dic
 
     slot = slots[base] = Slot(base)
     uses_pairs = seed.questions_and_answers is not None or (
-        leaf.kind == Kind.KNOWLEDGE and seed.question is None and seed.answer is None)
+        leaf.kind == Kind.KNOWLEDGE and seed.question is None and seed.answer is None
+    )
     context_label = "Context" if leaf.kind == Kind.KNOWLEDGE else "Context (optional: grounded skills)"
     inputs = [make("context", f"{base}.context", f"seed-{seed.pk}-context", context_label, seed.context)]
     if not uses_pairs or seed.question is not None or seed.answer is not None:
@@ -212,14 +226,26 @@ def _seed_view(leaf: Leaf, seed: SeedExample, index: int, count: int, slots: dic
         for j, qa in enumerate(qas):
             qa = qa if isinstance(qa, dict) else {}
             where = f"{base}.questions_and_answers[{j}]"
-            pairs.append(Pair(
-                j,
-                make(f"questions_and_answers-{j}-question", f"{where}.question", f"seed-{seed.pk}-qa-{j}-question",
-                     f"Question {j + 1}", qa.get("question")),
-                make(f"questions_and_answers-{j}-answer", f"{where}.answer", f"seed-{seed.pk}-qa-{j}-answer",
-                     f"Answer {j + 1}", qa.get("answer")),
-                slots.setdefault(where, Slot(where)),
-            ))
+            pairs.append(
+                Pair(
+                    j,
+                    make(
+                        f"questions_and_answers-{j}-question",
+                        f"{where}.question",
+                        f"seed-{seed.pk}-qa-{j}-question",
+                        f"Question {j + 1}",
+                        qa.get("question"),
+                    ),
+                    make(
+                        f"questions_and_answers-{j}-answer",
+                        f"{where}.answer",
+                        f"seed-{seed.pk}-qa-{j}-answer",
+                        f"Answer {j + 1}",
+                        qa.get("answer"),
+                    ),
+                    slots.setdefault(where, Slot(where)),
+                )
+            )
     return SeedView(seed, index, count, inputs, pairs, slot, pairs_slot)
 
 
@@ -227,8 +253,11 @@ def _place_errors(editor: Editor, errors: list[dict], posted_seed: int | None) -
     """A refused save's errors name fields of the form (e.g. "question"): put them beside those inputs."""
     seed_view = next((view for view in editor.seeds if view.seed.pk == posted_seed), None)
     prefix = f"seed_examples[{seed_view.index}]." if seed_view else ""
-    own = {slot.field for slot in editor.slots.values() if slot.field.startswith(prefix)} if prefix else \
-        {i.slot.field for i in editor.inputs}
+    own = (
+        {slot.field for slot in editor.slots.values() if slot.field.startswith(prefix)}
+        if prefix
+        else {i.slot.field for i in editor.inputs}
+    )
     for error in errors:
         name = error.get("field")
         target = slot_field(prefix + name, {f: True for f in own}) if name and name != "revision" else None
@@ -240,8 +269,14 @@ def _place_errors(editor: Editor, errors: list[dict], posted_seed: int | None) -
             editor.errors.append(error)
 
 
-def preview_problems(leaf: Leaf, seeds: list[SeedExample], *, leaf_changes: dict[str, Any] | None = None,
-                     seed_pk: int | None = None, seed_changes: dict[str, Any] | None = None) -> list[dict]:
+def preview_problems(
+    leaf: Leaf,
+    seeds: list[SeedExample],
+    *,
+    leaf_changes: dict[str, Any] | None = None,
+    seed_pk: int | None = None,
+    seed_changes: dict[str, Any] | None = None,
+) -> list[dict]:
     """Validate the leaf as it would be with the changes, without saving anything."""
 
     def apply(obj, changes: dict[str, Any]):

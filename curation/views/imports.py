@@ -65,16 +65,24 @@ def import_start(request: HttpRequest) -> HttpResponse:
         form = forms[active] = IMPORT_FORMS[active](request.POST, request.FILES)
         if form.is_valid():
             read, source = _reader(active, form.cleaned_data)
-            record = services.taxonomy_import(read=read, source=source, user=request.user,
-                                              prune=form.cleaned_data["prune"])
+            record = services.taxonomy_import(
+                read=read, source=source, user=request.user, prune=form.cleaned_data["prune"]
+            )
             return redirect("curation:import_detail", pk=record.pk)
         errors, status = form_errors(form), 422
-    return render(request, "curation/import.html", {
-        "forms": forms, "errors": errors, "recent": imports_newest_first()[:5],
-        "max_file_kib": settings.LABWEB_IMPORT_MAX_FILE_BYTES // 1024,
-        "max_total_mib": settings.LABWEB_IMPORT_MAX_TOTAL_BYTES // (1024 * 1024),
-        "max_files": settings.LABWEB_IMPORT_MAX_FILES,
-    }, status=status)
+    return render(
+        request,
+        "curation/import.html",
+        {
+            "forms": forms,
+            "errors": errors,
+            "recent": imports_newest_first()[:5],
+            "max_file_kib": settings.LABWEB_IMPORT_MAX_FILE_BYTES // 1024,
+            "max_total_mib": settings.LABWEB_IMPORT_MAX_TOTAL_BYTES // (1024 * 1024),
+            "max_files": settings.LABWEB_IMPORT_MAX_FILES,
+        },
+        status=status,
+    )
 
 
 @require_GET
@@ -84,9 +92,15 @@ def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
     by_file: dict[str, list[dict]] = {}
     for problem in record.problems:
         by_file.setdefault(problem.get("path") or "(the source)", []).append(problem)
-    return render(request, "curation/import_detail.html", {
-        "record": record, "problem_files": sorted(by_file.items()), "problem_count": len(record.problems),
-    })
+    return render(
+        request,
+        "curation/import_detail.html",
+        {
+            "record": record,
+            "problem_files": sorted(by_file.items()),
+            "problem_count": len(record.problems),
+        },
+    )
 
 
 @require_GET

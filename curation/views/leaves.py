@@ -14,15 +14,13 @@ from curation.forms import LeafDeleteForm, LeafFieldsForm, LeafMoveForm, LeafPat
 from curation.models import Leaf
 from curation.selectors import leaf_documents, leaf_qna
 from curation.selectors import leaf_history as leaf_revisions
-from curation.taxonomy import LabError, dump_qna
+from curation.taxonomy import dump_qna
 from curation.views.common import (
     any_role_required,
     curator_required,
-    error_status,
-    form_errors,
     is_partial,
-    lab_errors,
     render_fragments,
+    submit,
 )
 from curation.views.editor import Editor, build_editor, preview_problems
 from labweb.roles import CURATOR, has_role
@@ -34,8 +32,14 @@ def get_leaf(pk: int) -> Leaf:
     return get_object_or_404(Leaf.objects.select_related("updated_by"), pk=pk)
 
 
-def page_context(request: HttpRequest, leaf: Leaf, *, editor: Editor | None = None,
-                 errors: dict[str, list[dict]] | None = None, revision: Any = None) -> dict:
+def page_context(
+    request: HttpRequest,
+    leaf: Leaf,
+    *,
+    editor: Editor | None = None,
+    errors: dict[str, list[dict]] | None = None,
+    revision: Any = None,
+) -> dict:
     if editor is None:
         editor = build_editor(leaf, list(leaf.seeds.order_by("position")))
     return {
@@ -70,8 +74,16 @@ def _slots_outside(editor: Editor, partial: str) -> list:
     return [slot for name, slot in editor.slots.items() if name not in inside]
 
 
-def refused(request: HttpRequest, leaf: Leaf, *, partial: str, status: int, editor: Editor | None = None,
-            errors: dict[str, list[dict]] | None = None, revision: Any = None) -> HttpResponse:
+def refused(
+    request: HttpRequest,
+    leaf: Leaf,
+    *,
+    partial: str,
+    status: int,
+    editor: Editor | None = None,
+    errors: dict[str, list[dict]] | None = None,
+    revision: Any = None,
+) -> HttpResponse:
     """A write that changed nothing: the form again, as posted, with the reason beside its field."""
     context = page_context(request, leaf, editor=editor, errors=errors, revision=revision)
     if is_partial(request):
@@ -94,19 +106,18 @@ def leaf_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def leaf_update(request: HttpRequest, pk: int) -> HttpResponse:
     leaf = get_leaf(pk)
     form = LeafFieldsForm(request.POST)
-    if form.is_valid():
-        try:
-            services.leaf_update(leaf=leaf, user=request.user, expected_revision=form.cleaned_data["revision"],
-                                 **form.changes(leaf))
-        except LabError as error:
-            errors, status = lab_errors(error), error_status(error)
-        else:
-            return saved(request, leaf.pk, partial="leaf-form", anchor="fields", message="Fields saved.")
-    else:
-        errors, status = form_errors(form), 422
+    _, errors, status = submit(
+        form,
+        lambda data: services.leaf_update(
+            leaf=leaf, user=request.user, expected_revision=data["revision"], **form.changes(leaf)
+        ),
+    )
+    if not errors:
+        return saved(request, leaf.pk, partial="leaf-form", anchor="fields", message="Fields saved.")
     editor = build_editor(leaf, list(leaf.seeds.order_by("position")), posted=request.POST, errors=errors)
-    return refused(request, leaf, partial="leaf-form", status=status, editor=editor,
-                   revision=conflict_revision(request, status))
+    return refused(
+        request, leaf, partial="leaf-form", status=status, editor=editor, revision=conflict_revision(request, status)
+    )
 
 
 @require_POST
@@ -135,16 +146,11 @@ def leaf_create(request: HttpRequest) -> HttpResponse:
     errors: list[dict] = []
     status = 200
     if request.method == "POST":
-        if form.is_valid():
-            try:
-                leaf = services.leaf_create(path=form.cleaned_data["path"], user=request.user)
-            except LabError as error:
-                errors, status = lab_errors(error), error_status(error)
-            else:
-                messages.success(request, f"Created {leaf.path}. Add seed examples to make it valid.")
-                return redirect("curation:leaf_detail", pk=leaf.pk)
-        else:
-            errors, status = form_errors(form), 422
+        result, errors, status = submit(form, lambda data: services.leaf_create(path=data["path"], user=request.user))
+        if not errors:
+            leaf = result
+            messages.success(request, f"Created {leaf.path}. Add seed examples to make it valid.")
+            return redirect("curation:leaf_detail", pk=leaf.pk)
     return render(request, "curation/leaf_create.html", {"form": form, "errors": errors}, status=status)
 
 
@@ -153,19 +159,24 @@ def leaf_create(request: HttpRequest) -> HttpResponse:
 def leaf_move(request: HttpRequest, pk: int) -> HttpResponse:
     leaf = get_leaf(pk)
     form = LeafMoveForm(request.POST)
-    if form.is_valid():
-        try:
-            leaf = services.leaf_move(leaf=leaf, new_path=form.cleaned_data["path"], user=request.user,
-                                      expected_revision=form.cleaned_data["revision"])
-        except LabError as error:
-            errors, status = lab_errors(error), error_status(error)
-        else:
-            messages.success(request, f"Moved to {leaf.path}.")
-            return redirect("curation:leaf_detail", pk=leaf.pk)
-    else:
-        errors, status = form_errors(form), 422
-    return refused(request, leaf, partial="actions", status=status, errors={"move": errors},
-                   revision=conflict_revision(request, status))
+    result, errors, status = submit(
+        form,
+        lambda data: services.leaf_move(
+            leaf=leaf, new_path=data["path"], user=request.user, expected_revision=data["revision"]
+        ),
+    )
+    if not errors:
+        leaf = result
+        messages.success(request, f"Moved to {leaf.path}.")
+        return redirect("curation:leaf_detail", pk=leaf.pk)
+    return refused(
+        request,
+        leaf,
+        partial="actions",
+        status=status,
+        errors={"move": errors},
+        revision=conflict_revision(request, status),
+    )
 
 
 @require_POST
@@ -173,26 +184,29 @@ def leaf_move(request: HttpRequest, pk: int) -> HttpResponse:
 def leaf_delete(request: HttpRequest, pk: int) -> HttpResponse:
     leaf = get_leaf(pk)
     form = LeafDeleteForm(request.POST)
-    if form.is_valid():
-        try:
-            services.leaf_delete(leaf=leaf, user=request.user, expected_revision=form.cleaned_data["revision"])
-        except LabError as error:
-            errors, status = lab_errors(error), error_status(error)
-        else:
-            messages.success(request, f"Deleted {leaf.path}.")
-            return redirect("curation:tree")
-    else:
-        errors, status = form_errors(form), 422
-    return refused(request, leaf, partial="actions", status=status, errors={"delete": errors},
-                   revision=conflict_revision(request, status))
+    _, errors, status = submit(
+        form, lambda data: services.leaf_delete(leaf=leaf, user=request.user, expected_revision=data["revision"])
+    )
+    if not errors:
+        messages.success(request, f"Deleted {leaf.path}.")
+        return redirect("curation:tree")
+    return refused(
+        request,
+        leaf,
+        partial="actions",
+        status=status,
+        errors={"delete": errors},
+        revision=conflict_revision(request, status),
+    )
 
 
 @require_GET
 @any_role_required
 def leaf_yaml(request: HttpRequest, pk: int) -> HttpResponse:
     leaf = get_leaf(pk)
-    return HttpResponse(dump_qna(leaf_qna(leaf, leaf.seeds.order_by("position"))),
-                        content_type="text/plain; charset=utf-8")
+    return HttpResponse(
+        dump_qna(leaf_qna(leaf, leaf.seeds.order_by("position"))), content_type="text/plain; charset=utf-8"
+    )
 
 
 @require_GET
@@ -213,8 +227,16 @@ def leaf_revision(request: HttpRequest, pk: int, number: int) -> HttpResponse:
     snapshot = revision.snapshot or {}
     qna = snapshot.get("qna") or {}
     fields = [(key, value) for key, value in qna.items() if key != "seed_examples"]
-    return render(request, "curation/leaf_revision.html", {
-        "leaf": leaf, "revision": revision, "snapshot": snapshot, "fields": fields,
-        "seed_count": len(qna.get("seed_examples") or []), "yaml": dump_qna(qna),
-        "documents": sorted((snapshot.get("documents") or {}).items()),
-    })
+    return render(
+        request,
+        "curation/leaf_revision.html",
+        {
+            "leaf": leaf,
+            "revision": revision,
+            "snapshot": snapshot,
+            "fields": fields,
+            "seed_count": len(qna.get("seed_examples") or []),
+            "yaml": dump_qna(qna),
+            "documents": sorted((snapshot.get("documents") or {}).items()),
+        },
+    )

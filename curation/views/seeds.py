@@ -7,8 +7,7 @@ from django.views.decorators.http import require_POST
 from curation import services
 from curation.forms import RevisionForm, SeedForm, SeedMoveForm
 from curation.models import SeedExample
-from curation.taxonomy import LabError
-from curation.views.common import curator_required, error_status, form_errors, lab_errors
+from curation.views.common import curator_required, submit
 from curation.views.editor import build_editor
 from curation.views.leaves import conflict_revision, get_leaf, refused, saved
 
@@ -22,22 +21,21 @@ def _seed(pk: int) -> SeedExample:
 def seed_update(request: HttpRequest, pk: int) -> HttpResponse:
     seed = _seed(pk)
     form = SeedForm(request.POST)
-    if form.is_valid():
-        try:
-            services.seed_update(seed=seed, user=request.user, expected_revision=form.cleaned_data["revision"],
-                                 **form.changes(seed))
-        except LabError as error:
-            errors, status = lab_errors(error), error_status(error)
-        else:
-            return saved(request, seed.leaf_id, partial="seeds", anchor=f"seed-{seed.pk}",
-                         message="Seed example saved.")
-    else:
-        errors, status = form_errors(form), 422
+    _, errors, status = submit(
+        form,
+        lambda data: services.seed_update(
+            seed=seed, user=request.user, expected_revision=data["revision"], **form.changes(seed)
+        ),
+    )
+    if not errors:
+        return saved(request, seed.leaf_id, partial="seeds", anchor=f"seed-{seed.pk}", message="Seed example saved.")
     leaf = get_leaf(seed.leaf_id)
-    editor = build_editor(leaf, list(leaf.seeds.order_by("position")), posted=request.POST, posted_seed=seed.pk,
-                          errors=errors)
-    return refused(request, leaf, partial="seeds", status=status, editor=editor,
-                   revision=conflict_revision(request, status))
+    editor = build_editor(
+        leaf, list(leaf.seeds.order_by("position")), posted=request.POST, posted_seed=seed.pk, errors=errors
+    )
+    return refused(
+        request, leaf, partial="seeds", status=status, editor=editor, revision=conflict_revision(request, status)
+    )
 
 
 @require_POST
@@ -45,17 +43,20 @@ def seed_update(request: HttpRequest, pk: int) -> HttpResponse:
 def seed_add(request: HttpRequest, pk: int) -> HttpResponse:
     leaf = get_leaf(pk)
     form = RevisionForm(request.POST)
-    if form.is_valid():
-        try:
-            seed = services.seed_add(leaf=leaf, user=request.user, expected_revision=form.cleaned_data["revision"])
-        except LabError as error:
-            errors, status = lab_errors(error), error_status(error)
-        else:
-            return saved(request, leaf.pk, partial="seeds", anchor=f"seed-{seed.pk}", message="Seed example added.")
-    else:
-        errors, status = form_errors(form), 422
-    return refused(request, leaf, partial="seeds", status=status, errors={"seeds": errors},
-                   revision=conflict_revision(request, status))
+    result, errors, status = submit(
+        form, lambda data: services.seed_add(leaf=leaf, user=request.user, expected_revision=data["revision"])
+    )
+    if not errors:
+        seed = result
+        return saved(request, leaf.pk, partial="seeds", anchor=f"seed-{seed.pk}", message="Seed example added.")
+    return refused(
+        request,
+        leaf,
+        partial="seeds",
+        status=status,
+        errors={"seeds": errors},
+        revision=conflict_revision(request, status),
+    )
 
 
 @require_POST
@@ -63,17 +64,19 @@ def seed_add(request: HttpRequest, pk: int) -> HttpResponse:
 def seed_delete(request: HttpRequest, pk: int) -> HttpResponse:
     seed = _seed(pk)
     form = RevisionForm(request.POST)
-    if form.is_valid():
-        try:
-            services.seed_delete(seed=seed, user=request.user, expected_revision=form.cleaned_data["revision"])
-        except LabError as error:
-            errors, status = lab_errors(error), error_status(error)
-        else:
-            return saved(request, seed.leaf_id, partial="seeds", anchor="seeds", message="Seed example deleted.")
-    else:
-        errors, status = form_errors(form), 422
-    return refused(request, get_leaf(seed.leaf_id), partial="seeds", status=status, errors={"seeds": errors},
-                   revision=conflict_revision(request, status))
+    _, errors, status = submit(
+        form, lambda data: services.seed_delete(seed=seed, user=request.user, expected_revision=data["revision"])
+    )
+    if not errors:
+        return saved(request, seed.leaf_id, partial="seeds", anchor="seeds", message="Seed example deleted.")
+    return refused(
+        request,
+        get_leaf(seed.leaf_id),
+        partial="seeds",
+        status=status,
+        errors={"seeds": errors},
+        revision=conflict_revision(request, status),
+    )
 
 
 @require_POST
@@ -81,16 +84,19 @@ def seed_delete(request: HttpRequest, pk: int) -> HttpResponse:
 def seed_move(request: HttpRequest, pk: int) -> HttpResponse:
     seed = _seed(pk)
     form = SeedMoveForm(request.POST)
-    if form.is_valid():
-        try:
-            services.seed_move(seed=seed, user=request.user, expected_revision=form.cleaned_data["revision"],
-                               position=form.cleaned_data["position"])
-        except LabError as error:
-            errors, status = lab_errors(error), error_status(error)
-        else:
-            return saved(request, seed.leaf_id, partial="seeds", anchor=f"seed-{seed.pk}",
-                         message="Seed example moved.")
-    else:
-        errors, status = form_errors(form), 422
-    return refused(request, get_leaf(seed.leaf_id), partial="seeds", status=status, errors={"seeds": errors},
-                   revision=conflict_revision(request, status))
+    _, errors, status = submit(
+        form,
+        lambda data: services.seed_move(
+            seed=seed, user=request.user, expected_revision=data["revision"], position=data["position"]
+        ),
+    )
+    if not errors:
+        return saved(request, seed.leaf_id, partial="seeds", anchor=f"seed-{seed.pk}", message="Seed example moved.")
+    return refused(
+        request,
+        get_leaf(seed.leaf_id),
+        partial="seeds",
+        status=status,
+        errors={"seeds": errors},
+        revision=conflict_revision(request, status),
+    )

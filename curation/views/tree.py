@@ -22,9 +22,8 @@ from curation.selectors import (
     taxonomy_diff,
     taxonomy_tree,
 )
-from curation.taxonomy import LabError
 from curation.taxonomy.source import write_tar
-from curation.views.common import any_role_required, curator_required, error_status, is_partial, lab_errors
+from curation.views.common import any_role_required, curator_required, is_partial, submit
 
 SEARCH_LIMIT = 200
 TREE_TEMPLATE = "curation/tree.html"
@@ -83,8 +82,7 @@ def export(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _diff_page(request: HttpRequest, *, errors: list[dict] = (), status: int = 200,
-               name: str = "") -> HttpResponse:
+def _diff_page(request: HttpRequest, *, errors: list[dict] = (), status: int = 200, name: str = "") -> HttpResponse:
     baseline_id = request.GET.get("baseline", "")
     baseline = None
     if baseline_id:
@@ -93,14 +91,19 @@ def _diff_page(request: HttpRequest, *, errors: list[dict] = (), status: int = 2
         baseline = get_object_or_404(TaxonomySnapshot.objects.select_related("created_by"), pk=baseline_id)
     diff = taxonomy_diff(baseline=baseline)
     ids = leaf_ids_by_path(diff.added + diff.modified)
-    return render(request, "curation/diff.html", {
-        "diff": diff,
-        "added": [(path, ids.get(path)) for path in diff.added],
-        "modified": [(path, ids.get(path)) for path in diff.modified],
-        "snapshots": snapshot_list()[:200],
-        "errors": errors,
-        "name": name,
-    }, status=status)
+    return render(
+        request,
+        "curation/diff.html",
+        {
+            "diff": diff,
+            "added": [(path, ids.get(path)) for path in diff.added],
+            "modified": [(path, ids.get(path)) for path in diff.modified],
+            "snapshots": snapshot_list()[:200],
+            "errors": errors,
+            "name": name,
+        },
+        status=status,
+    )
 
 
 @require_GET
@@ -114,11 +117,8 @@ def diff(request: HttpRequest) -> HttpResponse:
 def snapshot_create(request: HttpRequest) -> HttpResponse:
     form = SnapshotForm(request.POST)
     name = request.POST.get("name", "")
-    try:
-        if not form.is_valid():
-            raise LabError(form.errors.get("name", ["Invalid name."])[0], field="name")
-        snapshot = services.snapshot_create(name=form.cleaned_data["name"], user=request.user)
-    except LabError as error:
-        return _diff_page(request, errors=lab_errors(error), status=error_status(error), name=name)
+    snapshot, errors, status = submit(form, lambda data: services.snapshot_create(name=data["name"], user=request.user))
+    if errors:
+        return _diff_page(request, errors=errors, status=status, name=name)
     messages.success(request, f"Snapshot “{snapshot.name}” saved; the diff now compares against it.")
     return redirect(f"{reverse('curation:diff')}?{urlencode({'baseline': snapshot.pk})}")
