@@ -3,6 +3,7 @@
 import asyncio
 import functools
 import logging
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -118,6 +119,17 @@ class _LeaseLost(Exception):
     pass
 
 
+_local = threading.local()
+
+
+def _thread_loop() -> asyncio.AbstractEventLoop:
+    """One event loop per worker thread, kept across items so that teacher HTTP connections are reused."""
+    loop = getattr(_local, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _local.loop = asyncio.new_event_loop()
+    return loop
+
+
 def item_process(*, item_id: int, owner: str | None = None) -> str:
     """Run one work item to its end. Safe to call twice, or after a worker died holding it."""
     owner = owner or uuid.uuid4().hex
@@ -154,8 +166,11 @@ def _run_item(item: WorkItem, owner: str, client, db: ThreadPoolExecutor) -> str
     async def in_db(fn, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(db, functools.partial(fn, *args, **kwargs))
 
+    # Keys carry the run's own seed, so only a retried item can find its answers in the cache.
+    replaying = item.attempts > 1
+
     async def lookup(key):
-        return await in_db(_lookup, key)
+        return await in_db(_lookup, key) if replaying else None
 
     async def store(key, completion):
         await in_db(_store, key, model, completion)
@@ -195,12 +210,9 @@ def _run_item(item: WorkItem, owner: str, client, db: ThreadPoolExecutor) -> str
         finally:
             if not work.done():
                 work.cancel()
-            close = getattr(client, "aclose", None)
-            if close:
-                await close()
 
     try:
-        result = asyncio.run(drive())
+        result = _thread_loop().run_until_complete(drive())
     except _LeaseLost:
         # The run was cancelled (or another worker took the item over): hand the item back, keep its samples.
         WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(

@@ -245,8 +245,10 @@ def run_finish_if_done(*, run_id: int) -> bool:
     status = GenerationRun.Status.SUCCEEDED if counts["done"] and kept else GenerationRun.Status.FAILED
     error = f"{counts['failed']} work items failed; see the log." if counts["failed"] else ""
     if counts["done"] and not kept:
-        error = ("No sample passed the judges: see the stage counters for where candidates were dropped (a small "
-                 "teacher often ignores the output format).")
+        error = (
+            "No sample passed the judges: see the stage counters for where candidates were dropped (a small "
+            "teacher often ignores the output format)."
+        )
     finished = GenerationRun.objects.filter(
         pk=run_id, status__in=[GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING]
     ).update(status=status, error=error, finished_at=timezone.now())

@@ -82,11 +82,15 @@ class TeacherScript:
         return f"Here is a careful answer: {_words(rng, 40)}."
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default backlog of 5 drops connections at 32 requests in flight
+
+
 class TeacherServer:
     def __init__(self, script: TeacherScript | None = None, port: int = 0):
         self.script = script or TeacherScript()
         handler = _make_handler(self.script)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd = _Server(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
         # A short poll interval makes stopping the server quick (the default waits up to 0.5 s).
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -107,6 +111,7 @@ class TeacherServer:
 
 def _make_handler(script: TeacherScript):
     class Handler(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True  # else every answer waits ~40 ms for the client's delayed ACK
         protocol_version = "HTTP/1.1"
 
         def log_message(self, *args):
