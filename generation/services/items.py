@@ -8,7 +8,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from django.db import IntegrityError, connections, transaction
+from django.db import connections, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -96,23 +96,21 @@ def _lookup(key: str) -> Completion | None:
     )
 
 
-def _store(key: str, model: str, completion: Completion) -> None:
-    try:
-        TeacherResponse.objects.bulk_create(
-            [
-                TeacherResponse(
-                    key=key,
-                    model=model,
-                    text=completion.text,
-                    prompt_tokens=completion.prompt_tokens,
-                    completion_tokens=completion.completion_tokens,
-                    finish_reason=completion.finish_reason or "",
-                )
-            ],
-            ignore_conflicts=True,
-        )
-    except IntegrityError:  # pragma: no cover - ignore_conflicts covers it on PostgreSQL and SQLite
-        pass
+def _store(model: str, answers: list[tuple[str, Completion]]) -> None:
+    TeacherResponse.objects.bulk_create(
+        [
+            TeacherResponse(
+                key=key,
+                model=model,
+                text=completion.text,
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                finish_reason=completion.finish_reason or "",
+            )
+            for key, completion in answers
+        ],
+        ignore_conflicts=True,
+    )
 
 
 class _LeaseLost(Exception):
@@ -172,8 +170,20 @@ def _run_item(item: WorkItem, owner: str, client, db: ThreadPoolExecutor) -> str
     async def lookup(key):
         return await in_db(_lookup, key) if replaying else None
 
+    unsaved: list[tuple[str, Completion]] = []
+
     async def store(key, completion):
-        await in_db(_store, key, model, completion)
+        unsaved.append((key, completion))
+        if len(unsaved) >= 16:
+            await flush()
+
+    async def flush():
+        # Answers are saved in batches, but always before a sample made from them is written: a retry must
+        # replay exactly the answers that decided which samples were kept.
+        if unsaved:
+            batch = unsaved[:]
+            unsaved.clear()
+            await in_db(_store, model, batch)
 
     teacher = CachedTeacher(teacher=client, lookup=lookup, store=store)
     spec = item.spec
@@ -186,6 +196,7 @@ def _run_item(item: WorkItem, owner: str, client, db: ThreadPoolExecutor) -> str
     )
 
     async def emit(samples):
+        await flush()
         await in_db(samples_write, item=item, samples=samples)
 
     runner = UnitRunner(unit, teacher, PipelineConfig.from_dict(run.config), emit)
@@ -195,6 +206,7 @@ def _run_item(item: WorkItem, owner: str, client, db: ThreadPoolExecutor) -> str
         try:
             while True:
                 done, _ = await asyncio.wait({work}, timeout=min(5.0, lease_seconds() / 3))
+                await flush()
                 alive = await in_db(
                     item_heartbeat,
                     item_id=item.pk,

@@ -234,6 +234,9 @@ def run_resume(*, run: GenerationRun, user) -> GenerationRun:
 
 def run_finish_if_done(*, run_id: int) -> bool:
     """Close the run once no item is pending or running. Exactly one caller wins the conditional update."""
+    # Every finished item asks; a cheap existence check keeps that from counting the whole run each time.
+    if WorkItem.objects.filter(run_id=run_id, state__in=[WorkItem.State.PENDING, WorkItem.State.RUNNING]).exists():
+        return False
     counts = WorkItem.objects.filter(run_id=run_id).aggregate(
         open=Count("pk", filter=Q(state__in=[WorkItem.State.PENDING, WorkItem.State.RUNNING])),
         done=Count("pk", filter=Q(state=WorkItem.State.DONE)),
