@@ -113,6 +113,7 @@ class WorkItem(models.Model):
     kind = models.CharField(max_length=16)
     seed_index = models.PositiveIntegerField(null=True, blank=True)
     chunk_index = models.PositiveIntegerField(null=True, blank=True)
+    unit = models.CharField(max_length=32, help_text='"seed N" or "chunk N" (0-based)')
     spec = models.JSONField(help_text="The leaf content and chunk this unit works from, frozen at run start")
     target = models.PositiveIntegerField()
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
@@ -128,11 +129,8 @@ class WorkItem(models.Model):
 
     class Meta:
         ordering = ["run", "leaf_path", "seed_index", "chunk_index"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["run", "leaf_path", "seed_index", "chunk_index"], name="unique_work_item", nulls_distinct=False
-            )
-        ]
+        # `unit` ("seed 3", "chunk 12") rather than the nullable indexes: SQLite has no NULLS NOT DISTINCT.
+        constraints = [models.UniqueConstraint(fields=["run", "leaf_path", "unit"], name="unique_work_item_unit")]
 
     def __str__(self) -> str:
         unit = f"seed {self.seed_index + 1}" if self.seed_index is not None else f"chunk {self.chunk_index + 1}"

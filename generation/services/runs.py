@@ -152,6 +152,7 @@ def run_create(
                     kind=spec.kind,
                     seed_index=unit.get("seed_index"),
                     chunk_index=unit.get("chunk_index"),
+                    unit=f"seed {unit['seed_index']}" if "seed_index" in unit else f"chunk {unit['chunk_index']}",
                     spec={"leaf": asdict(spec), "chunk": unit.get("chunk")},
                     target=target,
                 )
