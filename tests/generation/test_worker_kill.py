@@ -1,13 +1,8 @@
 """A real Celery worker killed with SIGKILL in the middle of a run: resume finishes it, exactly once."""
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -19,70 +14,13 @@ from generation.sdg.pipelines import LeafSpec, PipelineConfig, Unit, UnitRunner
 from generation.sdg.teacher import CachedTeacher, Completion, OpenAITeacher, RetryPolicy
 from generation.services.runs import requeue_expired, run_create
 from tests.support.sdg import MemoryCache
+from tests.support.worker import Worker, worker_env
 
 # About 10-15 s on two cores, so not marked slow.
 pytestmark = pytest.mark.django_db(transaction=True)
 
-REPO = Path(__file__).resolve().parents[2]
-CELERY = Path(sys.executable).with_name("celery")
 State = WorkItem.State
 Status = GenerationRun.Status
-
-
-class Worker:
-    """`celery worker` in its own process group, logging to a file."""
-
-    def __init__(self, name: str, log: Path, env: dict):
-        self.log = log
-        self.handle = log.open("ab")
-        self.process = subprocess.Popen(
-            [
-                str(CELERY),
-                "-A",
-                "labweb",
-                "worker",
-                "-Q",
-                "generation,default",
-                "-P",
-                "threads",
-                "-c",
-                "4",
-                "--without-heartbeat",
-                "--without-gossip",
-                "--without-mingle",
-                "-l",
-                "INFO",
-                "-n",
-                f"{name}@%h",
-            ],  # fmt: skip
-            cwd=REPO,
-            env=env,
-            stdout=self.handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float = 45) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"the worker exited with {self.process.returncode}:\n{self.tail()}")
-            if " ready." in self.log.read_text(errors="replace"):
-                return
-            time.sleep(0.1)
-        pytest.fail(f"the worker did not start within {timeout} s:\n{self.tail()}")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.process.wait(10)
-        self.handle.close()
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
 def wait_for(condition, *, timeout: float, interval: float = 0.05, what: str, describe=lambda: ""):
@@ -120,15 +58,13 @@ def test_a_run_survives_its_worker_being_killed_mid_run(
     queued, settings, broker, teacher, teacher_server, curator, demo, tmp_path
 ):
     teacher_server.script.latency = 0.1
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}",
-        "REDIS_URL": settings.CELERY_BROKER_URL,
-        "LABWEB_WORK_LEASE_SECONDS": "3",
-        "LABWEB_TEACHER_RETRY_DELAY": "0.05",
-        "DEBUG": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = worker_env(
+        connection.settings_dict["NAME"],
+        settings.CELERY_BROKER_URL,
+        LABWEB_WORK_LEASE_SECONDS="3",
+        LABWEB_TEACHER_RETRY_DELAY="0.05",
+        PYTHONUNBUFFERED="1",
+    )
     workers: list[Worker] = []
     try:
         first = Worker("doomed", tmp_path / "worker-1.log", env)

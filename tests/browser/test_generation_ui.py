@@ -1,0 +1,86 @@
+"""A generation run as an operator lives it: started from the browser, executed by a real Celery worker against
+a scripted teacher server, watched live, cancelled, resumed and finished."""
+
+import re
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+from playwright.sync_api import expect
+
+from generation.models import GenerationRun, Sample
+from generation.services.teachers import teacher_create
+from tests.browser.conftest import sign_in
+from tests.support.teacher_server import TeacherServer
+from tests.support.worker import Worker, worker_env
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def teacher_server():
+    with TeacherServer() as server:
+        server.script.latency = 0.25
+        yield server
+
+
+@pytest.fixture
+def worker(demo, tmp_path):
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.flushdb()
+    process = Worker(
+        "browser",
+        tmp_path / "worker.log",
+        worker_env(connection.settings_dict["NAME"], settings.CELERY_BROKER_URL, PYTHONUNBUFFERED="1"),
+    )
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.kill()
+        broker.flushdb()
+        broker.close()
+
+
+def percent(page) -> int:
+    return int(page.locator("#run-progress progress.progress-bar").first.get_attribute("data-percent"))
+
+
+def test_an_operator_starts_watches_cancels_and_resumes_a_run(page, operator, curator, teacher_server, worker):
+    teacher_create(user=curator, name="Scripted vLLM", base_url=teacher_server.url, model="scripted", max_concurrency=4)
+    sign_in(page, operator, start="/generation/runs/new/")
+    page.select_option("select[name=teacher]", label="Scripted vLLM")
+    page.check("input[name=scope][value=all]")
+    page.fill("input[name=samples_per_leaf]", "12")
+    page.click("#start-run")
+    page.wait_for_url(re.compile(r"/generation/runs/\d+/"))
+    run = GenerationRun.objects.get()
+    page.evaluate("window.__sameDocument = true")
+
+    # The progress panel moves while the worker works, without a page load.
+    expect(page.locator("#run-status")).to_contain_text("running", timeout=30_000)
+    page.wait_for_function(
+        "() => { const p = document.querySelector('#run-progress progress.progress-bar');"
+        " return p && Number(p.dataset.percent) > 0; }",
+        timeout=30_000,
+    )
+    assert 0 < percent(page) < 100
+    assert page.evaluate("window.__sameDocument") is True
+
+    page.click("#cancel-run")
+    expect(page.locator("#run-status")).to_contain_text("cancelled", timeout=10_000)
+    run.refresh_from_db()
+    assert run.status == GenerationRun.Status.CANCELLED
+    kept_when_cancelled = Sample.objects.filter(run=run).count()
+
+    page.click("#resume-run")
+    expect(page.locator("#run-status")).to_contain_text("succeeded", timeout=90_000)
+    expect(page.locator("#run-progress progress.progress-bar").first).to_have_attribute("data-percent", "100")
+    run.refresh_from_db()
+    samples = Sample.objects.filter(run=run)
+    # 4 demo leaves x 12 samples, and every sample once, whatever the cancel interrupted.
+    assert samples.count() == 48 >= kept_when_cancelled
+    assert samples.values("idempotency_key").distinct().count() == 48
+    page.goto(f"/generation/samples/?run={run.pk}")
+    expect(page.locator("#sample-count")).to_contain_text("48")

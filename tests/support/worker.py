@@ -1,0 +1,81 @@
+"""A real `celery worker` process for tests that need one: started in its own process group, killed whole."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CELERY = Path(sys.executable).with_name("celery")
+
+
+def worker_env(database_name: str, redis_url: str, **extra: str) -> dict:
+    """The environment of a worker that shares the test's database and broker."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    return {
+        **env,
+        "DEBUG": "1",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{database_name}",
+        "REDIS_URL": redis_url,
+        **extra,
+    }
+
+
+class Worker:
+    """`celery worker` in its own process group, logging to a file."""
+
+    def __init__(self, name: str, log: Path, env: dict):
+        self.log = log
+        self.handle = log.open("ab")
+        self.process = subprocess.Popen(
+            [
+                str(CELERY),
+                "-A",
+                "labweb",
+                "worker",
+                "-Q",
+                "generation,default",
+                "-P",
+                "threads",
+                "-c",
+                "4",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "INFO",
+                "-n",
+                f"{name}@%h",
+            ],  # fmt: skip
+            cwd=REPO,
+            env=env,
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 45) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the worker exited with {self.process.returncode}:\n{self.tail()}")
+            if " ready." in self.log.read_text(errors="replace"):
+                return
+            time.sleep(0.1)
+        pytest.fail(f"the worker did not start within {timeout} s:\n{self.tail()}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(10)
+        self.handle.close()
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
