@@ -163,6 +163,14 @@ class Sample(models.Model):
     teacher = models.ForeignKey(Teacher, null=True, on_delete=models.SET_NULL, related_name="+")
     teacher_model = models.CharField(max_length=500)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
+    duplicate_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="A sample of another work item of the same leaf that this one nearly repeats (ROUGE-L)",
+    )
     reviewer = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -231,6 +231,7 @@ class SampleSerializer(serializers.ModelSerializer):
             "teacher",
             "teacher_model",
             "state",
+            "duplicate_of",
             "reviewer",
             "reviewed_at",
             "created_at",

@@ -29,8 +29,13 @@ class NearDuplicates:
         self.kept = [tokens(text) for text in known]
 
     def admit(self, text: str) -> bool:
+        return self.match(text) is None
+
+    def match(self, text: str) -> int | None:
+        """The index of the first kept text that `text` nearly repeats; else keep it and return None."""
         candidate = tokens(text)
-        if any(rouge_l(candidate, other) >= self.threshold for other in self.kept):
-            return False
+        for index, other in enumerate(self.kept):
+            if rouge_l(candidate, other) >= self.threshold:
+                return index
         self.kept.append(candidate)
-        return True
+        return None

@@ -3,6 +3,8 @@
 import logging
 import secrets
 from dataclasses import asdict
+from itertools import groupby
+from operator import attrgetter
 
 from django.conf import settings
 from django.db import transaction
@@ -15,6 +17,7 @@ from curation.taxonomy import LabError
 from curation.taxonomy.errors import ConflictError
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
 from generation.sdg.chunking import chunk_document
+from generation.sdg.dedup import NearDuplicates
 from generation.sdg.pipelines import KNOWLEDGE, SKILLS, LeafSpec, PipelineConfig, split_target
 from generation.sdg.prompts import prompt_versions
 
@@ -258,12 +261,47 @@ def run_finish_if_done(*, run_id: int) -> bool:
     ).update(status=status, error=error, finished_at=timezone.now())
     if finished:
         run = GenerationRun.objects.get(pk=run_id)
+        if status == GenerationRun.Status.SUCCEEDED:
+            marked = samples_mark_duplicates(run_id=run_id, threshold=run.config.get("dedup_threshold", 0.7))
+            if marked:
+                _event(
+                    run,
+                    f"{marked} samples nearly repeat a sample of another work item of their leaf; they are "
+                    "marked as duplicates.",
+                    level=RunEvent.Level.WARNING,
+                )
         _event(
             run,
             f"Run {status}: {counts['done']} work items done, {counts['failed']} failed, {kept} samples kept.",
             level=RunEvent.Level.INFO if status == GenerationRun.Status.SUCCEEDED else RunEvent.Level.ERROR,
         )
     return bool(finished)
+
+
+def samples_mark_duplicates(*, run_id: int, threshold: float) -> int:
+    """Flag samples whose question nearly repeats one of another work item of the same leaf.
+
+    Each unit already drops near-duplicates of the seeds and of its own candidates; units run in parallel, so
+    this pass across them runs once, when the run completes, in key order: the result does not depend on which
+    worker finished first.
+    """
+    samples = (
+        Sample.objects.filter(run_id=run_id, duplicate_of__isnull=True)
+        .order_by("leaf_path", "idempotency_key")
+        .only("pk", "leaf_path", "question")
+    )
+    marked = []
+    for _, group in groupby(samples.iterator(chunk_size=2000), key=attrgetter("leaf_path")):
+        seen, firsts = NearDuplicates(threshold=threshold), []
+        for sample in group:
+            index = seen.match(sample.question)
+            if index is None:
+                firsts.append(sample)
+            else:
+                sample.duplicate_of_id = firsts[index].pk
+                marked.append(sample)
+    Sample.objects.bulk_update(marked, ["duplicate_of"], batch_size=1000)
+    return len(marked)
 
 
 def run_fail(*, run_id: int, message: str) -> None:

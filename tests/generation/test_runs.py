@@ -406,3 +406,29 @@ def test_a_teacher_edited_mid_run_does_not_change_the_model_that_run_asks(queued
     asked = {exchange["model"] for exchange in script.exchanges}
     assert asked == {run.teacher_config["model"]}, "the samples' lineage names a model the run did not ask"
     assert set(Sample.objects.filter(run=run).values_list("teacher_model", flat=True)) == asked
+
+
+def test_near_duplicates_across_work_items_of_a_leaf_are_marked_when_the_run_completes(
+    eager, teacher, curator, demo
+):
+    from generation.sdg.pipelines import Sample as Candidate
+    from generation.services.items import samples_write
+    from generation.services.runs import samples_mark_duplicates
+
+    run = plan(teacher, curator, demo, HAIKU, samples_per_leaf=6)
+    assert_complete(run)
+    assert not Sample.objects.filter(run=run, duplicate_of__isnull=False).exists()
+    first, second = run.items.order_by("pk")[:2]
+
+    def candidate(key: str, question: str) -> Candidate:
+        return Candidate(key=key, question=question, response="r", context=None, seed_indices=[0],
+                         chunk_index=None, scores={}, rationales={}, raw={}, prompts=[])
+
+    # Two units of the same leaf, run in parallel, each asked the same thing: the later one is the duplicate.
+    samples_write(item=first, samples=[candidate("x1", "Write a haiku about the first snow falling on a quiet town.")])
+    samples_write(item=second, samples=[candidate("x2", "Write a haiku about the first snow falling on a quiet city.")])
+    assert samples_mark_duplicates(run_id=run.pk, threshold=0.7) == 1
+    duplicate = Sample.objects.get(duplicate_of__isnull=False)
+    assert duplicate.idempotency_key.endswith(":x2")
+    assert duplicate.duplicate_of.idempotency_key.endswith(":x1")
+    assert samples_mark_duplicates(run_id=run.pk, threshold=0.7) == 0  # marking twice changes nothing
