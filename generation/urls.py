@@ -14,6 +14,7 @@ urlpatterns = [
     path("teachers/new/", views.teacher_create, name="teacher_create"),
     path("teachers/default/", views.teacher_default, name="teacher_default"),
     path("teachers/<int:pk>/", views.teacher_edit, name="teacher_edit"),
+    path("teachers/<int:pk>/delete/", views.teacher_remove, name="teacher_delete"),
     path("samples/", views.sample_list, name="sample_list"),
     path("samples/<int:pk>/", views.sample_detail, name="sample_detail"),
 ]

@@ -61,6 +61,7 @@ class World:
     snapshot: int
     record: int
     teacher: int
+    spare_teacher: int
     run: int
     stopped_run: int
     item: int
@@ -187,6 +188,7 @@ ENDPOINTS = [
     E("GET",    "teacher-detail",  TEACHER,                       READ),
     E("PUT",    "teacher-detail",  TEACHER,                       OPERATE, 200, {**NEW_TEACHER, "name": "renamed"}),
     E("PATCH",  "teacher-detail",  TEACHER,                       OPERATE, 200, {"temperature": 0.2}),
+    E("DELETE", "teacher-detail",  "/api/teachers/{w.spare_teacher}/", OPERATE, 204),
     E("GET",    "run-list",        "/api/runs/",                  READ),
     E("POST",   "run-list",        "/api/runs/",                  OPERATE, 201, new_run),
     E("GET",    "run-detail",      RUN,                           READ),
@@ -227,6 +229,7 @@ def world(curator, tmp_path) -> World:
         snapshot=snapshot.pk,
         record=TaxonomyImport.objects.get().pk,
         teacher=teacher.pk,
+        spare_teacher=teacher_create(user=curator, name="unused", base_url="http://127.0.0.1:9/v1", model="m").pk,
         run=run.pk,
         stopped_run=stopped.pk,
         item=item.pk,

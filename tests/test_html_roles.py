@@ -1,9 +1,9 @@
-"""Every HTML page and form of the curation app walked through the role matrix, and the query counts of the
-pages that list the taxonomy.
+"""Every HTML page and form of the curation and generation apps walked through the role matrix, and the query
+counts of the pages that list the taxonomy.
 
-The table below must name exactly the URL patterns of curation/urls.py: a new view without a row fails
-`test_role_table_covers_every_curation_url`, and a method a view accepts without a row fails
-`test_methods_outside_the_table_are_405_for_a_curator`.
+The table below must name exactly the URL patterns of curation/urls.py and generation/urls.py: a new view
+without a row fails `test_role_table_covers_every_html_url`, and a method a view accepts without a row fails
+`test_methods_outside_the_table_are_405`.
 """
 
 from collections.abc import Callable
@@ -17,8 +17,9 @@ from django.urls import reverse
 
 from curation import urls as curation_urls
 from curation.models import Document, Leaf
+from generation import urls as generation_urls
 from tests import test_api_roles
-from tests.test_api_roles import ALLOWED, POEMS, READ, ROLES, STAFF, WRITE, World, state, targz
+from tests.test_api_roles import ALLOWED, OPERATE, POEMS, READ, ROLES, STAFF, WRITE, World, state, targz
 
 world = test_api_roles.world  # the same leaf, seed, document, snapshot and import record as the API matrix
 
@@ -26,7 +27,7 @@ world = test_api_roles.world  # the same leaf, seed, document, snapshot and impo
 @dataclass(frozen=True)
 class Page:
     method: str
-    name: str  # the URL name inside the curation namespace
+    name: str  # "namespace:name", or a bare name inside the curation namespace
     args: Callable[[World], list] = field(compare=False)
     access: str
     success: int = 200
@@ -39,7 +40,7 @@ class Page:
         return f"{self.method} {self.name}{self.label}"
 
     def url(self, w: World) -> str:
-        url = reverse(f"curation:{self.name}", args=self.args(w))
+        url = reverse(self.name if ":" in self.name else f"curation:{self.name}", args=self.args(w))
         return f"{url}?{self.query}" if self.query else url
 
 
@@ -67,6 +68,9 @@ def document(w: World) -> list:
     return [w.document]
 
 
+TEACHER_FORM = {"name": "vllm", "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
+                "gguf_file": "", "temperature": 0.7, "top_p": 1.0, "max_tokens": 512, "max_concurrency": 4,
+                "timeout_seconds": 60, "context_tokens": 4096}
 P = Page
 # fmt: off
 PAGES = [
@@ -105,6 +109,25 @@ PAGES = [
     P("GET",  "diff",            none,                  READ),
     P("GET",  "diff",            none,                  READ, query="baseline={snapshot}", label=" baseline"),
     P("POST", "snapshot_create", none,                  WRITE, 302, lambda w: {"name": "baseline"}),
+    P("GET",  "generation:run_list",       none,                      READ),
+    P("GET",  "generation:run_create",     none,                      OPERATE),
+    P("POST", "generation:run_create",     none,                      OPERATE, 302, lambda w: {
+        "teacher": w.teacher, "scope": "selected", "leaves": [w.leaf], "samples_per_leaf": 5,
+        "questions_per_call": 10, "max_rounds": 3, "pair_threshold": 2, "dedup_threshold": 0.7}),
+    P("GET",  "generation:run_detail",     lambda w: [w.run],         READ),
+    P("GET",  "generation:run_progress",   lambda w: [w.run],         READ, htmx=True),
+    P("POST", "generation:run_cancel",     lambda w: [w.run],         OPERATE, 302),
+    P("POST", "generation:run_resume",     lambda w: [w.stopped_run], OPERATE, 302),
+    P("GET",  "generation:teachers",       none,                      READ),
+    P("GET",  "generation:teacher_create", none,                      OPERATE),
+    P("POST", "generation:teacher_create", none,                      OPERATE, 302, lambda w: TEACHER_FORM),
+    P("GET",  "generation:teacher_edit",   lambda w: [w.teacher],     OPERATE),
+    P("POST", "generation:teacher_edit",   lambda w: [w.teacher],     OPERATE, 302,
+      lambda w: {**TEACHER_FORM, "name": "renamed"}),
+    P("POST", "generation:teacher_default", none,                     OPERATE, 302),
+    P("POST", "generation:teacher_delete", lambda w: [w.spare_teacher], OPERATE, 302),
+    P("GET",  "generation:sample_list",    none,                      READ),
+    P("GET",  "generation:sample_detail",  lambda w: [w.sample],      READ),
 ]
 # fmt: on
 
@@ -166,19 +189,22 @@ def test_page_answers_every_role_as_the_matrix_says(page, world, clients):
         assert state() == before, f"a refused {page} by {role} changed data"
 
 
-def test_role_table_covers_every_curation_url():
+def test_role_table_covers_every_html_url():
     names = {pattern.name for pattern in curation_urls.urlpatterns}
+    names |= {f"generation:{pattern.name}" for pattern in generation_urls.urlpatterns}
     table = {page.name for page in PAGES}
-    assert names - table == set(), "curation URLs without a row in the role table"
+    assert names - table == set(), "HTML URLs without a row in the role table"
     assert table - names == set(), "rows in the role table for URLs that do not exist"
 
 
 @pytest.mark.parametrize("name", sorted({page.name for page in PAGES}))
-def test_methods_outside_the_table_are_405_for_a_curator(name, world, clients):
+def test_methods_outside_the_table_are_405(name, world, clients, django_user_model):
     page = next(p for p in PAGES if p.name == name)
     listed = {p.method for p in PAGES if p.name == name}
+    admin = Client()
+    admin.force_login(django_user_model.objects.create_superuser("root", password="pw-root"))
     for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE"} - listed):
-        response = getattr(clients["curator"], method.lower())(page.url(world).format(snapshot=world.snapshot))
+        response = getattr(admin, method.lower())(page.url(world).format(snapshot=world.snapshot))
         assert response.status_code == 405, (method, response.status_code)
 
 

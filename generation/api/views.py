@@ -41,8 +41,7 @@ class TeacherViewSet(viewsets.ModelViewSet):
     serializer_class = s.TeacherSerializer
     permission_classes = [OperatorWrites]
     pagination_class = None
-    # No delete: runs keep their teacher (PROTECT), and there is no teacher_delete service yet.
-    http_method_names = ["get", "post", "put", "patch", "head", "options"]
+    http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
 
     def create(self, request: Request, *args, **kwargs) -> Response:
         data = _valid(s.TeacherSerializer, request.data)
@@ -56,6 +55,11 @@ class TeacherViewSet(viewsets.ModelViewSet):
         api_key = (data.pop("api_key") or "") if "api_key" in data else None
         teacher = teacher_services.teacher_update(teacher=teacher, user=request.user, api_key=api_key, **data)
         return Response(s.TeacherSerializer(teacher).data)
+
+    def destroy(self, request: Request, *args, **kwargs) -> Response:
+        """Delete a teacher that no run used (runs keep their teacher for lineage: 409 then)."""
+        teacher_services.teacher_delete(teacher=self.get_object(), user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

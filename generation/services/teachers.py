@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import transaction
 
 from curation.taxonomy import LabError
+from curation.taxonomy.errors import ConflictError
 from generation.models import Teacher
 from generation.sdg.teacher import LocalTeacher, OpenAITeacher, RetryPolicy, Sampling, TeacherError
 
@@ -124,7 +125,7 @@ def teacher_update(*, teacher: Teacher, user, api_key: str | None = None, **fiel
 @transaction.atomic
 def teacher_delete(*, teacher: Teacher, user) -> None:
     if teacher.runs.exists():
-        raise LabError(
+        raise ConflictError(
             f"{teacher.name} ran generation runs; their lineage needs it, so it cannot be deleted.", field="teacher"
         )
     teacher.delete()

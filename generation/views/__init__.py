@@ -2,7 +2,7 @@
 
 from generation.views.runs import run_cancel, run_create, run_detail, run_list, run_progress, run_resume
 from generation.views.samples import sample_detail, sample_list
-from generation.views.teachers import teacher_create, teacher_default, teacher_edit, teachers
+from generation.views.teachers import teacher_create, teacher_default, teacher_edit, teacher_remove, teachers
 
 __all__ = [
     "run_cancel",
@@ -16,5 +16,6 @@ __all__ = [
     "teacher_create",
     "teacher_default",
     "teacher_edit",
+    "teacher_remove",
     "teachers",
 ]

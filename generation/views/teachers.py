@@ -13,7 +13,7 @@ from generation.forms import TeacherForm
 from generation.models import Teacher
 from generation.selectors import teacher_list
 from generation.services.teachers import teacher_create as create_teacher
-from generation.services.teachers import teacher_ensure_default, teacher_update
+from generation.services.teachers import teacher_delete, teacher_ensure_default, teacher_update
 from generation.views.common import add_lab_error, operator_required
 
 FORM_TEMPLATE = "generation/teacher_form.html"
@@ -75,4 +75,17 @@ def teacher_edit(request: HttpRequest, pk: int) -> HttpResponse:
 def teacher_default(request: HttpRequest) -> HttpResponse:
     teacher = teacher_ensure_default()
     messages.success(request, f"The embedded teacher “{teacher.name}” is ready to choose for a run.")
+    return redirect("generation:teachers")
+
+
+@require_POST
+@operator_required
+def teacher_remove(request: HttpRequest, pk: int) -> HttpResponse:
+    teacher = get_object_or_404(Teacher, pk=pk)
+    try:
+        teacher_delete(teacher=teacher, user=request.user)
+    except LabError as error:
+        messages.error(request, error.message)
+        return redirect("generation:teacher_edit", pk=pk)
+    messages.success(request, f"Teacher “{teacher.name}” deleted.")
     return redirect("generation:teachers")
