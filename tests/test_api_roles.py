@@ -26,22 +26,7 @@ from generation.sdg.pipelines import Sample as SdgSample
 from generation.services.items import samples_write
 from generation.services.runs import run_cancel, run_create
 from generation.services.teachers import teacher_create
-
-POEMS = b"""version: 3
-task_description: Write short poems.
-created_by: someone
-seed_examples:
-  - question: q1
-    answer: a1
-  - question: q2
-    answer: a2
-  - question: q3
-    answer: a3
-  - question: q4
-    answer: a4
-  - question: q5
-    answer: a5
-"""
+from tests.support.qna import POEMS
 
 
 def targz(files: list[tuple[str, bytes]]) -> bytes:

@@ -10,22 +10,7 @@ import pytest
 from curation.models import Leaf, TaxonomyImport
 from curation.services import taxonomy_import
 from curation.taxonomy.source import Limits, read_archive, read_directory
-
-GOOD = b"""version: 3
-task_description: Write short poems.
-created_by: someone
-seed_examples:
-  - question: q1
-    answer: a1
-  - question: q2
-    answer: a2
-  - question: q3
-    answer: a3
-  - question: q4
-    answer: a4
-  - question: q5
-    answer: a5
-"""
+from tests.support.qna import POEMS
 
 
 def _tar(members: list[tarfile.TarInfo | tuple[str, bytes]]) -> io.BytesIO:
@@ -55,12 +40,12 @@ def _refused(record, *words):
 
 
 def test_import_rejects_path_traversal_in_tar(curator):
-    archive = _tar([("compositional_skills/a/qna.yaml", GOOD), ("../../etc/evil/qna.yaml", GOOD)])
+    archive = _tar([("compositional_skills/a/qna.yaml", POEMS), ("../../etc/evil/qna.yaml", POEMS)])
     _refused(_import(archive, "t.tar.gz", curator), "../../etc/evil/qna.yaml", "path traversal")
 
 
 def test_import_rejects_absolute_member(curator):
-    _refused(_import(_tar([("/etc/qna.yaml", GOOD)]), "t.tar.gz", curator), "absolute path")
+    _refused(_import(_tar([("/etc/qna.yaml", POEMS)]), "t.tar.gz", curator), "absolute path")
 
 
 def test_import_rejects_symlink_member(curator):
@@ -74,7 +59,7 @@ def test_import_rejects_hard_link_member(curator):
     link = tarfile.TarInfo("compositional_skills/b/qna.yaml")
     link.type = tarfile.LNKTYPE
     link.linkname = "compositional_skills/a/qna.yaml"
-    _refused(_import(_tar([("compositional_skills/a/qna.yaml", GOOD), link]), "t.tar.gz", curator), "is a link")
+    _refused(_import(_tar([("compositional_skills/a/qna.yaml", POEMS), link]), "t.tar.gz", curator), "is a link")
 
 
 def test_import_rejects_zip_symlink_and_traversal(curator):
@@ -87,7 +72,7 @@ def test_import_rejects_zip_symlink_and_traversal(curator):
     _refused(_import(buffer, "t.zip", curator), "is a link")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("..\\..\\qna.yaml", GOOD)
+        archive.writestr("..\\..\\qna.yaml", POEMS)
     buffer.seek(0)
     _refused(_import(buffer, "t.zip", curator), "path traversal")
 
@@ -112,12 +97,12 @@ def test_import_rejects_zip_bomb_from_declared_sizes(curator):
 
 
 def test_import_rejects_too_many_files(curator):
-    members = [(f"compositional_skills/s{i}/qna.yaml", GOOD) for i in range(6)]
+    members = [(f"compositional_skills/s{i}/qna.yaml", POEMS) for i in range(6)]
     _refused(_import(_tar(members), "many.tar.gz", curator, Limits(max_files=5)), "more than 5 files")
 
 
 def test_huge_file_is_rejected_alone_and_the_rest_imports(curator):
-    members = [("compositional_skills/ok/qna.yaml", GOOD), ("compositional_skills/huge/qna.yaml", GOOD + b"#" * 4096)]
+    members = [("compositional_skills/ok/qna.yaml", POEMS), ("compositional_skills/huge/qna.yaml", POEMS + b"#" * 4096)]
     record = _import(_tar(members), "t.tar.gz", curator, Limits(max_file_bytes=2048))
     assert record.status == TaxonomyImport.Status.SUCCEEDED
     assert record.created == 1 and record.rejected == 1
@@ -129,7 +114,7 @@ def test_huge_file_is_rejected_alone_and_the_rest_imports(curator):
 def test_import_rejects_symlink_outside_root(curator, tmp_path):
     root = tmp_path / "taxonomy"
     (root / "compositional_skills" / "ok").mkdir(parents=True)
-    (root / "compositional_skills" / "ok" / "qna.yaml").write_bytes(GOOD)
+    (root / "compositional_skills" / "ok" / "qna.yaml").write_bytes(POEMS)
     secret = tmp_path / "secret.md"
     secret.write_text("password")
     (root / "compositional_skills" / "ok" / "leak.md").symlink_to(secret)
@@ -141,14 +126,14 @@ def test_symlink_inside_root_is_read(curator, tmp_path):
     root = tmp_path / "taxonomy"
     leaf = root / "compositional_skills" / "ok"
     leaf.mkdir(parents=True)
-    (root / "shared.yaml").write_bytes(GOOD)
+    (root / "shared.yaml").write_bytes(POEMS)
     os.symlink(root / "shared.yaml", leaf / "qna.yaml")
     record = taxonomy_import(read=lambda: read_directory(root), source=str(root), user=curator)
     assert record.created == 1
 
 
 def test_archive_wrapped_in_one_folder_is_looked_through(curator):
-    record = _import(_tar([("taxonomy-main/compositional_skills/a/qna.yaml", GOOD)]), "t.tar.gz", curator)
+    record = _import(_tar([("taxonomy-main/compositional_skills/a/qna.yaml", POEMS)]), "t.tar.gz", curator)
     assert record.created == 1
     assert Leaf.objects.get().path == "compositional_skills/a"
 
