@@ -1,20 +1,18 @@
 """Processing one work item: claim it with a lease, run its pipeline unit, write samples exactly once."""
 
 import asyncio
-import functools
 import logging
-import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from curation.taxonomy import LabError
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, TeacherResponse, WorkItem
+from generation.sdg.loop import Bridge
 from generation.sdg.pipelines import LeafSpec, PipelineConfig, Unit, UnitRunner
 from generation.sdg.pipelines import Sample as SdgSample
 from generation.sdg.teacher import CachedTeacher, Completion, TeacherError
@@ -117,17 +115,6 @@ class _LeaseLost(Exception):
     pass
 
 
-_local = threading.local()
-
-
-def _thread_loop() -> asyncio.AbstractEventLoop:
-    """One event loop per worker thread, kept across items so that teacher HTTP connections are reused."""
-    loop = getattr(_local, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = _local.loop = asyncio.new_event_loop()
-    return loop
-
-
 def item_process(*, item_id: int, owner: str | None = None) -> str:
     """Run one work item to its end. Safe to call twice, or after a worker died holding it."""
     owner = owner or uuid.uuid4().hex
@@ -147,22 +134,15 @@ def item_process(*, item_id: int, owner: str | None = None) -> str:
             state=WorkItem.State.FAILED, error=error.message, finished_at=timezone.now()
         )
         return "failed"
-
-    # Database work runs on one thread of its own, whose connection is closed when the item ends.
-    db = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"labweb-item-{item.pk}")
-    try:
-        return _run_item(item, owner, client, db)
-    finally:
-        db.submit(connections.close_all).result()
-        db.shutdown()
+    return _run_item(item, owner, client)
 
 
-def _run_item(item: WorkItem, owner: str, client, db: ThreadPoolExecutor) -> str:
+def _run_item(item: WorkItem, owner: str, client) -> str:
     run = item.run
     model = run.teacher_config["model"]
-
-    async def in_db(fn, *args, **kwargs):
-        return await asyncio.get_running_loop().run_in_executor(db, functools.partial(fn, *args, **kwargs))
+    # The pipeline runs on the process's teacher loop; its database work comes back to this thread.
+    bridge = Bridge()
+    in_db = bridge.call
 
     # Keys carry the run's own seed, so only a retried item can find its answers in the cache.
     replaying = item.attempts > 1
@@ -224,7 +204,7 @@ def _run_item(item: WorkItem, owner: str, client, db: ThreadPoolExecutor) -> str
                 work.cancel()
 
     try:
-        result = _thread_loop().run_until_complete(drive())
+        result = bridge.run(drive())
     except _LeaseLost:
         # The run was cancelled (or another worker took the item over): hand the item back, keep its samples.
         WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(

@@ -130,14 +130,3 @@ def eager(celery_mode):
 @pytest.fixture
 def queued(celery_mode):
     celery_mode(eager=False)
-
-
-@pytest.fixture(autouse=True)
-def _collect_stray_connections(request):
-    """item_process opens database connections in asyncio helper threads and never closes them; they go only
-    when the garbage collector frees them (see test_processing_items_leaves_no_database_connection_open_behind).
-    Collect after each test so that they do not keep the test database from being dropped at the end."""
-    yield
-    import gc
-
-    gc.collect()

@@ -348,7 +348,7 @@ def test_processing_items_leaves_no_database_connection_open_behind(queued, teac
     deadline = time.monotonic() + 2
     while _sessions() > before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _sessions() == before, "database sessions opened by item_process's helper threads are still open"
+    assert _sessions() == before, "item_process left database sessions open"
 
 
 def test_resume_takes_back_the_items_of_a_worker_that_died(celery_mode, teacher, curator, demo):
