@@ -607,10 +607,15 @@ def report(args, rows, database: str, load: tuple[str, str]) -> None:
         print(f"instructlab-sdg: not measured: {args.sdg_missing}")
     for name, row, base in rows:
         if "items" in row:
+            # The orchestration overhead is what LabWeb adds to the bare client's slot time: the client's own
+            # HTTP work and a finite run's ramp-up and drain are in the baseline too.
+            beyond = row["overhead_ms"] - base["overhead_ms"]
+            steady = row.get("steady_ms", float("nan")) - base.get("steady_ms", float("nan"))
             print(
                 f"target {name.split()[0]}: utilisation >= 90% {'met' if row['utilisation'] >= 0.9 else 'MISSED'} "
-                f"({row['utilisation']:.1%}); overhead < 2 ms/call {'met' if row['overhead_ms'] < 2 else 'MISSED'} "
-                f"({row['overhead_ms']:.2f} ms, {row['overhead_ms'] - base['overhead_ms']:.2f} ms beyond the baseline)"
+                f"({row['utilisation']:.1%}); orchestration overhead < 2 ms/call {'met' if beyond < 2 else 'MISSED'} "
+                f"({beyond:.2f} ms beyond the baseline over the whole run, {steady:.2f} ms in the steady middle; "
+                f"{row['overhead_ms']:.2f} ms of slot time in all, against the baseline's {base['overhead_ms']:.2f})"
             )
 
 

@@ -16,10 +16,39 @@ from generation.sdg import parsing
 from generation.sdg.dedup import NearDuplicates
 from generation.sdg.parsing import MalformedOutput
 from generation.sdg.prompts import load_prompt
-from generation.sdg.teacher import CachedTeacher, Sampling
+from generation.sdg.teacher import CachedTeacher, Sampling, Shape
 
 SKILLS = "skills"
 KNOWLEDGE = "knowledge"
+
+# What each kind of answer looks like, for a teacher that steers its decoding (see teacher.Shape).
+QUESTIONS = Shape(start="[Question]\n")
+CONTEXTS = Shape(start="[Context]\n")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a judge ends its answer: "Score: N" with N in `scale`, or "Answer: YES|NO" where scale is None."""
+
+    what: str
+    scale: range | None = None
+
+    def parse(self, text: str) -> int | bool:
+        if self.scale is None:
+            return parsing.yes_no(text, stage=self.what)
+        return parsing.score(text, stage=self.what, allowed=self.scale)
+
+    @property
+    def shape(self) -> Shape:
+        if self.scale is None:
+            return Shape(verdict="Answer:", choices=(" YES", " NO"))
+        return Shape(verdict="Score:", choices=tuple(f" {value}" for value in self.scale))
+
+
+QUESTION_OK = Verdict("question judgement", range(0, 2))
+RESPONSE_RATING = Verdict("response judgement", range(1, 4))
+FAITHFUL = Verdict("faithfulness judgement")
+RELEVANCE = Verdict("relevance judgement", range(0, 3))
 
 
 @dataclass(frozen=True)
@@ -137,9 +166,11 @@ class UnitRunner:
         self.result.counts[f"{stage}.{outcome}"] += 1
         self.progress(stage, outcome)
 
-    async def _ask(self, prompt_name: str, sampling: Sampling, **values) -> tuple[str, bool, str]:
+    async def _ask(
+        self, prompt_name: str, sampling: Sampling, shape: Shape | None = None, **values
+    ) -> tuple[str, bool, str]:
         prompt = load_prompt(prompt_name)
-        completion = await self.teacher.complete(prompt.messages(**values), sampling)
+        completion = await self.teacher.complete(prompt.messages(**values), sampling, shape)
         return completion.text, completion.finish_reason == "length", prompt.ref
 
     def _sampling(self, base: Sampling, round_number: int, salt: int = 0) -> Sampling:
@@ -190,6 +221,7 @@ class UnitRunner:
             text, cut, ref = await self._ask(
                 "skills_contexts",
                 self._sampling(self.config.sampling, round_number),
+                CONTEXTS,
                 task_description=leaf.task_description,
                 context=leaf.seeds[seed_index]["context"],
                 count=self._how_many(-(-self.need // self.config.questions_per_context), self.config.contexts_per_seed),
@@ -201,6 +233,7 @@ class UnitRunner:
                 self._ask(
                     "skills_grounded_questions",
                     self._sampling(self.config.sampling, round_number, n + 1),
+                    QUESTIONS,
                     task_description=leaf.task_description,
                     examples=example,
                     context=context,
@@ -221,6 +254,7 @@ class UnitRunner:
             text, cut, ref = await self._ask(
                 "skills_questions",
                 self._sampling(self.config.sampling, round_number),
+                QUESTIONS,
                 task_description=leaf.task_description,
                 examples=examples,
                 count=self._how_many(self.need, self.config.questions_per_call),
@@ -240,10 +274,10 @@ class UnitRunner:
                 chains.append(self._skills_chain(key, question, context, indices, raw, refs))
         return await self._gather(chains)
 
-    async def _judge(self, stage: str, parse, prompt_name: str, **values) -> tuple[int | bool, str, str]:
-        text, _, ref = await self._ask(prompt_name, self.config.judge_sampling, **values)
+    async def _judge(self, stage: str, verdict: Verdict, prompt_name: str, **values) -> tuple[int | bool, str, str]:
+        text, _, ref = await self._ask(prompt_name, self.config.judge_sampling, verdict.shape, **values)
         try:
-            return parse(text), text, ref
+            return verdict.parse(text), text, ref
         except MalformedOutput:
             self._count(stage, "malformed")
             raise _Rejected(stage, "malformed") from None
@@ -253,7 +287,7 @@ class UnitRunner:
         block = _context_block(context)
         verdict, q_text, q_ref = await self._judge(
             "question_judge",
-            lambda t: parsing.score(t, stage="question judgement", allowed=range(0, 2)),
+            QUESTION_OK,
             "question_judge",
             task_description=leaf.task_description,
             context_block=block,
@@ -272,7 +306,7 @@ class UnitRunner:
         self._count("response", "generated")
         rating, p_text, p_ref = await self._judge(
             "pair_judge",
-            lambda t: parsing.score(t, stage="response judgement", allowed=range(1, 4)),
+            RESPONSE_RATING,
             "pair_judge",
             task_description=leaf.task_description,
             context_block=block,
@@ -302,6 +336,7 @@ class UnitRunner:
         text, cut, ref = await self._ask(
             "knowledge_qa",
             self._sampling(self.config.sampling, round_number),
+            QUESTIONS,
             domain=leaf.domain,
             document_outline=leaf.document_outline,
             examples=examples,
@@ -327,7 +362,7 @@ class UnitRunner:
         judged = await asyncio.gather(
             self._judge(
                 "faithfulness",
-                lambda t: parsing.yes_no(t, stage="faithfulness judgement"),
+                FAITHFUL,
                 "knowledge_faithfulness",
                 chunk=chunk,
                 question=question,
@@ -335,14 +370,14 @@ class UnitRunner:
             ),
             self._judge(
                 "relevance",
-                lambda t: parsing.score(t, stage="relevance judgement", allowed=range(0, 3)),
+                RELEVANCE,
                 "knowledge_relevance",
                 question=question,
                 answer=answer,
             ),
             self._judge(
                 "question_quality",
-                lambda t: parsing.score(t, stage="question judgement", allowed=range(0, 2)),
+                QUESTION_OK,
                 "knowledge_question",
                 domain=leaf.domain,
                 question=question,

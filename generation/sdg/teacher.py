@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,20 @@ class Sampling:
     top_p: float = 1.0
     max_tokens: int = 1024
     seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The form an answer must take, for a teacher that steers its own decoding (the local backend).
+
+    A server is only sent the prompt, which states the format; a small local model does not follow it
+    reliably, so the local backend starts its answer with `start` and, when the answer has no line
+    `verdict` + one of `choices`, ends it with that line, choosing the value the model finds most likely.
+    """
+
+    start: str = ""
+    verdict: str = ""
+    choices: tuple[str, ...] = ()
 
 
 @dataclass
@@ -46,8 +61,11 @@ class TeacherError(LabError):
 class Teacher(Protocol):
     model: str
     max_concurrency: int
+    steers: bool  # whether `shape` changes what complete() answers
 
-    async def complete(self, messages: list[dict], sampling: Sampling) -> Completion: ...
+    async def complete(
+        self, messages: list[dict], sampling: Sampling, stats: "CallStats | None" = None, shape: Shape | None = None
+    ) -> Completion: ...
 
 
 @dataclass
@@ -69,7 +87,10 @@ class CallStats:
 
 
 class ConcurrencyLimit:
-    """A limit on calls in flight shared by every event loop in the process (one per worker thread)."""
+    """A limit on calls in flight shared by every event loop in the process.
+
+    Work items share one loop (generation.sdg.loop), but a teacher may also be driven from other loops
+    (asyncio.run in a script or a test), and the limit must hold across all of them."""
 
     def __init__(self, limit: int):
         self.limit = max(1, int(limit))
@@ -138,6 +159,8 @@ class RetryPolicy:
 class OpenAITeacher:
     """Any server that speaks OpenAI chat completions: vLLM, llama.cpp server, Ollama, OpenAI."""
 
+    steers = False  # servers differ in how (and whether) they take guided decoding; the prompt states the format
+
     def __init__(
         self,
         *,
@@ -158,7 +181,7 @@ class OpenAITeacher:
         self._clients: dict[int, object] = {}
 
     def _client(self):
-        # An AsyncOpenAI client belongs to the event loop it was made in; worker threads each run their own.
+        # An AsyncOpenAI client belongs to the event loop it was made in (one for every work item, see loop.py).
         from openai import AsyncOpenAI
 
         loop_id = id(asyncio.get_running_loop())
@@ -175,7 +198,9 @@ class OpenAITeacher:
         if client is not None:
             await client.close()
 
-    async def complete(self, messages: list[dict], sampling: Sampling, stats: CallStats | None = None) -> Completion:
+    async def complete(
+        self, messages: list[dict], sampling: Sampling, stats: CallStats | None = None, shape: Shape | None = None
+    ) -> Completion:
         import openai
 
         stats = stats if stats is not None else CallStats()
@@ -253,6 +278,8 @@ class LocalTeacher:
 
     _loaded: dict[tuple, tuple] = {}
     _load_lock = threading.Lock()
+    steers = True
+    reasons_tokens = 96  # a judge's reasons before its verdict: enough to say why, short enough for a CPU
 
     def __init__(self, *, model: str, gguf_file: str | None = None, max_concurrency: int = 1, device: str = "cpu"):
         self.model = model if not gguf_file else f"{model}#{gguf_file}"
@@ -281,15 +308,15 @@ class LocalTeacher:
                 self._loaded[key] = (tokenizer, model)
             return self._loaded[key]
 
-    def _generate(self, messages: list[dict], sampling: Sampling) -> Completion:
+    def _generate(self, messages: list[dict], sampling: Sampling, shape: Shape) -> Completion:
         import torch
 
         tokenizer, model = self.load()
-        encoded = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + shape.start
+        encoded = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
         input_ids = encoded["input_ids"].to(self.device)
-        generator_kwargs = {"max_new_tokens": sampling.max_tokens, "pad_token_id": tokenizer.eos_token_id}
+        limit = min(sampling.max_tokens, self.reasons_tokens) if shape.choices else sampling.max_tokens
+        generator_kwargs = {"max_new_tokens": limit, "pad_token_id": tokenizer.eos_token_id}
         if sampling.temperature > 0:
             generator_kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
             if sampling.seed is not None:
@@ -297,24 +324,63 @@ class LocalTeacher:
         else:
             generator_kwargs.update(do_sample=False)
         with torch.inference_mode():
-            output = model.generate(input_ids, attention_mask=encoded.get("attention_mask"), **generator_kwargs)
+            output = model.generate(
+                input_ids, attention_mask=encoded["attention_mask"].to(self.device), **generator_kwargs
+            )
         new = output[0][input_ids.shape[1] :]
-        hit_limit = int(new.shape[0]) >= sampling.max_tokens and int(new[-1]) != tokenizer.eos_token_id
+        hit_limit = int(new.shape[0]) >= limit and int(new[-1]) != tokenizer.eos_token_id
+        text = tokenizer.decode(new, skip_special_tokens=True)
+        completion_tokens = int(new.shape[0])
+        if shape.choices and not _has_verdict(text, shape):
+            # The model gave reasons but no usable verdict line: end the answer with the line the prompt asks
+            # for, taking the value the model itself finds most likely after its reasons.
+            reasons = text.rstrip()
+            lead = f"{reasons}\n{shape.verdict}" if reasons else shape.verdict
+            choice = self._most_likely(tokenizer, model, prompt + lead, shape.choices)
+            text, hit_limit = lead + choice, False
+            completion_tokens += len(tokenizer(lead[len(reasons) :] + choice, add_special_tokens=False)["input_ids"])
         return Completion(
-            text=tokenizer.decode(new, skip_special_tokens=True).replace("\x00", ""),
+            text=(shape.start + text).replace("\x00", ""),
             prompt_tokens=int(input_ids.shape[1]),
-            completion_tokens=int(new.shape[0]),
+            completion_tokens=completion_tokens,
             finish_reason="length" if hit_limit else "stop",
         )
 
-    async def complete(self, messages: list[dict], sampling: Sampling, stats: CallStats | None = None) -> Completion:
+    def _most_likely(self, tokenizer, model, context: str, choices: tuple[str, ...]) -> str:
+        import torch
+
+        base = tokenizer(context, add_special_tokens=False)["input_ids"]
+        scores = []
+        for choice in choices:
+            ids = tokenizer(context + choice, add_special_tokens=False)["input_ids"]
+            # The choice's own tokens start where the two tokenisations part (a merge may swallow a space).
+            shared = next((n for n, (a, b) in enumerate(zip(base, ids, strict=False)) if a != b), len(base))
+            shared = max(1, min(shared, len(ids) - 1))
+            with torch.inference_mode():
+                logits = model(torch.tensor([ids], device=self.device)).logits[0, shared - 1 : -1].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            targets = torch.tensor(ids[shared:], device=self.device).unsqueeze(1)
+            scores.append(float(logprobs.gather(1, targets).sum()))
+        return choices[scores.index(max(scores))]
+
+    async def complete(
+        self, messages: list[dict], sampling: Sampling, stats: CallStats | None = None, shape: Shape | None = None
+    ) -> Completion:
         async with self.limit:
-            return await asyncio.to_thread(self._generate, messages, sampling)
+            return await asyncio.to_thread(self._generate, messages, sampling, shape or Shape())
 
 
-def cache_key(model: str, messages: list[dict], sampling: Sampling) -> str:
+def _has_verdict(text: str, shape: Shape) -> bool:
+    values = "|".join(re.escape(choice.strip()) for choice in shape.choices)
+    return re.search(rf"{re.escape(shape.verdict)}\s*\**\s*(?:{values})\b", text, re.I) is not None
+
+
+def cache_key(model: str, messages: list[dict], sampling: Sampling, shape: Shape | None = None) -> str:
+    request = {"model": model, "messages": messages, "sampling": asdict(sampling)}
+    if shape is not None:
+        request["shape"] = asdict(shape)
     payload = json.dumps(
-        {"model": model, "messages": messages, "sampling": asdict(sampling)},
+        request,
         sort_keys=True,
         ensure_ascii=False,
         separators=(",", ":"),
@@ -339,15 +405,17 @@ class CachedTeacher:
     def model(self) -> str:
         return self.teacher.model
 
-    async def complete(self, messages: list[dict], sampling: Sampling) -> Completion:
-        key = cache_key(self.teacher.model, messages, sampling)
+    async def complete(self, messages: list[dict], sampling: Sampling, shape: Shape | None = None) -> Completion:
+        # A shape is part of the request only for a teacher it steers; a server is sent the prompt alone.
+        shape = shape if getattr(self.teacher, "steers", False) else None
+        key = cache_key(self.teacher.model, messages, sampling, shape)
         found = await self.lookup(key)
         if found is not None:
             self.stats.cached += 1
             found.cached = True
             return found
         started = time.perf_counter()
-        completion = await self.teacher.complete(messages, sampling, self.stats)
+        completion = await self.teacher.complete(messages, sampling, self.stats, shape=shape)
         self.stats.seconds += time.perf_counter() - started
         self.stats.calls += 1
         self.stats.prompt_tokens += completion.prompt_tokens

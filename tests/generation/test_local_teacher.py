@@ -1,11 +1,12 @@
 """The local transformers teacher, on a tiny random Mistral built here: plumbing, not quality."""
 
 import asyncio
+from collections import Counter
 
 import pytest
 
 from generation.models import GenerationRun, RunEvent, Sample, WorkItem
-from generation.sdg.teacher import LocalTeacher, Sampling, TeacherError
+from generation.sdg.teacher import LocalTeacher, Sampling, Shape, TeacherError, _has_verdict
 from generation.services.runs import run_create
 from generation.services.teachers import teacher_create
 from tests.support.sdg import HAIKU
@@ -14,8 +15,10 @@ CHAT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
-# No brackets in the vocabulary: whatever the random model says, it can never be a "[Question]" block.
+# No brackets or colons in the vocabulary: whatever the random model says, it can never write a "[Question]"
+# block or a "Score: N" line itself; the digits and YES/NO are there so that a verdict can be chosen.
 CORPUS = [
+    "score 0 1 2 3 answer YES NO",
     "the moon turns once around the earth in about a month",
     "write a short poem about the sea and the wind",
     "assistant user system explain the answer step by step",
@@ -96,6 +99,38 @@ def test_local_teacher_reports_an_answer_cut_off_by_the_token_limit(endless_mode
     assert completion.finish_reason == "length"
 
 
+def test_local_teacher_starts_its_answer_as_the_shape_says(tiny_model):
+    shape = Shape(start="[Question]\n")
+    completion = asyncio.run(LocalTeacher(model=tiny_model).complete(MESSAGES, Sampling(max_tokens=6), shape=shape))
+    assert completion.text.startswith("[Question]\n")
+
+
+def test_local_judge_without_a_verdict_ends_with_the_choice_the_model_finds_most_likely(endless_model):
+    import torch
+
+    teacher = LocalTeacher(model=endless_model)
+    shape = Shape(verdict="Answer:", choices=(" moon", " sea", " wind"))
+    completion = asyncio.run(teacher.complete(MESSAGES, Sampling(max_tokens=6, temperature=0), shape=shape))
+    lead, chosen = completion.text.rsplit(" ", 1)
+    assert lead.endswith("\nAnswer:") and f" {chosen}" in shape.choices
+    assert completion.finish_reason == "stop"  # the reasons were cut at the limit, the verdict was not
+
+    tokenizer, model = teacher.load()
+    context = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False) + lead
+    with torch.inference_mode():
+        logits = model(torch.tensor([tokenizer(context, add_special_tokens=False)["input_ids"]])).logits[0, -1]
+    likeliest = max(shape.choices, key=lambda choice: float(logits[tokenizer.convert_tokens_to_ids(choice.strip())]))
+    assert f" {chosen}" == likeliest
+
+
+def test_a_verdict_the_model_wrote_itself_is_recognised_and_kept():
+    shape = Shape(verdict="Score:", choices=(" 1", " 2", " 3"))
+    assert _has_verdict("Clear and correct.\nScore: 3", shape)
+    assert _has_verdict("Clear.\n**Score:** 2", shape)
+    assert not _has_verdict("Clear.\nScore: 5", shape)
+    assert not _has_verdict("I would score it highly.", shape)
+
+
 def test_local_teacher_at_a_missing_path_says_how_to_use_a_server_instead(tmp_path):
     teacher = LocalTeacher(model=str(tmp_path / "no-such-model"))
     with pytest.raises(TeacherError) as caught:
@@ -105,27 +140,37 @@ def test_local_teacher_at_a_missing_path_says_how_to_use_a_server_instead(tmp_pa
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_run_with_a_local_teacher_finishes_and_reports_unusable_answers_as_malformed(
-    eager, tiny_model, curator, demo
-):
+def test_a_run_with_a_local_teacher_is_steered_into_the_pipeline_formats(eager, tiny_model, curator, demo):
+    # A random model never writes "[Question]" or "Score: N" (its vocabulary has no brackets or digits), so
+    # whatever reaches a judge and gets a verdict got there by the local backend's steering.
     teacher = teacher_create(
         user=curator, name="Tiny local", backend="local", model=tiny_model, max_tokens=16, max_concurrency=1
     )
     run = run_create(
-        teacher=teacher, user=curator, scope=GenerationRun.Scope.SELECTED, leaf_ids=[demo[HAIKU].pk], samples_per_leaf=2
+        teacher=teacher,
+        user=curator,
+        scope=GenerationRun.Scope.SELECTED,
+        leaf_ids=[demo[HAIKU].pk],
+        samples_per_leaf=4,
+        config={"pair_threshold": 1},  # keep whatever the random judge rates, to see the samples it makes
     )
     run.refresh_from_db()
     items = list(run.items.all())
-    assert len(items) == 2
-    # Every item ran to its end, but a run that kept nothing has failed, and says where candidates went.
-    assert run.status == GenerationRun.Status.FAILED
-    assert "No sample passed the judges" in run.error
+    counts = Counter()
     for item in items:
         assert item.state == WorkItem.State.DONE, item.error
-        assert item.counts == {"questions.malformed": 3}  # one call per round, none of them usable
-        assert item.stats["calls"] == 3 and item.stats["completion_tokens"] > 0 and item.stats["prompt_tokens"] > 0
-        assert run.events.filter(item=item, level=RunEvent.Level.WARNING, message__contains="kept 0 of 1").exists()
-    assert not Sample.objects.filter(run=run).exists()
+        assert item.stats["calls"] > 0 and item.stats["completion_tokens"] > 0 and item.stats["prompt_tokens"] > 0
+        counts.update(item.counts)
+    assert counts["questions.generated"] > 0
+    assert counts["question_judge.accepted"] + counts["question_judge.rejected"] == counts["questions.generated"]
+    assert counts["pair_judge.accepted"] + counts["pair_judge.rejected"] == counts["response.generated"]
+    assert not [stage for stage in counts if stage.endswith("judge.malformed")]
+    samples = list(Sample.objects.filter(run=run))
+    assert samples and len(samples) == counts["pair_judge.accepted"]
+    for sample in samples:
+        assert sample.scores["question"] == 1 and sample.scores["pair"] in (1, 2, 3)
+        assert sample.raw["questions"].startswith("[Question]\n")
+        assert sample.raw["pair_judge"].endswith(f"Score: {sample.scores['pair']}")
     assert run.teacher_config["backend"] == "local" and run.teacher_config["model"] == tiny_model
 
 

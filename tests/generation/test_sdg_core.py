@@ -15,7 +15,16 @@ from generation.sdg.chunking import CHARS_PER_TOKEN, chunk_document
 from generation.sdg.dedup import NearDuplicates, rouge_l, tokens
 from generation.sdg.parsing import MalformedOutput
 from generation.sdg.pipelines import PipelineConfig, Unit, UnitRunner, split_target
-from generation.sdg.teacher import ConcurrencyLimit, OpenAITeacher, RetryPolicy, Sampling, TeacherError
+from generation.sdg.teacher import (
+    CachedTeacher,
+    Completion,
+    ConcurrencyLimit,
+    OpenAITeacher,
+    RetryPolicy,
+    Sampling,
+    Shape,
+    TeacherError,
+)
 from tests.support.sdg import HAIKU, MEETINGS, MOONS, MOONS_DOCUMENT, closed_port_url, demo_leaf
 
 GARBAGE = "lorem ipsum, no format at all"
@@ -387,6 +396,32 @@ def test_a_second_run_with_the_same_cache_asks_nothing_and_yields_identical_samp
     assert teacher.stats.calls == 0 and teacher.stats.cached > 0
     assert fingerprint(second) == fingerprint(first)
     assert second_result.counts == first_result.counts
+
+
+@pytest.mark.parametrize("steers", [False, True])
+def test_a_shape_reaches_and_keys_only_a_teacher_that_steers_its_decoding(memory_cache, steers):
+    class Recorder:
+        model, max_concurrency = "recorder", 1
+
+        def __init__(self):
+            self.steers, self.shapes = steers, []
+
+        async def complete(self, messages, sampling, stats=None, shape=None):
+            self.shapes.append(shape)
+            return Completion(text="Fine.\nScore: 1")
+
+    recorder = Recorder()
+    teacher = CachedTeacher(teacher=recorder, lookup=memory_cache.lookup, store=memory_cache.store)
+    shape = Shape(verdict="Score:", choices=(" 0", " 1"))
+
+    async def ask_twice():
+        await teacher.complete(HELLO, Sampling(seed=1), shape)
+        await teacher.complete(HELLO, Sampling(seed=1))  # the same request without a shape
+
+    asyncio.run(ask_twice())
+    # A server is sent the prompt alone, so the shape changes nothing and the second request is a cache hit.
+    assert recorder.shapes == ([shape, None] if steers else [None])
+    assert teacher.stats.cached == (0 if steers else 1)
 
 
 def test_in_flight_requests_reach_but_never_exceed_max_concurrency(make_teacher, script):
