@@ -57,6 +57,9 @@ class TeacherForm(forms.Form):
         return self.cleaned_data.get("api_key") or None
 
 
+LOCAL_SAMPLES_PER_LEAF = 2
+
+
 class RunForm(forms.Form):
     name = forms.CharField(max_length=200, required=False, help_text="Optional; shown in lists")
     teacher = forms.ModelChoiceField(queryset=Teacher.objects.order_by("name"), empty_label=None)
@@ -81,7 +84,12 @@ class RunForm(forms.Form):
         label="Or leaf paths",
         help_text="One path or folder per line; every leaf under a folder is chosen",
     )
-    samples_per_leaf = forms.IntegerField(min_value=1, initial=30)
+    samples_per_leaf = forms.IntegerField(
+        min_value=1,
+        initial=30,
+        help_text="Each leaf's share, spread over its seeds or chunks. A local teacher on the CPU takes tens of "
+        "seconds a sample",
+    )
     questions_per_call = forms.IntegerField(min_value=1, initial=PIPELINE_DEFAULTS.questions_per_call)
     max_rounds = forms.IntegerField(min_value=1, initial=PIPELINE_DEFAULTS.max_rounds)
     pair_threshold = forms.IntegerField(
@@ -100,6 +108,10 @@ class RunForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["leaves"].label_from_instance = lambda leaf: f"{leaf.path}{'' if leaf.is_valid else ' (invalid)'}"
+        preselected = self.fields["teacher"].queryset.first()
+        if not self.is_bound and preselected is not None and preselected.backend == Teacher.Backend.LOCAL:
+            # A first run on the embedded CPU teacher should end in minutes, not hours.
+            self.fields["samples_per_leaf"].initial = LOCAL_SAMPLES_PER_LEAF
 
     def leaf_ids(self) -> list[int] | None:
         ids = [leaf.pk for leaf in self.cleaned_data.get("leaves") or []]
