@@ -16,13 +16,23 @@ from generation.sdg import parsing
 from generation.sdg.dedup import NearDuplicates
 from generation.sdg.parsing import MalformedOutput
 from generation.sdg.prompts import load_prompt
-from generation.sdg.teacher import CachedTeacher, Sampling, Shape
+from generation.sdg.teacher import CachedTeacher, Sampling, Shape, call_depth
 
 SKILLS = "skills"
 KNOWLEDGE = "knowledge"
 
 # What each kind of answer looks like, for a teacher that steers its decoding (see teacher.Shape).
 QUESTIONS = Shape(start="[Question]\n")
+# How many calls wait on each prompt's answer, along the longest chain after it: the teacher's concurrency
+# limit lets the deepest waiting call go first (see teacher.ConcurrencyLimit).
+DEPTH = {
+    "skills_contexts": 4,
+    "skills_grounded_questions": 3,
+    "skills_questions": 3,
+    "question_judge": 2,
+    "skills_response": 1,
+    "knowledge_qa": 1,
+}
 CONTEXTS = Shape(start="[Context]\n")
 
 
@@ -170,7 +180,11 @@ class UnitRunner:
         self, prompt_name: str, sampling: Sampling, shape: Shape | None = None, **values
     ) -> tuple[str, bool, str]:
         prompt = load_prompt(prompt_name)
-        completion = await self.teacher.complete(prompt.messages(**values), sampling, shape)
+        depth = call_depth.set(DEPTH.get(prompt_name, 0))
+        try:
+            completion = await self.teacher.complete(prompt.messages(**values), sampling, shape)
+        finally:
+            call_depth.reset(depth)
         return completion.text, completion.finish_reason == "length", prompt.ref
 
     def _sampling(self, base: Sampling, round_number: int, salt: int = 0) -> Sampling:

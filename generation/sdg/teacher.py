@@ -5,7 +5,10 @@ resumed run replays what it already paid for instead of asking again.
 """
 
 import asyncio
+import contextvars
 import hashlib
+import heapq
+import itertools
 import json
 import random
 import re
@@ -76,7 +79,7 @@ class CallStats:
     errors: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # time the teacher worked on our calls: inside a concurrency slot, not waiting for one
 
     def add(self, other: "CallStats") -> None:
         for name, value in asdict(other).items():
@@ -84,6 +87,10 @@ class CallStats:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# How many teacher calls depend on the answer of the call being made (set by the pipelines around each call).
+call_depth: contextvars.ContextVar[int] = contextvars.ContextVar("labweb_call_depth", default=0)
 
 
 class ConcurrencyLimit:
@@ -96,7 +103,11 @@ class ConcurrencyLimit:
         self.limit = max(1, int(limit))
         self._lock = threading.Lock()
         self._in_flight = 0
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
+        self._order = itertools.count()
+        # A heap of (-depth, arrival, loop, future): the call with the most calls waiting on its answer goes
+        # first, then the earliest. A run's last items then finish together instead of one long chain
+        # leaving slots idle at its end.
+        self._waiters: list[tuple[int, int, asyncio.AbstractEventLoop, asyncio.Future]] = []
 
     async def __aenter__(self):
         loop = asyncio.get_running_loop()
@@ -105,13 +116,15 @@ class ConcurrencyLimit:
                 self._in_flight += 1
                 return self
             future = loop.create_future()
-            self._waiters.append((loop, future))
+            entry = (-call_depth.get(), next(self._order), loop, future)
+            heapq.heappush(self._waiters, entry)
         try:
             await future
         except asyncio.CancelledError:
             with self._lock:
-                if (loop, future) in self._waiters:
-                    self._waiters.remove((loop, future))
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
+                    heapq.heapify(self._waiters)
                     raise
             await self.__aexit__(None, None, None)  # the slot was already handed to us: give it on
             raise
@@ -120,7 +133,7 @@ class ConcurrencyLimit:
     async def __aexit__(self, *exc):
         with self._lock:
             while self._waiters:
-                loop, future = self._waiters.pop(0)
+                _, _, loop, future = heapq.heappop(self._waiters)
                 if not loop.is_closed():
                     # The slot passes straight to the waiter (_in_flight stays the same); a waiter cancelled
                     # meanwhile finds itself off the list and passes the slot on in its turn.
@@ -211,15 +224,19 @@ class OpenAITeacher:
                 await asyncio.sleep(self.retry.delay(attempt - 1))
             try:
                 async with self.limit:
-                    response = await self._client().chat.completions.create(
-                        model=self.model,
-                        messages=messages,
-                        temperature=sampling.temperature,
-                        top_p=sampling.top_p,
-                        max_tokens=sampling.max_tokens,
-                        seed=sampling.seed,
-                        n=1,
-                    )
+                    started = time.perf_counter()
+                    try:
+                        response = await self._client().chat.completions.create(
+                            model=self.model,
+                            messages=messages,
+                            temperature=sampling.temperature,
+                            top_p=sampling.top_p,
+                            max_tokens=sampling.max_tokens,
+                            seed=sampling.seed,
+                            n=1,
+                        )
+                    finally:
+                        stats.seconds += time.perf_counter() - started
             except openai.APITimeoutError:
                 last = TeacherError(
                     f"The teacher at {self.base_url} did not answer within {self.timeout:g} s.", retryable=True
@@ -366,8 +383,13 @@ class LocalTeacher:
     async def complete(
         self, messages: list[dict], sampling: Sampling, stats: CallStats | None = None, shape: Shape | None = None
     ) -> Completion:
+        stats = stats if stats is not None else CallStats()
         async with self.limit:
-            return await asyncio.to_thread(self._generate, messages, sampling, shape or Shape())
+            started = time.perf_counter()
+            try:
+                return await asyncio.to_thread(self._generate, messages, sampling, shape or Shape())
+            finally:
+                stats.seconds += time.perf_counter() - started
 
 
 def _has_verdict(text: str, shape: Shape) -> bool:
@@ -414,9 +436,7 @@ class CachedTeacher:
             self.stats.cached += 1
             found.cached = True
             return found
-        started = time.perf_counter()
         completion = await self.teacher.complete(messages, sampling, self.stats, shape=shape)
-        self.stats.seconds += time.perf_counter() - started
         self.stats.calls += 1
         self.stats.prompt_tokens += completion.prompt_tokens
         self.stats.completion_tokens += completion.completion_tokens

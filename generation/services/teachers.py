@@ -56,7 +56,7 @@ def teacher_client(teacher: Teacher):
     key = (teacher.base_url, teacher.model, teacher.api_key, teacher.timeout_seconds, teacher.max_concurrency, retry)
     with _CLIENTS_LOCK:
         # One client per configuration for the whole process: a new one costs ~25 ms of CPU (its SSL context),
-        # more than the orchestration of a hundred calls; it keeps one HTTP client per worker thread's loop.
+        # more than the orchestration of a hundred calls; its HTTP client lives on the shared loop (sdg/loop.py).
         client = _CLIENTS.get(key)
         if client is None:
             client = _CLIENTS[key] = OpenAITeacher(

@@ -24,6 +24,7 @@ from generation.sdg.teacher import (
     Sampling,
     Shape,
     TeacherError,
+    call_depth,
 )
 from tests.support.sdg import HAIKU, MEETINGS, MOONS, MOONS_DOCUMENT, closed_port_url, demo_leaf
 
@@ -398,6 +399,18 @@ def test_a_second_run_with_the_same_cache_asks_nothing_and_yields_identical_samp
     assert second_result.counts == first_result.counts
 
 
+def test_teacher_time_counts_the_calls_not_the_wait_for_a_slot(make_teacher, script):
+    script.latency = 0.1
+    teacher = make_teacher(max_concurrency=1)
+
+    async def three_at_once():
+        await asyncio.gather(*(teacher.complete(HELLO, Sampling(seed=n)) for n in range(3)))
+
+    asyncio.run(three_at_once())
+    # One after another through the single slot: 0.3 s of teacher work, though the three waited 0.6 s in all.
+    assert 0.3 <= teacher.stats.seconds < 0.55  # counting the wait would make it at least 0.6
+
+
 @pytest.mark.parametrize("steers", [False, True])
 def test_a_shape_reaches_and_keys_only_a_teacher_that_steers_its_decoding(memory_cache, steers):
     class Recorder:
@@ -553,6 +566,29 @@ def test_an_answer_that_is_not_valid_json_is_a_teacher_error_naming_the_teacher(
         asyncio.run(teacher.complete(HELLO, Sampling()))
     assert teacher_server.url in caught.value.message
     assert script.requests == 2  # a cut-off body is worth asking again, like a 5xx
+
+
+def test_the_waiting_call_with_the_most_calls_after_it_gets_the_next_slot_then_the_earliest():
+    async def scenario() -> list[str]:
+        limit, entered = ConcurrencyLimit(1), []
+
+        async def call(name: str, depth: int):
+            call_depth.set(depth)
+            async with limit:
+                entered.append(name)
+                await asyncio.sleep(0)
+
+        await limit.__aenter__()  # the one slot is taken; these queue in this order
+        waiters = [
+            asyncio.create_task(call(name, depth))
+            for name, depth in [("judge", 0), ("questions", 3), ("response", 1), ("other questions", 3)]
+        ]
+        await asyncio.sleep(0)
+        await limit.__aexit__(None, None, None)
+        await asyncio.gather(*waiters)
+        return entered
+
+    assert asyncio.run(scenario()) == ["questions", "other questions", "response", "judge"]
 
 
 def test_a_waiter_cancelled_as_the_slot_is_released_does_not_leave_an_extra_slot():
