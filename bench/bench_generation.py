@@ -208,7 +208,8 @@ def measure(server: "Server", work, *, count_prompts: bool = False) -> dict:
     times0, busy0, cpu0 = os.times(), machine_busy(), time.process_time()
     started = time.perf_counter()
     extra = work() or {}
-    wall = extra.pop("wall", time.perf_counter() - started)  # a subprocess times itself, without its start-up
+    ended = time.perf_counter()
+    wall = extra.pop("wall", ended - started)  # a subprocess times itself, without its start-up
     cpu = extra.pop("cpu", time.process_time() - cpu0)
     busy, times = machine_busy() - busy0, os.times()
     stats = server.stats()
@@ -221,6 +222,7 @@ def measure(server: "Server", work, *, count_prompts: bool = False) -> dict:
         "max_in_flight": stats["max_in_flight"],
         "busy": stats["busy_seconds"],
         "spans": sorted(stats["spans"]),
+        "clock": (started, ended),  # perf_counter is CLOCK_MONOTONIC, the teacher server's clock too
         "cpu_ms": cpu / calls * 1000,
         "server_cpu_ms": (stats["cpu"] - server_cpu0) / stats["requests"] * 1000,
         "machine_ms": None if count_prompts else busy / calls * 1000,  # a subprocess's start-up is not a call's
@@ -241,35 +243,64 @@ def derive(row: dict, concurrency: int, latency: float) -> dict:
         started = sum(1 for start, _ in spans if low <= start < high)
         row["steady_ms"] = ((high - low) * concurrency - in_window) / started * 1000
         row["steady_utilisation"] = in_window / ((high - low) * concurrency)
+        # Idle slot time per call (of all calls) before the middle window, in it, and after it.
+        begin, end = row["clock"]
+        busy_before = sum(max(0.0, min(stop, low) - start) for start, stop in spans)
+        busy_after = sum(max(0.0, stop - max(start, high)) for start, stop in spans)
+        row["idle_ms"] = tuple(
+            1000 * part / row["calls"]
+            for part in (
+                (low - begin) * concurrency - busy_before,
+                (high - low) * concurrency - in_window,
+                (end - high) * concurrency - busy_after,
+            )
+        )
     return row
 
 
-def baseline(url: str, *, calls: int, concurrency: int) -> None:
+def baseline(url: str, *, calls: int, concurrency: int, warm: bool):
+    """The work of the baseline, for measure(). Warm: its client has made a call before the clock starts."""
     from openai import AsyncOpenAI
 
     from generation.sdg.prompts import load_prompt
 
     prompt = load_prompt("question_judge")
+    loop = asyncio.new_event_loop()
+    state = {}
+
+    async def connect():
+        state["client"] = AsyncOpenAI(base_url=url, api_key="not-needed", timeout=120, max_retries=0)
+        state["limit"] = asyncio.Semaphore(concurrency)
+        if warm:
+            await one(-1)
+
+    async def one(number: int) -> str:
+        messages = prompt.messages(task_description="bench", context_block="", question=f"Question {number}?")
+        async with state["limit"]:
+            response = await state["client"].chat.completions.create(
+                model=MODEL, messages=messages, temperature=0.7, top_p=1.0, max_tokens=1024, seed=number, n=1
+            )
+        return response.choices[0].message.content
 
     async def main():
-        client = AsyncOpenAI(base_url=url, api_key="not-needed", timeout=120, max_retries=0)
-        limit = asyncio.Semaphore(concurrency)
-
-        async def one(number: int) -> str:
-            messages = prompt.messages(task_description="bench", context_block="", question=f"Question {number}?")
-            async with limit:
-                response = await client.chat.completions.create(
-                    model=MODEL, messages=messages, temperature=0.7, top_p=1.0, max_tokens=1024, seed=number, n=1
-                )
-            return response.choices[0].message.content
-
+        if not warm:
+            await connect()
         await asyncio.gather(*(one(number) for number in range(calls)))
-        await client.close()
+        await state["client"].close()
 
-    asyncio.run(main())
+    if warm:
+        loop.run_until_complete(connect())
+
+    def work():
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()
+
+    return work
 
 
-def labweb(*, teacher, user, samples_per_leaf: int, seed: int, workers: int, expected_samples: int):
+def labweb(*, teacher, user, samples_per_leaf: int, seed: int, workers: int, expected_samples: int, warm: bool):
     """Plan a run as run_create does; return (work, check): process every item, then verify the run."""
     from unittest import mock
 
@@ -300,8 +331,27 @@ def labweb(*, teacher, user, samples_per_leaf: int, seed: int, workers: int, exp
         finally:
             close_old_connections()
 
+    pool = ThreadPoolExecutor(max_workers=workers)
+    if warm:
+        # A worker that has been busy: every thread already holds its database connection.
+        barrier = threading.Barrier(workers)
+
+        def connect():
+            from django.db import connection
+
+            connection.ensure_connection()
+            barrier.wait()
+
+        list(pool.map(lambda _: connect(), range(workers)))
+        # ... and the process has made a teacher call: its client exists and is connected on the shared loop.
+        from generation.sdg.loop import Bridge
+        from generation.sdg.teacher import Sampling
+        from generation.services.teachers import teacher_client
+
+        Bridge().run(teacher_client(teacher).complete([{"role": "user", "content": "Warm up."}], Sampling(seed=0)))
+
     def work():
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        with pool:
             outcomes = list(pool.map(process, ids))
         return {"outcomes": {name: outcomes.count(name) for name in sorted(set(outcomes))}}
 
@@ -504,15 +554,17 @@ def run_all(args, server: "Server", user, pg: PgSessions, errors: LoggedErrors) 
             seed=1000 + concurrency,
             workers=workers,
             expected_samples=args.leaves * args.samples_per_leaf,
+            warm=args.warm,
         )
         errors.messages.clear()
         with pg:
             row = check(measure(server, work))
         row.update(pg_opened=pg.opened, pg_peak=pg.peak, logged_errors=list(errors.messages), workers=workers)
-        base = measure(server, lambda c=concurrency, n=row["calls"]: baseline(server.url, calls=n, concurrency=c))
+        base = measure(server, baseline(server.url, calls=row["calls"], concurrency=concurrency, warm=args.warm))
         base, row = derive(base, concurrency, args.latency), derive(row, concurrency, args.latency)
         rows.append((f"C={concurrency} baseline: AsyncOpenAI + semaphore", base, base))
-        rows.append((f"C={concurrency} labweb: item_process on {workers} threads", row, base))
+        threads = f"{workers} {'' if args.warm else 'cold '}threads"
+        rows.append((f"C={concurrency} labweb: item_process on {threads}", row, base))
         print(f"C={concurrency}: labweb {row['rate']:.1f} calls/s, baseline {base['rate']:.1f} calls/s", flush=True)
     if args.sdg_missing is None:
         for mode, leaves in zip(("one prompt per request", "batched prompts"), args.sdg_leaves, strict=True):
@@ -603,6 +655,12 @@ def report(args, rows, database: str, load: tuple[str, str]) -> None:
             )
         elif "version" not in row:
             print(f"{name}: {row['system_share']:.0%} of the bench's CPU in the kernel")
+        if "idle_ms" in row:
+            start, middle, end = row["idle_ms"]
+            print(
+                f"    idle slot time per call: {start:.2f} ms up to the middle 80% of calls (ramp-up), {middle:.2f} ms "
+                f"in it, {end:.2f} ms after it (drain)"
+            )
     if args.sdg_missing:
         print(f"instructlab-sdg: not measured: {args.sdg_missing}")
     for name, row, base in rows:
@@ -623,6 +681,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument(
+        "--cold",
+        dest="warm",
+        action="store_false",
+        help="start the clock before the first teacher call of the process and the worker threads' database "
+        "connections (by default both sides make one call first, as a worker that has served a run has)",
+    )
     parser.add_argument("--leaves", type=int, default=40)
     parser.add_argument("--samples-per-leaf", type=int, default=10)
     parser.add_argument("--workers", type=int, default=0, help="worker threads (default: C)")
