@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 ACTIVE_RUN = (GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING)
 
 
-def item_claim(*, item_id: int, owner: str) -> bool:
+def item_claim(*, item_id: int, owner: str) -> WorkItem | None:
     """Take the item if it is pending, or running under a lease that expired (its worker died)."""
     now = timezone.now()
     claimed = (
@@ -37,11 +37,14 @@ def item_claim(*, item_id: int, owner: str) -> bool:
             started_at=Coalesce(F("started_at"), now),
         )
     )
-    if claimed:
-        GenerationRun.objects.filter(
-            pk=WorkItem.objects.filter(pk=item_id).values("run_id")[:1], status=GenerationRun.Status.QUEUED
-        ).update(status=GenerationRun.Status.RUNNING, started_at=now)
-    return bool(claimed)
+    if not claimed:
+        return None
+    item = WorkItem.objects.select_related("run", "run__teacher").get(pk=item_id)
+    if item.run.status == GenerationRun.Status.QUEUED:
+        GenerationRun.objects.filter(pk=item.run_id, status=GenerationRun.Status.QUEUED).update(
+            status=GenerationRun.Status.RUNNING, started_at=now
+        )
+    return item
 
 
 def item_heartbeat(*, item_id: int, owner: str, counts: dict, stats: dict) -> bool:
@@ -118,9 +121,9 @@ class _LeaseLost(Exception):
 def item_process(*, item_id: int, owner: str | None = None) -> str:
     """Run one work item to its end. Safe to call twice, or after a worker died holding it."""
     owner = owner or uuid.uuid4().hex
-    if not item_claim(item_id=item_id, owner=owner):
+    item = item_claim(item_id=item_id, owner=owner)
+    if item is None:
         return "skipped"
-    item = WorkItem.objects.select_related("run", "run__teacher").get(pk=item_id)
     run = item.run
     try:
         # The teacher as the run recorded it: editing the teacher mid-run must not change what samples say.
