@@ -23,6 +23,8 @@ KNOWLEDGE = "knowledge"
 
 # What each kind of answer looks like, for a teacher that steers its decoding (see teacher.Shape).
 QUESTIONS = Shape(start="[Question]\n")
+CONTEXTS = Shape(start="[Context]\n")
+
 # How many calls wait on each prompt's answer, along the longest chain after it: the teacher's concurrency
 # limit lets the deepest waiting call go first (see teacher.ConcurrencyLimit).
 DEPTH = {
@@ -33,7 +35,6 @@ DEPTH = {
     "skills_response": 1,
     "knowledge_qa": 1,
 }
-CONTEXTS = Shape(start="[Context]\n")
 
 
 @dataclass(frozen=True)
