@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -114,6 +114,13 @@ def _store(model: str, answers: list[tuple[str, Completion]]) -> None:
     )
 
 
+def _write(model: str, answers: list[tuple[str, Completion]], item: WorkItem, samples: list[SdgSample]) -> None:
+    with transaction.atomic():
+        if answers:
+            _store(model, answers)
+        samples_write(item=item, samples=samples)
+
+
 class _LeaseLost(Exception):
     pass
 
@@ -179,8 +186,10 @@ def _run_item(item: WorkItem, owner: str, client) -> str:
     )
 
     async def emit(samples):
-        await flush()
-        await in_db(samples_write, item=item, samples=samples)
+        # The answers behind the samples and the samples themselves, in one transaction.
+        batch = unsaved[:]
+        unsaved.clear()
+        await in_db(_write, model, batch, item, samples)
 
     runner = UnitRunner(unit, teacher, PipelineConfig.from_dict(run.config), emit)
 
@@ -190,6 +199,8 @@ def _run_item(item: WorkItem, owner: str, client) -> str:
             while True:
                 done, _ = await asyncio.wait({work}, timeout=min(5.0, lease_seconds() / 3))
                 await flush()
+                if done:  # the item's last update publishes its counts
+                    return work.result()
                 alive = await in_db(
                     item_heartbeat,
                     item_id=item.pk,
@@ -197,8 +208,6 @@ def _run_item(item: WorkItem, owner: str, client) -> str:
                     counts=dict(runner.result.counts),
                     stats=teacher.stats.as_dict(),
                 )
-                if done:
-                    return work.result()
                 if not alive:
                     work.cancel()
                     raise _LeaseLost()
@@ -216,7 +225,7 @@ def _run_item(item: WorkItem, owner: str, client) -> str:
             lease_until=None,
             counts=dict(runner.result.counts),
             stats=teacher.stats.as_dict(),
-            kept=Sample.objects.filter(item=item).count(),
+            kept=_kept(item),
         )
         return "stopped"
     except Exception as error:  # noqa: BLE001 - whatever stops an item is recorded on it, never left running
@@ -235,7 +244,7 @@ def _run_item(item: WorkItem, owner: str, client) -> str:
         )
         run_finish_if_done(run_id=run.pk)
         return "failed"
-    _finish(item, owner, WorkItem.State.DONE, runner, teacher, kept=result.kept)
+    _finish(item, owner, WorkItem.State.DONE, runner, teacher)
     if result.kept < item.target:
         RunEvent.objects.create(
             run=run,
@@ -248,14 +257,19 @@ def _run_item(item: WorkItem, owner: str, client) -> str:
     return "done"
 
 
-def _finish(item, owner, state, runner, teacher, *, kept=None, error="") -> None:
-    with transaction.atomic():
-        WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(
-            state=state,
-            kept=Sample.objects.filter(item=item).count(),
-            counts=dict(runner.result.counts),
-            stats=teacher.stats.as_dict(),
-            error=error[:5000],
-            finished_at=timezone.now(),
-            lease_until=None,
-        )
+def _kept(item: WorkItem) -> Coalesce:
+    """The item's samples, every attempt's, counted inside the UPDATE that records them."""
+    count = Sample.objects.filter(item_id=item.pk).order_by().values("item_id").annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(count[:1]), 0)
+
+
+def _finish(item, owner, state, runner, teacher, *, error="") -> None:
+    WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(
+        state=state,
+        kept=_kept(item),
+        counts=dict(runner.result.counts),
+        stats=teacher.stats.as_dict(),
+        error=error[:5000],
+        finished_at=timezone.now(),
+        lease_until=None,
+    )
