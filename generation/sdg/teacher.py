@@ -215,6 +215,7 @@ class OpenAITeacher:
         self, messages: list[dict], sampling: Sampling, stats: CallStats | None = None, shape: Shape | None = None
     ) -> Completion:
         import openai
+        from openai.types.chat import ChatCompletion
 
         stats = stats if stats is not None else CallStats()
         last: TeacherError | None = None
@@ -226,14 +227,21 @@ class OpenAITeacher:
                 async with self.limit:
                     started = time.perf_counter()
                     try:
-                        response = await self._client().chat.completions.create(
-                            model=self.model,
-                            messages=messages,
-                            temperature=sampling.temperature,
-                            top_p=sampling.top_p,
-                            max_tokens=sampling.max_tokens,
-                            seed=sampling.seed,
-                            n=1,
+                        # What chat.completions.create() sends, posted as is: create() first walks the body
+                        # against its typed schema, a third of the client's CPU a call, and changes nothing in a
+                        # body of plain strings and numbers.
+                        response = await self._client().post(
+                            "/chat/completions",
+                            cast_to=ChatCompletion,
+                            body={
+                                "model": self.model,
+                                "messages": messages,
+                                "temperature": sampling.temperature,
+                                "top_p": sampling.top_p,
+                                "max_tokens": sampling.max_tokens,
+                                "seed": sampling.seed,
+                                "n": 1,
+                            },
                         )
                     finally:
                         stats.seconds += time.perf_counter() - started

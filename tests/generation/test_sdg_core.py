@@ -399,6 +399,15 @@ def test_a_second_run_with_the_same_cache_asks_nothing_and_yields_identical_samp
     assert second_result.counts == first_result.counts
 
 
+def test_a_teacher_call_sends_the_chat_completions_request_the_server_expects(make_teacher, script):
+    teacher = make_teacher(model="exact-body")
+    sampling = Sampling(temperature=0.3, top_p=0.9, max_tokens=77, seed=5)
+    completion = asyncio.run(teacher.complete(HELLO, sampling))
+    sent = {"model": "exact-body", "messages": HELLO, "temperature": 0.3, "top_p": 0.9, "max_tokens": 77, "seed": 5}
+    assert script.requests_sent == [{**sent, "n": 1}]
+    assert completion.text and completion.prompt_tokens > 0 and completion.finish_reason == "stop"
+
+
 def test_teacher_time_counts_the_calls_not_the_wait_for_a_slot(make_teacher, script):
     script.latency = 0.1
     teacher = make_teacher(max_concurrency=1)

@@ -49,6 +49,7 @@ class TeacherScript:
         self.requests = 0
         self.statuses: Counter = Counter()  # HTTP status -> how many requests got it
         self.exchanges: list[dict] = []  # {"number", "status", "model", "prompt", "text"} per request, in order
+        self.requests_sent: list[dict] = []  # every chat-completions request body as it arrived, in order
         self.in_flight = 0
         self.max_in_flight = 0
         self.busy_seconds = 0.0
@@ -140,6 +141,7 @@ def _make_handler(script: TeacherScript):
             length = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(length) or b"{}")
             with script.lock:
+                script.requests_sent.append(body)
                 script.requests += 1
                 number = script.requests
                 script.in_flight += 1
