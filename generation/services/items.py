@@ -118,7 +118,8 @@ def _write(model: str, answers: list[tuple[str, Completion]], item: WorkItem, sa
     with transaction.atomic():
         if answers:
             _store(model, answers)
-        samples_write(item=item, samples=samples)
+        if samples:
+            samples_write(item=item, samples=samples)
 
 
 class _LeaseLost(Exception):
@@ -167,13 +168,13 @@ def _run_item(item: WorkItem, owner: str, client) -> str:
         if len(unsaved) >= 16:
             await flush()
 
-    async def flush():
-        # Answers are saved in batches, but always before a sample made from them is written: a retry must
-        # replay exactly the answers that decided which samples were kept.
-        if unsaved:
+    async def flush(samples=()):
+        # Answers are saved in batches, but always with (or before) a sample made from them, in one
+        # transaction: a retry must replay exactly the answers that decided which samples were kept.
+        if unsaved or samples:
             batch = unsaved[:]
             unsaved.clear()
-            await in_db(_store, model, batch)
+            await in_db(_write, model, batch, item, list(samples))
 
     teacher = CachedTeacher(teacher=client, lookup=lookup, store=store)
     spec = item.spec
@@ -185,13 +186,7 @@ def _run_item(item: WorkItem, owner: str, client) -> str:
         chunk=spec.get("chunk"),
     )
 
-    async def emit(samples):
-        # The answers behind the samples and the samples themselves, in one transaction.
-        batch = unsaved[:]
-        unsaved.clear()
-        await in_db(_write, model, batch, item, samples)
-
-    runner = UnitRunner(unit, teacher, PipelineConfig.from_dict(run.config), emit)
+    runner = UnitRunner(unit, teacher, PipelineConfig.from_dict(run.config), flush)
 
     async def drive():
         work = asyncio.ensure_future(runner.run())
