@@ -58,8 +58,10 @@ def main() -> None:
         assert Leaf.objects.count() == 301
         vendor = connection.vendor
 
-    print(f"corpus: {len(files)} qna.yaml files, 301 imported, 125 rejected (124 invalid, 1 outside the roots); "
-          f"database: {vendor}")
+    print(
+        f"corpus: {len(files)} qna.yaml files, 301 imported, 125 rejected (124 invalid, 1 outside the roots); "
+        f"database: {vendor}"
+    )
     print(f"{'step':58} {'seconds':>8} {'vs baseline':>12}")
     rows = [
         ("baseline: instructlab-schema TaxonomyParser (validate only)", baseline),

@@ -81,11 +81,13 @@ class SeedForm(RevisionForm):
         pairs = []
         for index in indexes:
             old = existing[index] if index < len(existing) and isinstance(existing[index], dict) else {}
-            pairs.append({
-                **old,
-                "question": _text(self.data.get(f"questions_and_answers-{index}-question")),
-                "answer": _text(self.data.get(f"questions_and_answers-{index}-answer")),
-            })
+            pairs.append(
+                {
+                    **old,
+                    "question": _text(self.data.get(f"questions_and_answers-{index}-question")),
+                    "answer": _text(self.data.get(f"questions_and_answers-{index}-answer")),
+                }
+            )
         remove = self.cleaned_data.get("remove_pair")
         if remove is not None and remove < len(pairs):
             del pairs[remove]

@@ -193,8 +193,11 @@ def kind_counts() -> dict[str, dict[str, int]]:
     from django.db.models import Count, Q
 
     counts = {kind: {"leaves": 0, "invalid": 0} for kind in KINDS}
-    rows = Leaf.objects.order_by().values("kind").annotate(
-        leaves=Count("id"), invalid=Count("id", filter=Q(is_valid=False)))
+    rows = (
+        Leaf.objects.order_by()
+        .values("kind")
+        .annotate(leaves=Count("id"), invalid=Count("id", filter=Q(is_valid=False)))
+    )
     for row in rows:
         counts[row["kind"]] = {"leaves": row["leaves"], "invalid": row["invalid"]}
     return counts

@@ -5,10 +5,10 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from curation.taxonomy import LabError
 from generation import selectors
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, TeacherResponse, WorkItem
 from generation.services.runs import run_cancel, run_resume
+from labweb.errors import LabError
 from labweb.roles import OPERATOR, has_role
 
 

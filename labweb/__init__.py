@@ -1,3 +1,5 @@
-from labweb.celery import app as celery_app
+"""The LabWeb project: settings, URLs, the Celery app and what every app shares.
 
-__all__ = ["celery_app"]
+The Celery app is loaded by `LabwebConfig.ready()` (and by `celery -A labweb`), not here, so that
+`labweb.errors` stays importable by the pure cores without loading Django.
+"""

@@ -6,7 +6,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from curation.taxonomy import LabError
+from labweb.errors import LabError
 
 
 def _flatten(detail, prefix: str = "") -> list[dict]:

@@ -39,3 +39,26 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def embedded_secret_key(path) -> str:
+    """The key of a first-run install on the embedded database: made once, kept in var/ readable by its owner only.
+
+    A server deployment (DATABASE_URL set) must give SECRET_KEY itself; this only spares a first run the step.
+    """
+    import secrets
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(50)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first: use theirs
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+        return key

@@ -62,3 +62,20 @@ def role_permission(*, write: str | None, read: str | None = None) -> type[HasRo
 
 IsCurator = role_permission(write=CURATOR)
 HasAnyRole = role_permission(write=None)
+
+
+def any_role_required(view):
+    """Reads need a role too: a signed-in user whom nobody has given a role sees nothing."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if not user_roles(request.user):
+            raise PermissionDenied("You have no LabWeb role yet; ask an administrator for one.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+curator_required = role_required(CURATOR)
+reviewer_required = role_required(REVIEWER)
+operator_required = role_required(OPERATOR)

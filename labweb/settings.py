@@ -5,17 +5,21 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from labweb.env import env_bool, env_int, env_list, env_str
+from labweb.env import embedded_secret_key, env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("LABWEB_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("DEBUG", False)
+EMBEDDED = not env_str("DATABASE_URL")  # the first-run defaults: SQLite and a key of its own in var/
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
-    SECRET_KEY = "labweb-development-only-key-never-use-in-production"
+    if DEBUG:
+        SECRET_KEY = "labweb-development-only-key-never-use-in-production"
+    elif EMBEDDED:
+        SECRET_KEY = embedded_secret_key(VAR_DIR / "secret_key")
+    else:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off and DATABASE_URL names a server.")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -73,7 +77,7 @@ TEMPLATES = [
     },
 ]
 
-if not env_str("DATABASE_URL"):
+if EMBEDDED:
     VAR_DIR.mkdir(parents=True, exist_ok=True)  # the embedded SQLite database lives here
 DATABASES = {
     "default": dj_database_url.parse(

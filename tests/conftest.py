@@ -5,8 +5,8 @@ from django.contrib.auth.models import Group, User
 from rest_framework.test import APIClient
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-CORPUS = SHARED / "fixtures" / "instructlab-taxonomy"
+# 426 real qna.yaml files from instructlab/taxonomy (Apache-2.0; README and LICENSE beside them).
+CORPUS = REPO / "tests" / "fixtures" / "instructlab-taxonomy"
 DEMO = REPO / "curation" / "demo" / "taxonomy"
 
 

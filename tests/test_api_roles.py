@@ -131,6 +131,8 @@ NEW_TEACHER = {"name": "vllm", "backend": "openai", "base_url": "http://127.0.0.
 
 def new_run(w: World) -> dict:
     return {"teacher": w.teacher, "scope": "selected", "leaves": [w.leaf], "samples_per_leaf": 5}
+
+
 E = Endpoint
 # fmt: off
 ENDPOINTS = [
@@ -204,8 +206,23 @@ def world(curator, tmp_path) -> World:
     run = run_create(teacher=teacher, user=curator, scope="selected", leaf_ids=[leaf.pk], samples_per_leaf=5)
     stopped = run_cancel(run=run_create(teacher=teacher, user=curator, samples_per_leaf=5), user=curator)
     item = run.items.first()
-    samples_write(item=item, samples=[SdgSample(key="k", question="q", response="r", context=None, seed_indices=[0],
-                                                chunk_index=None, scores={}, rationales={}, raw={}, prompts=[])])
+    samples_write(
+        item=item,
+        samples=[
+            SdgSample(
+                key="k",
+                question="q",
+                response="r",
+                context=None,
+                seed_indices=[0],
+                chunk_index=None,
+                scores={},
+                rationales={},
+                raw={},
+                prompts=[],
+            )
+        ],
+    )
     return World(
         tmp_path=tmp_path,
         leaf=leaf.pk,

@@ -68,9 +68,19 @@ def document(w: World) -> list:
     return [w.document]
 
 
-TEACHER_FORM = {"name": "vllm", "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
-                "gguf_file": "", "temperature": 0.7, "top_p": 1.0, "max_tokens": 512, "max_concurrency": 4,
-                "timeout_seconds": 60, "context_tokens": 4096}
+TEACHER_FORM = {
+    "name": "vllm",
+    "backend": "openai",
+    "base_url": "http://127.0.0.1:9/v1",
+    "model": "m",
+    "gguf_file": "",
+    "temperature": 0.7,
+    "top_p": 1.0,
+    "max_tokens": 512,
+    "max_concurrency": 4,
+    "timeout_seconds": 60,
+    "context_tokens": 4096,
+}
 P = Page
 # fmt: off
 PAGES = [

@@ -1,6 +1,7 @@
 """The project's own promises: strict settings, health, Celery wiring."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -23,20 +24,52 @@ def test_a_bad_boolean_is_an_error_not_false(monkeypatch):
         env_int("LABWEB_NUMBER", 1)
 
 
-def _settings_in_subprocess(**env) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "SECRET_KEY")}
-    return subprocess.run(
-        [sys.executable, "-c", "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', "
-         "'labweb.settings'); django.setup(); from django.conf import settings; print(settings.DEBUG)"],
-        cwd=REPO, env={**clean, **env}, capture_output=True, text=True, timeout=60)
+def _manage(*args: str, **env) -> subprocess.CompletedProcess:
+    """manage.py in a new shell: the test runner's DEBUG, SECRET_KEY and DATABASE_URL are not there."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "SECRET_KEY", "DATABASE_URL")}
+    command = [sys.executable, "manage.py", *args]
+    return subprocess.run(command, cwd=REPO, env={**clean, **env}, capture_output=True, text=True, timeout=120)
 
 
-def test_secret_key_is_required_when_debug_is_off():
-    result = _settings_in_subprocess(DEBUG="0")
+def test_secret_key_is_required_when_debug_is_off_on_a_database_server():
+    server = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/labweb_settings_check"}
+    result = _manage("check", DEBUG="0", **server)
     assert result.returncode != 0
     assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
-    assert _settings_in_subprocess(DEBUG="0", SECRET_KEY="x" * 50).returncode == 0
-    assert _settings_in_subprocess(DEBUG="1").stdout.strip() == "True"
+    assert _manage("check", DEBUG="0", SECRET_KEY="x" * 50, **server).returncode == 0
+    debug = _manage("shell", "-v0", "-c", "from django.conf import settings; print(settings.DEBUG)", DEBUG="1")
+    assert debug.stdout.strip() == "True"
+
+
+def test_taxonomy_commands_work_in_a_new_shell_on_the_embedded_defaults(tmp_path):
+    """The README's commands, typed in a shell that set nothing: a key of its own in var/, SQLite there too."""
+    var = {"LABWEB_VAR_DIR": str(tmp_path / "var")}
+    for args in (
+        ("migrate", "--no-input", "-v0"),
+        ("taxonomy_import", "curation/demo/taxonomy"),
+        ("taxonomy_export", str(tmp_path / "out.tar.gz")),
+        ("taxonomy_diff",),
+    ):
+        result = _manage(*args, **var)
+        assert result.returncode == 0, f"manage.py {' '.join(args)}:\n{result.stderr}"
+    assert (tmp_path / "out.tar.gz").stat().st_size > 0
+    key = tmp_path / "var" / "secret_key"
+    assert oct(key.stat().st_mode & 0o777) == "0o600" and len(key.read_text()) >= 50
+
+
+def test_nothing_in_the_repository_reads_outside_it():
+    """A user's clone has nothing beside it: what the tests need lies inside the repository."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    outside = "/".join(("..", "shared"))  # spelled so that this file does not match itself
+    offenders = [
+        name
+        for name in tracked
+        if name.endswith((".py", ".sh", ".toml", ".ini", ".cfg")) or name.startswith(("scripts/", ".ci/"))
+        if outside in (pathlib.Path(REPO) / name).read_text(errors="replace")
+    ]
+    assert offenders == []
+    corpus = pathlib.Path(REPO) / "tests" / "fixtures" / "instructlab-taxonomy"
+    assert len(list(corpus.rglob("qna.yaml"))) == 426 and (corpus / "LICENSE").is_file()
 
 
 @pytest.mark.django_db

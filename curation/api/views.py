@@ -17,9 +17,9 @@ from curation.api import serializers as s
 from curation.api.filters import DocumentFilter, LeafFilter, SeedFilter
 from curation.models import Document, Leaf, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.services.imports import import_limits
-from curation.taxonomy import LabError, dump_qna
-from curation.taxonomy.errors import ConflictError
+from curation.taxonomy import dump_qna
 from curation.taxonomy.source import read_archive, read_directory, read_git, write_tar
+from labweb.errors import ConflictError, LabError
 from labweb.roles import CURATOR, role_permission
 
 CuratorWrites = role_permission(write=CURATOR)

@@ -6,7 +6,8 @@ import re
 
 from curation.models import Kind, Leaf, SeedExample
 from curation.selectors import LEAF_TEXT_FIELDS
-from curation.taxonomy import KINDS, LabError, Problem, leaf_kind
+from curation.taxonomy import KINDS, Problem, leaf_kind
+from labweb.errors import LabError
 
 SEED_KEYS = ("context", "question", "answer", "questions_and_answers")
 TOP_KEYS = ("version", *LEAF_TEXT_FIELDS, "seed_examples", "document")
@@ -40,8 +41,14 @@ def apply_qna(leaf: Leaf, data: dict) -> list[SeedExample]:
 def leaf_warnings(leaf: Leaf, documents: dict) -> list[Problem]:
     """What LabWeb adds to the schema's verdict: things that do not make a file invalid but stop generation."""
     if leaf.kind == Kind.KNOWLEDGE and not documents:
-        return [Problem(leaf.qna_path, "No source document is attached; generation needs one.", field="document",
-                        level="warning")]
+        return [
+            Problem(
+                leaf.qna_path,
+                "No source document is attached; generation needs one.",
+                field="document",
+                level="warning",
+            )
+        ]
     return []
 
 

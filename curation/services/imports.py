@@ -9,9 +9,10 @@ from django.db import connection, transaction
 from curation.models import Document, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.selectors import leaf_snapshot
 from curation.services.content import apply_qna, leaf_warnings, sha256_text
-from curation.taxonomy import LabError, content_hash
+from curation.taxonomy import content_hash
 from curation.taxonomy.changes import describe_changes
 from curation.taxonomy.source import Limits, TaxonomyRead
+from labweb.errors import LabError
 
 
 def import_limits() -> Limits:

@@ -8,9 +8,9 @@ from django.db import transaction
 from curation.models import Document, Kind, Leaf, LeafRevision, SeedExample, TaxonomySnapshot
 from curation.selectors import LEAF_TEXT_FIELDS, leaf_snapshot
 from curation.services.content import clean_document_name, clean_leaf_path, leaf_warnings, sha256_text
-from curation.taxonomy import LabError, Problem, content_hash, leaf_kind, validate_qna
+from curation.taxonomy import Problem, content_hash, leaf_kind, validate_qna
 from curation.taxonomy.changes import describe_changes
-from curation.taxonomy.errors import ConflictError
+from labweb.errors import ConflictError, LabError
 
 EDITABLE_LEAF_FIELDS = (
     *LEAF_TEXT_FIELDS,

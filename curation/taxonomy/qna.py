@@ -20,7 +20,7 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 from referencing.jsonschema import DRAFT202012
 
-from curation.taxonomy.errors import Problem
+from curation.taxonomy.problems import Problem
 
 KINDS = ("knowledge", "foundational_skills", "compositional_skills")
 SCHEMA_FOLDERS = ("compositional_skills", "knowledge")

@@ -16,8 +16,9 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curation.taxonomy.errors import LabError, Problem
+from curation.taxonomy.problems import Problem
 from curation.taxonomy.qna import KINDS, QnaFile, folder_of, read_qna
+from labweb.errors import LabError
 
 QNA = "qna.yaml"
 ATTRIBUTION = "attribution.txt"
@@ -253,8 +254,13 @@ def _assemble(files: dict[str, bytes | None], limits: Limits) -> TaxonomyRead:
             problems.append(_too_big(path, limits))
             continue
         if path.split("/", 1)[0] not in KINDS:
-            problems.append(Problem(path, f"The leaf is outside the taxonomy roots ({', '.join(KINDS)}); "
-                                          "InstructLab does not read it. Move it under one of them."))
+            problems.append(
+                Problem(
+                    path,
+                    f"The leaf is outside the taxonomy roots ({', '.join(KINDS)}); "
+                    "InstructLab does not read it. Move it under one of them.",
+                )
+            )
             continue
         qna = read_qna(data, path)
         problems += qna.problems
@@ -263,15 +269,21 @@ def _assemble(files: dict[str, bytes | None], limits: Limits) -> TaxonomyRead:
             content = files[rel]
             name = posixpath.basename(rel)
             if content is None:
-                problem = Problem(rel, f"The file is larger than the {limits.max_file_bytes // 1024} KiB limit, "
-                                       f"so its leaf {folder} is not imported.")
+                problem = Problem(
+                    rel,
+                    f"The file is larger than the {limits.max_file_bytes // 1024} KiB limit, "
+                    f"so its leaf {folder} is not imported.",
+                )
             else:
                 try:
                     text = content.decode("utf-8")
                     problem = None
                 except UnicodeDecodeError as exc:
-                    problem = Problem(rel, f"The file is not UTF-8 text, so its leaf {folder} is not imported.",
-                                      line=content[: exc.start].count(b"\n") + 1)
+                    problem = Problem(
+                        rel,
+                        f"The file is not UTF-8 text, so its leaf {folder} is not imported.",
+                        line=content[: exc.start].count(b"\n") + 1,
+                    )
             if problem is not None:
                 problems.append(problem)
                 leaf.qna.problems.append(problem)

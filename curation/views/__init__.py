@@ -1,6 +1,5 @@
 """HTML pages of the taxonomy curation: one small view per URL; writes go through curation.services."""
 
-from curation.views.common import any_role_required
 from curation.views.documents import document_add, document_delete, document_detail
 from curation.views.imports import import_detail, import_limits, import_list, import_start
 from curation.views.leaves import (
@@ -18,7 +17,6 @@ from curation.views.seeds import seed_add, seed_delete, seed_move, seed_update
 from curation.views.tree import diff, export, snapshot_create, tree, tree_children
 
 __all__ = [
-    "any_role_required",
     "diff",
     "document_add",
     "document_delete",

@@ -14,7 +14,8 @@ from curation.forms import IMPORT_FORMS
 from curation.models import TaxonomyImport
 from curation.selectors import import_list as imports_newest_first
 from curation.taxonomy.source import Limits, TaxonomyRead, read_archive, read_directory, read_git
-from curation.views.common import any_role_required, curator_required, form_errors
+from labweb.roles import any_role_required, curator_required
+from labweb.web import form_errors
 
 SERVER_SOURCES = ("directory", "git")
 

@@ -15,15 +15,9 @@ from curation.models import Leaf
 from curation.selectors import leaf_documents, leaf_qna
 from curation.selectors import leaf_history as leaf_revisions
 from curation.taxonomy import dump_qna
-from curation.views.common import (
-    any_role_required,
-    curator_required,
-    is_partial,
-    render_fragments,
-    submit,
-)
 from curation.views.editor import Editor, build_editor, preview_problems
-from labweb.roles import CURATOR, has_role
+from labweb.roles import CURATOR, any_role_required, curator_required, has_role
+from labweb.web import is_partial, render_fragments, submit
 
 TEMPLATE = "curation/leaf_detail.html"
 

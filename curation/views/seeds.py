@@ -7,9 +7,10 @@ from django.views.decorators.http import require_POST
 from curation import services
 from curation.forms import RevisionForm, SeedForm, SeedMoveForm
 from curation.models import SeedExample
-from curation.views.common import curator_required, submit
 from curation.views.editor import build_editor
 from curation.views.leaves import conflict_revision, get_leaf, refused, saved
+from labweb.roles import curator_required
+from labweb.web import submit
 
 
 def _seed(pk: int) -> SeedExample:

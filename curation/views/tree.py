@@ -23,7 +23,8 @@ from curation.selectors import (
     taxonomy_tree,
 )
 from curation.taxonomy.source import write_tar
-from curation.views.common import any_role_required, curator_required, is_partial, submit
+from labweb.roles import any_role_required, curator_required
+from labweb.web import is_partial, submit
 
 SEARCH_LIMIT = 200
 TREE_TEMPLATE = "curation/tree.html"

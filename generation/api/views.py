@@ -7,14 +7,13 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from curation.taxonomy import LabError
-from curation.taxonomy.errors import ConflictError
 from generation import selectors
 from generation.api import serializers as s
 from generation.api.filters import RunEventFilter, RunFilter, SampleFilter, WorkItemFilter
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
 from generation.services import runs as run_services
 from generation.services import teachers as teacher_services
+from labweb.errors import ConflictError, LabError
 from labweb.roles import OPERATOR, role_permission
 
 OperatorWrites = role_permission(write=OPERATOR)

@@ -2,7 +2,7 @@
 
 import re
 
-from curation.taxonomy.errors import LabError
+from labweb.errors import LabError
 
 
 class MalformedOutput(LabError):

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from curation.taxonomy.errors import LabError
+from labweb.errors import LabError
 
 
 @dataclass(frozen=True)

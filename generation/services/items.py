@@ -10,7 +10,6 @@ from django.db.models import Count, F, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from curation.taxonomy import LabError
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, TeacherResponse, WorkItem
 from generation.sdg.loop import Bridge
 from generation.sdg.pipelines import LeafSpec, PipelineConfig, Unit, UnitRunner
@@ -18,6 +17,7 @@ from generation.sdg.pipelines import Sample as SdgSample
 from generation.sdg.teacher import CachedTeacher, Completion, TeacherError
 from generation.services.runs import lease_seconds, run_fail, run_finish_if_done
 from generation.services.teachers import TEACHER_FIELDS, teacher_client
+from labweb.errors import LabError
 
 logger = logging.getLogger(__name__)
 ACTIVE_RUN = (GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING)

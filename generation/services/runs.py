@@ -13,13 +13,12 @@ from django.utils import timezone
 
 from curation.models import Kind, Leaf, TaxonomySnapshot
 from curation.selectors import leaf_qna, taxonomy_diff
-from curation.taxonomy import LabError
-from curation.taxonomy.errors import ConflictError
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
 from generation.sdg.chunking import chunk_document
 from generation.sdg.dedup import NearDuplicates
 from generation.sdg.pipelines import KNOWLEDGE, SKILLS, LeafSpec, PipelineConfig, split_target
 from generation.sdg.prompts import prompt_versions
+from labweb.errors import ConflictError, LabError
 
 logger = logging.getLogger(__name__)
 TERMINAL = (WorkItem.State.DONE, WorkItem.State.FAILED, WorkItem.State.CANCELLED)

@@ -7,10 +7,9 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from curation.taxonomy import LabError
-from curation.taxonomy.errors import ConflictError
 from generation.models import Teacher
 from generation.sdg.teacher import LocalTeacher, OpenAITeacher, RetryPolicy, Sampling, TeacherError
+from labweb.errors import ConflictError, LabError
 
 TEACHER_FIELDS = (
     "name",

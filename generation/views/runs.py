@@ -4,18 +4,17 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from curation.taxonomy import LabError
-from curation.views.common import any_role_required, is_partial
 from generation import selectors
 from generation.forms import RunForm
 from generation.models import GenerationRun, Teacher
 from generation.services import runs as run_services
-from generation.views.common import add_lab_error, operator_required
+from labweb.errors import LabError
+from labweb.roles import any_role_required, operator_required
+from labweb.web import add_lab_error, is_partial, render_fragments
 
 DETAIL = "generation/run_detail.html"
 LEAF_ROWS = 200
@@ -100,9 +99,7 @@ def run_progress(request: HttpRequest, pk: int) -> HttpResponse:
 def _monitor_fragments(request: HttpRequest, context: dict, *, first: str, status: int = 200) -> HttpResponse:
     """The swapped partial (`first`) and the other one out of band: head and progress always agree."""
     other = "head" if first == "progress" else "progress"
-    html = render_to_string(f"{DETAIL}#{first}", context, request)
-    html += render_to_string(f"{DETAIL}#{other}", context | {f"{other}_oob": True}, request)
-    return HttpResponse(html, status=status)
+    return render_fragments(request, DETAIL, [first, other], context, oob={f"{other}_oob": True}, status=status)
 
 
 def _command(request: HttpRequest, pk: int, service, done: str) -> HttpResponse:

@@ -3,13 +3,13 @@
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
-from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
-from curation.views.common import any_role_required, is_partial
 from generation.forms import SampleFilterForm
 from generation.models import Sample
 from generation.selectors import sample_list as samples_filtered
+from labweb.roles import any_role_required
+from labweb.web import is_partial
 
 LIST = "generation/sample_list.html"
 PAGE_SIZE = 50
@@ -21,8 +21,7 @@ def sample_list(request: HttpRequest) -> HttpResponse:
     form = SampleFilterForm(request.GET or None)
     filters = form.filters()
     page = Paginator(samples_filtered(**filters), PAGE_SIZE).get_page(request.GET.get("page"))
-    query = urlencode({name: value for name, value in request.GET.items() if name != "page" and value})
-    context = {"form": form, "page": page, "query": query, "filtered": any(filters.values())}
+    context = {"form": form, "page": page, "filtered": any(filters.values())}
     return render(request, f"{LIST}#results" if is_partial(request) else LIST, context)
 
 

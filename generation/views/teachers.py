@@ -7,14 +7,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from curation.taxonomy import LabError
-from curation.views.common import any_role_required, is_partial
 from generation.forms import TeacherForm
 from generation.models import Teacher
 from generation.selectors import teacher_list
 from generation.services.teachers import teacher_create as create_teacher
 from generation.services.teachers import teacher_delete, teacher_ensure_default, teacher_update
-from generation.views.common import add_lab_error, operator_required
+from labweb.errors import LabError
+from labweb.roles import any_role_required, operator_required
+from labweb.web import add_lab_error, is_partial
 
 FORM_TEMPLATE = "generation/teacher_form.html"
 

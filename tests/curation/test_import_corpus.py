@@ -20,8 +20,15 @@ OUTSIDE_ROOTS = "extraction/inference/quantitative/chemical/qna.yaml"
 def _dump(leaves=None) -> dict:
     """Everything a leaf holds, by path, for comparing two imports."""
     leaves = leaves if leaves is not None else Leaf.objects.prefetch_related("seeds", "documents")
-    return {leaf.path: (leaf.kind, leaf_qna(leaf, leaf.seeds.all()), leaf.attribution,
-                        sorted((d.name, d.sha256) for d in leaf.documents.all())) for leaf in leaves}
+    return {
+        leaf.path: (
+            leaf.kind,
+            leaf_qna(leaf, leaf.seeds.all()),
+            leaf.attribution,
+            sorted((d.name, d.sha256) for d in leaf.documents.all()),
+        )
+        for leaf in leaves
+    }
 
 
 @pytest.mark.django_db

@@ -392,8 +392,8 @@ def test_a_teacher_answer_with_a_nul_character_does_not_leave_the_item_running(q
 
 
 def test_a_teacher_edited_mid_run_does_not_change_the_model_that_run_asks(queued, teacher, curator, demo, script):
-    from curation.taxonomy import LabError
     from generation.services.teachers import teacher_update
+    from labweb.errors import LabError
 
     run = plan(teacher, curator, demo, HAIKU, samples_per_leaf=2)
     first, second = list(run.items.order_by("pk"))
@@ -408,9 +408,7 @@ def test_a_teacher_edited_mid_run_does_not_change_the_model_that_run_asks(queued
     assert set(Sample.objects.filter(run=run).values_list("teacher_model", flat=True)) == asked
 
 
-def test_near_duplicates_across_work_items_of_a_leaf_are_marked_when_the_run_completes(
-    eager, teacher, curator, demo
-):
+def test_near_duplicates_across_work_items_of_a_leaf_are_marked_when_the_run_completes(eager, teacher, curator, demo):
     from generation.sdg.pipelines import Sample as Candidate
     from generation.services.items import samples_write
     from generation.services.runs import samples_mark_duplicates
@@ -421,8 +419,18 @@ def test_near_duplicates_across_work_items_of_a_leaf_are_marked_when_the_run_com
     first, second = run.items.order_by("pk")[:2]
 
     def candidate(key: str, question: str) -> Candidate:
-        return Candidate(key=key, question=question, response="r", context=None, seed_indices=[0],
-                         chunk_index=None, scores={}, rationales={}, raw={}, prompts=[])
+        return Candidate(
+            key=key,
+            question=question,
+            response="r",
+            context=None,
+            seed_indices=[0],
+            chunk_index=None,
+            scores={},
+            rationales={},
+            raw={},
+            prompts=[],
+        )
 
     # Two units of the same leaf, run in parallel, each asked the same thing: the later one is the duplicate.
     samples_write(item=first, samples=[candidate("x1", "Write a haiku about the first snow falling on a quiet town.")])

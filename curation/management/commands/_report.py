@@ -16,10 +16,13 @@ def write_import(command, record: TaxonomyImport) -> None:
     if record.status == TaxonomyImport.Status.REFUSED:
         out.write(f"Import of {record.source} refused; nothing was changed.")
         return
-    out.write(command.style.SUCCESS(
-        f"Imported {record.source} in {record.duration_ms / 1000:.1f} s: {record.files_seen} files read; "
-        f"leaves {record.created} created, {record.updated} updated, {record.unchanged} unchanged, "
-        f"{record.removed} removed; {record.rejected} files rejected."))
+    out.write(
+        command.style.SUCCESS(
+            f"Imported {record.source} in {record.duration_ms / 1000:.1f} s: {record.files_seen} files read; "
+            f"leaves {record.created} created, {record.updated} updated, {record.unchanged} unchanged, "
+            f"{record.removed} removed; {record.rejected} files rejected."
+        )
+    )
     errors = [p for p in record.problems if p.get("level", "error") == "error"]
     warnings = [p for p in record.problems if p.get("level") == "warning"]
     if errors:

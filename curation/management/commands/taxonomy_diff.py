@@ -7,13 +7,19 @@ from curation.selectors import taxonomy_diff
 
 
 class Command(BaseCommand):
-    help = ("List the leaves changed since a baseline (default: the last import), like `ilab taxonomy diff`: "
-            "the qna.yaml of every added or modified leaf, one per line, on standard output; removed leaves "
-            "and a summary on standard error.")
+    help = (
+        "List the leaves changed since a baseline (default: the last import), like `ilab taxonomy diff`: "
+        "the qna.yaml of every added or modified leaf, one per line, on standard output; removed leaves "
+        "and a summary on standard error."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--baseline", type=int, metavar="SNAPSHOT_ID",
-                            help="Compare with this snapshot instead of the last import's.")
+        parser.add_argument(
+            "--baseline",
+            type=int,
+            metavar="SNAPSHOT_ID",
+            help="Compare with this snapshot instead of the last import's.",
+        )
         parser.add_argument("--json", dest="as_json", action="store_true", help="Print the whole diff as JSON.")
 
     def handle(self, *args, baseline, as_json, **options):
@@ -33,12 +39,16 @@ class Command(BaseCommand):
         if diff.baseline is None:
             notes.append("No baseline yet (no import or snapshot): every leaf counts as added.")
         else:
-            notes.append(f'Compared with snapshot {diff.baseline.id} "{diff.baseline.name}" '
-                         f"of {diff.baseline.created_at:%Y-%m-%d %H:%M}.")
+            notes.append(
+                f'Compared with snapshot {diff.baseline.id} "{diff.baseline.name}" '
+                f"of {diff.baseline.created_at:%Y-%m-%d %H:%M}."
+            )
         notes += [f"removed: {path}/qna.yaml" for path in diff.removed]
         invalid = Leaf.objects.filter(path__in=diff.changed, is_valid=False).values_list("path", flat=True)
         notes += [f"invalid: {path}/qna.yaml (export leaves it out)" for path in invalid]
-        notes.append(f"{len(diff.added)} added, {len(diff.modified)} modified, {len(diff.removed)} removed, "
-                     f"{diff.unchanged} unchanged.")
+        notes.append(
+            f"{len(diff.added)} added, {len(diff.modified)} modified, {len(diff.removed)} removed, "
+            f"{diff.unchanged} unchanged."
+        )
         for note in notes:
             self.stderr.write(note, style_func=str)

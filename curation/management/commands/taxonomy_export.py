@@ -11,14 +11,19 @@ TAR_SUFFIXES = (".tar.gz", ".tgz")
 
 
 class Command(BaseCommand):
-    help = ("Export the valid leaves as an InstructLab taxonomy: a .tar.gz/.tgz archive, or a directory. "
-            "Invalid leaves are left out and listed.")
+    help = (
+        "Export the valid leaves as an InstructLab taxonomy: a .tar.gz/.tgz archive, or a directory. "
+        "Invalid leaves are left out and listed."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("dest", help="An archive path ending in .tar.gz or .tgz, or a directory.")
-        parser.add_argument("--force", action="store_true",
-                            help="Overwrite an existing archive, or write into a non-empty directory "
-                                 "(files of the same name are replaced; other files stay).")
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Overwrite an existing archive, or write into a non-empty directory "
+            "(files of the same name are replaced; other files stay).",
+        )
 
     def handle(self, *args, dest, force, **options):
         target = Path(dest).expanduser()
@@ -63,7 +68,10 @@ class Command(BaseCommand):
         if target.is_dir() and any(target.iterdir()):
             if not force:
                 raise CommandError(f'"{target}" is not empty; use --force to write into it.')
-            self.stdout.write(self.style.WARNING(
-                f"Writing into the non-empty {target}: files that the export does not hold are left as they are."))
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Writing into the non-empty {target}: files that the export does not hold are left as they are."
+                )
+            )
         target.mkdir(parents=True, exist_ok=True)
         write_directory(files, target)

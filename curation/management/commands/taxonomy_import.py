@@ -7,27 +7,30 @@ from curation.management.commands._report import write_import
 from curation.models import TaxonomyImport
 from curation.services import taxonomy_import
 from curation.services.imports import import_limits
-from curation.taxonomy import LabError
 from curation.taxonomy.source import read_archive, read_directory, read_git
+from labweb.errors import LabError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
 class Command(BaseCommand):
-    help = ("Import an InstructLab taxonomy from a directory, a local git repository (the committed tree of "
-            "--ref, HEAD by default) or a .tar.gz/.tgz/.tar/.zip archive. Valid leaves are created or updated; "
-            "every rejected file is listed with the reason.")
+    help = (
+        "Import an InstructLab taxonomy from a directory, a local git repository (the committed tree of "
+        "--ref, HEAD by default) or a .tar.gz/.tgz/.tar/.zip archive. Valid leaves are created or updated; "
+        "every rejected file is listed with the reason."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("source", help="Taxonomy directory, git repository or archive file.")
         parser.add_argument("--ref", help="Git revision to import (default HEAD); the source must be a git repository.")
-        parser.add_argument("--working-tree", action="store_true",
-                            help="Read the files of a git repository's directory as they are, not a commit.")
-        parser.add_argument("--prune", action="store_true",
-                            help="Delete the leaves that the source does not hold.")
+        parser.add_argument(
+            "--working-tree",
+            action="store_true",
+            help="Read the files of a git repository's directory as they are, not a commit.",
+        )
+        parser.add_argument("--prune", action="store_true", help="Delete the leaves that the source does not hold.")
         parser.add_argument("--user", help="Username recorded as the author of the import (default: none).")
-        parser.add_argument("--strict", action="store_true",
-                            help="Exit with status 1 when any file was rejected.")
+        parser.add_argument("--strict", action="store_true", help="Exit with status 1 when any file was rejected.")
 
     def handle(self, *args, source, ref, working_tree, prune, user, strict, **options):
         author = self._user(user)

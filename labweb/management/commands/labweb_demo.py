@@ -22,28 +22,34 @@ URL = "http://127.0.0.1:8000/"
 
 
 class Command(BaseCommand):
-    help = ("First-run setup, safe to repeat: check the role groups, create or update the admin superuser, "
-            "and import the demo taxonomy as that user.")
+    help = (
+        "First-run setup, safe to repeat: check the role groups, create or update the admin superuser, "
+        "and import the demo taxonomy as that user."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--username", default="admin", help="The admin's username (default: admin).")
-        parser.add_argument("--password", help="Set this password. Without it a new admin gets a random one, "
-                                               "and an existing admin keeps theirs.")
+        parser.add_argument(
+            "--password",
+            help="Set this password. Without it a new admin gets a random one, and an existing admin keeps theirs.",
+        )
         parser.add_argument("--email", default="", help="The admin's e-mail address, for a new admin.")
 
     def handle(self, *args, username, password, email, **options):
         self._check_database()
         user = self._admin(username, password, email)
-        record = taxonomy_import(read=lambda: read_directory(DEMO_TAXONOMY, import_limits()),
-                                 source=str(DEMO_TAXONOMY), user=user)
+        record = taxonomy_import(
+            read=lambda: read_directory(DEMO_TAXONOMY, import_limits()), source=str(DEMO_TAXONOMY), user=user
+        )
         if record.status == TaxonomyImport.Status.REFUSED:
             raise CommandError(f"The demo taxonomy was refused: {record.message}")
         write_import(self, record)
         teacher = teacher_ensure_default()
-        self.stdout.write(f"Default teacher: {teacher.name} ({teacher.model}); add an OpenAI-compatible server "
-                          "on the Teachers page for real throughput.")
-        self.stdout.write(self.style.SUCCESS(
-            f"Ready. Start the server with `manage.py runserver` and open {URL}"))
+        self.stdout.write(
+            f"Default teacher: {teacher.name} ({teacher.model}); add an OpenAI-compatible server "
+            "on the Teachers page for real throughput."
+        )
+        self.stdout.write(self.style.SUCCESS(f"Ready. Start the server with `manage.py runserver` and open {URL}"))
 
     def _check_database(self) -> None:
         connection = connections[DEFAULT_DB_ALIAS]
