@@ -260,3 +260,16 @@ def test_two_nodes_with_one_rendezvous_train_one_job_together(model, facts_file,
     events = events_of(output)
     assert events[0]["processes"] == 2
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4]
+
+
+def test_a_lora_job_trains_adapters_only_and_its_checkpoint_loads(model, facts_file, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    output = tmp_path / "run"
+    lora = {"rank": 4, "alpha": 8, "dropout": 0.0}
+    process = launch(train_config(model, facts_file, output, epochs=2, lora=lora), tmp_path)
+    log = finish(process)
+    assert process.returncode == 0, log
+    final = output / "checkpoints" / "epoch-002"
+    assert (final / "adapter_config.json").is_file()
+    assert AutoModelForCausalLM.from_pretrained(final) is not None  # transformers loads the adapter on its base
