@@ -61,7 +61,7 @@ def test_taxonomy_commands_work_in_a_new_shell_on_the_embedded_defaults(tmp_path
 def test_nothing_in_the_repository_reads_outside_it():
     """A user's clone has nothing beside it: what the tests need lies inside the repository."""
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    # spelled so that this file does not match itself: "../shared" and `REPO.parent / "shared"`
+    # a relative path up to shared/, or the repository's parent joined with it (spelled not to match itself)
     outside = re.compile("|".join((re.escape("/".join(("..", "shared"))), r"parent\s*/\s*[\"']shared[\"']")))
     offenders = [
         name
