@@ -181,4 +181,12 @@ LABWEB_WORK_LEASE_SECONDS = env_int("LABWEB_WORK_LEASE_SECONDS", 120)
 LABWEB_WORK_MAX_ATTEMPTS = env_int("LABWEB_WORK_MAX_ATTEMPTS", 5)
 CELERY_BEAT_SCHEDULE = {
     "requeue-expired-generation-work": {"task": "generation.tasks.requeue_expired", "schedule": 60.0},
+    "reap-expired-job-work": {"task": "labweb.tasks.reap_expired", "schedule": 30.0},
 }
+
+# Training: where datasets, uploads, trainer output and checkpoints live. Every training node must read and
+# write it at the same path (one machine's disk, or a shared filesystem for several nodes).
+LABWEB_TRAINING_DIR = env_str("LABWEB_TRAINING_DIR", str(VAR_DIR / "training"))
+LABWEB_TRAINING_LEASE_SECONDS = env_int("LABWEB_TRAINING_LEASE_SECONDS", 30)
+# The address other nodes reach rank 0's rendezvous store at (default: the machine's fully qualified name).
+LABWEB_TRAINING_RENDEZVOUS_HOST = env_str("LABWEB_TRAINING_RENDEZVOUS_HOST", "")
