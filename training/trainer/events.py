@@ -23,7 +23,18 @@ class Events:
         line = json.dumps({"event": event, "time": round(time.time(), 3), **fields}, default=str)
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(line + "\n")
-        print(line, flush=True)
+        print(_readable(event, fields), flush=True)  # the log is for people; the file is for programs
+
+
+def _readable(event: str, fields: dict) -> str:
+    if event == "step":
+        return (
+            f"step {fields['step']}/{fields['total_steps']} epoch {fields['epoch']} loss {fields['loss']:.4f} "
+            f"lr {fields['learning_rate']:.3g} grad-norm {fields['grad_norm']:.3g} "
+            f"{fields['tokens_per_second']:.0f} tokens/s {fields['memory_mb']:.0f} MB"
+        )
+    details = " ".join(f"{key}={value}" for key, value in fields.items() if key != "traceback")
+    return f"[{event}] {details}" + (f"\n{fields['traceback']}" if "traceback" in fields else "")
 
 
 def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int]:

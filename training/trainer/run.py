@@ -97,6 +97,9 @@ def train(config: TrainConfig, events: Events) -> int:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # bars drawn with carriage returns garble the job's log
 
     out = Path(config.output_dir)
     stop = StopRequest(out)

@@ -11,7 +11,7 @@
       type: "line",
       data: { datasets: [] },
       options: {
-        animation: false, parsing: false, responsive: true,
+        animation: false, parsing: false, responsive: true, maintainAspectRatio: false,
         scales: { x: { type: "linear", title: { display: true, text: "step" } }, y: { title: { display: true, text: label } } },
         plugins: { legend: { position: "bottom" } },
       },
@@ -51,4 +51,12 @@
     }
   }
   refresh();
+
+  // The log panel shows its newest lines, after every refresh of the progress panel too.
+  function scrollLog() {
+    const log = document.getElementById("job-log");
+    if (log) log.scrollTop = log.scrollHeight;
+  }
+  scrollLog();
+  document.body.addEventListener("htmx:afterSettle", scrollLog);
 })();
