@@ -5,11 +5,12 @@ import time
 
 import pytest
 from django.db import connection
+from django.db.models.functions import Now
 
 from labweb import jobs
 from tests.support.tiny_model import build_tiny_model
 from tests.support.worker import Worker, worker_env
-from training.models import Checkpoint, StepMetric, TrainingJob
+from training.models import Checkpoint, StepMetric, TrainingJob, TrainingNode
 from training.services.jobs import job_cancel, job_create, job_resume
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -160,3 +161,54 @@ def test_a_job_outside_the_training_storage_or_with_a_bad_setting_is_refused_nam
             job_create(name="x", base_model=str(storage / "base"), user=operator, phases=[phase], start=False)
         assert error.value.field == field
     assert not TrainingJob.objects.exists()
+
+
+def test_a_worker_killed_mid_phase_loses_nothing_and_another_resumes_from_the_saved_state(
+    storage, queued, settings, operator, tmp_path
+):
+    from training.services.nodes import nodes_reap
+
+    env = worker_env(
+        connection.settings_dict["NAME"],
+        settings.CELERY_BROKER_URL,
+        PYTHONUNBUFFERED="1",
+        LABWEB_TRAINING_DIR=str(storage),
+        OMP_NUM_THREADS="1",
+        LABWEB_TRAINING_LEASE_SECONDS="2",
+    )
+    doomed = Worker("doomed", tmp_path / "doomed.log", env, queues="training", concurrency=1)
+    doomed.wait_ready()
+    job = job_create(
+        name="survivor",
+        base_model=str(storage / "base"),
+        user=operator,
+        phases=[
+            {
+                "name": "only",
+                "recipe": recipe("uploads/facts.jsonl"),
+                "config": {**SETTINGS, "epochs": 300, "max_steps": 40},
+            }
+        ],
+    )
+    phase = job.phases.get()
+    wait_for(lambda: StepMetric.objects.filter(phase=phase).count() >= 3, timeout=120, what="3 steps", worker=doomed)
+    doomed.kill()  # SIGKILL to the worker's process group; the kernel tells its torchrun to stop
+    node = phase.nodes.get()
+    lapsed = TrainingNode.objects.filter(pk=node.pk, lease_until__lt=Now())
+    wait_for(lapsed.exists, timeout=30, what="the dead worker's lease to lapse", worker=doomed)
+    assert nodes_reap() == 1
+    node.refresh_from_db()
+    assert node.lease_owner == ""
+
+    heir = Worker("heir", tmp_path / "heir.log", env, queues="training", concurrency=1)
+    try:
+        heir.wait_ready()
+        wait_for(lambda: done(job), timeout=180, what="the resumed job", worker=heir)
+    finally:
+        heir.kill()
+    assert job.status == jobs.Status.SUCCEEDED, (job.error, heir.tail(30))
+    phase.refresh_from_db()
+    assert phase.step == 40 and phase.nodes.get().attempts == 2
+    steps = list(StepMetric.objects.filter(phase=phase).values_list("step", flat=True))
+    assert steps == list(range(1, 41))  # every step once: those repeated after the last saved state overwrote
+    assert job.events.filter(message__contains="stopped answering").exists()

@@ -175,6 +175,8 @@ def _launch_and_follow(phase: TrainingPhase, node: TrainingNode, config: Path, r
         str(config),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TOKENIZERS_PARALLELISM": "false"}
+    if node.rank == 0:
+        _ingest(phase)  # what an attempt that died wrote after its last read; its outcome is not this attempt's
     with (out / f"node-{node.rank}.log").open("ab") as log:
         process = subprocess.Popen(
             command,
