@@ -223,6 +223,16 @@ def test_requeue_expired_puts_abandoned_items_back_in_the_queue(queued, broker, 
     assert broker.llen("generation") == 2  # every pending item of the run is queued again; a duplicate is skipped
 
 
+def test_the_reaper_sends_the_items_of_a_run_whose_dispatch_task_was_lost(queued, broker, teacher, curator, demo):
+    run = plan(teacher, curator, demo, HAIKU, samples_per_leaf=3)
+    broker.flushdb()  # the dispatch task died with the worker that took it
+    assert requeue_expired() == 0  # no lease expired...
+    assert queued_tasks(broker) == {"generation.tasks.process_item": 3}  # ...but every item is on its way now
+    assert requeue_expired() == 0
+    assert queued_tasks(broker) == {"generation.tasks.process_item": 3}
+    assert set(run.items.values_list("state", flat=True)) == {State.PENDING}
+
+
 def test_cancel_stops_pending_items_and_resume_finishes_with_exactly_the_expected_count(
     celery_mode, teacher, curator, demo, script
 ):
