@@ -9,7 +9,7 @@ tables, never in Celery's result backend: operators watch jobs from the database
 from collections.abc import Callable, Iterable
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from labweb.errors import ConflictError
@@ -98,6 +98,26 @@ def transition(job: Job, *, to: str, allowed: Iterable[str], refusal: str | None
 
 def lease_until(seconds: int | None = None):
     return timezone.now() + timezone.timedelta(seconds=seconds or settings.LABWEB_WORK_LEASE_SECONDS)
+
+
+def send_task(name: str, *args) -> None:
+    """Queue the registered task `name` (eager under CELERY_TASK_ALWAYS_EAGER, as `.delay()` is).
+
+    By name, so that a service need not import the tasks module that calls it.
+    """
+    from labweb.celery import app
+
+    try:
+        task = app.tasks[name]
+    except KeyError:
+        # Every app's tasks module is imported by its AppConfig.ready(): a miss is a misspelt name.
+        raise LookupError(f"No Celery task is registered as {name!r}.") from None
+    task.apply_async(args)
+
+
+def send_task_on_commit(name: str, *args) -> None:
+    """Queue `name` once the current transaction commits, so the task finds what the transaction wrote."""
+    transaction.on_commit(lambda: send_task(name, *args))
 
 
 _REAPERS: dict[str, Callable[[], int]] = {}

@@ -23,9 +23,9 @@ from curation import services
 from curation.models import Document, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.taxonomy.source import read_archive, write_tar
 from generation.models import GenerationRun, Sample, Teacher
-from generation.sdg.pipelines import Sample as SdgSample
-from generation.services.items import samples_write
+from generation.sdg.pipelines import GeneratedSample
 from generation.services.runs import run_cancel, run_create
+from generation.services.samples import samples_write
 from generation.services.teachers import teacher_create
 from tests.support.qna import POEMS
 from training.models import TrainingJob
@@ -263,7 +263,7 @@ def world(curator, tmp_path, settings) -> World:
     samples_write(
         item=item,
         samples=[
-            SdgSample(
+            GeneratedSample(
                 key="k",
                 question="q",
                 response="r",

@@ -6,6 +6,7 @@ class TrainingConfig(AppConfig):
     verbose_name = "Training"
 
     def ready(self) -> None:
+        import training.tasks  # noqa: F401 - registers the task names the services send
         from labweb.jobs import register_reaper
         from training.services.nodes import nodes_reap
 

@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from generation.sdg.teacher import CachedTeacher, OpenAITeacher, RetryPolicy
+from generation.sdg.teachers import CachedTeacher, OpenAITeacher, RetryPolicy
 from tests.support.sdg import MemoryCache
 from tests.support.teacher_server import TeacherServer
 

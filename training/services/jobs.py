@@ -107,10 +107,8 @@ def _dispatch(job: TrainingJob) -> None:
     phase = job.phases.exclude(status=jobs.Status.SUCCEEDED).order_by("order").first()
     if phase is None:
         return
-    from training.tasks import run_phase_node
-
-    ranks = range(job.nodes)
-    transaction.on_commit(lambda: [run_phase_node.delay(phase.pk, rank) for rank in ranks])
+    for rank in range(job.nodes):
+        jobs.send_task_on_commit("training.tasks.run_phase_node", phase.pk, rank)
 
 
 @transaction.atomic
