@@ -85,3 +85,55 @@ def test_the_held_out_split_is_per_leaf_seeded_and_stable_when_samples_are_added
     assert held_out(leaves, 0.1, seed=5) == out and held_out(leaves, 0.1, seed=6) != out
     grown = held_out({**leaves, "a": list(range(100)) + list(range(1000, 1010))}, 0.1, seed=5)
     assert len(grown & out & set(range(100))) >= 9  # the earlier held-out samples mostly stay out
+
+
+def approved(n: int, leaf: str, kind: str, *, words: int = 5, start: int = 0):
+    from training.trainer.mixing import ApprovedSample
+
+    return [
+        ApprovedSample(id=start + i, leaf=leaf, kind=kind, question=f"q{i}", response=" ".join(["w"] * words))
+        for i in range(n)
+    ]
+
+
+def test_a_phased_build_splits_knowledge_by_length_keeps_skills_apart_and_holds_samples_out(tmp_path):
+    from training.trainer.mixing import build_files, phase_recipes
+
+    leaves = [
+        (
+            "knowledge/moons",
+            approved(10, "knowledge/moons", "knowledge", words=5)
+            + approved(10, "knowledge/moons", "knowledge", words=200, start=100),
+        ),
+        ("compositional_skills/haiku", approved(30, "compositional_skills/haiku", "skills", start=1000)),
+    ]
+    files = build_files(
+        leaves,
+        tmp_path,
+        plan="phased",
+        seed=4,
+        held_out_fraction=0.1,
+        complex_above_words=50,
+        system_prompt="You are helpful.",
+    )
+    counts = {role: w.samples for role, w in files.items()}
+    assert (counts["skills"], counts["held_out"]) == (27, 5)
+    assert counts["knowledge_simple"] <= 10 and counts["knowledge_complex"] <= 10
+    assert files["knowledge_simple"].samples + files["knowledge_complex"].samples == 18
+    assert files["held_out"].per_leaf == {"knowledge/moons": 2, "compositional_skills/haiku": 3}
+    first = json.loads((tmp_path / "knowledge_simple.jsonl").read_text().splitlines()[0])
+    assert first["unmask"] is True and [m["role"] for m in first["messages"]] == ["system", "user", "assistant"]
+    assert json.loads((tmp_path / "skills.jsonl").read_text().splitlines()[0])["unmask"] is False
+    again = build_files(
+        leaves,
+        tmp_path / "again",
+        plan="phased",
+        seed=4,
+        held_out_fraction=0.1,
+        complex_above_words=50,
+        system_prompt="You are helpful.",
+    )
+    assert {r: w.sha256 for r, w in again.items()} == {r: w.sha256 for r, w in files.items()}
+    names, recipes = zip(*phase_recipes("phased", {r: f"{r}.jsonl" for r in files}), strict=True)
+    assert names == ("knowledge (simple)", "knowledge (complex)", "skills")
+    assert [s.path for s in recipes[2].sources] == ["skills.jsonl", "knowledge_simple.jsonl", "knowledge_complex.jsonl"]

@@ -194,3 +194,98 @@ def held_out(ids_by_leaf: dict[str, list[int]], fraction: float, seed: int) -> s
             ranked = sorted(ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).digest())
             out.update(ranked[:keep])
     return out
+
+
+# Dataset builds: approved samples, leaf by leaf, into the files the phases of a plan train on.
+PHASED, STACKED = "phased", "stacked"
+KNOWLEDGE_SIMPLE, KNOWLEDGE_COMPLEX, SKILLS, ALL, HELD_OUT = (
+    "knowledge_simple",
+    "knowledge_complex",
+    "skills",
+    "all",
+    "held_out",
+)
+FILES = {PHASED: (KNOWLEDGE_SIMPLE, KNOWLEDGE_COMPLEX, SKILLS, HELD_OUT), STACKED: (ALL, HELD_OUT)}
+
+
+@dataclass(frozen=True)
+class ApprovedSample:
+    id: int
+    leaf: str
+    kind: str  # "knowledge" or "skills"
+    question: str
+    response: str
+    context: str | None = None
+    run: int | None = None
+
+
+def sample_record(sample: ApprovedSample, system_prompt: str) -> dict:
+    """A sample as InstructLab's training data holds it. Knowledge trains on the whole text (`unmask`)."""
+    user = f"{sample.context}\n\n{sample.question}" if sample.context else sample.question
+    return {
+        "messages": [
+            {"role": "system", "content": system_prompt},
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": sample.response},
+        ],
+        "unmask": sample.kind == "knowledge",
+        "metadata": {"sample": sample.id, "leaf": sample.leaf, "kind": sample.kind, "run": sample.run},
+    }
+
+
+def role_of(sample: ApprovedSample, plan: str, complex_above_words: int) -> str:
+    if plan == STACKED:
+        return ALL
+    if sample.kind != "knowledge":
+        return SKILLS
+    return KNOWLEDGE_COMPLEX if len(sample.response.split()) > complex_above_words else KNOWLEDGE_SIMPLE
+
+
+def build_files(
+    leaves,
+    folder: str | Path,
+    *,
+    plan: str,
+    seed: int,
+    held_out_fraction: float,
+    complex_above_words: int,
+    system_prompt: str,
+) -> dict[str, Written]:
+    """Write a plan's files from `leaves`: an iterable of (leaf path, its samples), in a stable order.
+
+    One leaf is in memory at a time, so memory follows the largest leaf, not the dataset. Each leaf keeps
+    round(fraction * n) samples out for evaluation (`held_out`), chosen by `held_out` above.
+    """
+    if plan not in FILES:
+        raise LabError(f"plan must be {PHASED} or {STACKED}.", field="plan")
+    folder = Path(folder)
+    writers = {role: JsonlWriter(folder / f"{role}.jsonl") for role in FILES[plan]}
+    for writer in writers.values():
+        writer.__enter__()
+    try:
+        for leaf, samples in leaves:
+            samples = list(samples)
+            kept_out = held_out({leaf: [s.id for s in samples]}, held_out_fraction, seed)
+            for sample in samples:
+                role = HELD_OUT if sample.id in kept_out else role_of(sample, plan, complex_above_words)
+                writers[role].write(sample_record(sample, system_prompt), leaf=leaf)
+    except BaseException as error:
+        for writer in writers.values():
+            writer.__exit__(type(error), error, None)
+        raise
+    for writer in writers.values():
+        writer.__exit__(None, None, None)
+    return {role: writer.result for role, writer in writers.items()}
+
+
+def phase_recipes(plan: str, files: dict[str, str]) -> list[tuple[str, Recipe]]:
+    """LAB's phases over a build's files: knowledge simple, then complex replaying simple, then skills replaying
+    all knowledge; or everything at once. `files` maps a role to its path as the recipe should name it."""
+    if plan == STACKED:
+        return [("stacked", Recipe((Source(files[ALL]),)))]
+    simple, complex_, skills = files[KNOWLEDGE_SIMPLE], files[KNOWLEDGE_COMPLEX], files[SKILLS]
+    return [
+        ("knowledge (simple)", Recipe((Source(simple),))),
+        ("knowledge (complex)", Recipe((Source(complex_), Source(simple)))),
+        ("skills", Recipe((Source(skills), Source(simple), Source(complex_)))),
+    ]
