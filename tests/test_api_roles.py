@@ -20,7 +20,7 @@ from rest_framework.test import APIClient
 
 from curation import services
 from curation.models import Document, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
-from curation.taxonomy.source import read_archive, write_tar
+from curation.taxonomy.source import write_tar
 from generation.models import GenerationRun, Sample, Teacher
 from generation.sdg.pipelines import Sample as SdgSample
 from generation.services.items import samples_write
@@ -194,8 +194,9 @@ NOT_JSON = {"api-schema", "api-docs"}  # the OpenAPI document and the Swagger UI
 @pytest.fixture
 def world(curator, tmp_path) -> World:
     services.taxonomy_import(
-        read=lambda: read_archive(io.BytesIO(targz([("compositional_skills/poems/qna.yaml", POEMS)])), "t.tar.gz"),
-        source="t.tar.gz",
+        source=services.ImportSource.upload(
+            io.BytesIO(targz([("compositional_skills/poems/qna.yaml", POEMS)])), "t.tar.gz"
+        ),
         user=curator,
     )
     leaf = Leaf.objects.get()
