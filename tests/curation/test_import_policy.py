@@ -291,3 +291,13 @@ def test_the_command_refuses_a_prune_of_every_leaf_without_allow_remove_all(thre
     assert Leaf.objects.count() == 3
     call_command("taxonomy_import", str(root), "--prune", "--allow-remove-all", stdout=io.StringIO())
     assert list(Leaf.objects.values_list("path", flat=True)) == OTHER
+
+
+def test_a_page_prune_that_would_remove_nothing_imports_the_upload_at_once(curator, three):
+    response = client_for(curator).post(
+        reverse("curation:import"),
+        {"source": "archive", "archive": targz([*three, "compositional_skills/d"]), "prune": "on"},
+    )
+    assert response.status_code == 302
+    record = TaxonomyImport.objects.first()
+    assert (record.status, record.created, record.unchanged, record.removed) == ("succeeded", 1, 3, 0)
