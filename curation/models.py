@@ -152,6 +152,7 @@ class TaxonomyImport(models.Model):
 
     class Status(models.TextChoices):
         SUCCEEDED = "succeeded"
+        FAILED = "failed", "Failed: every file rejected"
         REFUSED = "refused"
 
     source = models.CharField(max_length=1000)

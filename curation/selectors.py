@@ -1,54 +1,14 @@
-"""Reads of the taxonomy: the tree, a leaf as qna data, diff against a baseline."""
+"""Reads of the taxonomy: the tree, a leaf as qna data, diff against a baseline, the export."""
 
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db.models import QuerySet
 
 from curation.models import Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
+from curation.qna_map import leaf_qna
 from curation.taxonomy import KINDS
-
-LEAF_TEXT_FIELDS = ("task_description", "domain", "created_by", "document_outline")
-
-
-def seed_qna(seed: SeedExample) -> dict:
-    data: dict = {}
-    if seed.context is not None:
-        data["context"] = seed.context
-    if seed.question is not None:
-        data["question"] = seed.question
-    if seed.answer is not None:
-        data["answer"] = seed.answer
-    if seed.questions_and_answers is not None:
-        data["questions_and_answers"] = seed.questions_and_answers
-    data.update(seed.extra or {})
-    return data
-
-
-def leaf_qna(leaf: Leaf, seeds: Iterable[SeedExample] | None = None) -> dict:
-    """The leaf as the dict its `qna.yaml` holds."""
-    data: dict = {}
-    if leaf.version is not None:
-        data["version"] = leaf.version
-    for name in LEAF_TEXT_FIELDS:
-        value = getattr(leaf, name)
-        if value is not None:
-            data[name] = value
-    if seeds is None:
-        seeds = leaf.seeds.all()
-    data["seed_examples"] = [seed_qna(seed) for seed in seeds]
-    if leaf.document_repo is not None or leaf.document_commit is not None or leaf.document_patterns is not None:
-        document = {}
-        for key, value in (
-            ("repo", leaf.document_repo),
-            ("commit", leaf.document_commit),
-            ("patterns", leaf.document_patterns),
-        ):
-            if value is not None:
-                document[key] = value
-        data["document"] = document
-    data.update(leaf.extra or {})
-    return data
 
 
 def leaf_snapshot(leaf: Leaf, seeds: Iterable[SeedExample] | None = None, documents: dict | None = None) -> dict:
@@ -183,6 +143,40 @@ def export_files(*, leaves: QuerySet[Leaf] | None = None) -> tuple[list[tuple[st
         for document in leaf.documents.all():
             files.append((f"{leaf.path}/{document.name}", document.content.encode("utf-8")))
     return files, skipped
+
+
+@dataclass
+class TaxonomyExport:
+    """The export of the taxonomy: what the Export button, `GET /api/export/` and `taxonomy_export` write."""
+
+    files: list[tuple[str, bytes]]
+    skipped: list[Leaf]
+
+    FILENAME = "taxonomy.tar.gz"
+
+    @property
+    def leaf_count(self) -> int:
+        return sum(1 for path, _ in self.files if path.endswith("/qna.yaml"))
+
+    def write_tar(self, stream) -> None:
+        from curation.taxonomy.source import write_tar
+
+        write_tar(self.files, stream)
+
+    def write_directory(self, root) -> None:
+        from curation.taxonomy.source import write_directory
+
+        write_directory(self.files, root)
+
+    def tar_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        self.write_tar(buffer)
+        return buffer.getvalue()
+
+
+def taxonomy_export() -> TaxonomyExport:
+    """Every valid leaf as InstructLab taxonomy files; invalid leaves are left out and listed."""
+    return TaxonomyExport(*export_files())
 
 
 # --- Reads for the HTML pages (curation/views) ---------------------------------------------------------------

@@ -17,4 +17,3 @@ def dispatch_run(run_id: int) -> None:
 @shared_task(acks_late=True)
 def process_item(item_id: int) -> None:
     items.item_process(item_id=item_id)
-

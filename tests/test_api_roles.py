@@ -21,7 +21,7 @@ from rest_framework.test import APIClient
 
 from curation import services
 from curation.models import Document, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
-from curation.taxonomy.source import read_archive, write_tar
+from curation.taxonomy.source import write_tar
 from generation.models import GenerationRun, Sample, Teacher
 from generation.sdg.pipelines import GeneratedSample
 from generation.services.runs import run_cancel, run_create
@@ -248,8 +248,9 @@ def training_world(tmp_path: Path, settings, user) -> dict:
 @pytest.fixture
 def world(curator, tmp_path, settings) -> World:
     services.taxonomy_import(
-        read=lambda: read_archive(io.BytesIO(targz([("compositional_skills/poems/qna.yaml", POEMS)])), "t.tar.gz"),
-        source="t.tar.gz",
+        source=services.ImportSource.upload(
+            io.BytesIO(targz([("compositional_skills/poems/qna.yaml", POEMS)])), "t.tar.gz"
+        ),
         user=curator,
     )
     leaf = Leaf.objects.get()

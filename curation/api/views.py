@@ -1,13 +1,11 @@
 """The taxonomy REST API: thin viewsets over the curation services and selectors."""
 
-import io
-
 from django.db.models import Count
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -16,10 +14,11 @@ from curation import selectors, services
 from curation.api import serializers as s
 from curation.api.filters import DocumentFilter, LeafFilter, SeedFilter
 from curation.models import Document, Leaf, SeedExample, TaxonomyImport, TaxonomySnapshot
-from curation.services.imports import import_limits
+from curation.services import ImportSource
 from curation.taxonomy import dump_qna
-from curation.taxonomy.source import read_archive, read_directory, read_git, write_tar
-from labweb.errors import ConflictError, LabError
+from curation.views.exports import export_response
+from labweb.api import call_with_precondition, expected_revision
+from labweb.errors import LabError
 from labweb.roles import CURATOR, role_permission
 
 CuratorWrites = role_permission(write=CURATOR)
@@ -27,30 +26,6 @@ CuratorWrites = role_permission(write=CURATOR)
 
 class PathCursor(CursorPagination):
     ordering = "path"
-
-
-class PreconditionFailed(LabError):
-    status = 412
-
-
-def expected_revision(request, data: dict) -> int | None:
-    """The revision the client edited: If-Match (the ETag of the leaf) or a `revision` field."""
-    header = request.headers.get("If-Match")
-    if header:
-        try:
-            return int(header.strip().removeprefix("W/").strip('"'))
-        except ValueError:
-            raise LabError(f"If-Match {header!r} is not an ETag this API issued.", field="If-Match") from None
-    return data.get("revision")
-
-
-def call_with_precondition(request, fn, **kwargs):
-    try:
-        return fn(**kwargs)
-    except ConflictError as error:
-        if request.headers.get("If-Match"):
-            raise PreconditionFailed(error.message, field="If-Match", path=error.path) from None
-        raise
 
 
 def leaf_response(leaf: Leaf, *, code: int = status.HTTP_200_OK) -> Response:
@@ -276,26 +251,27 @@ class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     )
     def create(self, request):
         data = LeafViewSet._valid(s.ImportCreateSerializer, request.data)
-        limits = import_limits()
         if data.get("archive"):
-            upload = data["archive"]
-            source = upload.name
-            read = lambda: read_archive(upload, upload.name, limits)  # noqa: E731
+            source = ImportSource.upload(data["archive"], data["archive"].name)
+        elif data.get("git"):
+            source = ImportSource.git(data["git"], data["ref"])
         else:
-            if not request.user.is_staff:
-                raise PermissionDenied("Importing from a path on the server needs a staff account.")
-            if data.get("git"):
-                source = f"{data['git']}@{data['ref']}"
-                read = lambda: read_git(data["git"], data["ref"], limits)  # noqa: E731
-            else:
-                source = data["directory"]
-                read = lambda: read_directory(data["directory"], limits)  # noqa: E731
-        record = services.taxonomy_import(read=read, source=source, user=request.user, prune=data["prune"])
-        refused = record.status == TaxonomyImport.Status.REFUSED
+            source = ImportSource.directory(data["directory"])
+        if data["dry_run"]:
+            plan = services.taxonomy_import_preview(source=source, user=request.user, prune=data["prune"])
+            return Response(plan.as_dict())
+        record = services.taxonomy_import(
+            source=source, user=request.user, prune=data["prune"], allow_remove_all=data["allow_remove_all"]
+        )
         body = s.ImportSerializer(record).data
-        if refused:
+        if record.status == TaxonomyImport.Status.REFUSED:
             body = {"error": record.problems[0], "errors": record.problems, "import": body}
-        return Response(body, status=status.HTTP_400_BAD_REQUEST if refused else status.HTTP_201_CREATED)
+            return Response(body, status=status.HTTP_400_BAD_REQUEST)
+        if record.status == TaxonomyImport.Status.FAILED:
+            error = {"message": record.message, "field": None, "line": None, "path": None}
+            body = {"error": error, "errors": [error, *record.problems], "import": body}
+            return Response(body, status=status.HTTP_400_BAD_REQUEST)
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class SnapshotViewSet(
@@ -336,13 +312,7 @@ def diff(request):
 @permission_classes([AnyRole])
 def export(request):
     """Every valid leaf as an InstructLab taxonomy (.tar.gz); invalid leaves are counted in a header."""
-    files, skipped = selectors.export_files()
-    buffer = io.BytesIO()
-    write_tar(files, buffer)
-    response = HttpResponse(buffer.getvalue(), content_type="application/gzip")
-    response["Content-Disposition"] = 'attachment; filename="taxonomy.tar.gz"'
-    response["X-LabWeb-Skipped-Invalid"] = str(len(skipped))
-    return response
+    return export_response(selectors.taxonomy_export())
 
 
 def _tree_json(folder: selectors.Folder) -> dict:

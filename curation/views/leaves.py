@@ -16,8 +16,9 @@ from curation.selectors import leaf_documents, leaf_qna
 from curation.selectors import leaf_history as leaf_revisions
 from curation.taxonomy import dump_qna
 from curation.views.editor import Editor, build_editor, preview_problems
+from labweb.errors import LabError
 from labweb.roles import CURATOR, any_role_required, curator_required, has_role
-from labweb.web import is_partial, render_fragments, submit
+from labweb.web import add_lab_error, is_partial, render_fragments, submit
 
 TEMPLATE = "curation/leaf_detail.html"
 
@@ -137,15 +138,18 @@ def leaf_validate(request: HttpRequest, pk: int) -> HttpResponse:
 @curator_required
 def leaf_create(request: HttpRequest) -> HttpResponse:
     form = LeafPathForm(request.POST or None, initial={"path": request.GET.get("path", "")})
-    errors: list[dict] = []
     status = 200
     if request.method == "POST":
-        result, errors, status = submit(form, lambda data: services.leaf_create(path=data["path"], user=request.user))
-        if not errors:
-            leaf = result
-            messages.success(request, f"Created {leaf.path}. Add seed examples to make it valid.")
-            return redirect("curation:leaf_detail", pk=leaf.pk)
-    return render(request, "curation/leaf_create.html", {"form": form, "errors": errors}, status=status)
+        status = 422
+        if form.is_valid():
+            try:
+                leaf = services.leaf_create(path=form.cleaned_data["path"], user=request.user)
+            except LabError as error:
+                status = add_lab_error(form, error)
+            else:
+                messages.success(request, f"Created {leaf.path}. Add seed examples to make it valid.")
+                return redirect("curation:leaf_detail", pk=leaf.pk)
+    return render(request, "curation/leaf_create.html", {"form": form}, status=status)
 
 
 @require_POST

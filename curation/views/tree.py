@@ -1,6 +1,4 @@
-"""The taxonomy tree with search, the export archive, and the diff against a baseline snapshot."""
-
-import io
+"""The taxonomy tree with search, and the diff against a baseline snapshot."""
 
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
@@ -13,7 +11,6 @@ from curation import services
 from curation.forms import SnapshotForm
 from curation.models import Kind, TaxonomySnapshot
 from curation.selectors import (
-    export_files,
     find_folder,
     kind_counts,
     leaf_ids_by_path,
@@ -22,7 +19,6 @@ from curation.selectors import (
     taxonomy_diff,
     taxonomy_tree,
 )
-from curation.taxonomy.source import write_tar
 from labweb.roles import any_role_required, curator_required
 from labweb.web import is_partial, submit
 
@@ -68,19 +64,6 @@ def tree_children(request: HttpRequest) -> HttpResponse:
     if folder is None or not path:
         raise Http404(f"No folder {path} in the taxonomy.")
     return render(request, f"{TREE_TEMPLATE}#children", {"folder": folder, "open_paths": set()})
-
-
-@require_GET
-@any_role_required
-def export(request: HttpRequest) -> HttpResponse:
-    """Every valid leaf as an InstructLab taxonomy; invalid leaves are left out and counted in a header."""
-    files, skipped = export_files()
-    buffer = io.BytesIO()
-    write_tar(files, buffer)
-    response = HttpResponse(buffer.getvalue(), content_type="application/gzip")
-    response["Content-Disposition"] = 'attachment; filename="taxonomy.tar.gz"'
-    response["X-LabWeb-Skipped-Invalid"] = str(len(skipped))
-    return response
 
 
 def _diff_page(request: HttpRequest, *, errors: list[dict] = (), status: int = 200, name: str = "") -> HttpResponse:
