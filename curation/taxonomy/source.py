@@ -2,10 +2,15 @@
 
 Unsafe input (a path that escapes the root, a link in an archive, a symlink out of the root, more data or
 files than the limits) stops the whole import with a LabError: nothing from such a source is trusted.
-A single file over the size limit is only that file's problem.
+A single file over the size limit is only that file's problem. An archive must be whole: one that is not
+gzip, bzip2, xz, tar or zip, holds no files, or ends anywhere but at tar's end-of-archive marker (a cut-off
+upload would otherwise read as a smaller taxonomy, and a prune would delete the rest) is refused.
 """
 
+import bz2
+import gzip
 import io
+import lzma
 import os
 import posixpath
 import stat
@@ -13,11 +18,13 @@ import subprocess
 import tarfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from curation.taxonomy.problems import Problem
 from curation.taxonomy.qna import KINDS, QnaFile, folder_of, read_qna
+from curation.taxonomy.storage import DOCUMENT_NAME_MAX, LEAF_PATH_MAX, UNSTORABLE, unstorable_reason
 from labweb.errors import LabError
 
 QNA = "qna.yaml"
@@ -85,19 +92,24 @@ class _Budget:
         if self.files > self.limits.max_files:
             raise LabError(f"Refused: the source holds more than {self.limits.max_files} files.", path=name)
 
-    def read(self, stream, name: str, size_hint: int | None) -> bytes | None:
-        """At most max_file_bytes of a stream; None when the file is over the per-file limit."""
-        limit = self.limits.max_file_bytes
-        if size_hint is not None and size_hint > limit:
-            return None
-        data = stream.read(limit + 1)
-        self.total += len(data)
+    def add(self, size: int, name: str) -> None:
+        """Count bytes the source unpacks to, read or skipped; refuse before reading past the total limit."""
+        self.total += size
         if self.total > self.limits.max_total_bytes:
             raise LabError(
                 f"Refused: the source unpacks to more than {self.limits.max_total_bytes // (1024 * 1024)} MiB "
                 "(a decompression bomb?).",
                 path=name,
             )
+
+    def read(self, stream, name: str, size_hint: int | None, counted: bool = False) -> bytes | None:
+        """At most max_file_bytes of a stream; None when the file is over the per-file limit."""
+        limit = self.limits.max_file_bytes
+        if size_hint is not None and size_hint > limit:
+            return None
+        data = stream.read(limit + 1)
+        if not counted:
+            self.add(len(data), name)
         return None if len(data) > limit else data
 
 
@@ -133,14 +145,62 @@ def read_directory(root: str | os.PathLike, limits: Limits = Limits()) -> Taxono
     return _assemble(files, limits)
 
 
+NOT_AN_ARCHIVE = "is not a gzip/tar/zip archive"
+_COMPRESSIONS = {b"\x1f\x8b": gzip.GzipFile, b"BZh": bz2.BZ2File, b"\xfd7zXZ\x00": lzma.LZMAFile}
+
+
 def read_archive(stream, filename: str, limits: Limits = Limits()) -> TaxonomyRead:
-    """A `.tar.gz`/`.tgz`/`.tar` or `.zip` archive, read in memory without touching the disk."""
-    lower = filename.lower()
-    if lower.endswith(".zip"):
+    """A `.tar.gz`/`.tgz`/`.tar` or `.zip` archive, streamed without touching the disk; its content decides."""
+    start = stream.tell() if _seekable(stream) else None
+    head = stream.read(512)
+    if start is not None:
+        stream.seek(start)
+    else:
+        stream = _Replay(head, stream)
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        if start is None:
+            raise LabError(f'Refused: "{filename}" is a zip archive read from a stream; zip needs a file.')
         return _read_zip(stream, limits)
-    if lower.endswith((".tar.gz", ".tgz", ".tar")):
-        return _read_tar(stream, limits)
-    raise LabError(f'"{filename}" is not a .tar.gz, .tgz, .tar or .zip archive.', path=filename)
+    for magic, opener in _COMPRESSIONS.items():
+        if head.startswith(magic):
+            return _read_tar(opener(fileobj=stream, mode="rb"), limits, filename)
+    if _is_tar_header(head):
+        return _read_tar(stream, limits, filename)
+    raise LabError(f'Refused: "{filename}" {NOT_AN_ARCHIVE}.', path=filename)
+
+
+def _is_tar_header(block: bytes) -> bool:
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+def _seekable(stream) -> bool:
+    try:
+        return stream.seekable()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class _Replay(io.RawIOBase):
+    """The bytes already read to recognise a stream that cannot seek back, then the rest of it."""
+
+    def __init__(self, head: bytes, stream):
+        self.head, self.stream, self.pos = head, stream, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.pos < len(self.head):
+            chunk = self.head[self.pos : self.pos + len(buffer)]
+        else:
+            chunk = self.stream.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        self.pos += len(chunk)
+        return len(chunk)
 
 
 def read_git(repo: str | os.PathLike, ref: str = "HEAD", limits: Limits = Limits()) -> TaxonomyRead:
@@ -151,26 +211,50 @@ def read_git(repo: str | os.PathLike, ref: str = "HEAD", limits: Limits = Limits
     if ref.startswith("-"):
         raise LabError(f'"{ref}" is not a git revision.', field="ref")
     try:
-        result = subprocess.run(
+        # Streamed: a repository over the limits is refused without its whole archive in memory.
+        process = subprocess.Popen(
             ["git", "-C", str(repo), "archive", "--format=tar", ref, "--"],
-            capture_output=True,
-            check=False,
-            timeout=300,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
     except FileNotFoundError:
         raise LabError("git is not installed on this server.") from None
-    if result.returncode != 0:
-        message = result.stderr.decode("utf-8", "replace").strip()
-        raise LabError(f'Cannot read revision "{ref}" of the git repository "{repo}": {message}', path=str(repo))
-    return _read_tar(io.BytesIO(result.stdout), limits)
+    try:
+        head = process.stdout.read(512)
+        if not head:
+            process.wait(timeout=300)
+            message = process.stderr.read().decode("utf-8", "replace").strip()
+            raise LabError(f'Cannot read revision "{ref}" of the git repository "{repo}": {message}', path=str(repo))
+        return _read_tar(_Replay(head, process.stdout), limits, f"{repo}@{ref}")
+    finally:
+        process.stdout.close()
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        process.stderr.close()
 
 
-def _read_tar(stream, limits: Limits) -> TaxonomyRead:
+class _EndMarked(tarfile.TarInfo):
+    """Notes on its archive whether reading stopped at the end-of-archive marker or at a plain end of data."""
+
+    @classmethod
+    def fromtarfile(cls, archive):
+        try:
+            return super().fromtarfile(archive)
+        except tarfile.EOFHeaderError:
+            archive.labweb_end_marker = True
+            raise
+
+
+def _read_tar(stream, limits: Limits, name: str = "the archive") -> TaxonomyRead:
     budget = _Budget(limits)
     files: dict[str, bytes | None] = {}
+    last = None
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as archive:
+        with tarfile.open(fileobj=stream, mode="r|", tarinfo=_EndMarked) as archive:
             for member in archive:
+                last = member.name
+                budget.add(member.size, member.name)
                 if member.isdir() or member.type == tarfile.XGLTYPE or member.name == "pax_global_header":
                     continue
                 rel = _clean(member.name)
@@ -187,9 +271,23 @@ def _read_tar(stream, limits: Limits) -> TaxonomyRead:
                 if member.size > limits.max_file_bytes:
                     files[rel] = None
                     continue
-                files[rel] = budget.read(archive.extractfile(member), rel, member.size)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise LabError(f"The archive cannot be read: {exc}.") from None
+                files[rel] = budget.read(archive.extractfile(member), rel, member.size, counted=True)
+            ended = getattr(archive, "labweb_end_marker", False)
+        if last is None:
+            raise LabError(f'Refused: "{name}" holds no files (no tar archive inside it?).', path=name)
+        if not ended:
+            raise LabError(
+                f'Refused: "{name}" is cut short: it ends after "{last}" without the end-of-archive marker, '
+                "so it may lack files. Upload it again.",
+                path=name,
+            )
+        # Read the compression to its end, so that a damaged or truncated stream (bad CRC) is refused too.
+        while chunk := stream.read(1024 * 1024):
+            budget.add(len(chunk), name)
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+        if isinstance(exc, tarfile.ReadError) and str(exc) in ("empty file", "bad checksum", "invalid header"):
+            raise LabError(f'Refused: "{name}" {NOT_AN_ARCHIVE} (it holds no tar inside).', path=name) from None
+        raise LabError(f'Refused: "{name}" is damaged or cut short and cannot be read: {exc}.', path=name) from None
     return _assemble(_strip_wrapper(files), limits)
 
 
@@ -222,8 +320,8 @@ def _read_zip(stream, limits: Limits) -> TaxonomyRead:
                     continue
                 with archive.open(info) as member:
                     files[rel] = budget.read(member, rel, info.file_size)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
-        raise LabError(f"The archive cannot be read: {exc}.") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error) as exc:
+        raise LabError(f"Refused: the zip archive is damaged or cut short and cannot be read: {exc}.") from None
     return _assemble(_strip_wrapper(files), limits)
 
 
@@ -253,16 +351,12 @@ def _assemble(files: dict[str, bytes | None], limits: Limits) -> TaxonomyRead:
         if data is None:
             problems.append(_too_big(path, limits))
             continue
-        if path.split("/", 1)[0] not in KINDS:
-            problems.append(
-                Problem(
-                    path,
-                    f"The leaf is outside the taxonomy roots ({', '.join(KINDS)}); "
-                    "InstructLab does not read it. Move it under one of them.",
-                )
-            )
-            continue
         qna = read_qna(data, path)
+        place = _place_problem(path, folder)
+        if place is not None:
+            # Say what else is wrong with it too, so that moving the file is not the first of several rounds.
+            problems += [place, *qna.problems]
+            continue
         problems += qna.problems
         leaf = LeafSource(folder=folder, qna=qna)
         for rel in sorted(beside.get(folder, ())):
@@ -277,13 +371,14 @@ def _assemble(files: dict[str, bytes | None], limits: Limits) -> TaxonomyRead:
             else:
                 try:
                     text = content.decode("utf-8")
-                    problem = None
                 except UnicodeDecodeError as exc:
                     problem = Problem(
                         rel,
                         f"The file is not UTF-8 text, so its leaf {folder} is not imported.",
                         line=content[: exc.start].count(b"\n") + 1,
                     )
+                else:
+                    problem = _stored_file_problem(rel, name, text, folder)
             if problem is not None:
                 problems.append(problem)
                 leaf.qna.problems.append(problem)
@@ -294,6 +389,37 @@ def _assemble(files: dict[str, bytes | None], limits: Limits) -> TaxonomyRead:
                 leaf.documents[name] = text
         leaves.append(leaf)
     return TaxonomyRead(leaves=leaves, problems=problems, files_seen=len(files))
+
+
+def _place_problem(path: str, folder: str) -> Problem | None:
+    if path.split("/", 1)[0] not in KINDS:
+        return Problem(
+            path,
+            f"The leaf is outside the taxonomy roots ({', '.join(KINDS)}); "
+            "InstructLab does not read it. Move it under one of them.",
+        )
+    if len(folder) > LEAF_PATH_MAX:
+        return Problem(
+            path, f"The folder path is {len(folder):,} characters long; LabWeb stores at most {LEAF_PATH_MAX:,}."
+        )
+    reason = unstorable_reason(folder)
+    if reason:
+        return Problem(path, f"The folder path {reason}.")
+    return None
+
+
+def _stored_file_problem(rel: str, name: str, text: str, folder: str) -> Problem | None:
+    if len(name) > DOCUMENT_NAME_MAX:
+        return Problem(
+            rel,
+            f"The file name is {len(name)} characters long; LabWeb stores at most {DOCUMENT_NAME_MAX}, "
+            f"so its leaf {folder} is not imported.",
+        )
+    reason = unstorable_reason(name) or unstorable_reason(text)
+    if reason:
+        line = text[: UNSTORABLE.search(text).start()].count("\n") + 1 if not unstorable_reason(name) else None
+        return Problem(rel, f"The file {reason}, so its leaf {folder} is not imported.", line=line)
+    return None
 
 
 def write_tar(files: list[tuple[str, bytes]], stream) -> None:
