@@ -39,8 +39,9 @@ MAX_ALIAS_NODES = 100_000
 # What TaxonomyParser hands yamllint (instructlab.schema.taxonomy.DEFAULT_YAMLLINT_CONFIG).
 YAMLLINT_CONFIG = "{extends: relaxed, rules: {line-length: disable}}"
 # The official parser uses PyYAML's pure-Python loader. libyaml (10x faster) reads the same files the same way
-# except around tabs and the rarer line breaks and control characters: files holding those take the slow one.
-_LOADERS_DIFFER = re.compile("[\t\x7f-\x9f\u2028\u2029]")
+# except around tabs, the rarer line breaks and control characters, and escapes of surrogates (libyaml refuses
+# them, PyYAML makes them): files holding those take the slow one.
+_LOADERS_DIFFER = re.compile("[\t\x7f-\x9f\u2028\u2029]|\\\\(u|U0000)[dD][89a-fA-F]")
 
 
 @dataclass

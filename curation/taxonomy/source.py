@@ -98,7 +98,7 @@ class _Budget:
         if self.total > self.limits.max_total_bytes:
             raise LabError(
                 f"Refused: the source unpacks to more than {self.limits.max_total_bytes // (1024 * 1024)} MiB "
-                "(a decompression bomb?).",
+                f'by "{name}" (a decompression bomb?).',
                 path=name,
             )
 
