@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Prefetch
 
 from curation.models import Document, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.selectors import leaf_snapshot
@@ -50,6 +51,13 @@ def taxonomy_import(*, read: Callable[[], TaxonomyRead], source: str, user, prun
 
 # Any constant will do: it names the one lock that serialises imports across processes.
 IMPORT_LOCK = 0x1AB1_0001
+# Documents go in batches of about this many bytes, so that an import holds a few documents' text at a time.
+DOCUMENT_BATCH_BYTES = 16 * 1024 * 1024
+
+
+def _document_names():
+    # What a leaf's documents are matters here (name and hash), not their text: leave that in the database.
+    return Prefetch("documents", queryset=Document.objects.only("id", "leaf_id", "name", "sha256"))
 
 
 def _apply(taxonomy: TaxonomyRead, *, source: str, user, prune: bool) -> TaxonomyImport:
@@ -62,7 +70,7 @@ def _apply(taxonomy: TaxonomyRead, *, source: str, user, prune: bool) -> Taxonom
         leaf.path: leaf
         for leaf in Leaf.objects.select_for_update(of=("self",))
         .filter(path__in=[src.folder for src in valid])
-        .prefetch_related("seeds", "documents")
+        .prefetch_related("seeds", _document_names())
     }
     created, updated, seeds, documents, revisions = [], [], [], [], []
     unchanged = 0
@@ -88,19 +96,7 @@ def _apply(taxonomy: TaxonomyRead, *, source: str, user, prune: bool) -> Taxonom
         leaf.content_hash = digest
         leaf.updated_by = user
         seeds.append(leaf_seeds)
-        documents.append(
-            [
-                Document(
-                    leaf=leaf,
-                    name=name,
-                    content=text,
-                    sha256=doc_hashes[name],
-                    size=len(text.encode("utf-8")),
-                    created_by=user,
-                )
-                for name, text in src.documents.items()
-            ]
-        )
+        documents.append((leaf, src, doc_hashes))
         after = {"path": leaf.path, "qna": src.qna.data, "attribution": src.attribution, "documents": doc_hashes}
         revisions.append(
             LeafRevision(
@@ -145,7 +141,7 @@ def _apply(taxonomy: TaxonomyRead, *, source: str, user, prune: bool) -> Taxonom
         for seed in leaf_seeds:
             seed.leaf_id = seed.leaf.pk
     SeedExample.objects.bulk_create([seed for leaf_seeds in seeds for seed in leaf_seeds], batch_size=2000)
-    Document.objects.bulk_create([doc for docs in documents for doc in docs], batch_size=500)
+    _create_documents(documents, user)
     for revision in revisions:
         revision.leaf_id = revision.leaf.pk
     LeafRevision.objects.bulk_create(revisions, batch_size=1000)
@@ -153,7 +149,7 @@ def _apply(taxonomy: TaxonomyRead, *, source: str, user, prune: bool) -> Taxonom
     removed = 0
     if prune:
         present = {src.folder for src in taxonomy.leaves}
-        gone = list(Leaf.objects.exclude(path__in=present).prefetch_related("seeds", "documents"))
+        gone = list(Leaf.objects.exclude(path__in=present).prefetch_related("seeds", _document_names()))
         LeafRevision.objects.bulk_create(
             [
                 LeafRevision(
@@ -191,3 +187,19 @@ def _apply(taxonomy: TaxonomyRead, *, source: str, user, prune: bool) -> Taxonom
         problems=problems,
         snapshot=snapshot,
     )
+
+
+def _create_documents(documents, user) -> None:
+    """Insert the documents of the leaves brought in, reading each text only when its batch is built."""
+    batch, held = [], 0
+    for leaf, src, hashes in documents:
+        for name, text in src.documents.items():
+            size = len(text.encode("utf-8"))
+            batch.append(
+                Document(leaf_id=leaf.pk, name=name, content=text, sha256=hashes[name], size=size, created_by=user)
+            )
+            held += size
+            if held >= DOCUMENT_BATCH_BYTES:
+                Document.objects.bulk_create(batch)
+                batch, held = [], 0
+    Document.objects.bulk_create(batch)
