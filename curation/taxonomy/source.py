@@ -16,9 +16,11 @@ import posixpath
 import stat
 import subprocess
 import tarfile
+import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +42,49 @@ class Limits:
     max_files: int = 50_000
 
 
+class _Spool:
+    """The documents read from a source, in a temporary file rather than in memory until the import reads them:
+    an import then holds a few of them at a time, not the whole source."""
+
+    def __init__(self):
+        self.file = tempfile.TemporaryFile()
+
+    def put(self, data: bytes) -> "_Spooled":
+        offset = self.file.seek(0, os.SEEK_END)
+        self.file.write(data)
+        return _Spooled(self, offset, len(data))
+
+
+@dataclass(frozen=True)
+class _Spooled:
+    spool: _Spool
+    offset: int
+    size: int
+
+    def read(self) -> bytes:
+        self.spool.file.seek(self.offset)
+        return self.spool.file.read(self.size)
+
+
+class SpooledTexts(Mapping):
+    """Document name -> text, each text read from the spool when asked for."""
+
+    def __init__(self):
+        self._refs: dict[str, _Spooled] = {}
+
+    def add(self, name: str, ref: _Spooled) -> None:
+        self._refs[name] = ref
+
+    def __getitem__(self, name: str) -> str:
+        return self._refs[name].read().decode("utf-8")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+
 @dataclass
 class LeafSource:
     """One leaf folder as found in a source: its qna.yaml and the files beside it."""
@@ -47,7 +92,7 @@ class LeafSource:
     folder: str
     qna: QnaFile
     attribution: str = ""
-    documents: dict[str, str] = field(default_factory=dict)
+    documents: Mapping[str, str] = field(default_factory=SpooledTexts)
 
 
 @dataclass
@@ -113,6 +158,10 @@ class _Budget:
         return None if len(data) > limit else data
 
 
+def _keep(files: dict, spool: _Spool, rel: str, data: bytes | None) -> None:
+    files[rel] = spool.put(data) if data is not None and posixpath.basename(rel) != QNA else data
+
+
 def _too_big(path: str, limits: Limits) -> Problem:
     return Problem(path, f"The file is larger than the {limits.max_file_bytes // 1024} KiB limit.", line=None)
 
@@ -122,7 +171,8 @@ def read_directory(root: str | os.PathLike, limits: Limits = Limits()) -> Taxono
     if not root.is_dir():
         raise LabError(f'"{root}" is not a directory.', path=str(root))
     budget = _Budget(limits)
-    files: dict[str, bytes | None] = {}
+    files: dict[str, bytes | _Spooled | None] = {}
+    spool = _Spool()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
         for name in sorted(filenames):
@@ -139,7 +189,7 @@ def read_directory(root: str | os.PathLike, limits: Limits = Limits()) -> Taxono
                 continue
             try:
                 with open(full, "rb") as stream:
-                    files[rel] = budget.read(stream, rel, full.stat().st_size)
+                    _keep(files, spool, rel, budget.read(stream, rel, full.stat().st_size))
             except OSError as exc:
                 raise LabError(f'Cannot read "{rel}": {exc.strerror or exc}.', path=rel) from None
     return _assemble(files, limits)
@@ -248,7 +298,8 @@ class _EndMarked(tarfile.TarInfo):
 
 def _read_tar(stream, limits: Limits, name: str = "the archive") -> TaxonomyRead:
     budget = _Budget(limits)
-    files: dict[str, bytes | None] = {}
+    files: dict[str, bytes | _Spooled | None] = {}
+    spool = _Spool()
     last = None
     try:
         with tarfile.open(fileobj=stream, mode="r|", tarinfo=_EndMarked) as archive:
@@ -271,7 +322,7 @@ def _read_tar(stream, limits: Limits, name: str = "the archive") -> TaxonomyRead
                 if member.size > limits.max_file_bytes:
                     files[rel] = None
                     continue
-                files[rel] = budget.read(archive.extractfile(member), rel, member.size, counted=True)
+                _keep(files, spool, rel, budget.read(archive.extractfile(member), rel, member.size, counted=True))
             ended = getattr(archive, "labweb_end_marker", False)
         if last is None:
             raise LabError(f'Refused: "{name}" holds no files (no tar archive inside it?).', path=name)
@@ -293,7 +344,8 @@ def _read_tar(stream, limits: Limits, name: str = "the archive") -> TaxonomyRead
 
 def _read_zip(stream, limits: Limits) -> TaxonomyRead:
     budget = _Budget(limits)
-    files: dict[str, bytes | None] = {}
+    files: dict[str, bytes | _Spooled | None] = {}
+    spool = _Spool()
     try:
         with zipfile.ZipFile(stream) as archive:
             infos = archive.infolist()
@@ -319,13 +371,13 @@ def _read_zip(stream, limits: Limits) -> TaxonomyRead:
                     files[rel] = None
                     continue
                 with archive.open(info) as member:
-                    files[rel] = budget.read(member, rel, info.file_size)
+                    _keep(files, spool, rel, budget.read(member, rel, info.file_size))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error) as exc:
         raise LabError(f"Refused: the zip archive is damaged or cut short and cannot be read: {exc}.") from None
     return _assemble(_strip_wrapper(files), limits)
 
 
-def _strip_wrapper(files: dict[str, bytes | None]) -> dict[str, bytes | None]:
+def _strip_wrapper(files: dict) -> dict:
     """Archives of a repository usually wrap it in one folder (`taxonomy-main/`); look through it."""
     tops = {path.split("/", 1)[0] for path in files}
     if len(tops) == 1 and all("/" in p for p in files):
@@ -335,7 +387,7 @@ def _strip_wrapper(files: dict[str, bytes | None]) -> dict[str, bytes | None]:
     return files
 
 
-def _assemble(files: dict[str, bytes | None], limits: Limits) -> TaxonomyRead:
+def _assemble(files: dict[str, bytes | _Spooled | None], limits: Limits) -> TaxonomyRead:
     leaves: list[LeafSource] = []
     problems: list[Problem] = []
     beside: dict[str, list[str]] = {}
@@ -360,7 +412,8 @@ def _assemble(files: dict[str, bytes | None], limits: Limits) -> TaxonomyRead:
         problems += qna.problems
         leaf = LeafSource(folder=folder, qna=qna)
         for rel in sorted(beside.get(folder, ())):
-            content = files[rel]
+            ref = files[rel]
+            content = ref.read() if ref is not None else None
             name = posixpath.basename(rel)
             if content is None:
                 problem = Problem(
@@ -386,7 +439,7 @@ def _assemble(files: dict[str, bytes | None], limits: Limits) -> TaxonomyRead:
             if name == ATTRIBUTION:
                 leaf.attribution = text
             else:
-                leaf.documents[name] = text
+                leaf.documents.add(name, ref)
         leaves.append(leaf)
     return TaxonomyRead(leaves=leaves, problems=problems, files_seen=len(files))
 
