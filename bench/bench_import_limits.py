@@ -79,12 +79,15 @@ def write_tar(path: Path, files) -> None:
 
 def one(case: str, archive: str) -> None:
     with test_database():
+        from django.conf import settings
         from django.contrib.auth.models import User
 
         from curation.models import Leaf, SeedExample
         from curation.services import taxonomy_import
         from curation.taxonomy.source import read_archive, read_directory
 
+        # DEBUG keeps the SQL of every query, documents and all: that is not what a server holds.
+        settings.DEBUG = False
         user = User.objects.create(username="bench")
         if case == "prune":  # the archive is in already; the prune re-import is what is measured
             with open(archive, "rb") as stream:
