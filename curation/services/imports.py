@@ -13,6 +13,7 @@ from typing import IO, Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
+from django.db.models import Prefetch
 
 from curation.models import Document, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.qna_map import LEAF_CONTENT_FIELDS, apply_qna
@@ -242,6 +243,13 @@ def taxonomy_import(
 
 # Any constant will do: it names the one lock that serialises imports across processes.
 IMPORT_LOCK = 0x1AB1_0001
+# Documents go in batches of about this many bytes, so that an import holds a few documents' text at a time.
+DOCUMENT_BATCH_BYTES = 16 * 1024 * 1024
+
+
+def _document_names():
+    # What a leaf's documents are matters here (name and hash), not their text: leave that in the database.
+    return Prefetch("documents", queryset=Document.objects.only("id", "leaf_id", "name", "sha256"))
 
 
 def _plan(taxonomy: TaxonomyRead, *, source: str, prune: bool, lock: bool) -> ImportPlan:
@@ -251,7 +259,7 @@ def _plan(taxonomy: TaxonomyRead, *, source: str, prune: bool, lock: bool) -> Im
             # Two imports creating the same new leaf would otherwise collide on its unique path.
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [IMPORT_LOCK])
-        leaves = leaves.select_for_update(of=("self",)).prefetch_related("seeds", "documents")
+        leaves = leaves.select_for_update(of=("self",)).prefetch_related("seeds", _document_names())
     valid = taxonomy.valid_leaves
     existing = {leaf.path: leaf for leaf in leaves.filter(path__in=[src.folder for src in valid])}
     plan = ImportPlan(
@@ -301,19 +309,7 @@ def _write(plan: ImportPlan, *, user) -> TaxonomyImport:
         leaf.content_hash = digest
         leaf.updated_by = user
         seeds.append(leaf_seeds)
-        documents.append(
-            [
-                Document(
-                    leaf=leaf,
-                    name=name,
-                    content=text,
-                    sha256=doc_hashes[name],
-                    size=len(text.encode("utf-8")),
-                    created_by=user,
-                )
-                for name, text in src.documents.items()
-            ]
-        )
+        documents.append((leaf, src, doc_hashes))
         after = {"path": leaf.path, "qna": src.qna.data, "attribution": src.attribution, "documents": doc_hashes}
         revisions.append(
             LeafRevision(
@@ -340,13 +336,13 @@ def _write(plan: ImportPlan, *, user) -> TaxonomyImport:
         for seed in leaf_seeds:
             seed.leaf_id = seed.leaf.pk
     SeedExample.objects.bulk_create([seed for leaf_seeds in seeds for seed in leaf_seeds], batch_size=2000)
-    Document.objects.bulk_create([doc for docs in documents for doc in docs], batch_size=500)
+    _create_documents(documents, user)
     for revision in revisions:
         revision.leaf_id = revision.leaf.pk
     LeafRevision.objects.bulk_create(revisions, batch_size=1000)
 
     if plan.removed:
-        gone = list(Leaf.objects.filter(path__in=plan.removed).prefetch_related("seeds", "documents"))
+        gone = list(Leaf.objects.filter(path__in=plan.removed).prefetch_related("seeds", _document_names()))
         LeafRevision.objects.bulk_create(
             [
                 LeafRevision(
@@ -388,3 +384,19 @@ def _write(plan: ImportPlan, *, user) -> TaxonomyImport:
         problems=plan.problems,
         snapshot=snapshot,
     )
+
+
+def _create_documents(documents, user) -> None:
+    """Insert the documents of the leaves brought in, reading each text only when its batch is built."""
+    batch, held = [], 0
+    for leaf, src, hashes in documents:
+        for name, text in src.documents.items():
+            size = len(text.encode("utf-8"))
+            batch.append(
+                Document(leaf_id=leaf.pk, name=name, content=text, sha256=hashes[name], size=size, created_by=user)
+            )
+            held += size
+            if held >= DOCUMENT_BATCH_BYTES:
+                Document.objects.bulk_create(batch)
+                batch, held = [], 0
+    Document.objects.bulk_create(batch)

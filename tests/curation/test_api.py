@@ -241,7 +241,7 @@ def test_import_needs_exactly_one_source(api, data):
 
 def test_archive_that_is_not_an_archive_is_400(api):
     upload = SimpleUploadedFile("taxonomy.tar.gz", b"this is not gzip")
-    assert_error(post_archive(api, upload), 400, contains="cannot be read")
+    assert_error(post_archive(api, upload), 400, contains="is not a gzip/tar/zip archive")
     assert not Leaf.objects.exists()
 
 
