@@ -83,15 +83,14 @@ def one(case: str, archive: str) -> None:
         from django.contrib.auth.models import User
 
         from curation.models import Leaf, SeedExample
-        from curation.services import taxonomy_import
-        from curation.taxonomy.source import read_archive, read_directory
+        from curation.services import ImportSource, taxonomy_import
 
         # DEBUG keeps the SQL of every query, documents and all: that is not what a server holds.
         settings.DEBUG = False
         user = User.objects.create(username="bench")
         if case == "prune":  # the archive is in already; the prune re-import is what is measured
             with open(archive, "rb") as stream:
-                taxonomy_import(read=lambda: read_archive(stream, "a.tar.gz"), source="a", user=user)
+                taxonomy_import(source=ImportSource.upload(stream, "a.tar.gz"), user=user)
         import gc
 
         gc.collect()
@@ -99,12 +98,11 @@ def one(case: str, archive: str) -> None:
         before = rss_mib()
         start = time.perf_counter()
         if case == "corpus":
-            record = taxonomy_import(read=lambda: read_directory(CORPUS), source="corpus", user=user)
+            record = taxonomy_import(source=ImportSource.directory(CORPUS), user=user, from_shell=True)
         else:
             with open(archive, "rb") as stream:
-                record = taxonomy_import(
-                    read=lambda: read_archive(stream, "a.tar.gz"), source="a", user=user, prune=case == "prune"
-                )
+                source = ImportSource.upload(stream, "a.tar.gz")
+                record = taxonomy_import(source=source, user=user, prune=case == "prune", allow_remove_all=True)
         seconds = time.perf_counter() - start
         print(
             f"RESULT {case} {seconds:.2f} {before:.0f} {rss_mib():.0f} status={record.status} "
