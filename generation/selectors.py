@@ -4,7 +4,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Now
 
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
 
@@ -36,6 +36,7 @@ class LeafProgress:
     pending: int
     cancelled: int
     target: int
+    in_flight: int = 0
     kept: int = 0
 
     @property
@@ -79,6 +80,7 @@ class RunProgress:
     leaves: list[LeafProgress] = field(default_factory=list)
     errors: list[ItemError] = field(default_factory=list)
     error_count: int = 0
+    in_flight: int = 0
 
     @property
     def processed(self) -> int:
@@ -133,13 +135,18 @@ def run_progress(run: GenerationRun) -> RunProgress:
     progress = RunProgress()
     items = WorkItem.objects.filter(run=run).order_by()
     per_state = {state: Count("pk", filter=Q(state=state)) for state in STATES}
-    rows = items.values("leaf_path", "kind").annotate(items=Count("pk"), target=Sum("target"), **per_state)
+    # A cancelled run's items stop at their next heartbeat: until then they run, or hold a lease, and change.
+    in_flight = Count("pk", filter=Q(state=WorkItem.State.RUNNING) | Q(lease_until__gt=Now()))
+    rows = items.values("leaf_path", "kind").annotate(
+        items=Count("pk"), target=Sum("target"), in_flight=in_flight, **per_state
+    )
     leaves: dict[str, LeafProgress] = {}
     for row in rows.order_by("leaf_path"):
         leaf = LeafProgress(**row)
         leaves.setdefault(leaf.leaf_path, leaf)
         progress.items += leaf.items
         progress.target += leaf.target or 0
+        progress.in_flight += leaf.in_flight
         for state in STATES:
             progress.states[state] += row[state]
 

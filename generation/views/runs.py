@@ -73,6 +73,8 @@ def monitor_context(run: GenerationRun) -> dict:
     return {
         "run": run,
         "progress": progress,
+        # Polled until the run is at rest: a cancelled run's items in flight still finish or stop.
+        "live": run.is_active or progress.in_flight > 0,
         "leaves": leaves[:LEAF_ROWS],
         "leaves_hidden": max(0, len(leaves) - LEAF_ROWS),
         "events": selectors.run_events(run),

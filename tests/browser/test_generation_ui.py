@@ -72,6 +72,14 @@ def test_an_operator_starts_watches_cancels_and_resumes_a_run(page, operator, cu
     expect(page.locator("#run-status")).to_contain_text("cancelled", timeout=10_000)
     run.refresh_from_db()
     assert run.status == GenerationRun.Status.CANCELLED
+    # Items in flight stop at their next heartbeat; the panel polls until they have, then stops polling and
+    # shows what the database holds.
+    expect(page.locator("#run-progress")).to_have_attribute("data-live", "false", timeout=30_000)
+    expect(page.locator("#run-progress")).not_to_have_attribute("hx-trigger", re.compile(".*"))
+    expect(page.locator("#item-states [data-state=running]")).to_have_text("0")
+    for state in ("done", "cancelled", "pending"):
+        count = run.items.filter(state=state).count()
+        expect(page.locator(f"#item-states [data-state={state}]")).to_have_text(str(count))
     kept_when_cancelled = Sample.objects.filter(run=run).count()
 
     page.click("#resume-run")
