@@ -142,6 +142,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES_NAMES = ("default", "generation", "training")
 CELERY_TASK_ROUTES = {
+    # Periodic work runs on `default`, beside beat, never behind long generation items in their queue.
+    "generation.tasks.requeue_expired": {"queue": "default"},
     "generation.tasks.*": {"queue": "generation"},
     "training.tasks.*": {"queue": "training"},
 }
