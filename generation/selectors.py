@@ -9,8 +9,7 @@ from django.db.models.functions import Cast, Coalesce, Now
 
 from curation.models import TaxonomySnapshot
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
-from generation.sdg.chunking import chunk_document
-from generation.sdg.pipelines import KNOWLEDGE, PipelineConfig, split_target
+from generation.sdg.pipelines import KNOWLEDGE, PipelineConfig, plan_run
 
 STATES = tuple(WorkItem.State.values)
 TEACHER_STATS = ("calls", "cached", "retries", "errors", "prompt_tokens", "completion_tokens")
@@ -94,10 +93,6 @@ class RunProgress:
     def percent(self) -> int:
         """Work items processed (done or failed) of all; cancelled items are not progress."""
         return _percent(self.processed, self.items)
-
-    @property
-    def kept_percent(self) -> int:
-        return _percent(self.kept, self.target)
 
     @property
     def funnel(self) -> dict:
@@ -345,26 +340,14 @@ def run_estimate(
     config: dict | None = None,
 ) -> RunEstimate:
     """What a run with these settings would cost: its work items, its teacher calls and, once the teacher has
-    answered before, about how long. Plans the leaves as `run_create` does, and writes nothing."""
-    from generation.services.runs import _leaf_spec, _select_leaves
+    answered before, about how long. Plans the leaves as `run_create` does (`plan_run`), and writes nothing."""
+    from generation.services.runs import _leaf_source, _select_leaves
 
     pipeline = PipelineConfig.from_dict(config or {})
-    chunk_tokens = max(256, teacher.context_tokens // 2 - 300)  # as run_create sizes chunks
-    items = calls = 0
-    for leaf in _select_leaves(scope, baseline, leaf_ids):
-        if not leaf.is_valid:
-            continue
-        spec = _leaf_spec(leaf)
-        if not spec.seeds:
-            continue
-        if spec.kind == KNOWLEDGE:
-            units = sum(len(chunk_document(d.content, max_tokens=chunk_tokens)) for d in leaf.documents.all())
-        else:
-            units = len(spec.seeds)
-        for target in split_target(samples_per_leaf, units):
-            if target:
-                items += 1
-                calls += _first_round_calls(spec.kind, spec.grounded, target, pipeline)
+    leaves = map(_leaf_source, _select_leaves(scope, baseline, leaf_ids))
+    plan = plan_run(leaves, samples_per_leaf=samples_per_leaf, context_tokens=teacher.context_tokens)
+    items = len(plan.units)
+    calls = sum(_first_round_calls(unit.leaf.kind, unit.leaf.grounded, unit.target, pipeline) for unit in plan.units)
     seconds_per_call, measured = teacher_seconds_per_call(teacher)
     return RunEstimate(
         items=items,

@@ -8,10 +8,12 @@ from curation.api import urls as curation_api
 from generation.api import urls as generation_api
 from labweb import views
 from labweb.api_root import ApiRouter
+from training.api import urls as training_api
 
 api = ApiRouter()
 api.include(curation_api.router, curation_api.ENDPOINTS)
 api.include(generation_api.router)
+api.include(training_api.router)
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -21,6 +23,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("taxonomy/", include("curation.urls")),
     path("generation/", include("generation.urls")),
+    path("training/", include("training.urls")),
     path("api/auth/token/", obtain_auth_token, name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -3,7 +3,7 @@
 from urllib.parse import urlparse
 
 
-def test_api_root_lists_curation_and_generation_endpoints_and_each_link_answers(api):
+def test_api_root_lists_the_endpoints_of_every_app_and_each_link_answers(api):
     response = api.get("/api/")
     assert response.status_code == 200
     root = response.json()
@@ -20,6 +20,9 @@ def test_api_root_lists_curation_and_generation_endpoints_and_each_link_answers(
         "runs",
         "work-items",
         "samples",
+        "training-jobs",
+        "checkpoints",
+        "training-uploads",
     }
     for name, url in root.items():
         if name == "export":
