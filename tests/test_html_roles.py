@@ -122,6 +122,7 @@ PAGES = [
     P("POST", "snapshot_create", none,                  WRITE, 302, lambda w: {"name": "baseline"}),
     P("GET",  "generation:run_list",       none,                      READ),
     P("GET",  "generation:run_create",     none,                      OPERATE),
+    P("GET",  "generation:run_estimate",   none,                      OPERATE, htmx=True),
     P("POST", "generation:run_create",     none,                      OPERATE, 302, lambda w: {
         "teacher": w.teacher, "scope": "selected", "leaves": [w.leaf], "samples_per_leaf": 5,
         "questions_per_call": 10, "max_rounds": 3, "pair_threshold": 2, "dedup_threshold": 0.7}),
