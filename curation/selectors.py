@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 
 from curation.models import Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.taxonomy import KINDS
+from labweb.errors import LabError
 
 LEAF_TEXT_FIELDS = ("task_description", "domain", "created_by", "document_outline")
 
@@ -160,6 +161,18 @@ def taxonomy_diff(*, baseline: TaxonomySnapshot | None = None) -> TaxonomyDiff:
     removed = sorted(p for p in before if p not in current)
     unchanged = sum(1 for p in current if p in before and before[p] == current[p])
     return TaxonomyDiff(baseline, added, modified, removed, unchanged)
+
+
+def snapshot_by_id(value: str) -> TaxonomySnapshot | None:
+    """The snapshot a `baseline` parameter names; None when it is empty (diff then uses the last import)."""
+    if not value:
+        return None
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise LabError(f"baseline must be a snapshot id (a whole number), not {value[:40]!r}.", field="baseline")
+    baseline = TaxonomySnapshot.objects.select_related("created_by").filter(pk=int(value)).first()
+    if baseline is None:
+        raise LabError(f"No snapshot {value}: baseline must name an existing snapshot.", field="baseline")
+    return baseline
 
 
 def leaf_history(leaf: Leaf) -> QuerySet[LeafRevision]:

@@ -323,11 +323,7 @@ AnyRole = role_permission(write=None)
 @permission_classes([AnyRole])
 def diff(request):
     """Leaves added, modified or removed since a baseline, like `ilab taxonomy diff`."""
-    baseline = None
-    if request.query_params.get("baseline"):
-        baseline = TaxonomySnapshot.objects.filter(pk=request.query_params["baseline"]).first()
-        if baseline is None:
-            raise LabError(f"No snapshot {request.query_params['baseline']}.", field="baseline")
+    baseline = selectors.snapshot_by_id(request.query_params.get("baseline", ""))
     return Response(selectors.taxonomy_diff(baseline=baseline).as_dict())
 
 

@@ -4,25 +4,27 @@ import io
 
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 
 from curation import services
 from curation.forms import SnapshotForm
-from curation.models import Kind, TaxonomySnapshot
+from curation.models import Kind
 from curation.selectors import (
     export_files,
     find_folder,
     kind_counts,
     leaf_ids_by_path,
     leaf_list,
+    snapshot_by_id,
     snapshot_list,
     taxonomy_diff,
     taxonomy_tree,
 )
 from curation.taxonomy.source import write_tar
+from labweb.errors import LabError
 from labweb.roles import any_role_required, curator_required
 from labweb.web import is_partial, submit
 
@@ -84,12 +86,10 @@ def export(request: HttpRequest) -> HttpResponse:
 
 
 def _diff_page(request: HttpRequest, *, errors: list[dict] = (), status: int = 200, name: str = "") -> HttpResponse:
-    baseline_id = request.GET.get("baseline", "")
-    baseline = None
-    if baseline_id:
-        if not baseline_id.isdigit():
-            raise Http404("No such snapshot.")
-        baseline = get_object_or_404(TaxonomySnapshot.objects.select_related("created_by"), pk=baseline_id)
+    try:
+        baseline = snapshot_by_id(request.GET.get("baseline", ""))
+    except LabError as error:
+        baseline, errors, status = None, [*errors, error.as_dict()], 400
     diff = taxonomy_diff(baseline=baseline)
     ids = leaf_ids_by_path(diff.added + diff.modified)
     return render(
