@@ -44,8 +44,8 @@ class Page:
         return f"{url}?{self.query}" if self.query else url
 
 
-def revision(w: World) -> int:
-    return Leaf.objects.get(pk=w.leaf).revision
+def revision(w: World, pk: int | None = None) -> int:
+    return Leaf.objects.get(pk=pk or w.leaf).revision
 
 
 def with_revision(**extra) -> Callable[[World], dict]:
@@ -101,10 +101,11 @@ PAGES = [
     P("POST", "seed_update",     seed,                  WRITE, 302, with_revision(question="q", answer="a")),
     P("POST", "seed_delete",     seed,                  WRITE, 302, with_revision()),
     P("POST", "seed_move",       seed,                  WRITE, 302, with_revision(position=3)),
-    P("POST", "document_add",    leaf,                  WRITE, 302,
-      lambda w: {"revision": revision(w), "file": SimpleUploadedFile("b.md", b"# B")}),
+    P("POST", "document_add",    lambda w: [w.knowledge_leaf], WRITE, 302,
+      lambda w: {"revision": revision(w, w.knowledge_leaf), "file": SimpleUploadedFile("b.md", b"# B")}),
     P("GET",  "document_detail", document,              READ),
-    P("POST", "document_delete", document,              WRITE, 302, with_revision()),
+    P("POST", "document_delete", document,              WRITE, 302,
+      lambda w: {"revision": revision(w, w.knowledge_leaf)}),
     P("GET",  "import",          none,                  WRITE),
     P("POST", "import",          none,                  WRITE, 302, label=" archive", body=lambda w: {
         "source": "archive",
