@@ -97,6 +97,7 @@ PAGES = [
     P("GET",  "leaf_yaml",       leaf,                  READ),
     P("GET",  "leaf_history",    leaf,                  READ),
     P("GET",  "leaf_revision",   lambda w: [w.leaf, 1], READ),
+    P("GET",  "deleted_list",    none,                  READ),
     P("POST", "seed_add",        leaf,                  WRITE, 302, with_revision()),
     P("POST", "seed_update",     seed,                  WRITE, 302, with_revision(question="q", answer="a")),
     P("POST", "seed_delete",     seed,                  WRITE, 302, with_revision()),
@@ -238,8 +239,8 @@ def busiest_leaf() -> Leaf:
 @pytest.mark.parametrize(
     ("query", "most"),
     [
-        ("", 5),
-        ("q=writing", 7),  # the full page still counts every leaf for the header (the whole tree, as above)
+        ("", 5),  # the roots by kind, then every folder on the open path in one query, however deep
+        ("q=writing", 6),  # the header's counts per kind, the matches and their total
     ],
     ids=["tree", "search"],
 )

@@ -3,6 +3,7 @@
 from curation.views.documents import document_add, document_delete, document_detail
 from curation.views.imports import import_detail, import_limits, import_list, import_start
 from curation.views.leaves import (
+    deleted_list,
     leaf_create,
     leaf_delete,
     leaf_detail,
@@ -17,6 +18,7 @@ from curation.views.seeds import seed_add, seed_delete, seed_move, seed_update
 from curation.views.tree import diff, export, snapshot_create, tree, tree_children
 
 __all__ = [
+    "deleted_list",
     "diff",
     "document_add",
     "document_delete",
