@@ -6,8 +6,11 @@ drawn, not the size of the taxonomy. Per-leaf counters registered by other apps 
 summed per drawn folder over its subtree.
 """
 
+import itertools
 from dataclasses import dataclass, field
 
+from django.contrib.postgres.aggregates import ArrayAgg
+from django.db import connection
 from django.db.models import Case, Count, F, Max, Q, QuerySet, Value, When
 from django.db.models.functions import Concat, StrIndex, Substr
 
@@ -140,41 +143,53 @@ def _add_counts(top: Folder) -> None:
     One query gives each leaf below `top` with the drawn folder it falls in (the children of the deepest open
     folder above it), one call of each provider counts them all, and the sums fold up the open path.
     """
-    chain = [top]
-    while (opened := next((c for c in chain[-1].children or () if c.children is not None), None)) is not None:
-        chain.append(opened)
-    deeper = list(enumerate(chain))[:0:-1]
+    path = [top]
+    while (opened := next((c for c in path[-1].children or () if c.children is not None), None)) is not None:
+        path.append(opened)
+    deeper = list(enumerate(path))[:0:-1]
     level = Case(*[When(path__startswith=f.path + "/", then=Value(i)) for i, f in deeper], default=Value(0))
     child = Case(
         *[When(path__startswith=f.path + "/", then=_next_segment(f.path)) for i, f in deeper],
-        default=_next_segment(top.path),
+        default=_next_segment(top.path) if top.path else F("kind"),  # a leaf's kind is its root folder
     )
     leaves = Leaf.objects.order_by()
     if top.path:
         leaves = leaves.filter(path__startswith=top.path + "/")
-    rows = list(leaves.annotate(level=level, child=child).values_list("id", "level", "child"))
-    counts = tree_counters.leaf_counts([leaf_id for leaf_id, _, _ in rows])
+    groups = _ids_by_bucket(leaves.annotate(level=level, child=child))
+    counts = tree_counters.leaf_counts(list(itertools.chain.from_iterable(ids for _, _, ids in groups)))
     buckets: dict[tuple[int, str], dict[str, dict[str, int]]] = {}
     for key, per_leaf in counts.items():
-        if not per_leaf:
-            continue
-        for leaf_id, depth, name in rows:
-            values = per_leaf.get(leaf_id)
-            if values:
+        for depth, name, ids in groups:
+            # Set intersection runs in C: only the leaves a provider counted are visited in Python.
+            counted = per_leaf.keys() & set(ids)
+            if counted:
                 sums = buckets.setdefault((depth, name), tree_counters.empty_sums())[key]
-                for field_name, value in values.items():
-                    sums[field_name] += value
+                for leaf_id in counted:
+                    for field_name, value in per_leaf[leaf_id].items():
+                        sums[field_name] += value
     below = tree_counters.empty_sums()  # everything under the open folder one level down
-    for depth in range(len(chain) - 1, -1, -1):
+    for depth in range(len(path) - 1, -1, -1):
         level_total = tree_counters.empty_sums()
-        for folder in chain[depth].children or ():
+        for folder in path[depth].children or ():
             folder.counts = tree_counters.empty_sums()
             _merge(folder.counts, buckets.get((depth, folder.name)))
-            if depth + 1 < len(chain) and folder is chain[depth + 1]:
+            if depth + 1 < len(path) and folder is path[depth + 1]:
                 _merge(folder.counts, below)
             _merge(level_total, folder.counts)
         below = level_total
     top.counts = below
+
+
+def _ids_by_bucket(leaves: QuerySet) -> list[tuple[int, str, list[int]]]:
+    """(level, child, leaf ids) per drawn folder: on PostgreSQL a few rows of id arrays rather than a row a leaf,
+    which is most of the cost at 50,000 leaves."""
+    if connection.vendor == "postgresql":
+        rows = leaves.values("level", "child").annotate(ids=ArrayAgg("id"))
+        return [(row["level"], row["child"], row["ids"]) for row in rows]
+    grouped: dict[tuple[int, str], list[int]] = {}
+    for leaf_id, depth, name in leaves.values_list("id", "level", "child"):
+        grouped.setdefault((depth, name), []).append(leaf_id)
+    return [(depth, name, ids) for (depth, name), ids in grouped.items()]
 
 
 def _merge(into: dict[str, dict[str, int]], add: dict[str, dict[str, int]] | None) -> None:

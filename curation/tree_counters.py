@@ -91,15 +91,12 @@ def leaf_counts(leaf_ids: Sequence[int]) -> dict[str, dict[int, dict[str, int]]]
     out: dict[str, dict[int, dict[str, int]]] = {}
     for counters in registered():
         found = counters.counts(leaf_ids) if leaf_ids else {}
-        per_leaf: dict[int, dict[str, int]] = {}
-        for leaf_id, values in found.items():
-            row = {}
-            for field in counters.fields:
-                value = values.get(field, 0)
-                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                    raise ValueError(f"Counter {counters.key!r} gave leaf {leaf_id} {field}={value!r}.")
-                row[field] = value
-            per_leaf[leaf_id] = row
+        fields = counters.fields
+        per_leaf = {leaf_id: {f: values.get(f, 0) for f in fields} for leaf_id, values in found.items()}
+        for leaf_id, row in per_leaf.items():
+            if not all(type(value) is int and value >= 0 for value in row.values()):
+                bad = next(f"{f}={v!r}" for f, v in row.items() if type(v) is not int or v < 0)
+                raise ValueError(f"Counter {counters.key!r} gave leaf {leaf_id} {bad}.")
         out[counters.key] = per_leaf
     return out
 
