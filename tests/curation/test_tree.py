@@ -4,7 +4,6 @@ of queries, with the per-leaf counters other apps register (`curation.tree_count
 import re
 
 import pytest
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
@@ -212,4 +211,3 @@ def test_a_provider_returning_a_negative_count_is_an_error_not_a_bar(page, db, r
 def test_without_a_counter_the_tree_draws_no_bars(page, db):
     add_leaves(PATHS)
     assert 'class="counter ' not in page.get(reverse("curation:tree")).content.decode()
-    assert connection.vendor == "postgresql"
