@@ -105,7 +105,7 @@ def _roots() -> list[Folder]:
     rows = Leaf.objects.order_by().values("kind").annotate(n=Count("id"), bad=Count("id", filter=Q(is_valid=False)))
     for row in rows:
         counts[row["kind"]] = (row["n"], row["bad"])
-    return [Folder(name=k, path=k, leaves=n, invalid=bad, has_children=n > 0) for k, (n, bad) in counts.items()]
+    return _sort(Folder(name=k, path=k, leaves=n, invalid=bad, has_children=n > 0) for k, (n, bad) in counts.items())
 
 
 def _children(*prefixes: str) -> dict[str, list[Folder]]:

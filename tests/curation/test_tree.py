@@ -78,6 +78,9 @@ def test_the_tree_page_shows_roots_counted_and_opens_only_the_folders_on_the_ope
     add_leaves(PATHS, invalid=("compositional_skills/math/sums",))
     html = page.get(reverse("curation:tree"), {"open": "compositional_skills/writing/poetry"}).content.decode()
     assert re.search(r'id="count-leaves">6<', html) and re.search(r'id="count-invalid" class="bad">1<', html)
+    marks = ('data-path="compositional_skills"', ">foundational_skills<", 'data-path="knowledge"')
+    at = [html.index(mark) for mark in marks]
+    assert at == sorted(at)  # the roots by name, as every level
     assert 'data-path="compositional_skills/writing/poetry" open' in html
     assert 'data-path="compositional_skills/writing/prose"' in html  # a sibling on the path: shown, closed
     assert "/taxonomy/leaf/" in html and ">haiku<" in html
