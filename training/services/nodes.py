@@ -23,7 +23,7 @@ from django.utils import timezone
 from labweb import jobs
 from labweb.errors import LabError
 from training.models import Checkpoint, StepMetric, TrainingEvent, TrainingJob, TrainingNode, TrainingPhase
-from training.services.jobs import job_dispatch, event, storage_root
+from training.services.jobs import event, job_dispatch, storage_root
 from training.trainer.config import TrainConfig
 from training.trainer.events import EVENTS, read_events
 from training.trainer.mixing import Recipe, Source, mix
