@@ -46,6 +46,8 @@ PATH_OBJECT = {
     "runs": "run",
     "work-items": "item",
     "samples": "sample",
+    "training-jobs": "training_job",
+    "checkpoints": "checkpoint",
 }
 SKIP = {"/api/schema/"}  # serves the schema itself; its `format`/`lang` are drf-spectacular's, checked below
 
