@@ -2,6 +2,7 @@ from django.conf import settings
 from django.db import models
 
 from curation.models import Leaf, TaxonomySnapshot
+from labweb import jobs
 
 
 class Teacher(models.Model):
@@ -55,13 +56,9 @@ class Teacher(models.Model):
         }
 
 
-class GenerationRun(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
+class GenerationRun(jobs.Job):
+    """A run of the pipelines over leaves of the taxonomy; its units of work are WorkItems. The job lifecycle
+    (status, error, who and when) is the one every kind of job shares (labweb.jobs)."""
 
     class Scope(models.TextChoices):
         ALL = "all", "Whole taxonomy"
@@ -69,7 +66,6 @@ class GenerationRun(models.Model):
         SELECTED = "selected", "Chosen leaves"
 
     name = models.CharField(max_length=200, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     teacher = models.ForeignKey(Teacher, on_delete=models.PROTECT, related_name="runs")
     teacher_config = models.JSONField(help_text="The teacher as it was when the run started (no key)")
     scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.ALL)
@@ -77,26 +73,15 @@ class GenerationRun(models.Model):
     samples_per_leaf = models.PositiveIntegerField(default=30)
     config = models.JSONField(default=dict, help_text="Pipeline configuration (PipelineConfig)")
     prompt_versions = models.JSONField(default=dict)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at", "-id"]
+    class Meta(jobs.Job.Meta):
+        pass
 
     def __str__(self) -> str:
         return self.name or f"Run {self.pk}"
 
-    @property
-    def is_active(self) -> bool:
-        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
 
-
-class WorkItem(models.Model):
+class WorkItem(jobs.Leased):
     """One unit of a run (a seed example of a skills leaf, a chunk of a knowledge leaf), claimed with a lease."""
 
     class State(models.TextChoices):
@@ -120,9 +105,6 @@ class WorkItem(models.Model):
     queued_at = models.DateTimeField(
         null=True, blank=True, help_text="When its task was sent; empty while no task is on its way to it"
     )
-    lease_owner = models.CharField(max_length=64, blank=True)
-    lease_until = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
     kept = models.PositiveIntegerField(default=0)
     counts = models.JSONField(default=dict)
     stats = models.JSONField(default=dict)
@@ -202,23 +184,12 @@ class TeacherResponse(models.Model):
         return self.key
 
 
-class RunEvent(models.Model):
+class RunEvent(jobs.Event):
     """A line of a run's log: what started, finished or failed, and the teacher's error when it did."""
-
-    class Level(models.TextChoices):
-        INFO = "info"
-        WARNING = "warning"
-        ERROR = "error"
 
     run = models.ForeignKey(GenerationRun, on_delete=models.CASCADE, related_name="events")
     item = models.ForeignKey(WorkItem, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
     leaf_path = models.CharField(max_length=1000, blank=True)
-    level = models.CharField(max_length=16, choices=Level.choices, default=Level.INFO)
-    message = models.TextField()
-    created_at = models.DateTimeField(auto_now_add=True)
 
-    class Meta:
-        ordering = ["-created_at", "-id"]
-
-    def __str__(self) -> str:
-        return self.message[:80]
+    class Meta(jobs.Event.Meta):
+        pass
