@@ -17,6 +17,7 @@ from generation.sdg.pipelines import Sample as SdgSample
 from generation.sdg.teacher import CachedTeacher, Completion, TeacherError
 from generation.services.runs import lease_seconds, run_fail, run_finish_if_done
 from generation.services.teachers import TEACHER_FIELDS, teacher_client
+from generation.signals import samples_written
 from labweb.errors import LabError
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,9 @@ def samples_write(*, item: WorkItem, samples: list[SdgSample]) -> int:
         )
         for sample in samples
     ]
-    created = Sample.objects.bulk_create(rows, ignore_conflicts=True)
+    with transaction.atomic():
+        created = Sample.objects.bulk_create(rows, ignore_conflicts=True)
+        samples_written.send(sender=Sample, item=item)
     return len(created)
 
 
