@@ -24,6 +24,7 @@ def make_samples(curator):
 
     def make(per_item: int = 2, *, required: int | None = None, rule: str = "unanimous"):
         from curation.models import Leaf
+        from generation.models import Teacher
 
         if not Leaf.objects.exists():
             buffer = io.BytesIO()
@@ -33,7 +34,7 @@ def make_samples(curator):
             )
         teacher = teacher_create(
             user=curator,
-            name=f"t{Leaf.objects.count()}-{id(make)}",
+            name=f"teacher {Teacher.objects.count()}",
             base_url="http://127.0.0.1:9/v1",
             model="teacher-model",
         )
@@ -72,3 +73,35 @@ def second_reviewer(db):
     from tests.conftest import _user
 
     return _user("rita", "reviewer")
+
+
+@pytest.fixture
+def eager(settings):
+    """Celery tasks run at once in this process (bulk jobs), as CELERY_TASK_ALWAYS_EAGER does."""
+    from labweb.celery import app
+
+    before = app.conf.task_always_eager
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before
+
+
+def assert_consistent():
+    """Every item's state and text equal what its decisions say, and the counters equal a recount."""
+    from django.db.models import Count, Q
+
+    from review.models import Counter, ReviewItem
+    from review.services.decisions import replay_state
+
+    for item in ReviewItem.objects.prefetch_related("decisions__undoes"):
+        assert replay_state(item) == (item.state, item.question, item.response), item.pk
+    states = ("pending", "approved", "rejected", "edited")
+    recount = {
+        (row["run_id"], row["leaf_path"]): tuple(row[s] for s in states)
+        for row in ReviewItem.objects.order_by()
+        .values("run_id", "leaf_path")
+        .annotate(**{s: Count("pk", filter=Q(state=s)) for s in states})
+    }
+    kept = {(c.run_id, c.leaf_path): (c.pending, c.approved, c.rejected, c.edited) for c in Counter.objects.all()}
+    assert kept == recount
