@@ -127,11 +127,7 @@ def _moved_on(request: HttpRequest, item, queue: Queue, note: str) -> HttpRespon
         response["HX-Push-Url"] = screen_url(target.pk, queue)
         return response
     messages.success(request, note)
-    return (
-        redirect(screen_url(target.pk, queue), status=303)
-        if following
-        else redirect(reverse("review:queue") + _qs(queue))
-    )
+    return redirect(screen_url(target.pk, queue)) if following else redirect(reverse("review:queue") + _qs(queue))
 
 
 def _refused(request: HttpRequest, pk: int, queue: Queue, error: LabError) -> HttpResponse:
@@ -141,7 +137,7 @@ def _refused(request: HttpRequest, pk: int, queue: Queue, error: LabError) -> Ht
         if is_partial(request):
             return render(request, "review/partials/gone.html", {"error": error, "qs": _qs(queue)}, status=status)
         messages.error(request, error.message)
-        return redirect(reverse("review:queue") + _qs(queue), status=303)
+        return redirect(reverse("review:queue") + _qs(queue))
     context = _screen_context(request, item, queue, error=error)
     if is_partial(request):
         return render(request, f"{SCREEN}#screen", context, status=status)
@@ -190,7 +186,7 @@ def undo(request: HttpRequest) -> HttpResponse:
         if shown and selectors.item_for_screen(shown):
             return _refused(request, shown, current, error)
         messages.error(request, error.message)
-        return redirect(reverse("review:queue") + _qs(current), status=303)
+        return redirect(reverse("review:queue") + _qs(current))
     decision = undone[0]
     if decision.job_id:
         note = f"Bulk job {decision.job_id} is being undone as a whole."
@@ -198,7 +194,7 @@ def undo(request: HttpRequest) -> HttpResponse:
         if is_partial(request):
             return HttpResponseClientRedirect(url)
         messages.success(request, note)
-        return redirect(url, status=303)
+        return redirect(url)
     note = f"Took back your {decision.get_action_display()} of sample {decision.item_id}."
     if is_partial(request):
         context = _screen_context(request, selectors.item_for_screen(decision.item_id), current)
@@ -207,7 +203,7 @@ def undo(request: HttpRequest) -> HttpResponse:
         response["HX-Push-Url"] = screen_url(decision.item_id, current)
         return response
     messages.success(request, note)
-    return redirect(screen_url(decision.item_id, current), status=303)
+    return redirect(screen_url(decision.item_id, current))
 
 
 @require_POST
@@ -222,9 +218,9 @@ def claim(request: HttpRequest) -> HttpResponse:
             error = refused
     if error:
         messages.error(request, error.message)
-        return redirect(reverse("review:queue") + _qs(current), status=303)
+        return redirect(reverse("review:queue") + _qs(current))
     messages.success(request, f"{len(ids)} sample{'s' if len(ids) != 1 else ''} held for you.")
-    return redirect(screen_url(ids[0], current), status=303)
+    return redirect(screen_url(ids[0], current))
 
 
 def _ids(values: list[str]) -> list[int]:
@@ -293,9 +289,9 @@ def bulk_start(request: HttpRequest) -> HttpResponse:
             error = refused
     if error:
         messages.error(request, error.message)
-        return redirect(reverse("review:queue") + _qs(current), status=303)
+        return redirect(reverse("review:queue") + _qs(current))
     messages.success(request, f"Bulk {job.action} of {job.expected} samples started.")
-    return redirect(reverse("review:bulk_job", args=[job.pk]), status=303)
+    return redirect(reverse("review:bulk_job", args=[job.pk]))
 
 
 @require_GET
@@ -321,7 +317,7 @@ def bulk_undo(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, error.message)
     else:
         messages.success(request, f"Undoing bulk job {job.pk} as a whole.")
-    return redirect(reverse("review:bulk_job", args=[pk]), status=303)
+    return redirect(reverse("review:bulk_job", args=[pk]))
 
 
 @require_GET

@@ -1,7 +1,7 @@
-"""Every HTML page and form of the curation and generation apps walked through the role matrix, and the query
+"""Every HTML page and form of the curation, generation and review apps walked through the role matrix, and the query
 counts of the pages that list the taxonomy.
 
-The table below must name exactly the URL patterns of curation/urls.py and generation/urls.py: a new view
+The table below must name exactly the URL patterns of curation/urls.py, generation/urls.py and review/urls.py: a new view
 without a row fails `test_role_table_covers_every_html_url`, and a method a view accepts without a row fails
 `test_methods_outside_the_table_are_405`.
 """
@@ -18,8 +18,9 @@ from django.urls import reverse
 from curation import urls as curation_urls
 from curation.models import Document, Leaf
 from generation import urls as generation_urls
+from review import urls as review_urls
 from tests import test_api_roles
-from tests.test_api_roles import ALLOWED, OPERATE, POEMS, READ, ROLES, STAFF, WRITE, World, state, targz
+from tests.test_api_roles import ALLOWED, OPERATE, POEMS, READ, REVIEW, ROLES, STAFF, WRITE, World, state, targz
 
 world = test_api_roles.world  # the same leaf, seed, document, snapshot and import record as the API matrix
 
@@ -138,6 +139,21 @@ PAGES = [
     P("POST", "generation:teacher_delete", lambda w: [w.spare_teacher], OPERATE, 302),
     P("GET",  "generation:sample_list",    none,                      READ),
     P("GET",  "generation:sample_detail",  lambda w: [w.sample],      READ),
+    P("GET",  "review:queue",              none,                      READ),
+    P("GET",  "review:queue",              none,                      READ, query="state=any&sort=-score&q=q",
+      label=" filtered"),
+    P("GET",  "review:screen",             lambda w: [w.sample],      READ),
+    P("POST", "review:decide",             lambda w: [w.sample],      REVIEW, 302,
+      lambda w: {"action": "approve", "version": 1}),
+    P("POST", "review:undo",               none,                      REVIEW, 302),
+    P("POST", "review:claim",              none,                      REVIEW, 302, lambda w: {"size": 5}),
+    P("GET",  "review:bulk_confirm",       none,                      REVIEW, query="action=approve"),
+    P("POST", "review:bulk_start",         none,                      REVIEW, 302,
+      lambda w: {"action": "approve", "expected": 1}),
+    P("GET",  "review:bulk_job",           lambda w: [w.job],         READ),
+    P("POST", "review:bulk_undo",          lambda w: [w.job],         REVIEW, 302),
+    P("GET",  "review:progress",           none,                      READ),
+    P("GET",  "review:agreement",          none,                      READ),
 ]
 # fmt: on
 
@@ -202,6 +218,7 @@ def test_page_answers_every_role_as_the_matrix_says(page, world, clients):
 def test_role_table_covers_every_html_url():
     names = {pattern.name for pattern in curation_urls.urlpatterns}
     names |= {f"generation:{pattern.name}" for pattern in generation_urls.urlpatterns}
+    names |= {f"review:{pattern.name}" for pattern in review_urls.urlpatterns}
     table = {page.name for page in PAGES}
     assert names - table == set(), "HTML URLs without a row in the role table"
     assert table - names == set(), "rows in the role table for URLs that do not exist"
