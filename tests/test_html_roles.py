@@ -1,8 +1,8 @@
 """Every HTML page and form of the curation, generation and review apps walked through the role matrix, and the query
 counts of the pages that list the taxonomy.
 
-The table below must name exactly the URL patterns of curation/urls.py, generation/urls.py and review/urls.py: a new view
-without a row fails `test_role_table_covers_every_html_url`, and a method a view accepts without a row fails
+The table below must name exactly the URL patterns of curation/urls.py, generation/urls.py and review/urls.py: a
+new view without a row fails `test_role_table_covers_every_html_url`, and a method a view accepts without a row fails
 `test_methods_outside_the_table_are_405`.
 """
 
