@@ -60,13 +60,16 @@ def item_diff(item: ReviewItem) -> dict | None:
 
 
 def neighbours(item: ReviewItem, queue: Queue, *, reviewer) -> tuple[ReviewItem | None, ReviewItem | None]:
-    """The queue's samples just before and just after `item` in its order (whatever the item's own state)."""
+    """The samples around `item` in the queue's order: the next one the queue still offers, and the one just
+    before it whatever its state (so a reviewer can step back to what they just decided)."""
+    from dataclasses import replace
+
     order = queue.order
     key = [getattr(item, name.lstrip("-")) for name in order]
-    items = queue.queryset(reviewer=reviewer).exclude(pk=item.pk)
     flipped = [o[1:] if o.startswith("-") else f"-{o}" for o in order]
-    following = after(items, order, key).order_by(*order).select_related("sample").first()
-    previous = after(items, order, key, backwards=True).order_by(*flipped).first()
+    following = after(queue.queryset(reviewer=reviewer).exclude(pk=item.pk), order, key).order_by(*order).first()
+    behind = replace(queue, state="any").queryset().exclude(pk=item.pk)
+    previous = after(behind, order, key, backwards=True).order_by(*flipped).first()
     return previous, following
 
 

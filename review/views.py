@@ -195,7 +195,8 @@ def undo(request: HttpRequest) -> HttpResponse:
             return HttpResponseClientRedirect(url)
         messages.success(request, note)
         return redirect(url)
-    note = f"Took back your {decision.get_action_display()} of sample {decision.item_id}."
+    what = {rules.APPROVE: "approval", rules.REJECT: "rejection", rules.EDIT: "edit"}[decision.action]
+    note = f"Took back your {what} of sample {decision.item_id}."
     if is_partial(request):
         context = _screen_context(request, selectors.item_for_screen(decision.item_id), current)
         context["notice"] = note

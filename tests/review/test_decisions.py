@@ -9,7 +9,7 @@ from review.models import BulkJob, Decision, ReviewItem, ReviewPolicy
 from review.queue import Queue
 from review.services import bulk
 from review.services.decisions import Gone, decision_undo, sample_decide
-from tests.review.conftest import assert_consistent
+from tests.support.review import assert_consistent
 
 pytestmark = pytest.mark.django_db
 
