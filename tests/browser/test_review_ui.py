@@ -8,7 +8,6 @@ from playwright.sync_api import expect
 
 from review.models import BulkJob, ReviewItem
 from tests.browser.conftest import sign_in
-from tests.support.review import eager, make_samples, second_reviewer  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser
 POEMS = "compositional_skills/writing/poems"

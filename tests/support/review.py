@@ -40,7 +40,16 @@ def make_samples(curator):
             base_url="http://127.0.0.1:9/v1",
             model="teacher-model",
         )
-        run = run_create(teacher=teacher, user=curator, samples_per_leaf=5)
+        from labweb.celery import app
+
+        # The run's work items are never processed (the samples are written below): with eager tasks on, a
+        # committed run_create would run them at once against a teacher that is not there.
+        eager = app.conf.task_always_eager
+        app.conf.task_always_eager = False
+        try:
+            run = run_create(teacher=teacher, user=curator, samples_per_leaf=5)
+        finally:
+            app.conf.task_always_eager = eager
         if required:
             from review.models import ReviewPolicy
 
