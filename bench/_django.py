@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "fixtures" / "instructlab-taxonomy"
+CORPUS = REPO / "tests" / "fixtures" / "instructlab-taxonomy"
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labweb.settings")
 os.environ.setdefault("DEBUG", "1")

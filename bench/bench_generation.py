@@ -310,7 +310,7 @@ def labweb(*, teacher, user, samples_per_leaf: int, seed: int, workers: int, exp
     from generation.services.items import item_process
     from generation.services.runs import run_create
 
-    with mock.patch("generation.services.runs.run_dispatch"):
+    with mock.patch("generation.services.runs.send_task_on_commit"):
         run = run_create(
             teacher=teacher,
             user=user,
@@ -345,7 +345,7 @@ def labweb(*, teacher, user, samples_per_leaf: int, seed: int, workers: int, exp
         list(pool.map(lambda _: connect(), range(workers)))
         # ... and the process has made a teacher call: its client exists and is connected on the shared loop.
         from generation.sdg.loop import Bridge
-        from generation.sdg.teacher import Sampling
+        from generation.sdg.teachers import Sampling
         from generation.services.teachers import teacher_client
 
         Bridge().run(teacher_client(teacher).complete([{"role": "user", "content": "Warm up."}], Sampling(seed=0)))

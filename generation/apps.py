@@ -4,3 +4,11 @@ from django.apps import AppConfig
 class GenerationConfig(AppConfig):
     name = "generation"
     verbose_name = "Synthetic data generation"
+
+    def ready(self) -> None:
+        # The services queue these tasks by name (labweb.jobs); every process that sends them must know them.
+        import generation.tasks  # noqa: F401
+        from generation.services.runs import requeue_expired
+        from labweb.jobs import register_reaper
+
+        register_reaper("generation", requeue_expired)

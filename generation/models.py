@@ -117,6 +117,9 @@ class WorkItem(models.Model):
     spec = models.JSONField(help_text="The leaf content and chunk this unit works from, frozen at run start")
     target = models.PositiveIntegerField()
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
+    queued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its task was sent; empty while no task is on its way to it"
+    )
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)

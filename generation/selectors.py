@@ -90,10 +90,6 @@ class RunProgress:
         return _percent(self.processed, self.items)
 
     @property
-    def kept_percent(self) -> int:
-        return _percent(self.kept, self.target)
-
-    @property
     def funnel(self) -> dict:
         """The stage counters as a table: one column per outcome any stage reported (None: not one of its outcomes)."""
         columns = sorted({outcome for stage in self.stages for outcome in stage.outcomes}, key=_outcome_key)

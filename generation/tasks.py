@@ -1,20 +1,19 @@
-"""Celery tasks of the generation queue: thin wrappers that take ids and call services."""
+"""Celery tasks of the generation queue: thin wrappers that take ids and call services.
+
+The services queue them by name (`labweb.jobs`), so this module is the only one that imports the other way.
+"""
 
 from celery import shared_task
 
 from generation.services import items, runs
 
 
-@shared_task(acks_late=True, ignore_result=True)
-def process_item(item_id: int) -> str:
-    return items.item_process(item_id=item_id)
+@shared_task
+def dispatch_run(run_id: int) -> None:
+    """Queue the run's items; run_create and run_resume queue this once the run is committed."""
+    runs.run_dispatch(run_id=run_id)
 
 
-@shared_task(ignore_result=True)
-def dispatch_run(run_id: int) -> int:
-    return runs.run_dispatch(run_id=run_id)
-
-
-@shared_task(ignore_result=True)
-def requeue_expired() -> int:
-    return runs.requeue_expired()
+@shared_task(acks_late=True)
+def process_item(item_id: int) -> None:
+    items.item_process(item_id=item_id)

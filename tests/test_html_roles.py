@@ -1,7 +1,7 @@
-"""Every HTML page and form of the curation, generation and review apps walked through the role matrix, and the query
-counts of the pages that list the taxonomy.
+"""Every HTML page and form of the curation, generation, review and training apps walked through the role matrix,
+and the query counts of the pages that list the taxonomy.
 
-The table below must name exactly the URL patterns of curation/urls.py, generation/urls.py and review/urls.py: a
+The table below must name exactly the URL patterns of the curation, generation, review and training URLconfs: a
 new view without a row fails `test_role_table_covers_every_html_url`, and a method a view accepts without a row fails
 `test_methods_outside_the_table_are_405`.
 """
@@ -21,6 +21,7 @@ from generation import urls as generation_urls
 from review import urls as review_urls
 from tests import test_api_roles
 from tests.test_api_roles import ALLOWED, OPERATE, POEMS, READ, REVIEW, ROLES, STAFF, WRITE, World, state, targz
+from training import urls as training_urls
 
 world = test_api_roles.world  # the same leaf, seed, document, snapshot and import record as the API matrix
 
@@ -154,6 +155,18 @@ PAGES = [
     P("POST", "review:bulk_undo",          lambda w: [w.job],         REVIEW, 302),
     P("GET",  "review:progress",           none,                      READ),
     P("GET",  "review:agreement",          none,                      READ),
+    P("GET",  "training:job_list",         none,                      READ),
+    P("GET",  "training:job_create",       none,                      OPERATE),
+    P("POST", "training:job_create",       none,                      OPERATE, 302, lambda w: {
+        "base_model": "base", "processes_per_node": 1, "nodes": 1,
+        "phase0_recipe": test_api_roles.TRAINING_RECIPE, "phase0_epochs": 1}),
+    P("GET",  "training:job_detail",       lambda w: [w.training_job], READ),
+    P("GET",  "training:job_progress",     lambda w: [w.training_job], READ, htmx=True),
+    P("POST", "training:job_cancel",       lambda w: [w.training_job], OPERATE, 302),
+    P("POST", "training:job_resume",       lambda w: [w.stopped_job], OPERATE, 302),
+    P("GET",  "training:upload_list",      none,                      OPERATE),
+    P("POST", "training:upload_list",      none,                      OPERATE, 302, lambda w: {
+        "file": SimpleUploadedFile("more.jsonl", test_api_roles.FACTS_JSONL)}),
 ]
 # fmt: on
 
@@ -219,6 +232,7 @@ def test_role_table_covers_every_html_url():
     names = {pattern.name for pattern in curation_urls.urlpatterns}
     names |= {f"generation:{pattern.name}" for pattern in generation_urls.urlpatterns}
     names |= {f"review:{pattern.name}" for pattern in review_urls.urlpatterns}
+    names |= {f"training:{pattern.name}" for pattern in training_urls.urlpatterns}
     table = {page.name for page in PAGES}
     assert names - table == set(), "HTML URLs without a row in the role table"
     assert table - names == set(), "rows in the role table for URLs that do not exist"

@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class TrainingConfig(AppConfig):
     name = "training"
     verbose_name = "Training"
+
+    def ready(self) -> None:
+        import training.tasks  # noqa: F401 - registers the task names the services send
+        from labweb.jobs import register_reaper
+        from training.services.nodes import nodes_reap
+
+        register_reaper("training", nodes_reap)

@@ -1,6 +1,7 @@
 """Near-duplicate detection with ROUGE-L (the F-measure of the longest common token subsequence)."""
 
 import re
+from collections.abc import Iterable, Iterator
 
 from rapidfuzz.distance import LCSseq
 
@@ -39,3 +40,15 @@ class NearDuplicates:
                 return index
         self.kept.append(candidate)
         return None
+
+
+def earlier_repeats(texts: Iterable[str], threshold: float = 0.7) -> Iterator[int | None]:
+    """For each text in order, the position of the earlier text it nearly repeats; None for a first."""
+    seen, firsts = NearDuplicates(threshold=threshold), []
+    for position, text in enumerate(texts):
+        index = seen.match(text)
+        if index is None:
+            firsts.append(position)
+            yield None
+        else:
+            yield firsts[index]

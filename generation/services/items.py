@@ -5,6 +5,7 @@ import logging
 import uuid
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F, Q, Subquery
 from django.db.models.functions import Coalesce
@@ -12,16 +13,28 @@ from django.utils import timezone
 
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, TeacherResponse, WorkItem
 from generation.sdg.loop import Bridge
-from generation.sdg.pipelines import LeafSpec, PipelineConfig, Unit, UnitRunner
-from generation.sdg.pipelines import Sample as SdgSample
-from generation.sdg.teacher import CachedTeacher, Completion, TeacherError
-from generation.services.runs import lease_seconds, run_fail, run_finish_if_done
+from generation.sdg.pipelines import (
+    GeneratedSample,
+    LeafSpec,
+    PipelineConfig,
+    Unit,
+    UnitResult,
+    UnitRunner,
+    unit_runner,
+)
+from generation.sdg.teachers import CachedTeacher, Completion, TeacherClient, TeacherError
+from generation.services.runs import run_fail, run_finish_if_done
+from generation.services.samples import samples_write
 from generation.services.teachers import TEACHER_FIELDS, teacher_client
-from generation.signals import samples_written
 from labweb.errors import LabError
 
 logger = logging.getLogger(__name__)
 ACTIVE_RUN = (GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING)
+ANSWERS_PER_WRITE = 16
+
+
+def _lease_until(now):
+    return now + timedelta(seconds=settings.LABWEB_WORK_LEASE_SECONDS)
 
 
 def item_claim(*, item_id: int, owner: str) -> WorkItem | None:
@@ -33,7 +46,7 @@ def item_claim(*, item_id: int, owner: str) -> WorkItem | None:
         .update(
             state=WorkItem.State.RUNNING,
             lease_owner=owner,
-            lease_until=now + timedelta(seconds=lease_seconds()),
+            lease_until=_lease_until(now),
             attempts=F("attempts") + 1,
             started_at=Coalesce(F("started_at"), now),
         )
@@ -50,45 +63,82 @@ def item_claim(*, item_id: int, owner: str) -> WorkItem | None:
 
 def item_heartbeat(*, item_id: int, owner: str, counts: dict, stats: dict) -> bool:
     """Extend the lease and publish progress. False when the item is no longer ours or the run stopped."""
-    now = timezone.now()
     return bool(
         WorkItem.objects.filter(
             pk=item_id, lease_owner=owner, state=WorkItem.State.RUNNING, run__status__in=ACTIVE_RUN
-        ).update(lease_until=now + timedelta(seconds=lease_seconds()), counts=counts, stats=stats)
+        ).update(lease_until=_lease_until(timezone.now()), counts=counts, stats=stats)
     )
 
 
-def samples_write(*, item: WorkItem, samples: list[SdgSample]) -> int:
-    """Insert samples by idempotency key; a sample already written (by an earlier attempt) is left alone."""
-    rows = [
-        Sample(
-            idempotency_key=f"{item.run_id}:{item.pk}:{sample.key}",
-            run_id=item.run_id,
-            item=item,
-            leaf_id=item.leaf_id,
-            leaf_path=item.leaf_path,
-            kind=item.kind,
-            question=sample.question,
-            response=sample.response,
-            context=sample.context,
-            seed_indices=sample.seed_indices,
-            chunk_index=sample.chunk_index,
-            scores=sample.scores,
-            rationales=sample.rationales,
-            raw=sample.raw,
-            prompts=sample.prompts,
-            teacher_id=item.run.teacher_id,
-            teacher_model=item.run.teacher_config["model"],
+def item_process(*, item_id: int, owner: str | None = None) -> str:
+    """Run one work item to its end. Safe to call twice, or after a worker died holding it."""
+    owner = owner or uuid.uuid4().hex
+    item = item_claim(item_id=item_id, owner=owner)
+    if item is None:
+        return "skipped"
+    try:
+        client = _frozen_teacher(item.run)
+    except TeacherError as error:
+        run_fail(run_id=item.run_id, message=error.message)
+        WorkItem.objects.filter(pk=item.pk, lease_owner=owner).update(
+            state=WorkItem.State.FAILED, error=error.message, finished_at=timezone.now()
         )
-        for sample in samples
-    ]
-    with transaction.atomic():
-        created = Sample.objects.bulk_create(rows, ignore_conflicts=True)
-        samples_written.send(sender=Sample, item=item)
-    return len(created)
+        return "failed"
+    return _run_unit(item, owner, client)
 
 
-def _lookup(key: str) -> Completion | None:
+def _frozen_teacher(run: GenerationRun) -> TeacherClient:
+    """The teacher as the run recorded it: editing the teacher mid-run must not change what samples say."""
+    frozen = {name: value for name, value in run.teacher_config.items() if name in TEACHER_FIELDS}
+    client = teacher_client(Teacher(**frozen, api_key=run.teacher.api_key))
+    if hasattr(client, "load"):
+        client.load()  # a model that cannot load fails the run at once, not every item in turn
+    return client
+
+
+def _unit(item: WorkItem) -> Unit:
+    return Unit(
+        leaf=LeafSpec(**item.spec["leaf"]),
+        target=item.target,
+        seed_index=item.seed_index,
+        chunk_index=item.chunk_index,
+        chunk=item.spec.get("chunk"),
+    )
+
+
+class _LeaseLost(Exception):
+    pass
+
+
+class _ItemStore:
+    """The item's side of the response cache and its sample writes, done on the item's own thread.
+
+    Answers are saved in batches, but always with (or before) a sample made from them, in one transaction: a
+    retry must replay exactly the answers that decided which samples were kept.
+    """
+
+    def __init__(self, item: WorkItem, bridge: Bridge):
+        self.item, self.bridge = item, bridge
+        self.model = item.run.teacher_config["model"]
+        # Keys carry the run's own seed, so only a retried item can find its answers in the cache.
+        self.replaying = item.attempts > 1
+        self.unsaved: list[tuple[str, Completion]] = []
+
+    async def lookup(self, key: str) -> Completion | None:
+        return await self.bridge.call(_answer, key) if self.replaying else None
+
+    async def store(self, key: str, completion: Completion) -> None:
+        self.unsaved.append((key, completion))
+        if len(self.unsaved) >= ANSWERS_PER_WRITE:
+            await self.flush()
+
+    async def flush(self, samples: list[GeneratedSample] = ()) -> None:
+        if self.unsaved or samples:
+            answers, self.unsaved = self.unsaved, []
+            await self.bridge.call(_write, self.model, answers, self.item, list(samples))
+
+
+def _answer(key: str) -> Completion | None:
     row = TeacherResponse.objects.filter(key=key).first()
     if row is None:
         return None
@@ -100,158 +150,65 @@ def _lookup(key: str) -> Completion | None:
     )
 
 
-def _store(model: str, answers: list[tuple[str, Completion]]) -> None:
-    TeacherResponse.objects.bulk_create(
-        [
-            TeacherResponse(
-                key=key,
-                model=model,
-                text=completion.text,
-                prompt_tokens=completion.prompt_tokens,
-                completion_tokens=completion.completion_tokens,
-                finish_reason=completion.finish_reason or "",
-            )
-            for key, completion in answers
-        ],
-        ignore_conflicts=True,
-    )
-
-
-def _write(model: str, answers: list[tuple[str, Completion]], item: WorkItem, samples: list[SdgSample]) -> None:
+def _write(model: str, answers: list[tuple[str, Completion]], item: WorkItem, samples: list[GeneratedSample]) -> None:
     with transaction.atomic():
         if answers:
-            _store(model, answers)
+            TeacherResponse.objects.bulk_create(
+                [
+                    TeacherResponse(
+                        key=key,
+                        model=model,
+                        text=completion.text,
+                        prompt_tokens=completion.prompt_tokens,
+                        completion_tokens=completion.completion_tokens,
+                        finish_reason=completion.finish_reason or "",
+                    )
+                    for key, completion in answers
+                ],
+                ignore_conflicts=True,
+            )
         if samples:
             samples_write(item=item, samples=samples)
 
 
-class _LeaseLost(Exception):
-    pass
+def _progress(runner: UnitRunner, teacher: CachedTeacher) -> dict:
+    return {"counts": dict(runner.result.counts), "stats": teacher.stats.as_dict()}
 
 
-def item_process(*, item_id: int, owner: str | None = None) -> str:
-    """Run one work item to its end. Safe to call twice, or after a worker died holding it."""
-    owner = owner or uuid.uuid4().hex
-    item = item_claim(item_id=item_id, owner=owner)
-    if item is None:
-        return "skipped"
-    run = item.run
+async def _drive(runner: UnitRunner, teacher: CachedTeacher, store: _ItemStore, *, owner: str) -> UnitResult:
+    """Run the unit, flushing its writes and renewing the lease every few seconds; stop when the lease is lost."""
+    item = store.item
+    work = asyncio.ensure_future(runner.run())
     try:
-        # The teacher as the run recorded it: editing the teacher mid-run must not change what samples say.
-        frozen = {name: value for name, value in run.teacher_config.items() if name in TEACHER_FIELDS}
-        client = teacher_client(Teacher(**frozen, api_key=run.teacher.api_key))
-        if hasattr(client, "load"):
-            client.load()
-    except TeacherError as error:
-        run_fail(run_id=run.pk, message=error.message)
-        WorkItem.objects.filter(pk=item.pk, lease_owner=owner).update(
-            state=WorkItem.State.FAILED, error=error.message, finished_at=timezone.now()
-        )
-        return "failed"
-    return _run_item(item, owner, client)
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=min(5.0, settings.LABWEB_WORK_LEASE_SECONDS / 3))
+            await store.flush()
+            if done:  # the item's last update publishes its counts
+                return work.result()
+            alive = await store.bridge.call(item_heartbeat, item_id=item.pk, owner=owner, **_progress(runner, teacher))
+            if not alive:
+                work.cancel()
+                raise _LeaseLost()
+    finally:
+        if not work.done():
+            work.cancel()
 
 
-def _run_item(item: WorkItem, owner: str, client) -> str:
-    run = item.run
-    model = run.teacher_config["model"]
+def _run_unit(item: WorkItem, owner: str, client: TeacherClient) -> str:
     # The pipeline runs on the process's teacher loop; its database work comes back to this thread.
     bridge = Bridge()
-    in_db = bridge.call
-
-    # Keys carry the run's own seed, so only a retried item can find its answers in the cache.
-    replaying = item.attempts > 1
-
-    async def lookup(key):
-        return await in_db(_lookup, key) if replaying else None
-
-    unsaved: list[tuple[str, Completion]] = []
-
-    async def store(key, completion):
-        unsaved.append((key, completion))
-        if len(unsaved) >= 16:
-            await flush()
-
-    async def flush(samples=()):
-        # Answers are saved in batches, but always with (or before) a sample made from them, in one
-        # transaction: a retry must replay exactly the answers that decided which samples were kept.
-        if unsaved or samples:
-            batch = unsaved[:]
-            unsaved.clear()
-            await in_db(_write, model, batch, item, list(samples))
-
-    teacher = CachedTeacher(teacher=client, lookup=lookup, store=store)
-    spec = item.spec
-    unit = Unit(
-        leaf=LeafSpec(**spec["leaf"]),
-        target=item.target,
-        seed_index=item.seed_index,
-        chunk_index=item.chunk_index,
-        chunk=spec.get("chunk"),
-    )
-
-    runner = UnitRunner(unit, teacher, PipelineConfig.from_dict(run.config), flush)
-
-    async def drive():
-        work = asyncio.ensure_future(runner.run())
-        try:
-            while True:
-                done, _ = await asyncio.wait({work}, timeout=min(5.0, lease_seconds() / 3))
-                await flush()
-                if done:  # the item's last update publishes its counts
-                    return work.result()
-                alive = await in_db(
-                    item_heartbeat,
-                    item_id=item.pk,
-                    owner=owner,
-                    counts=dict(runner.result.counts),
-                    stats=teacher.stats.as_dict(),
-                )
-                if not alive:
-                    work.cancel()
-                    raise _LeaseLost()
-        finally:
-            if not work.done():
-                work.cancel()
-
+    store = _ItemStore(item, bridge)
+    teacher = CachedTeacher(teacher=client, lookup=store.lookup, store=store.store)
+    runner = unit_runner(_unit(item), teacher, PipelineConfig.from_dict(item.run.config), store.flush)
     try:
-        result = bridge.run(drive())
+        result = bridge.run(_drive(runner, teacher, store, owner=owner))
     except _LeaseLost:
-        # The run was cancelled (or another worker took the item over): hand the item back, keep its samples.
-        WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(
-            state=WorkItem.State.CANCELLED,
-            lease_owner="",
-            lease_until=None,
-            counts=dict(runner.result.counts),
-            stats=teacher.stats.as_dict(),
-            kept=_kept(item),
-        )
+        _item_hand_back(item, owner, _progress(runner, teacher))
         return "stopped"
     except Exception as error:  # noqa: BLE001 - whatever stops an item is recorded on it, never left running
-        if isinstance(error, LabError):
-            message = error.message
-        else:
-            logger.exception("Work item %s failed", item.pk)
-            message = f"{type(error).__name__}: {error}"
-        _finish(item, owner, WorkItem.State.FAILED, runner, teacher, error=message)
-        RunEvent.objects.create(
-            run=run,
-            item=item,
-            leaf_path=item.leaf_path,
-            level=RunEvent.Level.ERROR,
-            message=f"Work item failed: {message}",
-        )
-        run_finish_if_done(run_id=run.pk)
+        _item_failed(item, owner, _progress(runner, teacher), error)
         return "failed"
-    _finish(item, owner, WorkItem.State.DONE, runner, teacher)
-    if result.kept < item.target:
-        RunEvent.objects.create(
-            run=run,
-            item=item,
-            leaf_path=item.leaf_path,
-            level=RunEvent.Level.WARNING,
-            message=f"{item}: kept {result.kept} of {item.target} samples after {result.rounds} rounds.",
-        )
-    run_finish_if_done(run_id=run.pk)
+    _item_done(item, owner, _progress(runner, teacher), result)
     return "done"
 
 
@@ -261,13 +218,49 @@ def _kept(item: WorkItem) -> Coalesce:
     return Coalesce(Subquery(count[:1]), 0)
 
 
-def _finish(item, owner, state, runner, teacher, *, error="") -> None:
+def _item_hand_back(item: WorkItem, owner: str, progress: dict) -> None:
+    """The run was cancelled (or another worker took the item over): hand the item back, keep its samples."""
+    WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(
+        state=WorkItem.State.CANCELLED, lease_owner="", lease_until=None, kept=_kept(item), **progress
+    )
+
+
+def _finish(item: WorkItem, owner: str, state: str, progress: dict, *, error: str = "") -> None:
     WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(
         state=state,
         kept=_kept(item),
-        counts=dict(runner.result.counts),
-        stats=teacher.stats.as_dict(),
         error=error[:5000],
         finished_at=timezone.now(),
         lease_until=None,
+        **progress,
     )
+
+
+def _item_failed(item: WorkItem, owner: str, progress: dict, error: Exception) -> None:
+    if isinstance(error, LabError):
+        message = error.message
+    else:
+        logger.exception("Work item %s failed", item.pk, exc_info=error)
+        message = f"{type(error).__name__}: {error}"
+    _finish(item, owner, WorkItem.State.FAILED, progress, error=message)
+    RunEvent.objects.create(
+        run=item.run,
+        item=item,
+        leaf_path=item.leaf_path,
+        level=RunEvent.Level.ERROR,
+        message=f"Work item failed: {message}",
+    )
+    run_finish_if_done(run_id=item.run_id)
+
+
+def _item_done(item: WorkItem, owner: str, progress: dict, result: UnitResult) -> None:
+    _finish(item, owner, WorkItem.State.DONE, progress)
+    if result.kept < item.target:
+        RunEvent.objects.create(
+            run=item.run,
+            item=item,
+            leaf_path=item.leaf_path,
+            level=RunEvent.Level.WARNING,
+            message=f"{item}: kept {result.kept} of {item.target} samples after {result.rounds} rounds.",
+        )
+    run_finish_if_done(run_id=item.run_id)

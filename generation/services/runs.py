@@ -1,10 +1,7 @@
 """Generation runs: planning the work items, dispatching them, cancel, resume and completion."""
 
-import logging
 import secrets
 from dataclasses import asdict
-from itertools import groupby
-from operator import attrgetter
 
 from django.conf import settings
 from django.db import transaction
@@ -14,14 +11,14 @@ from django.utils import timezone
 from curation.models import Kind, Leaf, TaxonomySnapshot
 from curation.selectors import leaf_qna, taxonomy_diff
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
-from generation.sdg.chunking import chunk_document
-from generation.sdg.dedup import NearDuplicates
-from generation.sdg.pipelines import KNOWLEDGE, SKILLS, LeafSpec, PipelineConfig, split_target
+from generation.sdg.pipelines import KNOWLEDGE, SKILLS, LeafSource, LeafSpec, PipelineConfig, Unit, plan_run
 from generation.sdg.prompts import prompt_versions
+from generation.services.samples import samples_mark_duplicates
 from labweb.errors import ConflictError, LabError
+from labweb.jobs import send_task, send_task_on_commit
 
-logger = logging.getLogger(__name__)
-TERMINAL = (WorkItem.State.DONE, WorkItem.State.FAILED, WorkItem.State.CANCELLED)
+ACTIVE = (GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING)
+DISPATCH_BATCH = 500
 
 
 def _event(
@@ -37,9 +34,11 @@ def _event(
     )
 
 
-def _leaf_spec(leaf: Leaf) -> LeafSpec:
+def _leaf_source(leaf: Leaf) -> LeafSource:
+    if not leaf.is_valid:
+        return LeafSource(path=leaf.path, spec=None, problem=leaf.problems[0]["message"] if leaf.problems else "")
     qna = leaf_qna(leaf, leaf.seeds.all())
-    return LeafSpec(
+    spec = LeafSpec(
         path=leaf.path,
         kind=KNOWLEDGE if leaf.kind == Kind.KNOWLEDGE else SKILLS,
         seeds=qna.get("seed_examples") or [],
@@ -47,17 +46,49 @@ def _leaf_spec(leaf: Leaf) -> LeafSpec:
         domain=leaf.domain or "",
         document_outline=leaf.document_outline or "",
     )
+    return LeafSource(path=leaf.path, spec=spec, documents=tuple(document.content for document in leaf.documents.all()))
 
 
-def _select_leaves(scope: str, baseline: TaxonomySnapshot | None, leaf_ids: list[int] | None):
+def _select_leaves(scope: str, baseline: TaxonomySnapshot | None, leaf_ids: list[int] | None) -> list[Leaf]:
     leaves = Leaf.objects.prefetch_related("seeds", "documents").order_by("path")
     if scope == GenerationRun.Scope.CHANGED:
-        return leaves.filter(path__in=taxonomy_diff(baseline=baseline).changed)
+        return list(leaves.filter(path__in=taxonomy_diff(baseline=baseline).changed))
     if scope == GenerationRun.Scope.SELECTED:
         if not leaf_ids:
             raise LabError("Choose at least one leaf.", field="leaves")
-        return leaves.filter(pk__in=leaf_ids)
-    return leaves
+        return list(leaves.filter(pk__in=leaf_ids))
+    return list(leaves)
+
+
+def _pipeline_config(teacher: Teacher, config: dict | None) -> PipelineConfig:
+    config = dict(config or {})
+    config["sampling"] = {
+        "temperature": teacher.temperature,
+        "top_p": teacher.top_p,
+        "max_tokens": teacher.max_tokens,
+        # A fresh seed per run: a second run over the same leaves must not replay the first from the cache.
+        # It is stored with the run, so a resumed run replays its own answers exactly.
+        "seed": secrets.randbelow(2**31),
+    } | dict(config.get("sampling") or {})
+    try:
+        return PipelineConfig.from_dict(config)
+    except TypeError as exc:
+        raise LabError(f"Bad pipeline configuration: {exc}.", field="config") from None
+
+
+def _work_item(run: GenerationRun, leaf: Leaf, unit: Unit) -> WorkItem:
+    return WorkItem(
+        run=run,
+        leaf=leaf,
+        leaf_path=leaf.path,
+        leaf_hash=leaf.content_hash,
+        kind=unit.leaf.kind,
+        seed_index=unit.seed_index,
+        chunk_index=unit.chunk_index,
+        unit=unit.name,
+        spec={"leaf": asdict(unit.leaf), "chunk": unit.chunk},
+        target=unit.target,
+    )
 
 
 @transaction.atomic
@@ -82,19 +113,8 @@ def run_create(
         raise LabError(f"Unknown scope {scope!r}.", field="scope")
     if not 1 <= samples_per_leaf <= 100_000:
         raise LabError("Samples per leaf must be between 1 and 100,000.", field="samples_per_leaf")
-    config = dict(config or {})
-    config["sampling"] = {
-        "temperature": teacher.temperature,
-        "top_p": teacher.top_p,
-        "max_tokens": teacher.max_tokens,
-        # A fresh seed per run: a second run over the same leaves must not replay the first from the cache.
-        # It is stored with the run, so a resumed run replays its own answers exactly.
-        "seed": secrets.randbelow(2**31),
-    } | dict(config.get("sampling") or {})
-    try:
-        pipeline = PipelineConfig.from_dict(config)
-    except TypeError as exc:
-        raise LabError(f"Bad pipeline configuration: {exc}.", field="config") from None
+    pipeline = _pipeline_config(teacher, config)
+    leaves = _select_leaves(scope, baseline, leaf_ids)
     run = GenerationRun.objects.create(
         name=name,
         teacher=teacher,
@@ -106,85 +126,51 @@ def run_create(
         prompt_versions=prompt_versions(),
         created_by=user,
     )
-    items: list[WorkItem] = []
-    planned = 0
-    chunk_tokens = max(256, teacher.context_tokens // 2 - 300)
-    for leaf in _select_leaves(scope, baseline, leaf_ids):
-        if not leaf.is_valid:
-            first = leaf.problems[0]["message"] if leaf.problems else "it does not validate"
-            _event(run, f"Skipped: the leaf is invalid ({first}).", level=RunEvent.Level.ERROR, leaf_path=leaf.path)
-            continue
-        spec = _leaf_spec(leaf)
-        if len(spec.seeds) < min_seeds:
-            _event(
-                run,
-                f"Skipped: the leaf has {len(spec.seeds)} seed examples; generation needs {min_seeds}.",
-                level=RunEvent.Level.ERROR,
-                leaf_path=leaf.path,
-            )
-            continue
-        planned += 1
-        if spec.kind == KNOWLEDGE:
-            chunks = [
-                chunk
-                for document in leaf.documents.all()
-                for chunk in chunk_document(document.content, max_tokens=chunk_tokens)
-            ]
-            if not chunks:
-                _event(
-                    run,
-                    "Skipped: a knowledge leaf needs a source document to generate from; attach one.",
-                    level=RunEvent.Level.ERROR,
-                    leaf_path=leaf.path,
-                )
-                planned -= 1
-                continue
-            units = [{"chunk_index": index, "chunk": chunk} for index, chunk in enumerate(chunks)]
-        else:
-            units = [{"seed_index": index} for index in range(len(spec.seeds))]
-        for unit, target in zip(units, split_target(samples_per_leaf, len(units)), strict=True):
-            if target == 0:
-                continue
-            items.append(
-                WorkItem(
-                    run=run,
-                    leaf=leaf,
-                    leaf_path=leaf.path,
-                    leaf_hash=leaf.content_hash,
-                    kind=spec.kind,
-                    seed_index=unit.get("seed_index"),
-                    chunk_index=unit.get("chunk_index"),
-                    unit=f"seed {unit['seed_index']}" if "seed_index" in unit else f"chunk {unit['chunk_index']}",
-                    spec={"leaf": asdict(spec), "chunk": unit.get("chunk")},
-                    target=target,
-                )
-            )
-    WorkItem.objects.bulk_create(items, batch_size=1000)
-    if not items:
+    plan = plan_run(
+        map(_leaf_source, leaves),
+        samples_per_leaf=samples_per_leaf,
+        context_tokens=teacher.context_tokens,
+        min_seeds=min_seeds,
+    )
+    for skipped in plan.skipped:
+        _event(run, f"Skipped: {skipped.reason}.", level=RunEvent.Level.ERROR, leaf_path=skipped.path)
+    if not plan.units:
         run.status = GenerationRun.Status.FAILED
         run.error = "Nothing to generate: no leaf in scope can be generated from (see the run's log)."
         run.finished_at = timezone.now()
         run.save(update_fields=["status", "error", "finished_at"])
         return run
-    _event(run, f"Planned {len(items)} work items over {planned} leaves, {samples_per_leaf} samples per leaf.")
-    transaction.on_commit(lambda: run_dispatch(run_id=run.pk))
+    by_path = {leaf.path: leaf for leaf in leaves}
+    WorkItem.objects.bulk_create(
+        [_work_item(run, by_path[unit.leaf.path], unit) for unit in plan.units], batch_size=1000
+    )
+    _event(run, f"Planned {len(plan.units)} work items over {plan.leaves} leaves, {samples_per_leaf} samples per leaf.")
+    send_task_on_commit("generation.tasks.dispatch_run", run.pk)
     return run
 
 
 def run_dispatch(*, run_id: int) -> int:
-    """Queue a task for every pending item of an active run. Queuing twice is harmless: items are claimed."""
-    from generation.tasks import process_item
+    """Send a task for every pending item of an active run that has none on its way; return how many were sent.
 
-    ids = list(
-        WorkItem.objects.filter(
-            run_id=run_id,
-            state=WorkItem.State.PENDING,
-            run__status__in=[GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING],
-        ).values_list("pk", flat=True)
-    )
-    for item_id in ids:
-        process_item.delay(item_id)
-    return len(ids)
+    A batch is marked and sent in one transaction: a sender that dies midway leaves its batch unmarked, to be
+    sent by the next dispatch (a second message for an item is harmless: items are claimed). So dispatching
+    twice, or a dispatch task delivered twice, sends nothing more.
+    """
+    sent = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                WorkItem.objects.select_for_update(skip_locked=True, of=("self",))
+                .filter(run_id=run_id, run__status__in=ACTIVE, state=WorkItem.State.PENDING, queued_at__isnull=True)
+                .order_by("pk")
+                .values_list("pk", flat=True)[:DISPATCH_BATCH]
+            )
+            if not batch:
+                return sent
+            WorkItem.objects.filter(pk__in=batch).update(queued_at=timezone.now())
+            for item_id in batch:
+                send_task("generation.tasks.process_item", item_id)
+        sent += len(batch)
 
 
 @transaction.atomic
@@ -202,36 +188,44 @@ def run_cancel(*, run: GenerationRun, user) -> GenerationRun:
     return run
 
 
+def _stopped(now) -> Q:
+    """Items that stopped short of done: cancelled, failed, or held by a worker whose lease ran out."""
+    return Q(state__in=[WorkItem.State.CANCELLED, WorkItem.State.FAILED]) | Q(
+        state=WorkItem.State.RUNNING, lease_until__lt=now
+    )
+
+
+def run_resume_refusal(*, run: GenerationRun) -> str | None:
+    """Why `run_resume` would refuse the run now, or None when it would resume it (the run page asks too)."""
+    if not run.items.exclude(state=WorkItem.State.DONE).exists():
+        return "Every work item of this run is done (or it has none); there is nothing to resume."
+    if run.is_active and not run.items.filter(_stopped(timezone.now())).exists():
+        return "The run is still going; resume it once it stops."
+    return None
+
+
 @transaction.atomic
 def run_resume(*, run: GenerationRun, user) -> GenerationRun:
     """Start again what is not done: cancelled, failed and abandoned items. Done items and samples stay."""
     run = GenerationRun.objects.select_for_update().get(pk=run.pk)
-    if not run.items.exclude(state=WorkItem.State.DONE).exists():
-        raise ConflictError(
-            "Every work item of this run is done (or it has none); there is nothing to resume.", field="status"
-        )
-    stopped = Q(state__in=[WorkItem.State.CANCELLED, WorkItem.State.FAILED]) | Q(
-        state=WorkItem.State.RUNNING, lease_until__lt=timezone.now()
-    )
-    if run.is_active and not run.items.filter(stopped).exists():
-        raise ConflictError("The run is still going; resume it once it stops.", field="status")
-    now = timezone.now()
+    refusal = run_resume_refusal(run=run)
+    if refusal:
+        raise ConflictError(refusal, field="status")
     reset = (
         WorkItem.objects.filter(run=run)
         .filter(
-            Q(state__in=[WorkItem.State.CANCELLED, WorkItem.State.FAILED])
-            | Q(state=WorkItem.State.RUNNING, lease_until__lt=now)
+            _stopped(timezone.now())
             # Items a cancel stopped; a worker still finishing one loses its lease at its next heartbeat.
             | Q(state=WorkItem.State.RUNNING, run__status=GenerationRun.Status.CANCELLED)
         )
-        .update(state=WorkItem.State.PENDING, lease_owner="", lease_until=None, error="")
+        .update(state=WorkItem.State.PENDING, queued_at=None, lease_owner="", lease_until=None, error="")
     )
     run.status = GenerationRun.Status.RUNNING if run.started_at else GenerationRun.Status.QUEUED
     run.finished_at = None
     run.error = ""
     run.save(update_fields=["status", "finished_at", "error"])
     _event(run, f"Resumed by {user}: {reset} work items queued again.")
-    transaction.on_commit(lambda: run_dispatch(run_id=run.pk))
+    send_task_on_commit("generation.tasks.dispatch_run", run.pk)
     return run
 
 
@@ -277,32 +271,6 @@ def run_finish_if_done(*, run_id: int) -> bool:
     return bool(finished)
 
 
-def samples_mark_duplicates(*, run_id: int, threshold: float) -> int:
-    """Flag samples whose question nearly repeats one of another work item of the same leaf.
-
-    Each unit already drops near-duplicates of the seeds and of its own candidates; units run in parallel, so
-    this pass across them runs once, when the run completes, in key order: the result does not depend on which
-    worker finished first.
-    """
-    samples = (
-        Sample.objects.filter(run_id=run_id, duplicate_of__isnull=True)
-        .order_by("leaf_path", "idempotency_key")
-        .only("pk", "leaf_path", "question")
-    )
-    marked = []
-    for _, group in groupby(samples.iterator(chunk_size=2000), key=attrgetter("leaf_path")):
-        seen, firsts = NearDuplicates(threshold=threshold), []
-        for sample in group:
-            index = seen.match(sample.question)
-            if index is None:
-                firsts.append(sample)
-            else:
-                sample.duplicate_of_id = firsts[index].pk
-                marked.append(sample)
-    Sample.objects.bulk_update(marked, ["duplicate_of"], batch_size=1000)
-    return len(marked)
-
-
 def run_fail(*, run_id: int, message: str) -> None:
     """Stop a run that cannot go on at all (its teacher cannot be loaded)."""
     with transaction.atomic():
@@ -315,16 +283,13 @@ def run_fail(*, run_id: int, message: str) -> None:
 
 
 def requeue_expired() -> int:
-    """Put items whose worker died (lease expired) back in the queue. The periodic reaper calls this.
+    """Put items whose worker died (lease expired) back in the queue; return how many. The periodic reaper
+    calls this; it also sends what no dispatch sent (a dispatch task lost with its worker).
 
     An item abandoned `LABWEB_WORK_MAX_ATTEMPTS` times is failed instead: something in it kills workers.
     """
     now = timezone.now()
-    expired = WorkItem.objects.filter(
-        state=WorkItem.State.RUNNING,
-        lease_until__lt=now,
-        run__status__in=[GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING],
-    )
+    expired = WorkItem.objects.filter(state=WorkItem.State.RUNNING, lease_until__lt=now, run__status__in=ACTIVE)
     doomed = list(expired.filter(attempts__gte=settings.LABWEB_WORK_MAX_ATTEMPTS).select_related("run"))
     for item in doomed:
         if WorkItem.objects.filter(pk=item.pk, state=WorkItem.State.RUNNING, lease_until__lt=now).update(
@@ -339,15 +304,16 @@ def requeue_expired() -> int:
             )
             run_finish_if_done(run_id=item.run_id)
     pairs = list(expired.values_list("pk", "run_id"))
-    if not pairs:
-        return 0
-    WorkItem.objects.filter(pk__in=[pk for pk, _ in pairs], state=WorkItem.State.RUNNING, lease_until__lt=now).update(
-        state=WorkItem.State.PENDING, lease_owner="", lease_until=None
-    )
-    for run_id in {run_id for _, run_id in pairs}:
+    if pairs:
+        WorkItem.objects.filter(
+            pk__in=[pk for pk, _ in pairs], state=WorkItem.State.RUNNING, lease_until__lt=now
+        ).update(state=WorkItem.State.PENDING, lease_owner="", lease_until=None)
+        # The tasks a dead worker had taken and not yet started died with it, and nothing says which they were:
+        # every pending item of its runs is sent again (an item claimed meanwhile skips the second message).
+        WorkItem.objects.filter(run_id__in={run_id for _, run_id in pairs}, state=WorkItem.State.PENDING).update(
+            queued_at=None
+        )
+    unsent = WorkItem.objects.filter(state=WorkItem.State.PENDING, queued_at__isnull=True, run__status__in=ACTIVE)
+    for run_id in unsent.order_by().values_list("run_id", flat=True).distinct():
         run_dispatch(run_id=run_id)
     return len(pairs)
-
-
-def lease_seconds() -> int:
-    return settings.LABWEB_WORK_LEASE_SECONDS

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import transaction
 
 from generation.models import Teacher
-from generation.sdg.teacher import LocalTeacher, OpenAITeacher, RetryPolicy, Sampling, TeacherError
+from generation.sdg.teachers import LocalTeacher, OpenAITeacher, RetryPolicy, TeacherError
 from labweb.errors import ConflictError, LabError
 
 TEACHER_FIELDS = (
@@ -71,10 +71,6 @@ def teacher_client(teacher: Teacher):
 
 _CLIENTS: dict[tuple, OpenAITeacher] = {}
 _CLIENTS_LOCK = threading.Lock()
-
-
-def teacher_sampling(teacher: Teacher) -> Sampling:
-    return Sampling(temperature=teacher.temperature, top_p=teacher.top_p, max_tokens=teacher.max_tokens, seed=0)
 
 
 def _validate(fields: dict) -> None:

@@ -70,7 +70,6 @@ def _get_run(pk: int) -> GenerationRun:
 def monitor_context(run: GenerationRun) -> dict:
     progress = selectors.run_progress(run)
     leaves = selectors.leaves_for_monitor(progress.leaves)
-    complete = run.status == GenerationRun.Status.SUCCEEDED and progress.states["done"] == progress.items
     return {
         "run": run,
         "progress": progress,
@@ -78,7 +77,7 @@ def monitor_context(run: GenerationRun) -> dict:
         "leaves_hidden": max(0, len(leaves) - LEAF_ROWS),
         "events": selectors.run_events(run),
         "can_cancel": run.is_active,
-        "can_resume": not run.is_active and not complete and progress.items > 0,
+        "can_resume": run_services.run_resume_refusal(run=run) is None,
     }
 
 

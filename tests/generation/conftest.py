@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from generation.sdg.teacher import CachedTeacher, OpenAITeacher, RetryPolicy
+from generation.sdg.teachers import CachedTeacher, OpenAITeacher, RetryPolicy
 from tests.support.sdg import MemoryCache
 from tests.support.teacher_server import TeacherServer
 
@@ -92,41 +92,3 @@ def teacher(teacher_server, curator, fast_retries):
         max_concurrency=8,
         timeout_seconds=5.0,
     )
-
-
-@pytest.fixture
-def broker(settings):
-    """The Redis database the Celery app talks to, emptied before and after the test."""
-    import redis
-
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
-
-
-@pytest.fixture
-def celery_mode(settings, broker):
-    """`celery_mode(eager=True)` runs queued tasks at once in this process (as CELERY_TASK_ALWAYS_EAGER
-    does); `eager=False` sends them to Redis, where no worker takes them, so the test drives the items."""
-    from labweb.celery import app
-
-    before = app.conf.task_always_eager
-
-    def switch(*, eager: bool) -> None:
-        settings.CELERY_TASK_ALWAYS_EAGER = eager
-        app.conf.task_always_eager = eager
-
-    yield switch
-    app.conf.task_always_eager = before
-
-
-@pytest.fixture
-def eager(celery_mode):
-    celery_mode(eager=True)
-
-
-@pytest.fixture
-def queued(celery_mode):
-    celery_mode(eager=False)

@@ -6,7 +6,8 @@ from collections import Counter
 import pytest
 
 from generation.models import GenerationRun, RunEvent, Sample, WorkItem
-from generation.sdg.teacher import LocalTeacher, Sampling, Shape, TeacherError, _has_verdict
+from generation.sdg.teachers import LocalTeacher, Sampling, Shape, TeacherError
+from generation.sdg.teachers.local import _has_verdict
 from generation.services.runs import run_create
 from generation.services.teachers import teacher_create
 from tests.support.sdg import HAIKU

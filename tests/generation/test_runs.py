@@ -1,5 +1,6 @@
 """Generation runs end to end: planning, processing work items, lineage, leases, cancel/resume, failures, cache."""
 
+import json
 import re
 import threading
 import time
@@ -16,7 +17,7 @@ from generation.models import GenerationRun, RunEvent, Sample, WorkItem
 from generation.sdg.chunking import chunk_document
 from generation.sdg.prompts import prompt_versions
 from generation.services.items import item_process
-from generation.services.runs import requeue_expired, run_cancel, run_create, run_resume
+from generation.services.runs import requeue_expired, run_cancel, run_create, run_dispatch, run_resume
 from tests.support.sdg import ARITHMETIC, HAIKU, MEETINGS, MOONS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -56,7 +57,12 @@ def assert_complete(run: GenerationRun) -> None:
     assert len(keys) == len(set(keys)) == expected_total(run)
 
 
-def test_run_create_queues_one_task_per_work_item_on_the_generation_queue(queued, broker, teacher, curator, demo):
+def queued_tasks(broker, queue: str = "generation") -> Counter:
+    """The names of the tasks waiting in a queue (kombu's JSON envelope carries them in its headers)."""
+    return Counter(json.loads(message)["headers"]["task"] for message in broker.lrange(queue, 0, -1))
+
+
+def test_run_create_queues_one_dispatch_task_which_queues_each_work_item_once(queued, broker, teacher, curator, demo):
     run = plan(teacher, curator, demo, HAIKU, MOONS, samples_per_leaf=4)
     items = list(run.items.all())
     # Haiku: 6 seeds share 4 samples (1,1,1,1,0,0: a seed with nothing to make gets no item); moons: 2 chunks.
@@ -64,8 +70,27 @@ def test_run_create_queues_one_task_per_work_item_on_the_generation_queue(queued
     assert sorted(item.target for item in items if item.leaf_path == MOONS) == [2, 2]
     assert {item.state for item in items} == {State.PENDING}
     assert refreshed(run).status == Status.QUEUED
-    assert broker.llen("generation") == len(items)
+    # The request that made the run sent one message; the dispatch task sends the items'.
+    assert queued_tasks(broker) == {"generation.tasks.dispatch_run": 1}
     assert broker.llen("default") == 0
+    assert run_dispatch(run_id=run.pk) == len(items)
+    assert queued_tasks(broker) == {"generation.tasks.dispatch_run": 1, "generation.tasks.process_item": len(items)}
+    # A dispatch task delivered twice, or a resume's, sends nothing for an item already on its way or done.
+    assert item_process(item_id=items[0].pk) == "done"
+    assert run_dispatch(run_id=run.pk) == 0
+    assert queued_tasks(broker)["generation.tasks.process_item"] == len(items)
+
+
+def test_resume_sends_only_the_items_it_put_back(queued, broker, teacher, curator, demo):
+    run = plan(teacher, curator, demo, HAIKU, samples_per_leaf=3)
+    assert run_dispatch(run_id=run.pk) == 3
+    first, *rest = list(run.items.order_by("pk"))
+    WorkItem.objects.filter(pk=first.pk).update(state=State.FAILED)
+    broker.flushdb()
+    run_resume(run=run, user=curator)
+    assert queued_tasks(broker) == {"generation.tasks.dispatch_run": 1}
+    assert run_dispatch(run_id=run.pk) == 1
+    assert queued_tasks(broker)["generation.tasks.process_item"] == 1
 
 
 def test_a_selected_run_writes_samples_with_full_lineage(eager, teacher, curator, demo, script):
@@ -196,6 +221,16 @@ def test_requeue_expired_puts_abandoned_items_back_in_the_queue(queued, broker, 
     states = dict(run.items.values_list("pk", "state"))
     assert states == {abandoned.pk: State.PENDING, live.pk: State.RUNNING, waiting.pk: State.PENDING}
     assert broker.llen("generation") == 2  # every pending item of the run is queued again; a duplicate is skipped
+
+
+def test_the_reaper_sends_the_items_of_a_run_whose_dispatch_task_was_lost(queued, broker, teacher, curator, demo):
+    run = plan(teacher, curator, demo, HAIKU, samples_per_leaf=3)
+    broker.flushdb()  # the dispatch task died with the worker that took it
+    assert requeue_expired() == 0  # no lease expired...
+    assert queued_tasks(broker) == {"generation.tasks.process_item": 3}  # ...but every item is on its way now
+    assert requeue_expired() == 0
+    assert queued_tasks(broker) == {"generation.tasks.process_item": 3}
+    assert set(run.items.values_list("state", flat=True)) == {State.PENDING}
 
 
 def test_cancel_stops_pending_items_and_resume_finishes_with_exactly_the_expected_count(
@@ -369,7 +404,7 @@ def test_resume_takes_back_the_items_of_a_worker_that_died(celery_mode, teacher,
 def test_teacher_requests_are_not_logged_one_line_each(caplog, make_teacher):
     import asyncio
 
-    from generation.sdg.teacher import Sampling
+    from generation.sdg.teachers import Sampling
 
     asyncio.run(make_teacher().complete([{"role": "user", "content": "Say hello."}], Sampling()))
     assert not [record.getMessage() for record in caplog.records if "chat/completions" in record.getMessage()]
@@ -409,17 +444,16 @@ def test_a_teacher_edited_mid_run_does_not_change_the_model_that_run_asks(queued
 
 
 def test_near_duplicates_across_work_items_of_a_leaf_are_marked_when_the_run_completes(eager, teacher, curator, demo):
-    from generation.sdg.pipelines import Sample as Candidate
-    from generation.services.items import samples_write
-    from generation.services.runs import samples_mark_duplicates
+    from generation.sdg.pipelines import GeneratedSample
+    from generation.services.samples import samples_mark_duplicates, samples_write
 
     run = plan(teacher, curator, demo, HAIKU, samples_per_leaf=6)
     assert_complete(run)
     assert not Sample.objects.filter(run=run, duplicate_of__isnull=False).exists()
     first, second = run.items.order_by("pk")[:2]
 
-    def candidate(key: str, question: str) -> Candidate:
-        return Candidate(
+    def candidate(key: str, question: str) -> GeneratedSample:
+        return GeneratedSample(
             key=key,
             question=question,
             response="r",
@@ -440,3 +474,27 @@ def test_near_duplicates_across_work_items_of_a_leaf_are_marked_when_the_run_com
     assert duplicate.idempotency_key.endswith(":x2")
     assert duplicate.duplicate_of.idempotency_key.endswith(":x1")
     assert samples_mark_duplicates(run_id=run.pk, threshold=0.7) == 0  # marking twice changes nothing
+
+
+def test_the_run_page_offers_resume_exactly_when_resume_would_take_the_run(
+    eager, client, operator, teacher, curator, demo, script
+):
+    from labweb.errors import ConflictError
+
+    script.garbage_every = 1  # no answer in the format asked: every item ends done with nothing kept
+    run = refreshed(plan(teacher, curator, demo, HAIKU, samples_per_leaf=2))
+    assert run.status == Status.FAILED and set(run.items.values_list("state", flat=True)) == {State.DONE}
+    client.force_login(operator)
+
+    def offers_resume() -> bool:
+        return 'id="resume-run"' in client.get(f"/generation/runs/{run.pk}/").content.decode()
+
+    assert not offers_resume()
+    with pytest.raises(ConflictError, match="nothing to resume"):
+        run_resume(run=run, user=curator)
+    # A run still going with a failed item can be resumed at once, and its page says so.
+    WorkItem.objects.filter(pk=run.items.order_by("pk").first().pk).update(state=State.FAILED)
+    GenerationRun.objects.filter(pk=run.pk).update(status=Status.RUNNING, finished_at=None)
+    assert offers_resume()
+    run_resume(run=run, user=curator)
+    assert run.items.order_by("pk").first().attempts == 2

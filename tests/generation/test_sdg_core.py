@@ -14,8 +14,8 @@ from generation.sdg import parsing, prompts
 from generation.sdg.chunking import CHARS_PER_TOKEN, chunk_document
 from generation.sdg.dedup import NearDuplicates, rouge_l, tokens
 from generation.sdg.parsing import MalformedOutput
-from generation.sdg.pipelines import PipelineConfig, Unit, UnitRunner, split_target
-from generation.sdg.teacher import (
+from generation.sdg.pipelines import PipelineConfig, Unit, split_target, unit_runner
+from generation.sdg.teachers import (
     CachedTeacher,
     Completion,
     ConcurrencyLimit,
@@ -38,7 +38,7 @@ def run_unit(unit: Unit, teacher, config: PipelineConfig | None = None):
     async def emit(batch):
         samples.extend(batch)
 
-    runner = UnitRunner(unit, teacher, config or PipelineConfig(), emit)
+    runner = unit_runner(unit, teacher, config or PipelineConfig(), emit)
     result = asyncio.run(runner.run())
     return result, samples
 
@@ -540,7 +540,7 @@ def test_an_unreachable_teacher_raises_teacher_error_naming_its_url():
 
 
 def test_a_unit_whose_teacher_is_unreachable_fails_with_the_teacher_error(memory_cache):
-    from generation.sdg.teacher import CachedTeacher
+    from generation.sdg.teachers import CachedTeacher
 
     url = closed_port_url()
     client = OpenAITeacher(base_url=url, model="m-unreachable", retry=RetryPolicy(attempts=2, base_delay=0.001))
@@ -633,7 +633,7 @@ def test_cancelling_a_unit_midway_keeps_the_limit_for_the_next_one(make_teacher,
 
         unit = Unit(leaf=demo_leaf(HAIKU), target=10, seed_index=0)
         task = asyncio.ensure_future(
-            UnitRunner(unit, make_teacher(model=model, max_concurrency=2), PipelineConfig(), emit).run()
+            unit_runner(unit, make_teacher(model=model, max_concurrency=2), PipelineConfig(), emit).run()
         )
         while script.requests < 4:  # past the question call, with judges in flight and more waiting
             await asyncio.sleep(0.01)

@@ -10,8 +10,8 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from generation.models import GenerationRun, Sample, WorkItem
-from generation.sdg.pipelines import LeafSpec, PipelineConfig, Unit, UnitRunner
-from generation.sdg.teacher import CachedTeacher, Completion, OpenAITeacher, RetryPolicy
+from generation.sdg.pipelines import LeafSpec, PipelineConfig, Unit, unit_runner
+from generation.sdg.teachers import CachedTeacher, Completion, OpenAITeacher, RetryPolicy
 from generation.services.runs import requeue_expired, run_create
 from tests.support.sdg import MemoryCache
 from tests.support.worker import Worker, worker_env
@@ -156,6 +156,6 @@ def clean_pass(run: GenerationRun, url: str) -> Counter:
             chunk=item.spec.get("chunk"),
         )
         teacher = CachedTeacher(teacher=client, lookup=cache.lookup, store=cache.store)
-        asyncio.run(UnitRunner(unit, teacher, config, emit).run())
+        asyncio.run(unit_runner(unit, teacher, config, emit).run())
         made.update((item.leaf_path, item.seed_index, item.chunk_index, s.key, s.question, s.response) for s in samples)
     return made

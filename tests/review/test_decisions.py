@@ -275,3 +275,14 @@ def test_policy_sets_reviewers_per_sample_for_new_samples(make_samples):
     run = make_samples(1, required=3, rule="majority")
     assert ReviewPolicy.objects.get(run=run).required == 3
     assert set(ReviewItem.objects.filter(run=run).values_list("required", "rule")) == {(3, "majority")}
+
+
+def test_near_duplicates_marked_when_a_run_completes_are_flagged_in_the_queue(make_samples):
+    from generation.models import Sample
+    from generation.services.samples import samples_mark_duplicates
+
+    run = make_samples(1)
+    first_two = list(Sample.objects.filter(run=run, leaf_path__endswith="poems").order_by("pk")[:2])
+    Sample.objects.filter(pk=first_two[1].pk).update(question=first_two[0].question)
+    assert samples_mark_duplicates(run_id=run.pk, threshold=0.7) >= 1
+    assert Queue(duplicate="yes").queryset().filter(pk=first_two[1].pk).exists()

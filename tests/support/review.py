@@ -19,9 +19,9 @@ def make_samples(curator):
     per item, written through generation's service (which opens their review items). Returns the run."""
     from curation import services
     from curation.taxonomy.source import read_archive, write_tar
-    from generation.sdg.pipelines import Sample as SdgSample
-    from generation.services.items import samples_write
+    from generation.sdg.pipelines import GeneratedSample as SdgSample
     from generation.services.runs import run_create
+    from generation.services.samples import samples_write
     from generation.services.teachers import teacher_create
 
     def make(per_item: int = 2, *, required: int | None = None, rule: str = "unanimous"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from generation.sdg.pipelines import KNOWLEDGE, SKILLS, LeafSpec
-from generation.sdg.teacher import Completion
+from generation.sdg.teachers import Completion
 
 DEMO = Path(__file__).resolve().parents[2] / "curation" / "demo" / "taxonomy"
 HAIKU = "compositional_skills/writing/freeform/haiku"

@@ -28,7 +28,7 @@ def worker_env(database_name: str, redis_url: str, **extra: str) -> dict:
 class Worker:
     """`celery worker` in its own process group, logging to a file."""
 
-    def __init__(self, name: str, log: Path, env: dict):
+    def __init__(self, name: str, log: Path, env: dict, *, queues: str = "generation,default", concurrency: int = 4):
         self.log = log
         self.handle = log.open("ab")
         self.process = subprocess.Popen(
@@ -38,11 +38,11 @@ class Worker:
                 "labweb",
                 "worker",
                 "-Q",
-                "generation,default",
+                queues,
                 "-P",
                 "threads",
                 "-c",
-                "4",
+                str(concurrency),
                 "--without-heartbeat",
                 "--without-gossip",
                 "--without-mingle",

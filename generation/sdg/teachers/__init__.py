@@ -1,0 +1,37 @@
+"""Teachers: an OpenAI-compatible server or a local transformers model, behind one async interface.
+
+Every call goes through `CachedTeacher`, which keys the response by (model, messages, sampling, seed), so a
+resumed run replays what it already paid for instead of asking again.
+"""
+
+from generation.sdg.teachers.base import (
+    CallStats,
+    Completion,
+    Sampling,
+    Shape,
+    TeacherClient,
+    TeacherError,
+    call_depth,
+)
+from generation.sdg.teachers.cache import CachedTeacher, cache_key
+from generation.sdg.teachers.limits import ConcurrencyLimit, shared_limit
+from generation.sdg.teachers.local import LocalTeacher
+from generation.sdg.teachers.retry import RetryPolicy
+from generation.sdg.teachers.server import OpenAITeacher
+
+__all__ = [
+    "CachedTeacher",
+    "CallStats",
+    "Completion",
+    "ConcurrencyLimit",
+    "LocalTeacher",
+    "OpenAITeacher",
+    "RetryPolicy",
+    "Sampling",
+    "Shape",
+    "TeacherClient",
+    "TeacherError",
+    "cache_key",
+    "call_depth",
+    "shared_limit",
+]

@@ -1,0 +1,77 @@
+"""What every teacher is: the value types of a call, the client protocol, its errors and statistics."""
+
+import contextvars
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from labweb.errors import LabError
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The form an answer must take, for a teacher that steers its own decoding (the local backend).
+
+    A server is only sent the prompt, which states the format; a small local model does not follow it
+    reliably, so the local backend starts its answer with `start` and, when the answer has no line
+    `verdict` + one of `choices`, ends it with that line, choosing the value the model finds most likely.
+    """
+
+    start: str = ""
+    verdict: str = ""
+    choices: tuple[str, ...] = ()
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    finish_reason: str | None = None
+
+
+class TeacherError(LabError):
+    """The teacher failed; `retryable` when waiting and asking again may help (429, 5xx, timeouts)."""
+
+    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None):
+        super().__init__(message, field="teacher")
+        self.retryable = retryable
+        self.http_status = status
+
+
+class TeacherClient(Protocol):
+    """What the pipelines call: a teacher model behind a server or in this process."""
+
+    model: str
+    max_concurrency: int
+    steers: bool  # whether `shape` changes what complete() answers
+
+    async def complete(
+        self, messages: list[dict], sampling: Sampling, stats: "CallStats | None" = None, shape: Shape | None = None
+    ) -> Completion: ...
+
+
+@dataclass
+class CallStats:
+    calls: int = 0
+    cached: int = 0
+    retries: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0  # time the teacher worked on our calls: inside a concurrency slot, not waiting for one
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# How many teacher calls depend on the answer of the call being made (set by the pipelines around each call).
+call_depth: contextvars.ContextVar[int] = contextvars.ContextVar("labweb_call_depth", default=0)

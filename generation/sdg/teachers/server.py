@@ -1,0 +1,131 @@
+"""A teacher on any server that speaks OpenAI chat completions: vLLM, llama.cpp server, Ollama, OpenAI."""
+
+import asyncio
+import time
+
+from generation.sdg.teachers.base import CallStats, Completion, Sampling, Shape, TeacherError
+from generation.sdg.teachers.limits import shared_limit
+from generation.sdg.teachers.retry import RetryPolicy
+
+
+class OpenAITeacher:
+    """Any server that speaks OpenAI chat completions: vLLM, llama.cpp server, Ollama, OpenAI."""
+
+    steers = False  # servers differ in how (and whether) they take guided decoding; the prompt states the format
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str = "",
+        timeout: float = 120.0,
+        max_concurrency: int = 8,
+        retry: RetryPolicy | None = None,
+    ):
+        self.base_url = base_url
+        self.model = model
+        self.api_key = api_key or "not-needed"
+        self.timeout = timeout
+        self.max_concurrency = max_concurrency
+        self.retry = retry or RetryPolicy()
+        self.limit = shared_limit(f"openai:{base_url}:{model}", max_concurrency)
+        self._clients: dict[int, object] = {}
+
+    def _client(self):
+        # An AsyncOpenAI client belongs to the event loop it was made in (one for every work item, see loop.py).
+        from openai import AsyncOpenAI
+
+        loop_id = id(asyncio.get_running_loop())
+        client = self._clients.get(loop_id)
+        if client is None:
+            client = self._clients[loop_id] = AsyncOpenAI(
+                base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0
+            )
+        return client
+
+    async def complete(
+        self, messages: list[dict], sampling: Sampling, stats: CallStats | None = None, shape: Shape | None = None
+    ) -> Completion:
+        import openai
+        from openai.types.chat import ChatCompletion
+
+        stats = stats if stats is not None else CallStats()
+        last: TeacherError | None = None
+        for attempt in range(self.retry.attempts):
+            if attempt:
+                stats.retries += 1
+                await asyncio.sleep(self.retry.delay(attempt - 1))
+            try:
+                async with self.limit:
+                    started = time.perf_counter()
+                    try:
+                        # What chat.completions.create() sends, posted as is: create() first walks the body
+                        # against its typed schema, a third of the client's CPU a call, and changes nothing in a
+                        # body of plain strings and numbers.
+                        response = await self._client().post(
+                            "/chat/completions",
+                            cast_to=ChatCompletion,
+                            body={
+                                "model": self.model,
+                                "messages": messages,
+                                "temperature": sampling.temperature,
+                                "top_p": sampling.top_p,
+                                "max_tokens": sampling.max_tokens,
+                                "seed": sampling.seed,
+                                "n": 1,
+                            },
+                        )
+                    finally:
+                        stats.seconds += time.perf_counter() - started
+            except openai.APITimeoutError:
+                last = TeacherError(
+                    f"The teacher at {self.base_url} did not answer within {self.timeout:g} s.", retryable=True
+                )
+            except openai.APIConnectionError as exc:
+                last = TeacherError(
+                    f"Cannot reach the teacher at {self.base_url}: {exc.__cause__ or exc}. Check the "
+                    "teacher's URL, or that its server is running.",
+                    retryable=True,
+                )
+            except openai.APIStatusError as exc:
+                retryable = exc.status_code == 429 or exc.status_code >= 500
+                last = TeacherError(
+                    f"The teacher answered HTTP {exc.status_code}: {_error_text(exc)}",
+                    retryable=retryable,
+                    status=exc.status_code,
+                )
+                if not retryable:
+                    raise last from None
+            except (ValueError, openai.APIResponseValidationError) as exc:
+                last = TeacherError(
+                    f"The teacher at {self.base_url} sent an answer that is not valid JSON ({str(exc)[:200]}).",
+                    retryable=True,
+                )
+            else:
+                try:
+                    choice = response.choices[0]
+                    text = choice.message.content
+                except (AttributeError, IndexError, TypeError):
+                    text = None
+                if isinstance(text, str):
+                    usage = response.usage
+                    return Completion(
+                        # PostgreSQL text cannot hold NUL; no prompt format of ours needs one.
+                        text=text.replace("\x00", ""),
+                        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                        finish_reason=getattr(choice, "finish_reason", None),
+                    )
+                last = TeacherError(f"The teacher at {self.base_url} answered without message content.", retryable=True)
+            stats.errors += 1
+        raise last or TeacherError("The teacher failed.")
+
+
+def _error_text(exc) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:500]
+    return (str(getattr(exc, "message", "")) or str(exc))[:500]

@@ -1,0 +1,132 @@
+"""The lifecycle every kind of long job shares: generation runs, training jobs, evaluation jobs.
+
+A job has a status that only moves by conditional UPDATE (the row count says who won), a log of events that
+operators read, and units of work held under a lease that a live worker renews and a dead one lets lapse; the
+periodic reaper calls each kind's registered `reap` to hand expired units back. Job state lives in our own
+tables, never in Celery's result backend: operators watch jobs from the database.
+"""
+
+from collections.abc import Callable, Iterable
+
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+
+from labweb.errors import ConflictError
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+
+class Job(models.Model):
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    Status = Status
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at", "-id"]
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE
+
+
+class Leased(models.Model):
+    """A unit of work one worker holds at a time: who holds it and until when, and how often it was taken."""
+
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class Event(models.Model):
+    """A line of a job's log: what started, finished or failed, with the error when it did."""
+
+    class Level(models.TextChoices):
+        INFO = "info"
+        WARNING = "warning"
+        ERROR = "error"
+
+    level = models.CharField(max_length=16, choices=Level.choices, default=Level.INFO)
+    message = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.message[:80]
+
+
+def transition(job: Job, *, to: str, allowed: Iterable[str], refusal: str | None = None, **fields) -> bool:
+    """Move `job` to status `to` if it is in one of `allowed`: one conditional UPDATE, the row count decides.
+
+    With `refusal`, losing raises ConflictError naming the status it found; without, it returns False. `job` is
+    refreshed either way, so the caller sees what won.
+    """
+    now = timezone.now()
+    if to == Status.RUNNING:
+        fields.setdefault("started_at", job.started_at or now)
+    if to in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED):
+        fields.setdefault("finished_at", now)
+    won = type(job).objects.filter(pk=job.pk, status__in=list(allowed)).update(status=to, **fields)
+    job.refresh_from_db()
+    if not won and refusal:
+        raise ConflictError(refusal.format(status=job.status), field="status")
+    return bool(won)
+
+
+def lease_until(seconds: int | None = None):
+    return timezone.now() + timezone.timedelta(seconds=seconds or settings.LABWEB_WORK_LEASE_SECONDS)
+
+
+def send_task(name: str, *args) -> None:
+    """Queue the registered task `name` (eager under CELERY_TASK_ALWAYS_EAGER, as `.delay()` is).
+
+    By name, so that a service need not import the tasks module that calls it.
+    """
+    from labweb.celery import app
+
+    try:
+        task = app.tasks[name]
+    except KeyError:
+        # Every app's tasks module is imported by its AppConfig.ready(): a miss is a misspelt name.
+        raise LookupError(f"No Celery task is registered as {name!r}.") from None
+    task.apply_async(args)
+
+
+def send_task_on_commit(name: str, *args) -> None:
+    """Queue `name` once the current transaction commits, so the task finds what the transaction wrote."""
+    transaction.on_commit(lambda: send_task(name, *args))
+
+
+_REAPERS: dict[str, Callable[[], int]] = {}
+
+
+def register_reaper(name: str, reap: Callable[[], int]) -> None:
+    """Each kind of job, in its AppConfig.ready(): `reap()` hands back what dead workers held; returns a count."""
+    _REAPERS[name] = reap
+
+
+def reap_all() -> dict[str, int]:
+    return {name: reap() for name, reap in sorted(_REAPERS.items())}

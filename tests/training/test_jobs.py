@@ -1,0 +1,214 @@
+"""Training jobs through a real Celery worker on the training queue, launching real torchrun processes (gloo)."""
+
+import json
+import time
+
+import pytest
+from django.db import connection
+from django.db.models.functions import Now
+
+from labweb import jobs
+from tests.support.tiny_model import build_tiny_model
+from tests.support.worker import Worker, worker_env
+from training.models import Checkpoint, StepMetric, TrainingJob, TrainingNode
+from training.services.jobs import job_cancel, job_create, job_resume
+
+pytestmark = pytest.mark.django_db(transaction=True)
+FACTS = [
+    ("what colour is the sky", "the sky is blue"),
+    ("what do cows drink", "cows drink water"),
+    ("how many legs has a spider", "a spider has eight legs"),
+    ("where do fish live", "fish live in the sea"),
+]
+SETTINGS = {
+    "epochs": 4,
+    "learning_rate": 0.01,
+    "effective_batch_size": 2,
+    "max_seq_len": 64,
+    "max_tokens_per_device": 64,
+    "scheduler": "constant",
+    "seed": 3,
+}
+
+
+def messages(question: str, answer: str) -> dict:
+    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
+@pytest.fixture
+def storage(tmp_path, settings):
+    root = tmp_path / "training"
+    (root / "uploads").mkdir(parents=True)
+    settings.LABWEB_TRAINING_DIR = str(root)
+    (root / "uploads" / "facts.jsonl").write_text("".join(json.dumps(messages(q, a)) + "\n" for q, a in FACTS))
+    build_tiny_model(root / "base", [f"{q} {a}" for q, a in FACTS])
+    return root
+
+
+@pytest.fixture
+def worker(storage, queued, settings, tmp_path):
+    env = worker_env(
+        connection.settings_dict["NAME"],
+        settings.CELERY_BROKER_URL,
+        PYTHONUNBUFFERED="1",
+        LABWEB_TRAINING_DIR=str(storage),
+        OMP_NUM_THREADS="1",
+    )
+    process = Worker("trainer", tmp_path / "worker.log", env, queues="training,default", concurrency=2)
+    process.wait_ready()
+    yield process
+    process.kill()
+
+
+def wait_for(condition, *, timeout: float, what: str, worker: Worker):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}\n{worker.tail(30)}")
+
+
+def recipe(path: str, size=1.0) -> str:
+    return f"datasets:\n- path: {path}\n  sampling_size: {size}\n"
+
+
+def done(job: TrainingJob):
+    job.refresh_from_db()
+    return not job.is_active and job
+
+
+def test_a_two_phase_job_trains_on_the_worker_each_phase_from_the_last_checkpoint(worker, storage, operator):
+    job = job_create(
+        name="knowledge then skills",
+        base_model=str(storage / "base"),
+        user=operator,
+        processes_per_node=2,
+        phases=[
+            {"name": "knowledge", "recipe": recipe("uploads/facts.jsonl"), "config": SETTINGS},
+            {"name": "skills", "recipe": recipe("uploads/facts.jsonl", 2), "config": {**SETTINGS, "epochs": 1}},
+        ],
+    )
+    wait_for(lambda: done(job), timeout=240, what="the job to finish", worker=worker)
+    assert job.status == jobs.Status.SUCCEEDED, (job.error, worker.tail(30))
+    first, second = job.phases.order_by("order")
+    assert (first.step, first.total_steps, second.step) == (8, 8, 1)
+    assert first.data_samples == 4 and second.data_samples == 2 and len(first.data_sha256) == 64
+    last = Checkpoint.objects.get(phase=first, name="epoch-004")
+    assert second.model_path == last.path
+    assert last.lineage["data_sha256"] == first.data_sha256 and last.lineage["config"] == SETTINGS
+    losses = list(StepMetric.objects.filter(phase=first).values_list("loss", flat=True))
+    assert len(losses) == 8 and losses[-1] < losses[0]
+    assert job.events.filter(message__contains="Every phase is done").exists()
+
+
+def test_cancel_stops_after_a_step_with_a_checkpoint_and_resume_continues_the_count(worker, storage, operator):
+    long = {**SETTINGS, "epochs": 300}
+    job = job_create(
+        name="long",
+        base_model=str(storage / "base"),
+        user=operator,
+        phases=[{"name": "only", "recipe": recipe("uploads/facts.jsonl"), "config": long}],
+    )
+    phase = job.phases.get()
+    wait_for(lambda: StepMetric.objects.filter(phase=phase).count() >= 3, timeout=120, what="3 steps", worker=worker)
+    job_cancel(job=job, user=operator)
+    wait_for(
+        lambda: job.phases.get().status == jobs.Status.CANCELLED, timeout=120, what="the phase to stop", worker=worker
+    )
+    phase.refresh_from_db()
+    stopped = phase.step
+    assert 3 <= stopped < 600 and phase.exit_kind == "cancelled"
+    assert Checkpoint.objects.filter(phase=phase, step=stopped).exists()
+
+    phase.config = {**long, "max_steps": stopped + 4}
+    phase.save(update_fields=["config"])
+    job_resume(job=job, user=operator)
+    wait_for(lambda: done(job), timeout=120, what="the resumed job", worker=worker)
+    assert job.status == jobs.Status.SUCCEEDED, job.error
+    steps = list(StepMetric.objects.filter(phase=phase).values_list("step", flat=True))
+    assert steps == list(range(1, stopped + 5))
+
+
+def test_a_trainer_that_fails_fails_its_job_with_the_reason(worker, storage, operator):
+    (storage / "uploads" / "bad.jsonl").write_text(json.dumps(messages("q", "a")) + "\n{not json\n")
+    job = job_create(
+        name="bad",
+        base_model=str(storage / "base"),
+        user=operator,
+        phases=[{"name": "only", "recipe": recipe("uploads/bad.jsonl"), "config": SETTINGS}],
+    )
+    wait_for(lambda: done(job), timeout=120, what="the job to fail", worker=worker)
+    assert job.status == jobs.Status.FAILED
+    phase = job.phases.get()
+    assert phase.exit_kind == "bad_input" and "Not JSON" in phase.error and ":2" in phase.error
+
+
+def test_a_job_outside_the_training_storage_or_with_a_bad_setting_is_refused_naming_the_field(storage, operator):
+    from labweb.errors import LabError
+
+    cases = [
+        ({"recipe": recipe("/etc/passwd")}, "phases[0].recipe.datasets[0].path"),
+        ({"recipe": recipe("uploads/missing.jsonl")}, "phases[0].recipe.datasets[0].path"),
+        ({"config": {**SETTINGS, "epochs": 0}}, "phases[0].config.epochs"),
+        ({"config": {**SETTINGS, "model": "elsewhere"}}, "phases[0].config.model"),
+        ({"recipe": "datasets: []"}, "phases[0].recipe"),
+    ]
+    for change, field in cases:
+        phase = {"name": "p", "recipe": recipe("uploads/facts.jsonl"), "config": SETTINGS, **change}
+        with pytest.raises(LabError) as error:
+            job_create(name="x", base_model=str(storage / "base"), user=operator, phases=[phase], start=False)
+        assert error.value.field == field
+    assert not TrainingJob.objects.exists()
+
+
+def test_a_worker_killed_mid_phase_loses_nothing_and_another_resumes_from_the_saved_state(
+    storage, queued, settings, operator, tmp_path
+):
+    from training.services.nodes import nodes_reap
+
+    env = worker_env(
+        connection.settings_dict["NAME"],
+        settings.CELERY_BROKER_URL,
+        PYTHONUNBUFFERED="1",
+        LABWEB_TRAINING_DIR=str(storage),
+        OMP_NUM_THREADS="1",
+        LABWEB_TRAINING_LEASE_SECONDS="2",
+    )
+    doomed = Worker("doomed", tmp_path / "doomed.log", env, queues="training", concurrency=1)
+    doomed.wait_ready()
+    job = job_create(
+        name="survivor",
+        base_model=str(storage / "base"),
+        user=operator,
+        phases=[
+            {
+                "name": "only",
+                "recipe": recipe("uploads/facts.jsonl"),
+                "config": {**SETTINGS, "epochs": 300, "max_steps": 40},
+            }
+        ],
+    )
+    phase = job.phases.get()
+    wait_for(lambda: StepMetric.objects.filter(phase=phase).count() >= 3, timeout=120, what="3 steps", worker=doomed)
+    doomed.kill()  # SIGKILL to the worker's process group; the kernel tells its torchrun to stop
+    node = phase.nodes.get()
+    lapsed = TrainingNode.objects.filter(pk=node.pk, lease_until__lt=Now())
+    wait_for(lapsed.exists, timeout=30, what="the dead worker's lease to lapse", worker=doomed)
+    assert nodes_reap() == 1
+    node.refresh_from_db()
+    assert node.lease_owner == ""
+
+    heir = Worker("heir", tmp_path / "heir.log", env, queues="training", concurrency=1)
+    try:
+        heir.wait_ready()
+        wait_for(lambda: done(job), timeout=180, what="the resumed job", worker=heir)
+    finally:
+        heir.kill()
+    assert job.status == jobs.Status.SUCCEEDED, (job.error, heir.tail(30))
+    phase.refresh_from_db()
+    assert phase.step == 40 and phase.nodes.get().attempts == 2
+    steps = list(StepMetric.objects.filter(phase=phase).values_list("step", flat=True))
+    assert steps == list(range(1, 41))  # every step once: those repeated after the last saved state overwrote
+    assert job.events.filter(message__contains="stopped answering").exists()

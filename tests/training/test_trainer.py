@@ -1,0 +1,275 @@
+"""The trainer core on a tiny Mistral: packing, labels, and real torchrun launches on the CPU (gloo)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from labweb.errors import LabError
+from tests.support.tiny_model import build_tiny_model
+from training.trainer.config import TrainConfig
+from training.trainer.data import packed_batch, padded_batch, plan_epoch, read_messages, tokenize, tokenize_files
+from training.trainer.events import read_events
+from training.trainer.run import token_losses
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+REPO = Path(__file__).resolve().parents[2]
+FACTS = [
+    ("what colour is the sky", "the sky is blue"),
+    ("what do cows drink", "cows drink water"),
+    ("how many legs has a spider", "a spider has eight legs"),
+    ("where do fish live", "fish live in the sea"),
+    ("what falls from clouds", "rain falls from clouds"),
+    ("what do bees make", "bees make honey"),
+]
+SYSTEM = "you are a helpful assistant"
+
+
+def conversation(question: str, answer: str) -> list[dict]:
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": answer},
+    ]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> str:
+    sentences = [f"{q} {a}" for q, a in FACTS] + [SYSTEM, "the moon is made of rock"]
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-mistral"), sentences)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model)
+
+
+def write_jsonl(path: Path, records: list[dict]) -> str:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return str(path)
+
+
+@pytest.fixture
+def facts_file(tmp_path) -> str:
+    return write_jsonl(tmp_path / "facts.jsonl", [{"messages": conversation(q, a)} for q, a in FACTS])
+
+
+def test_only_the_assistants_tokens_carry_loss_unless_the_sample_is_unmasked(tokenizer):
+    messages = conversation("what do bees make", "bees make honey")
+    ids, loss = tokenize(tokenizer, messages, unmask=False)
+    learned = tokenizer.decode([i for i, keep in zip(ids, loss, strict=True) if keep])
+    assert learned.split() == ["bees", "make", "honey", "<|im_end|>"]
+    _, everything = tokenize(tokenizer, messages, unmask=True)
+    assert all(everything)
+
+
+def test_a_packed_row_gives_each_sample_the_loss_it_has_alone(model, tokenizer, facts_file):
+    """Position ids restarting per sample make transformers mask across samples: packing changes no loss."""
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_pretrained(model).eval()
+    data = tokenize_files(tokenizer, [facts_file], max_seq_len=128)
+    indices = [0, 3, 5]
+    packed = {k: torch.from_numpy(v) for k, v in packed_batch(data, indices).items()}
+    with torch.no_grad():
+        # use_cache=False as in training: with a cache, transformers does not look for packed sequences
+        logits = lm(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits
+        together = token_losses(logits, packed["labels"])[0]
+        offset = 0
+        for index in indices:
+            alone = {k: torch.from_numpy(v) for k, v in padded_batch(data, [index], tokenizer.pad_token_id).items()}
+            own = token_losses(lm(input_ids=alone["input_ids"]).logits, alone["labels"])[0]
+            length = int(data.lengths[index])
+            assert torch.allclose(together[offset : offset + length - 1], own, atol=1e-5)
+            offset += length
+    # and the boundary between two samples predicts nothing
+    assert (packed["labels"][0, data.lengths[0]] == -100).item()
+
+
+def test_the_plan_shares_each_step_between_ranks_and_packs_within_the_token_budget(tokenizer, facts_file):
+    data = tokenize_files(tokenizer, [facts_file], max_seq_len=128)
+    budget = int(data.lengths.max()) * 2
+    plan = plan_epoch(data, epoch=0, seed=1, batch_size=4, world_size=2, max_tokens=budget)
+    assert [step.samples for step in plan] == [4, 2]
+    seen = [i for step in plan for rank in step.ranks for batch in rank for i in batch]
+    assert sorted(seen) == list(range(len(FACTS)))
+    assert all(sum(int(data.lengths[i]) for i in batch) <= budget for s in plan for r in s.ranks for batch in r)
+    assert plan == plan_epoch(data, epoch=0, seed=1, batch_size=4, world_size=2, max_tokens=budget)
+    assert plan != plan_epoch(data, epoch=1, seed=1, batch_size=4, world_size=2, max_tokens=budget)
+
+
+def test_a_bad_sample_names_its_file_line_and_field(tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"messages": conversation("q", "a")}, {"messages": [{"role": "bot"}]}])
+    with pytest.raises(LabError) as error:
+        list(read_messages(path))
+    assert (error.value.path, error.value.line, error.value.field) == (path, 2, "messages[0]")
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"learning_rate": 3}, "learning_rate"),
+        ({"scheduler": "sawtooth"}, "scheduler"),
+        ({"max_tokens_per_device": 100, "max_seq_len": 200}, "max_tokens_per_device"),
+        ({"effective_batch_size": "8"}, "effective_batch_size"),
+        ({"lora": {"rank": 0}}, "lora.rank"),
+        ({"lora": {"rank": 8}, "fsdp": True}, "fsdp"),
+        ({"momentum": 0.9}, "momentum"),
+    ],
+)
+def test_an_impossible_configuration_is_refused_naming_the_field(change, field):
+    with pytest.raises(LabError) as error:
+        TrainConfig.from_dict({"model": "m", "data": ["d.jsonl"], "output_dir": "o", **change})
+    assert error.value.field == field
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(config: dict, tmp_path: Path, *, processes: int = 1, node: tuple[int, int, int] | None = None):
+    """`torchrun ... -m training.trainer` as the Celery task starts it; `node` = (rank, nodes, port)."""
+    path = tmp_path / f"config-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(config))
+    if node:
+        rank, nodes, port = node
+        where = [
+            f"--nnodes={nodes}",
+            f"--node-rank={rank}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint=127.0.0.1:{port}",
+            "--rdzv-id=labweb-test",
+        ]
+    else:
+        where = ["--standalone"]
+    command = [str(TORCHRUN), f"--nproc-per-node={processes}", *where, "-m", "training.trainer", "--config", str(path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+
+
+def events_of(output: Path) -> list[dict]:
+    return read_events(output / "events.jsonl")[0]
+
+
+def train_config(model: str, data: str, output: Path, **extra) -> dict:
+    return {
+        "model": model,
+        "data": [data],
+        "output_dir": str(output),
+        "epochs": 8,
+        "learning_rate": 0.01,
+        "effective_batch_size": 3,
+        "max_seq_len": 64,
+        "max_tokens_per_device": 64,
+        "scheduler": "constant",
+        "seed": 7,
+        **extra,
+    }
+
+
+def finish(process, timeout: float = 240) -> str:
+    out, _ = process.communicate(timeout=timeout)
+    return out
+
+
+def test_two_processes_learn_a_memorised_set_and_leave_checkpoints_that_load_and_answer(model, facts_file, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    output = tmp_path / "run"
+    process = launch(train_config(model, facts_file, output, epochs=30), tmp_path, processes=2)
+    log = finish(process)
+    assert process.returncode == 0, log
+    events = events_of(output)
+    losses = [e["loss"] for e in events if e["event"] == "step"]
+    assert len(losses) == 30 * 2 and events[-1]["event"] == "done"
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 / 4, losses
+    checkpoints = [e["name"] for e in events if e["event"] == "checkpoint"]
+    assert checkpoints == [f"epoch-{n:03d}" for n in range(1, 31)]
+
+    final = output / "checkpoints" / "epoch-030"
+    info = json.loads((final / "labweb_checkpoint.json").read_text())
+    assert info["global_step"] == 60 and info["config"]["data"] == [facts_file]
+    lm, tok = AutoModelForCausalLM.from_pretrained(final), AutoTokenizer.from_pretrained(final)
+    prompt = tok.apply_chat_template(
+        conversation("what do bees make", "")[:2], tokenize=False, add_generation_prompt=True
+    )
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    answer = tok.decode(lm.generate(**ids, max_new_tokens=3, do_sample=False)[0, ids["input_ids"].shape[1] :])
+    assert answer.split()[:2] == ["bees", "make"]
+
+
+def test_cancel_saves_a_checkpoint_and_resume_continues_the_step_count(model, facts_file, tmp_path):
+    output = tmp_path / "run"
+    config = train_config(model, facts_file, output, epochs=400)
+    process = launch(config, tmp_path)
+    deadline = time.monotonic() + 120
+    while not any(e["event"] == "step" and e["step"] >= 3 for e in events_of(output)):
+        assert process.poll() is None and time.monotonic() < deadline, finish(process)
+        time.sleep(0.1)
+    (output / "STOP").touch()  # what the Celery task does on cancel
+    log = finish(process)
+    assert process.returncode == 0, log
+    first = events_of(output)
+    assert first[-1]["event"] == "cancelled"
+    stopped = first[-1]["step"]
+    assert [e for e in first if e["event"] == "checkpoint"][-1]["step"] == stopped
+
+    resumed = launch({**config, "max_steps": stopped + 5}, tmp_path)
+    assert resumed.wait(240) == 0, finish(resumed)
+    later = events_of(output)[len(first) :]
+    assert later[0]["event"] == "start" and later[0]["resumed_at"] == stopped
+    assert [e["step"] for e in later if e["event"] == "step"] == list(range(stopped + 1, stopped + 6))
+
+
+def test_a_trainer_that_fails_says_why_and_exits_non_zero(model, tmp_path):
+    output = tmp_path / "run"
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"messages": [{"role": "user", "content": "no answer here"}]}])
+    process = launch(train_config(model, bad, output), tmp_path)
+    finish(process)
+    assert process.returncode != 0
+    error = events_of(output)[-1]
+    assert error["event"] == "error" and error["kind"] == "bad_input"
+    assert (error["path"], error["line"], error["field"]) == (bad, 1, "messages")
+
+    missing = launch(train_config(str(tmp_path / "no-such-model"), bad, tmp_path / "run2"), tmp_path)
+    finish(missing)
+    assert missing.returncode != 0
+    assert events_of(tmp_path / "run2")[-1]["event"] == "error"
+
+
+def test_two_nodes_with_one_rendezvous_train_one_job_together(model, facts_file, tmp_path):
+    output = tmp_path / "run"
+    port = free_port()
+    config = train_config(model, facts_file, output, epochs=2)
+    nodes = [launch(config, tmp_path, node=(rank, 2, port)) for rank in (0, 1)]
+    logs = [finish(node) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], logs
+    events = events_of(output)
+    assert events[0]["processes"] == 2
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4]
+
+
+def test_a_lora_job_trains_adapters_only_and_its_checkpoint_loads(model, facts_file, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    output = tmp_path / "run"
+    lora = {"rank": 4, "alpha": 8, "dropout": 0.0}
+    process = launch(train_config(model, facts_file, output, epochs=2, lora=lora), tmp_path)
+    log = finish(process)
+    assert process.returncode == 0, log
+    final = output / "checkpoints" / "epoch-002"
+    assert (final / "adapter_config.json").is_file()
+    assert AutoModelForCausalLM.from_pretrained(final) is not None  # transformers loads the adapter on its base

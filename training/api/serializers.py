@@ -1,0 +1,140 @@
+from rest_framework import serializers
+
+from training.models import Checkpoint, StepMetric, TrainingEvent, TrainingJob, TrainingPhase
+
+
+class PhaseInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    recipe = serializers.CharField(help_text="InstructLab recipe YAML: datasets with path and sampling_size")
+    config = serializers.DictField(required=False, help_text="Trainer settings: epochs, learning_rate, ...")
+
+
+class JobCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    base_model = serializers.CharField(max_length=500)
+    gguf_file = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    plan = serializers.ChoiceField(choices=TrainingJob.Plan.choices, default=TrainingJob.Plan.CUSTOM)
+    processes_per_node = serializers.IntegerField(min_value=1, max_value=64, default=1)
+    nodes = serializers.IntegerField(min_value=1, max_value=256, default=1)
+    phases = PhaseInputSerializer(many=True)
+
+
+class CheckpointSerializer(serializers.ModelSerializer):
+    job = serializers.IntegerField(source="phase.job_id", read_only=True)
+    phase_name = serializers.CharField(source="phase.name", read_only=True)
+
+    class Meta:
+        model = Checkpoint
+        fields = [
+            "id",
+            "job",
+            "phase",
+            "phase_name",
+            "name",
+            "path",
+            "step",
+            "epoch",
+            "samples_seen",
+            "lineage",
+            "created_at",
+        ]
+
+
+class PhaseSerializer(serializers.ModelSerializer):
+    percent = serializers.IntegerField(read_only=True)
+    latest = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TrainingPhase
+        fields = [
+            "id",
+            "order",
+            "name",
+            "status",
+            "recipe",
+            "config",
+            "data_sha256",
+            "data_samples",
+            "model_path",
+            "step",
+            "total_steps",
+            "percent",
+            "epoch",
+            "samples_seen",
+            "exit_kind",
+            "error",
+            "started_at",
+            "finished_at",
+            "latest",
+        ]
+
+    def get_latest(self, phase) -> dict | None:
+        metric = phase.metrics.order_by("-step").first()
+        return StepMetricSerializer(metric).data if metric else None
+
+
+class JobSerializer(serializers.ModelSerializer):
+    created_by = serializers.StringRelatedField()
+
+    class Meta:
+        model = TrainingJob
+        fields = [
+            "id",
+            "name",
+            "status",
+            "base_model",
+            "gguf_file",
+            "plan",
+            "processes_per_node",
+            "nodes",
+            "output_dir",
+            "error",
+            "created_at",
+            "created_by",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class JobDetailSerializer(JobSerializer):
+    phases = PhaseSerializer(many=True, read_only=True)
+    checkpoints = serializers.SerializerMethodField()
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "phases", "checkpoints"]
+
+    def get_checkpoints(self, job) -> list[dict]:
+        checkpoints = Checkpoint.objects.filter(phase__job=job).select_related("phase")
+        return CheckpointSerializer(checkpoints, many=True).data
+
+
+class StepMetricSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StepMetric
+        fields = [
+            "phase",
+            "step",
+            "epoch",
+            "loss",
+            "learning_rate",
+            "grad_norm",
+            "tokens_per_second",
+            "samples_per_second",
+            "memory_mb",
+        ]
+
+
+class TrainingEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TrainingEvent
+        fields = ["id", "phase", "level", "message", "created_at"]
+
+
+class UploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="Messages JSONL, as InstructLab writes it")
+
+
+class UploadedSerializer(serializers.Serializer):
+    path = serializers.CharField(help_text="The path to name in a recipe")
+    samples = serializers.IntegerField()
+    bytes = serializers.IntegerField()

@@ -1,0 +1,126 @@
+"""Training jobs: phases that a Celery worker on a GPU machine runs with torchrun, and what they leave behind."""
+
+from django.db import models
+
+from labweb import jobs
+
+
+class TrainingJob(jobs.Job):
+    """A base model trained through one or more phases; each phase starts from the previous phase's last checkpoint."""
+
+    class Plan(models.TextChoices):
+        PHASED = "phased", "Knowledge, then skills (LAB)"
+        STACKED = "stacked", "Everything in one phase"
+        CUSTOM = "custom", "Phases as given"
+
+    name = models.CharField(max_length=200)
+    base_model = models.CharField(max_length=500, help_text="A model folder in Hugging Face format, or a hub name")
+    gguf_file = models.CharField(max_length=500, blank=True)
+    plan = models.CharField(max_length=16, choices=Plan.choices, default=Plan.CUSTOM)
+    processes_per_node = models.PositiveIntegerField(default=1)
+    nodes = models.PositiveIntegerField(default=1)
+    output_dir = models.CharField(max_length=1000)
+
+    class Meta(jobs.Job.Meta):
+        pass
+
+    def __str__(self) -> str:
+        return self.name or f"Training job {self.pk}"
+
+
+class TrainingPhase(jobs.Job):
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="phases")
+    order = models.PositiveIntegerField()
+    name = models.CharField(max_length=100)
+    recipe = models.TextField(help_text="InstructLab recipe YAML: the sources this phase mixes")
+    config = models.JSONField(help_text="The trainer's settings for this phase (TrainConfig, less model and data)")
+    data_path = models.CharField(max_length=1000, blank=True)
+    data_sha256 = models.CharField(max_length=64, blank=True)
+    data_samples = models.PositiveIntegerField(null=True, blank=True)
+    model_path = models.CharField(max_length=1000, blank=True, help_text="What this phase started from")
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    epoch = models.PositiveIntegerField(default=0)
+    samples_seen = models.PositiveIntegerField(default=0)
+    exit_kind = models.CharField(
+        max_length=32, blank=True, help_text="done, cancelled, bad_input, out_of_memory or crash"
+    )
+    events_offset = models.PositiveBigIntegerField(default=0, help_text="How far events.jsonl has been read")
+
+    class Meta:
+        ordering = ["job", "order"]
+        constraints = [models.UniqueConstraint(fields=["job", "order"], name="unique_phase_order")]
+
+    def __str__(self) -> str:
+        return f"{self.job}: {self.name}"
+
+    @property
+    def output_dir(self) -> str:
+        return f"{self.job.output_dir}/phase-{self.order}"
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.step / self.total_steps) if self.total_steps else 0
+
+
+class TrainingNode(jobs.Leased):
+    """One node's torchrun of a phase: the worker that took the rank holds it under a lease it renews."""
+
+    phase = models.ForeignKey(TrainingPhase, on_delete=models.CASCADE, related_name="nodes")
+    rank = models.PositiveIntegerField()
+    rendezvous = models.CharField(max_length=300, blank=True, help_text="host:port of the c10d store (rank 0)")
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["phase", "rank"]
+        constraints = [models.UniqueConstraint(fields=["phase", "rank"], name="unique_phase_node_rank")]
+
+
+class Checkpoint(models.Model):
+    """A Hugging Face model folder a phase wrote, with its lineage: job, phase, data hash, recipe, settings."""
+
+    phase = models.ForeignKey(TrainingPhase, on_delete=models.CASCADE, related_name="checkpoints")
+    name = models.CharField(max_length=100)
+    path = models.CharField(max_length=1000)
+    step = models.PositiveIntegerField()
+    epoch = models.PositiveIntegerField()
+    samples_seen = models.PositiveIntegerField()
+    lineage = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["phase", "step", "name"]
+        constraints = [models.UniqueConstraint(fields=["phase", "name"], name="unique_checkpoint_name")]
+
+    def __str__(self) -> str:
+        return f"{self.phase} {self.name}"
+
+
+class StepMetric(models.Model):
+    phase = models.ForeignKey(TrainingPhase, on_delete=models.CASCADE, related_name="metrics")
+    step = models.PositiveIntegerField()
+    epoch = models.PositiveIntegerField()
+    loss = models.FloatField()
+    learning_rate = models.FloatField()
+    grad_norm = models.FloatField()
+    tokens_per_second = models.FloatField()
+    samples_per_second = models.FloatField()
+    memory_mb = models.FloatField()
+
+    class Meta:
+        ordering = ["phase", "step"]
+        constraints = [models.UniqueConstraint(fields=["phase", "step"], name="unique_phase_step")]
+
+    def __str__(self) -> str:
+        return f"step {self.step}: loss {self.loss:.4f}"
+
+
+class TrainingEvent(jobs.Event):
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="events")
+    phase = models.ForeignKey(TrainingPhase, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+
+    class Meta(jobs.Event.Meta):
+        pass

@@ -1,0 +1,148 @@
+"""Training pages: jobs (list, new, live detail with loss charts and checkpoints) and JSONL uploads."""
+
+from pathlib import Path
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from labweb.errors import LabError
+from labweb.roles import any_role_required, operator_required
+from labweb.web import add_lab_error, is_partial, render_fragments
+from training.forms import JobForm, UploadForm, form_field
+from training.models import Checkpoint, TrainingJob
+from training.services import jobs as job_services
+from training.services import uploads
+
+LIST = "training/job_list.html"
+DETAIL = "training/job_detail.html"
+LOG_LINES = 40
+
+
+@require_GET
+@any_role_required
+def job_list(request: HttpRequest) -> HttpResponse:
+    page = Paginator(TrainingJob.objects.select_related("created_by").prefetch_related("phases"), 25).get_page(
+        request.GET.get("page")
+    )
+    context = {"page": page, "any_active": any(job.is_active for job in page.object_list)}
+    return render(request, f"{LIST}#jobs" if is_partial(request) else LIST, context)
+
+
+@require_http_methods(["GET", "POST"])
+@operator_required
+def job_create(request: HttpRequest) -> HttpResponse:
+    form = JobForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        status = 422
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                job = job_services.job_create(
+                    name=data["name"] or "",
+                    base_model=data["base_model"],
+                    phases=form.phases(),
+                    processes_per_node=data["processes_per_node"],
+                    nodes=data["nodes"],
+                    user=request.user,
+                )
+            except LabError as error:
+                status = add_lab_error(form, error, {error.field or "": form_field(error.field)})
+            else:
+                messages.success(request, f"{job} queued on the training workers.")
+                return redirect("training:job_detail", pk=job.pk)
+    return render(request, "training/job_create.html", {"form": form}, status=status)
+
+
+def _get_job(pk: int) -> TrainingJob:
+    return get_object_or_404(TrainingJob.objects.select_related("created_by"), pk=pk)
+
+
+def monitor_context(job: TrainingJob) -> dict:
+    phases = list(job.phases.all())
+    running = next((phase for phase in phases if phase.is_active), None)
+    log_phase = running or next((phase for phase in reversed(phases) if phase.started_at), None)
+    return {
+        "job": job,
+        "phases": phases,
+        "checkpoints": Checkpoint.objects.filter(phase__job=job).select_related("phase").order_by("-created_at"),
+        "events": job.events.all()[:20],
+        "log": _log_tail(log_phase),
+        "log_phase": log_phase,
+        "can_cancel": job.is_active,
+        "can_resume": not job.is_active and any(phase.status != "succeeded" for phase in phases),
+    }
+
+
+def _log_tail(phase) -> str:
+    if phase is None:
+        return ""
+    try:
+        with open(Path(phase.output_dir) / "node-0.log", "rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(0, handle.tell() - 64 * 1024))  # the tail only: a log can grow to gigabytes
+            return "\n".join(handle.read().decode("utf-8", "replace").splitlines()[-LOG_LINES:])
+    except OSError:
+        return ""
+
+
+@require_GET
+@any_role_required
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return render(request, DETAIL, monitor_context(_get_job(pk)))
+
+
+@require_GET
+@any_role_required
+def job_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    """The polled panel; the head (status, buttons) rides along out of band so it changes when the job ends."""
+    if not is_partial(request):
+        return redirect(f"{reverse('training:job_detail', args=[pk])}#job-progress")
+    return render_fragments(request, DETAIL, ["progress", "head"], monitor_context(_get_job(pk)), oob={"oob": True})
+
+
+def _command(request: HttpRequest, pk: int, service, done: str) -> HttpResponse:
+    job = _get_job(pk)
+    try:
+        job = service(job=job, user=request.user)
+    except LabError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, done.format(job=job))
+    return redirect("training:job_detail", pk=pk)
+
+
+@require_POST
+@operator_required
+def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    return _command(request, pk, job_services.job_cancel, "{job} cancelled: the trainer saves a checkpoint first.")
+
+
+@require_POST
+@operator_required
+def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    return _command(request, pk, job_services.job_resume, "{job} resumed from its last saved state.")
+
+
+@require_http_methods(["GET", "POST"])
+@operator_required
+def upload_list(request: HttpRequest) -> HttpResponse:
+    form = UploadForm(request.POST or None, request.FILES or None)
+    status = 200
+    if request.method == "POST":
+        status = 422
+        if form.is_valid():
+            file = form.cleaned_data["file"]
+            try:
+                stored = uploads.upload_store(name=file.name, chunks=file.chunks(), user=request.user)
+            except LabError as error:
+                where = f" (line {error.line})" if error.line else ""
+                form.add_error("file", f"{error.message}{where}")
+            else:
+                messages.success(request, f"{stored['path']}: {stored['samples']} samples. Name it in a recipe.")
+                return redirect("training:upload_list")
+    return render(request, "training/uploads.html", {"form": form, "uploads": uploads.upload_list()}, status=status)
