@@ -127,6 +127,16 @@ class Queue:
         return asdict(self)
 
 
+LIST_DEFERRED = tuple(
+    f"sample__{name}" for name in ("raw", "response", "context", "rationales", "prompts", "scores", "seed_indices")
+)
+
+
+def for_list(items: QuerySet) -> QuerySet:
+    """Rows for a queue page: the item and its sample's question, not the sample's heavy columns."""
+    return items.select_related("sample").defer(*LIST_DEFERRED)
+
+
 def under_path(items: QuerySet, path: str) -> QuerySet:
     """The leaf `path` and every leaf under the folder `path`.
 

@@ -17,7 +17,7 @@ from labweb.web import error_status, is_partial
 from review import selectors
 from review.core import rules
 from review.models import REASONS, BulkJob
-from review.queue import SORTS, STATE_CHOICES, Queue, page
+from review.queue import SORTS, STATE_CHOICES, Queue, for_list, page
 from review.services import bulk as bulk_services
 from review.services.claims import queue_claim
 from review.services.decisions import Gone, decision_undo, sample_decide
@@ -82,7 +82,7 @@ def queue(request: HttpRequest) -> HttpResponse:
     reviewer = request.user if has_role(request.user, REVIEWER) else None
     try:
         rows = page(
-            current.queryset(reviewer=reviewer).select_related("sample"),
+            for_list(current.queryset(reviewer=reviewer)),
             current.order,
             cursor=request.GET.get("cursor", ""),
         )

@@ -13,7 +13,7 @@ from review import selectors
 from review.api import serializers as s
 from review.core import rules
 from review.models import BulkJob, ReviewItem
-from review.queue import PAGE_SIZE, Queue, page
+from review.queue import PAGE_SIZE, Queue, for_list, page
 from review.services import bulk as bulk_services
 from review.services.claims import claim_seconds, queue_claim
 from review.services.decisions import decision_undo, sample_decide
@@ -108,7 +108,7 @@ class ItemList(APIView):
             raise LabError("page_size must be a whole number.", field="page_size") from None
         reviewer = request.user if has_role(request.user, REVIEWER) else None
         rows = page(
-            queue.queryset(reviewer=reviewer).select_related("sample"),
+            for_list(queue.queryset(reviewer=reviewer)),
             queue.order,
             cursor=params.get("cursor", ""),
             size=size,
