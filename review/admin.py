@@ -3,16 +3,12 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
+from labweb.admin import ReadOnlyAdmin as SharedReadOnly
 from review.models import BulkJob, Counter, Decision, ReviewItem, ReviewPolicy
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
+class ReadOnlyAdmin(SharedReadOnly):
+    # Decisions are append-only: not even the admin deletes one (or the item it belongs to).
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 

@@ -95,6 +95,15 @@ class ReviewItem(models.Model):
     def edited(self) -> bool:
         return self.question is not None or self.response is not None
 
+    @property
+    def kept_question(self) -> str:
+        """The question in force: the reviewer's edit, or the sample's own."""
+        return self.question if self.question is not None else self.sample.question
+
+    @property
+    def kept_response(self) -> str:
+        return self.response if self.response is not None else self.sample.response
+
 
 class BulkJob(models.Model):
     """One bulk decision over a selection or "all matching, minus these", run in chunks by a Celery task."""

@@ -228,5 +228,18 @@ def agreement(*, run: int | None = None, path: str = "", limit: int = 200_000) -
     return result
 
 
+def approved_samples(*, run: int | None = None, path: str = ""):
+    """What training reads: the samples reviewers kept (approved, or edited and approved), oldest first, each
+    with `kept_question` and `kept_response`, the text in force."""
+    items = ReviewItem.objects.filter(state__in=(rules.APPROVED, rules.EDITED)).select_related("sample")
+    if run:
+        items = items.filter(run_id=run)
+    if path:
+        from review.queue import under_path
+
+        items = under_path(items, path.strip("/"))
+    return items.order_by("sample_id")
+
+
 def recent_decisions(*, reviewer, limit: int = 10):
     return Decision.objects.filter(reviewer=reviewer).select_related("item").order_by("-id")[:limit]

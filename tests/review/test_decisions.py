@@ -1,5 +1,6 @@
 """Decisions through the services: state, text, version and counters move together; bad input changes nothing."""
 
+import io
 import random
 
 import pytest
@@ -286,3 +287,33 @@ def test_near_duplicates_marked_when_a_run_completes_are_flagged_in_the_queue(ma
     Sample.objects.filter(pk=first_two[1].pk).update(question=first_two[0].question)
     assert samples_mark_duplicates(run_id=run.pk, threshold=0.7) >= 1
     assert Queue(duplicate="yes").queryset().filter(pk=first_two[1].pk).exists()
+
+
+def test_training_reads_the_kept_samples_with_the_edited_text(make_samples, reviewer):
+    from review.selectors import approved_samples
+
+    run = make_samples(1)
+    a, b, c = ReviewItem.objects.order_by("pk")[:3]
+    sample_decide(sample_id=a.pk, reviewer=reviewer, action="approve", expected_version=1)
+    sample_decide(sample_id=b.pk, reviewer=reviewer, action="reject", expected_version=1)
+    sample_decide(sample_id=c.pk, reviewer=reviewer, action="edit", expected_version=1, question="Q?", response="R.")
+    kept = list(approved_samples(run=run.pk))
+    assert [item.pk for item in kept] == [a.pk, c.pk]
+    assert (kept[0].kept_question, kept[1].kept_question, kept[1].kept_response) == (a.sample.question, "Q?", "R.")
+
+
+def test_review_sync_opens_items_for_samples_written_before_review(make_samples):
+    from django.core.management import call_command
+
+    from generation.models import Sample
+
+    make_samples(1)
+    sample = Sample.objects.order_by("pk").first()
+    ReviewItem.objects.all().delete()
+    from review.models import Counter
+
+    Counter.objects.all().delete()
+    call_command("review_sync", stdout=io.StringIO())
+    assert ReviewItem.objects.count() == Sample.objects.count() == 15
+    assert ReviewItem.objects.get(pk=sample.pk).score == sample.scores["pair"]
+    assert_consistent()
