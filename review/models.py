@@ -66,7 +66,13 @@ class ReviewItem(models.Model):
     question = models.TextField(null=True, blank=True)  # noqa: DJ001 - null: not edited, the sample's text holds
     response = models.TextField(null=True, blank=True)  # noqa: DJ001
     decision = models.ForeignKey(
-        "Decision", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+        "Decision",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,  # see Decision: only the services write it, from a row they just inserted
     )
     decided_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.ForeignKey(
@@ -75,11 +81,11 @@ class ReviewItem(models.Model):
     claimed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        # Each index is a keyset order of the queue. Those on score and leaf hold pending rows only, so a
-        # decision writes fewer index entries (a bulk approve of 100,000 touches three indexes, not five).
+        # Each index is a keyset order of the queue. Those for a run, a score and a leaf hold pending rows only:
+        # a decision writes fewer index entries (a bulk approve of 100,000 touches two indexes, not five).
         indexes = [
             models.Index(fields=["state", "sample"], name="review_item_state_id"),
-            models.Index(fields=["run", "state", "sample"], name="review_item_run_state_id"),
+            models.Index(fields=["run", "sample"], name="review_item_pending_run", condition=models.Q(state="pending")),
             models.Index(
                 fields=["score", "sample"], name="review_item_pending_score", condition=models.Q(state="pending")
             ),
@@ -162,8 +168,14 @@ class Decision(models.Model):
         EDIT = rules.EDIT, "edit and approve"
         UNDO = rules.UNDO
 
-    item = models.ForeignKey(ReviewItem, on_delete=models.CASCADE, related_name="decisions")
-    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False)
+    # No database constraints on these keys: a bulk job inserts 100,000 decisions in one statement, and the
+    # deferred checks (a locking lookup of the item, the reviewer and the job for every row, all on the same
+    # two rows for the last two) cost more than the insert. The services write them from rows they hold
+    # locked; Django's on_delete still applies (CASCADE with the item, PROTECT for reviewer and job).
+    item = models.ForeignKey(ReviewItem, on_delete=models.CASCADE, related_name="decisions", db_constraint=False)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
     action = models.CharField(max_length=16, choices=Action.choices)
     reason = models.CharField(max_length=32, blank=True)
     note = models.TextField(blank=True)
@@ -171,8 +183,12 @@ class Decision(models.Model):
     question_after = models.TextField(null=True, blank=True)  # noqa: DJ001
     response_before = models.TextField(null=True, blank=True)  # noqa: DJ001
     response_after = models.TextField(null=True, blank=True)  # noqa: DJ001
-    undoes = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    job = models.ForeignKey(BulkJob, null=True, blank=True, on_delete=models.PROTECT, related_name="decisions")
+    undoes = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
+    job = models.ForeignKey(
+        BulkJob, null=True, blank=True, on_delete=models.PROTECT, related_name="decisions", db_constraint=False
+    )
     state_after = models.CharField(max_length=16, choices=State.choices)
     created_at = models.DateTimeField()
 

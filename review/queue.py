@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
 from labweb.errors import LabError
 from review.core import rules
@@ -127,14 +127,12 @@ class Queue:
         return asdict(self)
 
 
-LIST_DEFERRED = tuple(
-    f"sample__{name}" for name in ("raw", "response", "context", "rationales", "prompts", "scores", "seed_indices")
-)
-
-
 def for_list(items: QuerySet) -> QuerySet:
-    """Rows for a queue page: the item and its sample's question, not the sample's heavy columns."""
-    return items.select_related("sample").defer(*LIST_DEFERRED)
+    """Rows for a queue page, with their sample's question fetched by id in a second query. A join would let
+    PostgreSQL merge-join the whole sample table from its start: a cursor's bound is not carried across it."""
+    from generation.models import Sample
+
+    return items.prefetch_related(Prefetch("sample", queryset=Sample.objects.only("id", "question")))
 
 
 def under_path(items: QuerySet, path: str) -> QuerySet:
