@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from review.models import BulkJob, ReviewItem
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import htmx_idle, sign_in
 
 pytestmark = pytest.mark.browser
 POEMS = "compositional_skills/writing/poems"
@@ -26,12 +26,14 @@ def test_a_reviewer_approves_rejects_edits_and_undoes_from_the_keyboard(page, tr
     sign_in(page, reviewer, start=f"/review/?path={POEMS}")
     page.click("#start-review")
     expect(page.locator("#review-current article")).to_be_visible()
+    htmx_idle(page)
     expect(page.locator("#review-shortcuts")).to_contain_text("Approve")
     page.evaluate("window.__sameDocument = true")
     first = current_id(page)
 
     page.keyboard.press("a")
     expect(page.locator("#review-notice")).to_have_text(f"Approved sample {first}.")
+    htmx_idle(page)
     second = current_id(page)
     assert second != first and state(first) == "approved"
 
@@ -41,6 +43,7 @@ def test_a_reviewer_approves_rejects_edits_and_undoes_from_the_keyboard(page, tr
     reason.select_option("off_topic")
     page.keyboard.press("Enter")
     expect(page.locator("#review-notice")).to_have_text(f"Rejected sample {second}.")
+    htmx_idle(page)
     third = current_id(page)
     assert ReviewItem.objects.get(pk=second).decision.reason == "off_topic"
 
@@ -50,18 +53,23 @@ def test_a_reviewer_approves_rejects_edits_and_undoes_from_the_keyboard(page, tr
     answer.fill(answer.input_value().replace("Answer", "Reply", 1))
     answer.press("Control+Enter")
     expect(page.locator("#review-notice")).to_have_text(f"Edited and approved sample {third}.")
+    htmx_idle(page)
     assert state(third) == "edited"
 
     page.keyboard.press("k")  # back to the edited one: its word diff against the original
     expect(page.locator("#review-current article")).to_have_attribute("data-sample", str(third))
+    htmx_idle(page)
     expect(page.locator("#review-current [data-role=diff] ins").first).to_have_text("Reply ")
     expect(page.locator("#review-current [data-role=diff] del").first).to_have_text("Answer ")
 
     page.keyboard.press("u")
     expect(page.locator("#review-notice")).to_contain_text(f"Took back your edit of sample {third}")
+    htmx_idle(page)
     expect(page.locator("#review-current article")).to_have_attribute("data-state", "pending")
+    htmx_idle(page)
     page.keyboard.press("u")
     expect(page.locator("#review-notice")).to_contain_text(f"Took back your rejection of sample {second}")
+    htmx_idle(page)
     assert (state(third), state(second), state(first)) == ("pending", "pending", "approved")
 
     page.keyboard.press("?")

@@ -17,8 +17,12 @@
     else form.submit();
   }
 
+  // While htmx sends a decision or settles the new sample, keys wait: a form htmx has not yet taken over would
+  // be submitted as a plain page load.
   function busy() {
-    return !!document.querySelector("#review-screen.htmx-request, #review-screen .htmx-request");
+    return !!document.querySelector(
+      ".htmx-request, .htmx-swapping, .htmx-settling, #review-screen.htmx-added, #review-screen .htmx-added"
+    );
   }
 
   // The next sample is already rendered (hidden) in the page: show it as soon as a decision is sent, so the
