@@ -725,12 +725,11 @@ def main() -> None:
             from django.contrib.auth.models import User
 
             from curation.models import Leaf
-            from curation.services import taxonomy_import
-            from curation.taxonomy.source import read_directory
+            from curation.services import ImportSource, taxonomy_import
 
             write_taxonomy(Path(folder), args.leaves)
             user = User.objects.create(username="bench")
-            record = taxonomy_import(read=lambda: read_directory(folder), source=folder, user=user)
+            record = taxonomy_import(source=ImportSource.directory(folder), user=user, from_shell=True)
             assert Leaf.objects.filter(is_valid=True).count() == args.leaves, (record.status, record.problems[:3])
             pg = PgSessions(dbname)
             try:

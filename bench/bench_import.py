@@ -36,7 +36,7 @@ def main() -> None:
         from django.db import connection
 
         from curation.models import Leaf, LeafRevision, TaxonomyImport, TaxonomySnapshot
-        from curation.services import taxonomy_import
+        from curation.services import ImportSource, taxonomy_import
         from curation.taxonomy.source import read_directory
 
         user = User.objects.create(username="bench")
@@ -48,7 +48,7 @@ def main() -> None:
             TaxonomySnapshot.objects.all().delete()
 
         def run_import():
-            record = taxonomy_import(read=lambda: read_directory(CORPUS), source=str(CORPUS), user=user)
+            record = taxonomy_import(source=ImportSource.directory(CORPUS), user=user, from_shell=True)
             assert record.rejected == 125, record.rejected
 
         baseline = best_of(1, lambda: official_validate(files))

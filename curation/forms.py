@@ -6,6 +6,8 @@ from typing import Any
 from django import forms
 
 from curation.models import Leaf, SeedExample
+from curation.qna_map import EDITABLE_LEAF_FIELDS
+from curation.services.imports import ImportSource
 
 PAIR_FIELD = re.compile(r"^questions_and_answers-(\d+)-(question|answer)$")
 
@@ -58,6 +60,9 @@ class LeafFieldsForm(RevisionForm):
             elif value != (current or ""):
                 changes[name] = value
         return changes
+
+
+assert set(LeafFieldsForm.base_fields) == set(EDITABLE_LEAF_FIELDS) - {"version"} | {"revision"}
 
 
 class SeedForm(RevisionForm):
@@ -113,7 +118,11 @@ class SeedMoveForm(RevisionForm):
 
 
 class LeafPathForm(forms.Form):
-    path = forms.CharField(max_length=1000, help_text="e.g. compositional_skills/writing/freeform/haiku")
+    path = forms.CharField(
+        max_length=1000,
+        help_text="Folder names separated by “/”, e.g. compositional_skills/writing/freeform/haiku",
+        widget=forms.TextInput(attrs={"autofocus": True, "placeholder": "compositional_skills/writing/freeform/haiku"}),
+    )
 
 
 class LeafMoveForm(RevisionForm):
@@ -132,23 +141,54 @@ class SnapshotForm(forms.Form):
     name = forms.CharField(max_length=200, required=False)
 
 
-class ImportArchiveForm(forms.Form):
-    archive = forms.FileField(help_text=".tar.gz, .tgz, .tar or .zip")
-    prune = forms.BooleanField(required=False)
+class ImportForm(forms.Form):
+    """One of the import page's sources with what to do with it; the services decide whether it may be read."""
+
+    kind = ""
+    prune = forms.BooleanField(required=False, label="Delete the leaves that the source does not hold (prune)")
+    dry_run = forms.BooleanField(required=False, label="Dry run: only list what the import would change")
+    # Posted by the confirmation a prune's dry run shows, so that the second post imports.
+    confirm_prune = forms.BooleanField(required=False, widget=forms.HiddenInput)
+    allow_remove_all = forms.BooleanField(required=False, label="Yes, remove every leaf of the taxonomy")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", f"id_{self.kind}_%s")
+        super().__init__(*args, **kwargs)
+
+    def source(self) -> ImportSource:
+        raise NotImplementedError
 
 
-class ImportDirectoryForm(forms.Form):
-    directory = forms.CharField(max_length=1000, help_text="A folder on the server")
-    prune = forms.BooleanField(required=False)
+class ImportArchiveForm(ImportForm):
+    kind = "archive"
+    archive = forms.FileField(label="Archive", help_text=".tar.gz, .tgz, .tar or .zip")
+    field_order = ["archive"]
+
+    def source(self) -> ImportSource:
+        upload = self.cleaned_data["archive"]
+        return ImportSource.upload(upload, upload.name)
 
 
-class ImportGitForm(forms.Form):
-    repository = forms.CharField(max_length=1000, help_text="A git repository on the server")
-    ref = forms.CharField(max_length=200, required=False, initial="HEAD")
-    prune = forms.BooleanField(required=False)
+class ImportDirectoryForm(ImportForm):
+    kind = "directory"
+    directory = forms.CharField(max_length=1000, label="Folder path", help_text="A folder on the server")
+    field_order = ["directory"]
+
+    def source(self) -> ImportSource:
+        return ImportSource.directory(self.cleaned_data["directory"])
 
 
-IMPORT_FORMS: dict[str, type[forms.Form]] = {
+class ImportGitForm(ImportForm):
+    kind = "git"
+    repository = forms.CharField(max_length=1000, label="Repository path", help_text="A git repository on the server")
+    ref = forms.CharField(max_length=200, required=False, initial="HEAD", label="Revision (branch, tag or commit)")
+    field_order = ["repository", "ref"]
+
+    def source(self) -> ImportSource:
+        return ImportSource.git(self.cleaned_data["repository"], self.cleaned_data.get("ref"))
+
+
+IMPORT_FORMS: dict[str, type[ImportForm]] = {
     "archive": ImportArchiveForm,
     "directory": ImportDirectoryForm,
     "git": ImportGitForm,

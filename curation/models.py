@@ -2,6 +2,14 @@ from django.conf import settings
 from django.db import models
 
 from curation.taxonomy import KINDS
+from curation.taxonomy.storage import (
+    CREATED_BY_MAX,
+    DOCUMENT_COMMIT_MAX,
+    DOCUMENT_NAME_MAX,
+    DOCUMENT_REPO_MAX,
+    DOMAIN_MAX,
+    LEAF_PATH_MAX,
+)
 
 
 class Kind(models.TextChoices):
@@ -20,18 +28,18 @@ class Leaf(models.Model):
     """
 
     path = models.CharField(
-        max_length=1000, unique=True, help_text="Folder path, e.g. compositional_skills/writing/freeform/jokes"
+        max_length=LEAF_PATH_MAX, unique=True, help_text="Folder path, e.g. compositional_skills/writing/freeform/jokes"
     )
     kind = models.CharField(max_length=32, choices=Kind.choices, db_index=True)
     version = models.PositiveSmallIntegerField(
         null=True, blank=True, help_text="qna.yaml schema version; empty where the file has none"
     )
-    created_by = models.CharField(max_length=200, null=True, blank=True)
+    created_by = models.CharField(max_length=CREATED_BY_MAX, null=True, blank=True)
     task_description = models.TextField(null=True, blank=True)
-    domain = models.CharField(max_length=500, null=True, blank=True)
+    domain = models.CharField(max_length=DOMAIN_MAX, null=True, blank=True)
     document_outline = models.TextField(null=True, blank=True)
-    document_repo = models.CharField(max_length=1000, null=True, blank=True)
-    document_commit = models.CharField(max_length=200, null=True, blank=True)
+    document_repo = models.CharField(max_length=DOCUMENT_REPO_MAX, null=True, blank=True)
+    document_commit = models.CharField(max_length=DOCUMENT_COMMIT_MAX, null=True, blank=True)
     document_patterns = models.JSONField(null=True, blank=True)
     attribution = models.TextField(blank=True, help_text="attribution.txt beside qna.yaml")
     extra = models.JSONField(default=dict, blank=True, help_text="Keys of the qna.yaml that LabWeb has no field for")
@@ -84,7 +92,7 @@ class Document(models.Model):
     """A knowledge source document (Markdown) attached to its leaf."""
 
     leaf = models.ForeignKey(Leaf, on_delete=models.CASCADE, related_name="documents")
-    name = models.CharField(max_length=255)
+    name = models.CharField(max_length=DOCUMENT_NAME_MAX)
     content = models.TextField()
     sha256 = models.CharField(max_length=64)
     size = models.PositiveIntegerField()
@@ -111,8 +119,13 @@ class LeafRevision(models.Model):
         DELETE = "delete"
         IMPORT = "import"
 
-    leaf = models.ForeignKey(Leaf, null=True, on_delete=models.SET_NULL, related_name="revisions")
-    path = models.CharField(max_length=1000, db_index=True)
+    # The leaf's id outlives the leaf, so that a deleted leaf's history stays at its old URLs: deleting a leaf
+    # leaves its revisions untouched, hence no database constraint. Ids are never reused (PostgreSQL sequences,
+    # SQLite AUTOINCREMENT). Revisions of leaves deleted before this kept no id (NULL).
+    leaf = models.ForeignKey(
+        Leaf, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="revisions"
+    )
+    path = models.CharField(max_length=LEAF_PATH_MAX, db_index=True)
     number = models.PositiveIntegerField()
     action = models.CharField(max_length=16, choices=Action.choices)
     author = models.ForeignKey(
@@ -152,6 +165,7 @@ class TaxonomyImport(models.Model):
 
     class Status(models.TextChoices):
         SUCCEEDED = "succeeded"
+        FAILED = "failed", "Failed: every file rejected"
         REFUSED = "refused"
 
     source = models.CharField(max_length=1000)

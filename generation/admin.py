@@ -1,23 +1,14 @@
 """Admin for watching generation jobs. Rows are read-only here: changes go through the services (the pages,
 the API, or the run actions below), so the admin never bypasses a check or leaks a teacher's API key."""
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from generation import selectors
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, TeacherResponse, WorkItem
 from generation.services.runs import run_cancel, run_resume
-from labweb.errors import LabError
-from labweb.roles import OPERATOR, has_role
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+from labweb.admin import OperatorActions, ReadOnlyAdmin, run_command
 
 
 @admin.register(Teacher)
@@ -34,7 +25,7 @@ class TeacherAdmin(ReadOnlyAdmin):
 
 
 @admin.register(GenerationRun)
-class GenerationRunAdmin(ReadOnlyAdmin):
+class GenerationRunAdmin(OperatorActions, ReadOnlyAdmin):
     list_display = ["__str__", "status", "teacher", "scope", "created_at", "created_by", "progress", "samples"]
     list_filter = ["status", "scope", "teacher"]
     search_fields = ["name", "error"]
@@ -53,27 +44,13 @@ class GenerationRunAdmin(ReadOnlyAdmin):
     def samples(self, run: GenerationRun) -> str:
         return f"{run.kept_total} / {run.target_total}"
 
-    def _command(self, request: HttpRequest, queryset: QuerySet[GenerationRun], service, verb: str) -> None:
-        done = 0
-        for run in queryset:
-            try:
-                service(run=run, user=request.user)
-                done += 1
-            except LabError as error:
-                self.message_user(request, f"{run}: {error.message}", messages.WARNING)
-        if done:
-            self.message_user(request, f"{verb} {done} run{'s' if done != 1 else ''}.", messages.SUCCESS)
-
     @admin.action(description="Cancel the selected runs", permissions=["operate"])
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[GenerationRun]) -> None:
-        self._command(request, queryset, run_cancel, "Cancelled")
+        run_command(self, request, queryset, lambda run: run_cancel(run=run, user=request.user), "cancelled")
 
     @admin.action(description="Resume the selected runs", permissions=["operate"])
     def resume_runs(self, request: HttpRequest, queryset: QuerySet[GenerationRun]) -> None:
-        self._command(request, queryset, run_resume, "Resumed")
-
-    def has_operate_permission(self, request: HttpRequest) -> bool:
-        return has_role(request.user, OPERATOR)
+        run_command(self, request, queryset, lambda run: run_resume(run=run, user=request.user), "resumed")
 
 
 @admin.register(WorkItem)

@@ -1,4 +1,8 @@
-"""One JSON error shape for the whole API: {"error": {"message", "field", "line", "path"}, "errors": [...]}."""
+"""What every app's API shares: one JSON error shape ({"error": {"message", "field", "line", "path"},
+"errors": [...]}) and the If-Match / revision plumbing of optimistic locking."""
+
+from collections.abc import Callable
+from typing import TypeVar
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
@@ -6,7 +10,9 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from labweb.errors import LabError
+from labweb.errors import ConflictError, LabError, PreconditionFailed
+
+T = TypeVar("T")
 
 
 def _flatten(detail, prefix: str = "") -> list[dict]:
@@ -45,3 +51,24 @@ def exception_handler(exc, context):
     if response.status_code == status.HTTP_401_UNAUTHORIZED and not response.has_header("WWW-Authenticate"):
         response.status_code = status.HTTP_403_FORBIDDEN
     return response
+
+
+def expected_revision(request, data: dict) -> int | None:
+    """The revision the client edited: If-Match (the ETag the API issued) or a `revision` field in the body."""
+    header = request.headers.get("If-Match")
+    if header:
+        try:
+            return int(header.strip().removeprefix("W/").strip('"'))
+        except ValueError:
+            raise LabError(f"If-Match {header!r} is not an ETag this API issued.", field="If-Match") from None
+    return data.get("revision")
+
+
+def call_with_precondition(request, fn: Callable[..., T], **kwargs) -> T:
+    """Call a service; a stale version is 412 when the client sent If-Match, else the service's 409."""
+    try:
+        return fn(**kwargs)
+    except ConflictError as error:
+        if request.headers.get("If-Match"):
+            raise PreconditionFailed(error.message, field="If-Match", path=error.path) from None
+        raise

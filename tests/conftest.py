@@ -66,10 +66,9 @@ def api(curator) -> APIClient:
 @pytest.fixture
 def imported(db, corpus, curator):
     """The whole corpus imported, as a curator would."""
-    from curation.services import taxonomy_import
-    from curation.taxonomy.source import read_directory
+    from curation.services import ImportSource, taxonomy_import
 
-    return taxonomy_import(read=lambda: read_directory(corpus), source=str(corpus), user=curator)
+    return taxonomy_import(source=ImportSource.directory(corpus), user=curator, from_shell=True)
 
 
 @pytest.fixture

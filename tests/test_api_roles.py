@@ -21,7 +21,7 @@ from rest_framework.test import APIClient
 
 from curation import services
 from curation.models import Document, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
-from curation.taxonomy.source import read_archive, write_tar
+from curation.taxonomy.source import write_tar
 from generation.models import GenerationRun, Sample, Teacher
 from generation.sdg.pipelines import GeneratedSample
 from generation.services.runs import run_cancel, run_create
@@ -46,6 +46,7 @@ class World:
 
     tmp_path: Path
     leaf: int
+    knowledge_leaf: int  # documents belong to knowledge leaves only
     seed: int
     document: int
     snapshot: int
@@ -119,7 +120,7 @@ def new_seed(w: World) -> dict:
 
 
 def new_document(w: World) -> dict:
-    return {"leaf": w.leaf, "name": "b.md", "content": "# B"}
+    return {"leaf": w.knowledge_leaf, "name": "b.md", "content": "# B"}
 
 
 def archive(w: World) -> dict:
@@ -268,12 +269,14 @@ def training_world(tmp_path: Path, settings, user) -> dict:
 @pytest.fixture
 def world(curator, reviewer, tmp_path, settings) -> World:
     services.taxonomy_import(
-        read=lambda: read_archive(io.BytesIO(targz([("compositional_skills/poems/qna.yaml", POEMS)])), "t.tar.gz"),
-        source="t.tar.gz",
+        source=services.ImportSource.upload(
+            io.BytesIO(targz([("compositional_skills/poems/qna.yaml", POEMS)])), "t.tar.gz"
+        ),
         user=curator,
     )
     leaf = Leaf.objects.get()
-    document = services.document_add(leaf=leaf, user=curator, expected_revision=None, name="a.md", content="# A")
+    knowledge = services.leaf_create(path="knowledge/astronomy/planets", user=curator)
+    document = services.document_add(leaf=knowledge, user=curator, expected_revision=None, name="a.md", content="# A")
     snapshot = services.snapshot_create(name="start", user=curator)
     teacher = teacher_create(user=curator, name="scripted", base_url="http://127.0.0.1:9/v1", model="m")
     # Runs queue their work when the transaction commits, which a test's never does: nothing is sent to Celery.
@@ -305,6 +308,7 @@ def world(curator, reviewer, tmp_path, settings) -> World:
     return World(
         tmp_path=tmp_path,
         leaf=leaf.pk,
+        knowledge_leaf=knowledge.pk,
         seed=leaf.seeds.order_by("position").first().pk,
         document=document.pk,
         snapshot=snapshot.pk,

@@ -2,23 +2,23 @@
 
 from django.contrib import admin
 
-from labweb.admin import ReadOnlyAdmin, run_command
+from labweb.admin import OperatorActions, ReadOnlyAdmin, run_command
 from training.models import Checkpoint, StepMetric, TrainingEvent, TrainingJob, TrainingNode, TrainingPhase
 from training.services.jobs import job_cancel, job_resume
 
 
 @admin.register(TrainingJob)
-class TrainingJobAdmin(ReadOnlyAdmin):
+class TrainingJobAdmin(OperatorActions, ReadOnlyAdmin):
     list_display = ["__str__", "status", "base_model", "plan", "nodes", "processes_per_node", "created_at"]
     list_filter = ["status", "plan"]
     search_fields = ["name", "base_model", "error"]
     actions = ["cancel_jobs", "resume_jobs"]
 
-    @admin.action(description="Cancel the selected jobs")
+    @admin.action(description="Cancel the selected jobs", permissions=["operate"])
     def cancel_jobs(self, request, queryset):
         run_command(self, request, queryset, lambda job: job_cancel(job=job, user=request.user), "cancelled")
 
-    @admin.action(description="Resume the selected jobs")
+    @admin.action(description="Resume the selected jobs", permissions=["operate"])
     def resume_jobs(self, request, queryset):
         run_command(self, request, queryset, lambda job: job_resume(job=job, user=request.user), "resumed")
 

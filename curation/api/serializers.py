@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from curation.models import Document, Kind, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
+from curation.qna_map import EDITABLE_LEAF_FIELDS, SEED_FIELDS
 
 
 class ProblemSerializer(serializers.Serializer):
@@ -12,8 +13,9 @@ class ProblemSerializer(serializers.Serializer):
 
 
 class QAPairSerializer(serializers.Serializer):
-    question = serializers.CharField(allow_blank=True)
-    answer = serializers.CharField(allow_blank=True)
+    # As typed, like a seed's own question: the service refuses a whitespace-only one rather than blanking it.
+    question = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    answer = serializers.CharField(allow_blank=True, trim_whitespace=False)
 
 
 class SeedExampleSerializer(serializers.ModelSerializer):
@@ -21,7 +23,7 @@ class SeedExampleSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = SeedExample
-        fields = ["id", "leaf", "position", "context", "question", "answer", "questions_and_answers"]
+        fields = ["id", "leaf", "position", *SEED_FIELDS]
         read_only_fields = ["id", "position"]
 
 
@@ -77,15 +79,7 @@ class LeafSerializer(serializers.ModelSerializer):
             "id",
             "path",
             "kind",
-            "version",
-            "created_by",
-            "task_description",
-            "domain",
-            "document_outline",
-            "document_repo",
-            "document_commit",
-            "document_patterns",
-            "attribution",
+            *EDITABLE_LEAF_FIELDS,
             "is_valid",
             "problems",
             "content_hash",
@@ -116,6 +110,10 @@ class LeafWriteSerializer(serializers.Serializer):
     document_patterns = serializers.ListField(child=serializers.CharField(), required=False, allow_null=True)
     attribution = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
     revision = serializers.IntegerField(required=False, help_text="The revision you edited (or send If-Match)")
+
+
+assert set(LeafWriteSerializer._declared_fields) == {*EDITABLE_LEAF_FIELDS, "revision"}
+assert set(SeedWriteSerializer._declared_fields) == {*SEED_FIELDS, "revision"}
 
 
 class LeafCreateSerializer(LeafWriteSerializer):
@@ -185,7 +183,17 @@ class ImportCreateSerializer(serializers.Serializer):
     directory = serializers.CharField(required=False, help_text="A directory on the server (staff only)")
     git = serializers.CharField(required=False, help_text="A git repository on the server (staff only)")
     ref = serializers.CharField(required=False, default="HEAD")
-    prune = serializers.BooleanField(required=False, default=False)
+    prune = serializers.BooleanField(
+        required=False, default=False, help_text="Delete the leaves that the source does not hold"
+    )
+    dry_run = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Change nothing: answer 200 with what the import would create, update and remove (removed_paths)",
+    )
+    allow_remove_all = serializers.BooleanField(
+        required=False, default=False, help_text="Let a prune remove every leaf (refused otherwise)"
+    )
 
     def validate(self, attrs):
         given = [key for key in ("archive", "directory", "git") if attrs.get(key)]

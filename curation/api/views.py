@@ -1,13 +1,11 @@
 """The taxonomy REST API: thin viewsets over the curation services and selectors."""
 
-import io
-
 from django.db.models import Count
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -16,10 +14,12 @@ from curation import selectors, services
 from curation.api import serializers as s
 from curation.api.filters import DocumentFilter, LeafFilter, SeedFilter
 from curation.models import Document, Leaf, SeedExample, TaxonomyImport, TaxonomySnapshot
-from curation.services.imports import import_limits
+from curation.services import ImportSource
 from curation.taxonomy import dump_qna
-from curation.taxonomy.source import read_archive, read_directory, read_git, write_tar
-from labweb.errors import ConflictError, LabError
+from curation.tree import Folder, taxonomy_tree
+from curation.views.exports import export_response
+from labweb.api import call_with_precondition, expected_revision
+from labweb.errors import LabError
 from labweb.roles import CURATOR, role_permission
 
 CuratorWrites = role_permission(write=CURATOR)
@@ -29,28 +29,10 @@ class PathCursor(CursorPagination):
     ordering = "path"
 
 
-class PreconditionFailed(LabError):
-    status = 412
+class LeafGone(LabError):
+    """The leaf was deleted; only its history remains."""
 
-
-def expected_revision(request, data: dict) -> int | None:
-    """The revision the client edited: If-Match (the ETag of the leaf) or a `revision` field."""
-    header = request.headers.get("If-Match")
-    if header:
-        try:
-            return int(header.strip().removeprefix("W/").strip('"'))
-        except ValueError:
-            raise LabError(f"If-Match {header!r} is not an ETag this API issued.", field="If-Match") from None
-    return data.get("revision")
-
-
-def call_with_precondition(request, fn, **kwargs):
-    try:
-        return fn(**kwargs)
-    except ConflictError as error:
-        if request.headers.get("If-Match"):
-            raise PreconditionFailed(error.message, field="If-Match", path=error.path) from None
-        raise
+    status = 410
 
 
 def leaf_response(leaf: Leaf, *, code: int = status.HTTP_200_OK) -> Response:
@@ -136,16 +118,37 @@ class LeafViewSet(viewsets.ModelViewSet):
         leaf = self.get_object()
         return HttpResponse(dump_qna(selectors.leaf_qna(leaf)), content_type="application/yaml; charset=utf-8")
 
+    def get_object(self):
+        try:
+            return super().get_object()
+        except Http404:
+            gone = selectors.deleted_leaf(int(self.kwargs["pk"])) if str(self.kwargs["pk"]).isdigit() else None
+            if gone is None:
+                raise
+            raise LeafGone(
+                f"Leaf {gone.pk} ({gone.path}) was deleted on {gone.deleted_at:%Y-%m-%d %H:%M} UTC; its history is "
+                f"kept at /api/leaves/{gone.pk}/history/.",
+                path=gone.path,
+            ) from None
+
+    def _history_of(self):
+        """The leaf, or the deleted leaf whose history this is: history outlives the leaf."""
+        try:
+            return self.get_object()
+        except LeafGone:
+            return selectors.deleted_leaf(int(self.kwargs["pk"]))
+
     @extend_schema(responses=s.RevisionSerializer(many=True))
     @action(detail=True, methods=["get"])
     def history(self, request, pk=None):
-        revisions = selectors.leaf_history(self.get_object())
+        """Every revision, newest first; a deleted leaf's too (its newest has the action `delete`)."""
+        revisions = selectors.leaf_history(self._history_of())
         return Response(s.RevisionSerializer(revisions, many=True).data)
 
     @extend_schema(responses=s.RevisionDetailSerializer)
     @action(detail=True, methods=["get"], url_path=r"history/(?P<number>\d+)")
     def revision(self, request, pk=None, number=None):
-        found = selectors.leaf_history(self.get_object()).filter(number=number).first()
+        found = selectors.leaf_history(self._history_of()).filter(number=number).first()
         if found is None:
             raise NotFound(f"The leaf has no revision {number}.")
         return Response(s.RevisionDetailSerializer(found).data)
@@ -276,26 +279,27 @@ class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     )
     def create(self, request):
         data = LeafViewSet._valid(s.ImportCreateSerializer, request.data)
-        limits = import_limits()
         if data.get("archive"):
-            upload = data["archive"]
-            source = upload.name
-            read = lambda: read_archive(upload, upload.name, limits)  # noqa: E731
+            source = ImportSource.upload(data["archive"], data["archive"].name)
+        elif data.get("git"):
+            source = ImportSource.git(data["git"], data["ref"])
         else:
-            if not request.user.is_staff:
-                raise PermissionDenied("Importing from a path on the server needs a staff account.")
-            if data.get("git"):
-                source = f"{data['git']}@{data['ref']}"
-                read = lambda: read_git(data["git"], data["ref"], limits)  # noqa: E731
-            else:
-                source = data["directory"]
-                read = lambda: read_directory(data["directory"], limits)  # noqa: E731
-        record = services.taxonomy_import(read=read, source=source, user=request.user, prune=data["prune"])
-        refused = record.status == TaxonomyImport.Status.REFUSED
+            source = ImportSource.directory(data["directory"])
+        if data["dry_run"]:
+            plan = services.taxonomy_import_preview(source=source, user=request.user, prune=data["prune"])
+            return Response(plan.as_dict())
+        record = services.taxonomy_import(
+            source=source, user=request.user, prune=data["prune"], allow_remove_all=data["allow_remove_all"]
+        )
         body = s.ImportSerializer(record).data
-        if refused:
+        if record.status == TaxonomyImport.Status.REFUSED:
             body = {"error": record.problems[0], "errors": record.problems, "import": body}
-        return Response(body, status=status.HTTP_400_BAD_REQUEST if refused else status.HTTP_201_CREATED)
+            return Response(body, status=status.HTTP_400_BAD_REQUEST)
+        if record.status == TaxonomyImport.Status.FAILED:
+            error = {"message": record.message, "field": None, "line": None, "path": None}
+            body = {"error": error, "errors": [error, *record.problems], "import": body}
+            return Response(body, status=status.HTTP_400_BAD_REQUEST)
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class SnapshotViewSet(
@@ -323,11 +327,7 @@ AnyRole = role_permission(write=None)
 @permission_classes([AnyRole])
 def diff(request):
     """Leaves added, modified or removed since a baseline, like `ilab taxonomy diff`."""
-    baseline = None
-    if request.query_params.get("baseline"):
-        baseline = TaxonomySnapshot.objects.filter(pk=request.query_params["baseline"]).first()
-        if baseline is None:
-            raise LabError(f"No snapshot {request.query_params['baseline']}.", field="baseline")
+    baseline = selectors.snapshot_by_id(request.query_params.get("baseline", ""))
     return Response(selectors.taxonomy_diff(baseline=baseline).as_dict())
 
 
@@ -336,23 +336,18 @@ def diff(request):
 @permission_classes([AnyRole])
 def export(request):
     """Every valid leaf as an InstructLab taxonomy (.tar.gz); invalid leaves are counted in a header."""
-    files, skipped = selectors.export_files()
-    buffer = io.BytesIO()
-    write_tar(files, buffer)
-    response = HttpResponse(buffer.getvalue(), content_type="application/gzip")
-    response["Content-Disposition"] = 'attachment; filename="taxonomy.tar.gz"'
-    response["X-LabWeb-Skipped-Invalid"] = str(len(skipped))
-    return response
+    return export_response(selectors.taxonomy_export())
 
 
-def _tree_json(folder: selectors.Folder) -> dict:
+def _tree_json(folder: Folder) -> dict:
     return {
         "name": folder.name,
         "path": folder.path,
         "leaves": folder.leaves,
         "invalid": folder.invalid,
         "leaf": folder.leaf,
-        "children": [_tree_json(child) for child in folder.sorted_children],
+        "counters": folder.counts,
+        "children": [_tree_json(child) for child in folder.children or ()],
     }
 
 
@@ -360,5 +355,6 @@ def _tree_json(folder: selectors.Folder) -> dict:
 @api_view(["GET"])
 @permission_classes([AnyRole])
 def tree(request):
-    """The whole taxonomy tree with leaf and invalid-leaf counts per folder."""
-    return Response(_tree_json(selectors.taxonomy_tree()))
+    """The whole taxonomy tree with leaf and invalid-leaf counts per folder, and every registered per-leaf
+    counter (`curation.tree_counters`) summed over each folder's subtree."""
+    return Response(_tree_json(taxonomy_tree()))

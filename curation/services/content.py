@@ -1,41 +1,14 @@
-"""Mapping between qna data (what a file holds) and the curation models."""
+"""Checks every write shares: the warnings LabWeb adds to the schema's, content hashes, path and name rules."""
 
 import hashlib
 import posixpath
 import re
 
-from curation.models import Kind, Leaf, SeedExample
-from curation.selectors import LEAF_TEXT_FIELDS
-from curation.taxonomy import KINDS, Problem, leaf_kind
+from curation.models import Kind, Leaf
+from curation.taxonomy import KINDS, Problem
 from labweb.errors import LabError
 
-SEED_KEYS = ("context", "question", "answer", "questions_and_answers")
-TOP_KEYS = ("version", *LEAF_TEXT_FIELDS, "seed_examples", "document")
 _SEGMENT = re.compile(r"^[^/\\\x00-\x1f]+$")
-
-
-def apply_qna(leaf: Leaf, data: dict) -> list[SeedExample]:
-    """Set the leaf's fields from qna data; return its seed examples, unsaved."""
-    version = data.get("version")
-    leaf.version = version if isinstance(version, int) and not isinstance(version, bool) else None
-    for name in LEAF_TEXT_FIELDS:
-        setattr(leaf, name, data.get(name))
-    document = data.get("document")
-    document = document if isinstance(document, dict) else {}
-    leaf.document_repo = document.get("repo")
-    leaf.document_commit = document.get("commit")
-    leaf.document_patterns = document.get("patterns")
-    leaf.extra = {key: value for key, value in data.items() if key not in TOP_KEYS}
-    leaf.kind = leaf_kind(leaf.path, data)
-    return [
-        SeedExample(
-            leaf=leaf,
-            position=index,
-            **{key: seed.get(key) for key in SEED_KEYS},
-            extra={key: value for key, value in seed.items() if key not in SEED_KEYS},
-        )
-        for index, seed in enumerate(data.get("seed_examples") or [])
-    ]
 
 
 def leaf_warnings(leaf: Leaf, documents: dict) -> list[Problem]:
@@ -66,6 +39,11 @@ def clean_leaf_path(path: str) -> str:
         )
     if not all(_SEGMENT.match(part) for part in parts):
         raise LabError(f'"{path}" contains characters not allowed in a folder name.', field="path")
+    if any(part.lower() == "qna.yaml" for part in parts):
+        raise LabError(
+            f'"{path}" names the qna.yaml file: a leaf\'s path is the folder that holds it, without "/qna.yaml".',
+            field="path",
+        )
     if parts[0] not in KINDS:
         raise LabError(f'"{path}" must start with one of: {", ".join(KINDS)}.', field="path")
     if len(parts) < 2:

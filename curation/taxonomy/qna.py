@@ -2,29 +2,46 @@
 
 Validation agrees with `instructlab.schema.taxonomy.TaxonomyParser(schema_version=0)`, the check that
 `ilab taxonomy diff` runs: the official JSON schemas of the file's own `version`, and for version 2 and
-later the error-level rules of yamllint's "relaxed" configuration. The yamllint rules are re-implemented
-here because yamllint itself costs ~5 ms a file, more than everything else in an import together.
+later the error-level rules of yamllint's "relaxed" configuration. yamllint costs ~5 ms a file, more than
+everything else in an import together, so a quick scan looks for what its error-level rules could report
+and only the files it flags go through yamllint itself (in process), whose verdict then stands.
+
+Before anything is built from the YAML, one pass over its parse events refuses documents nested deeper
+than MAX_DEPTH (the C composer recurses and crashes the process on deep input) and aliases that expand to
+more than MAX_ALIAS_NODES nodes ("billion laughs"). Values LabWeb's database cannot hold (see `storage`)
+are errors too, although the official parser accepts them.
 """
 
 import functools
 import hashlib
 import json
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import yaml
 from instructlab.schema import schema_base
-from jsonschema.validators import validator_for
+from jsonschema import ValidationError
+from jsonschema.validators import extend, validator_for
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 from referencing.jsonschema import DRAFT202012
 
 from curation.taxonomy.problems import Problem
+from curation.taxonomy.storage import FIELD_MAX, unstorable_reason
 
 KINDS = ("knowledge", "foundational_skills", "compositional_skills")
 SCHEMA_FOLDERS = ("compositional_skills", "knowledge")
 LATEST_VERSION = 3
+MAX_DEPTH = 100
+MAX_ALIAS_NODES = 100_000
+# What TaxonomyParser hands yamllint (instructlab.schema.taxonomy.DEFAULT_YAMLLINT_CONFIG).
+YAMLLINT_CONFIG = "{extends: relaxed, rules: {line-length: disable}}"
+# The official parser uses PyYAML's pure-Python loader. libyaml (10x faster) reads the same files the same way
+# except around tabs, the rarer line breaks and control characters, and escapes of surrogates (libyaml refuses
+# them, PyYAML makes them): files holding those take the slow one.
+_LOADERS_DIFFER = re.compile("[\t\x7f-\x9f\u2028\u2029]|\\\\(u|U0000)[dD][89a-fA-F]")
 
 
 @dataclass
@@ -72,16 +89,22 @@ def read_qna(raw: str | bytes, path: str) -> QnaFile:
             return QnaFile(path, None, problems=[Problem(path, "The file is not UTF-8 text.", line=line)])
     else:
         text = raw
-    loader = yaml.CSafeLoader(text)
+    # The official parser reads files in text mode: CRLF and CR line endings arrive as LF.
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    shape = _shape_problem(text, path)
+    if shape is not None:
+        return QnaFile(path, None, problems=[shape])
+    try:
+        loader = yaml.SafeLoader(text) if _LOADERS_DIFFER.search(text) else yaml.CSafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        return QnaFile(path, None, problems=[Problem(path, f"Not valid YAML: {exc.reason}.", line=line)])
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        message = f"Not valid YAML: {exc.problem or exc.context}"
-        if exc.context and exc.problem:
-            message = f"Not valid YAML: {exc.context}, {exc.problem}"
-        return QnaFile(path, None, problems=[Problem(path, message, line=mark.line + 1 if mark else None)])
+        return QnaFile(path, None, problems=[_yaml_problem(exc, path)])
     except yaml.YAMLError as exc:
         return QnaFile(path, None, problems=[Problem(path, f"Not valid YAML: {exc}")])
     finally:
@@ -98,6 +121,7 @@ def read_qna(raw: str | bytes, path: str) -> QnaFile:
     if version > 1:
         problems += _lint(text, node, path)
     problems += _schema_problems(data, version, folder_of(path), path, node)
+    problems += _storage_problems(data, path, node)
     return QnaFile(path, data, version, problems)
 
 
@@ -125,47 +149,119 @@ def _document_version(data: Mapping) -> int:
         return 1
 
 
+def _shape_problem(text: str, path: str) -> Problem | None:
+    """Depth and alias expansion, from the parse events alone (libyaml's parser keeps its stack on the heap)."""
+    loader = yaml.CSafeLoader(text)
+    anchored: dict[str, int] = {}  # anchor -> how many nodes its alias expands to
+    open_at: list[tuple[str | None, int]] = []
+    expanded = written = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.CollectionStartEvent):
+                open_at.append((event.anchor, expanded))
+                expanded += 1
+                written += 1
+                if len(open_at) > MAX_DEPTH:
+                    return Problem(
+                        path,
+                        f"The YAML is nested more than {MAX_DEPTH} levels deep; LabWeb refuses it before parsing.",
+                        line=event.start_mark.line + 1,
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                anchor, began = open_at.pop()
+                if anchor is not None:
+                    anchored[anchor] = expanded - began
+            elif isinstance(event, yaml.ScalarEvent):
+                expanded += 1
+                written += 1
+                if event.anchor is not None:
+                    anchored[event.anchor] = 1
+            elif isinstance(event, yaml.AliasEvent):
+                expanded += anchored.get(event.anchor, 1)
+                written += 1
+                if expanded - written > MAX_ALIAS_NODES:
+                    return Problem(
+                        path,
+                        f"YAML aliases here expand the document by more than {MAX_ALIAS_NODES:,} nodes "
+                        '(a "billion laughs" file?); LabWeb refuses it.',
+                        line=event.start_mark.line + 1,
+                    )
+    except yaml.YAMLError:
+        return None  # the parse proper reports it, with its line
+    finally:
+        loader.dispose()
+    return None
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError, path: str) -> Problem:
+    message = f"Not valid YAML: {exc.problem or exc.context}"
+    if exc.context and exc.problem:
+        message = f"Not valid YAML: {exc.context}, {exc.problem}"
+    mark = exc.problem_mark or exc.context_mark
+    # An unclosed quote or bracket is found only at the end of the file; where it opened is the line to fix.
+    if exc.context_mark is not None and "end of stream" in (exc.problem or ""):
+        mark = exc.context_mark
+    return Problem(path, message, line=mark.line + 1 if mark else None)
+
+
 def _lint(text: str, root: yaml.Node, path: str) -> list[Problem]:
-    """The rules yamllint's "relaxed" configuration reports as errors (the rest are warnings)."""
-    problems = []
-    lines = text.split("\n")
-    if len(lines) > 1 and lines[0].endswith("\r"):
-        problems.append(Problem(path, "Wrong new line character: expected \\n (new-lines).", line=1))
-    for number, line in enumerate(lines, 1):
+    """The error-level findings of yamllint's "relaxed" configuration, as TaxonomyParser runs it."""
+    if _may_fail_lint(text, root):
+        return _yamllint(text, path)
+    return []
+
+
+def _may_fail_lint(text: str, root: yaml.Node) -> bool:
+    """Whether yamllint could report an error; never false where it would (it may be true where it would not).
+
+    Its error-level rules that parsing has not already settled: trailing-spaces, new-line-at-end-of-file,
+    new-lines (no CR is left, see read_qna) and key-duplicates.
+    """
+    if text and not text.endswith("\n"):
+        return True
+    for line in text.split("\n"):
         kept = line.rstrip(string.whitespace)
         if len(kept) != len(line) and line[len(kept)] in " \t":
-            problems.append(Problem(path, "Trailing spaces (trailing-spaces).", line=number))
-    if text and not text.endswith("\n"):
-        problems.append(
-            Problem(path, "No new line character at the end of file (new-line-at-end-of-file).", line=len(lines))
-        )
-    problems += _duplicate_keys(root, path)
+            return True
+    return _has_duplicate_keys(root)
+
+
+@functools.cache
+def _yamllint_config():
+    from yamllint.config import YamlLintConfig
+
+    return YamlLintConfig(YAMLLINT_CONFIG)
+
+
+def _yamllint(text: str, path: str) -> list[Problem]:
+    from yamllint import linter
+
+    problems = []
+    for found in linter.run(text, _yamllint_config()):
+        if found.level != "error":
+            continue
+        desc = found.desc[:1].upper() + found.desc[1:]
+        message = f"{desc} ({found.rule})." if found.rule else f"{desc}."
+        problems.append(Problem(path, message, line=found.line))
     return problems
 
 
-def _duplicate_keys(node: yaml.Node, path: str) -> list[Problem]:
-    problems = []
-    stack = [node]
+def _has_duplicate_keys(node: yaml.Node) -> bool:
+    stack, visited = [node], set()
     while stack:
         current = stack.pop()
+        if id(current) in visited:
+            continue
+        visited.add(id(current))
         if isinstance(current, yaml.MappingNode):
-            seen = set()
-            for key, value in current.value:
-                if isinstance(key, yaml.ScalarNode):
-                    if key.value in seen:
-                        problems.append(
-                            Problem(
-                                path,
-                                f'Duplication of key "{key.value}" in mapping (key-duplicates).',
-                                line=key.start_mark.line + 1,
-                                field=key.value,
-                            )
-                        )
-                    seen.add(key.value)
-                stack.append(value)
+            keys = [key.value for key, _ in current.value if isinstance(key, yaml.ScalarNode)]
+            if len(keys) != len(set(keys)):
+                return True
+            stack.extend(value for _, value in current.value)
         elif isinstance(current, yaml.SequenceNode):
             stack.extend(current.value)
-    return problems
+    return False
 
 
 @functools.cache
@@ -181,7 +277,45 @@ def _schema_resource(relative: str) -> Resource:
 def _validator(version: int, name: str):
     resource = _schema_resource(f"v{version}/{name}.json")
     registry = Registry(retrieve=lambda uri: _schema_resource(f"v{version}/{uri}"))
-    return resource.contents, validator_for(resource.contents)(resource.contents, registry=registry)
+    cls = extend(validator_for(resource.contents), {"uniqueItems": _unique_items})
+    return resource.contents, cls(resource.contents, registry=registry)
+
+
+def _unique_items(validator, unique, instance, schema):
+    # jsonschema compares lists of mappings pairwise: 10,000 seed examples took minutes.
+    if not unique or not validator.is_type(instance, "array"):
+        return
+    seen = set()
+    for item in instance:
+        try:
+            key = _json_key(item)
+        except TypeError:
+            seen = None
+            break
+        if key in seen:
+            yield ValidationError(f"{instance!r} has non-unique elements")
+            return
+        seen.add(key)
+    if seen is None:
+        from jsonschema._keywords import uniqueItems
+
+        yield from uniqueItems(validator, unique, instance, schema)
+
+
+def _json_key(value):
+    """A hashable stand-in equal for equal JSON values (true is not 1; 1 is 1.0), as jsonschema's equality."""
+    if isinstance(value, bool) or value is None:
+        return ("literal", value)
+    if isinstance(value, (int, float)):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("string", value)
+    if isinstance(value, list):
+        return ("array", tuple(_json_key(item) for item in value))
+    if isinstance(value, dict):
+        return ("object", frozenset((key, _json_key(item)) for key, item in value.items()))
+    hash(value)
+    return ("other", value)
 
 
 def _schema_problems(data: dict, version: int, folder: str, path: str, root: yaml.Node) -> list[Problem]:
@@ -207,11 +341,12 @@ def _schema_problems(data: dict, version: int, folder: str, path: str, root: yam
         where = list(error.absolute_path)
         message = error.message
         if error.validator == "required":
+            # jsonschema reports each missing key as an error of its own, each naming the whole list.
             missing = [key for key in error.validator_value if key not in error.instance]
             for key in missing:
-                problems.append(
-                    Problem(path, f'"{key}" is required.', line=_line(root, where), field=_field(where + [key]))
-                )
+                problem = Problem(path, f'"{key}" is required.', line=_line(root, where), field=_field(where + [key]))
+                if problem not in problems:
+                    problems.append(problem)
             continue
         if error.validator == "unevaluatedProperties" and isinstance(error.instance, dict):
             allowed = set(error.schema.get("properties", {})) | {"version"}
@@ -236,6 +371,45 @@ def _schema_problems(data: dict, version: int, folder: str, path: str, root: yam
         elif error.validator == "const":
             message = f"Must be {error.validator_value!r}, not {error.instance!r}."
         problems.append(Problem(path, message[-300:], line=_line(root, where), field=_field(where)))
+    problems.sort(key=lambda p: (p.line or 0, p.field or ""))
+    return problems
+
+
+def _storage_problems(data: dict, path: str, root: yaml.Node) -> list[Problem]:
+    """What the official parser accepts but LabWeb's columns cannot hold."""
+    problems = []
+    for name, limit in FIELD_MAX.items():
+        value = data
+        for part in name.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, str) and len(value) > limit:
+            parts = name.split(".")
+            problems.append(
+                Problem(
+                    path,
+                    f"Is {len(value):,} characters long; LabWeb stores at most {limit:,} here.",
+                    line=_line(root, parts),
+                    field=name,
+                )
+            )
+    stack: list[tuple[list, object]] = [([], data)]
+    while stack:
+        where, value = stack.pop()
+        texts = []
+        if isinstance(value, str):
+            texts = [value]
+        elif isinstance(value, dict):
+            texts = [key for key in value if isinstance(key, str)]
+            stack.extend((where + [key], item) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((where + [index], item) for index, item in enumerate(value))
+        for text in texts:
+            reason = unstorable_reason(text)
+            if reason:
+                problems.append(
+                    Problem(path, f"The text {reason}.", line=_line(root, where), field=_field(where) or None)
+                )
+                break
     problems.sort(key=lambda p: (p.line or 0, p.field or ""))
     return problems
 

@@ -2,22 +2,31 @@
 
 Unsafe input (a path that escapes the root, a link in an archive, a symlink out of the root, more data or
 files than the limits) stops the whole import with a LabError: nothing from such a source is trusted.
-A single file over the size limit is only that file's problem.
+A single file over the size limit is only that file's problem. An archive must be whole: one that is not
+gzip, bzip2, xz, tar or zip, holds no files, or ends anywhere but at tar's end-of-archive marker (a cut-off
+upload would otherwise read as a smaller taxonomy, and a prune would delete the rest) is refused.
 """
 
+import bz2
+import gzip
 import io
+import lzma
 import os
 import posixpath
 import stat
 import subprocess
 import tarfile
+import tempfile
 import time
 import zipfile
+import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from curation.taxonomy.problems import Problem
 from curation.taxonomy.qna import KINDS, QnaFile, folder_of, read_qna
+from curation.taxonomy.storage import DOCUMENT_NAME_MAX, LEAF_PATH_MAX, UNSTORABLE, unstorable_reason
 from labweb.errors import LabError
 
 QNA = "qna.yaml"
@@ -33,6 +42,49 @@ class Limits:
     max_files: int = 50_000
 
 
+class _Spool:
+    """The documents read from a source, in a temporary file rather than in memory until the import reads them:
+    an import then holds a few of them at a time, not the whole source."""
+
+    def __init__(self):
+        self.file = tempfile.TemporaryFile()
+
+    def put(self, data: bytes) -> "_Spooled":
+        offset = self.file.seek(0, os.SEEK_END)
+        self.file.write(data)
+        return _Spooled(self, offset, len(data))
+
+
+@dataclass(frozen=True)
+class _Spooled:
+    spool: _Spool
+    offset: int
+    size: int
+
+    def read(self) -> bytes:
+        self.spool.file.seek(self.offset)
+        return self.spool.file.read(self.size)
+
+
+class SpooledTexts(Mapping):
+    """Document name -> text, each text read from the spool when asked for."""
+
+    def __init__(self):
+        self._refs: dict[str, _Spooled] = {}
+
+    def add(self, name: str, ref: _Spooled) -> None:
+        self._refs[name] = ref
+
+    def __getitem__(self, name: str) -> str:
+        return self._refs[name].read().decode("utf-8")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+
 @dataclass
 class LeafSource:
     """One leaf folder as found in a source: its qna.yaml and the files beside it."""
@@ -40,7 +92,7 @@ class LeafSource:
     folder: str
     qna: QnaFile
     attribution: str = ""
-    documents: dict[str, str] = field(default_factory=dict)
+    documents: Mapping[str, str] = field(default_factory=SpooledTexts)
 
 
 @dataclass
@@ -85,20 +137,29 @@ class _Budget:
         if self.files > self.limits.max_files:
             raise LabError(f"Refused: the source holds more than {self.limits.max_files} files.", path=name)
 
-    def read(self, stream, name: str, size_hint: int | None) -> bytes | None:
+    def add(self, size: int, name: str) -> None:
+        """Count bytes the source unpacks to, read or skipped; refuse before reading past the total limit."""
+        self.total += size
+        if self.total > self.limits.max_total_bytes:
+            raise LabError(
+                f"Refused: the source unpacks to more than {self.limits.max_total_bytes // (1024 * 1024)} MiB "
+                f'by "{name}" (a decompression bomb?).',
+                path=name,
+            )
+
+    def read(self, stream, name: str, size_hint: int | None, counted: bool = False) -> bytes | None:
         """At most max_file_bytes of a stream; None when the file is over the per-file limit."""
         limit = self.limits.max_file_bytes
         if size_hint is not None and size_hint > limit:
             return None
         data = stream.read(limit + 1)
-        self.total += len(data)
-        if self.total > self.limits.max_total_bytes:
-            raise LabError(
-                f"Refused: the source unpacks to more than {self.limits.max_total_bytes // (1024 * 1024)} MiB "
-                "(a decompression bomb?).",
-                path=name,
-            )
+        if not counted:
+            self.add(len(data), name)
         return None if len(data) > limit else data
+
+
+def _keep(files: dict, spool: _Spool, rel: str, data: bytes | None) -> None:
+    files[rel] = spool.put(data) if data is not None and posixpath.basename(rel) != QNA else data
 
 
 def _too_big(path: str, limits: Limits) -> Problem:
@@ -110,7 +171,8 @@ def read_directory(root: str | os.PathLike, limits: Limits = Limits()) -> Taxono
     if not root.is_dir():
         raise LabError(f'"{root}" is not a directory.', path=str(root))
     budget = _Budget(limits)
-    files: dict[str, bytes | None] = {}
+    files: dict[str, bytes | _Spooled | None] = {}
+    spool = _Spool()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
         for name in sorted(filenames):
@@ -127,20 +189,68 @@ def read_directory(root: str | os.PathLike, limits: Limits = Limits()) -> Taxono
                 continue
             try:
                 with open(full, "rb") as stream:
-                    files[rel] = budget.read(stream, rel, full.stat().st_size)
+                    _keep(files, spool, rel, budget.read(stream, rel, full.stat().st_size))
             except OSError as exc:
                 raise LabError(f'Cannot read "{rel}": {exc.strerror or exc}.', path=rel) from None
     return _assemble(files, limits)
 
 
+NOT_AN_ARCHIVE = "is not a gzip/tar/zip archive"
+_COMPRESSIONS = {b"\x1f\x8b": gzip.GzipFile, b"BZh": bz2.BZ2File, b"\xfd7zXZ\x00": lzma.LZMAFile}
+
+
 def read_archive(stream, filename: str, limits: Limits = Limits()) -> TaxonomyRead:
-    """A `.tar.gz`/`.tgz`/`.tar` or `.zip` archive, read in memory without touching the disk."""
-    lower = filename.lower()
-    if lower.endswith(".zip"):
+    """A `.tar.gz`/`.tgz`/`.tar` or `.zip` archive, streamed without touching the disk; its content decides."""
+    start = stream.tell() if _seekable(stream) else None
+    head = stream.read(512)
+    if start is not None:
+        stream.seek(start)
+    else:
+        stream = _Replay(head, stream)
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        if start is None:
+            raise LabError(f'Refused: "{filename}" is a zip archive read from a stream; zip needs a file.')
         return _read_zip(stream, limits)
-    if lower.endswith((".tar.gz", ".tgz", ".tar")):
-        return _read_tar(stream, limits)
-    raise LabError(f'"{filename}" is not a .tar.gz, .tgz, .tar or .zip archive.', path=filename)
+    for magic, opener in _COMPRESSIONS.items():
+        if head.startswith(magic):
+            return _read_tar(opener(fileobj=stream, mode="rb"), limits, filename)
+    if _is_tar_header(head):
+        return _read_tar(stream, limits, filename)
+    raise LabError(f'Refused: "{filename}" {NOT_AN_ARCHIVE}.', path=filename)
+
+
+def _is_tar_header(block: bytes) -> bool:
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+def _seekable(stream) -> bool:
+    try:
+        return stream.seekable()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class _Replay(io.RawIOBase):
+    """The bytes already read to recognise a stream that cannot seek back, then the rest of it."""
+
+    def __init__(self, head: bytes, stream):
+        self.head, self.stream, self.pos = head, stream, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.pos < len(self.head):
+            chunk = self.head[self.pos : self.pos + len(buffer)]
+        else:
+            chunk = self.stream.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        self.pos += len(chunk)
+        return len(chunk)
 
 
 def read_git(repo: str | os.PathLike, ref: str = "HEAD", limits: Limits = Limits()) -> TaxonomyRead:
@@ -151,26 +261,51 @@ def read_git(repo: str | os.PathLike, ref: str = "HEAD", limits: Limits = Limits
     if ref.startswith("-"):
         raise LabError(f'"{ref}" is not a git revision.', field="ref")
     try:
-        result = subprocess.run(
+        # Streamed: a repository over the limits is refused without its whole archive in memory.
+        process = subprocess.Popen(
             ["git", "-C", str(repo), "archive", "--format=tar", ref, "--"],
-            capture_output=True,
-            check=False,
-            timeout=300,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
     except FileNotFoundError:
         raise LabError("git is not installed on this server.") from None
-    if result.returncode != 0:
-        message = result.stderr.decode("utf-8", "replace").strip()
-        raise LabError(f'Cannot read revision "{ref}" of the git repository "{repo}": {message}', path=str(repo))
-    return _read_tar(io.BytesIO(result.stdout), limits)
-
-
-def _read_tar(stream, limits: Limits) -> TaxonomyRead:
-    budget = _Budget(limits)
-    files: dict[str, bytes | None] = {}
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as archive:
+        head = process.stdout.read(512)
+        if not head:
+            process.wait(timeout=300)
+            message = process.stderr.read().decode("utf-8", "replace").strip()
+            raise LabError(f'Cannot read revision "{ref}" of the git repository "{repo}": {message}', path=str(repo))
+        return _read_tar(_Replay(head, process.stdout), limits, f"{repo}@{ref}")
+    finally:
+        process.stdout.close()
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        process.stderr.close()
+
+
+class _EndMarked(tarfile.TarInfo):
+    """Notes on its archive whether reading stopped at the end-of-archive marker or at a plain end of data."""
+
+    @classmethod
+    def fromtarfile(cls, archive):
+        try:
+            return super().fromtarfile(archive)
+        except tarfile.EOFHeaderError:
+            archive.labweb_end_marker = True
+            raise
+
+
+def _read_tar(stream, limits: Limits, name: str = "the archive") -> TaxonomyRead:
+    budget = _Budget(limits)
+    files: dict[str, bytes | _Spooled | None] = {}
+    spool = _Spool()
+    last = None
+    try:
+        with tarfile.open(fileobj=stream, mode="r|", tarinfo=_EndMarked) as archive:
             for member in archive:
+                last = member.name
+                budget.add(member.size, member.name)
                 if member.isdir() or member.type == tarfile.XGLTYPE or member.name == "pax_global_header":
                     continue
                 rel = _clean(member.name)
@@ -187,15 +322,30 @@ def _read_tar(stream, limits: Limits) -> TaxonomyRead:
                 if member.size > limits.max_file_bytes:
                     files[rel] = None
                     continue
-                files[rel] = budget.read(archive.extractfile(member), rel, member.size)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise LabError(f"The archive cannot be read: {exc}.") from None
+                _keep(files, spool, rel, budget.read(archive.extractfile(member), rel, member.size, counted=True))
+            ended = getattr(archive, "labweb_end_marker", False)
+        if last is None:
+            raise LabError(f'Refused: "{name}" holds no files (no tar archive inside it?).', path=name)
+        if not ended:
+            raise LabError(
+                f'Refused: "{name}" is cut short: it ends after "{last}" without the end-of-archive marker, '
+                "so it may lack files. Upload it again.",
+                path=name,
+            )
+        # Read the compression to its end, so that a damaged or truncated stream (bad CRC) is refused too.
+        while chunk := stream.read(1024 * 1024):
+            budget.add(len(chunk), name)
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+        if isinstance(exc, tarfile.ReadError) and str(exc) in ("empty file", "bad checksum", "invalid header"):
+            raise LabError(f'Refused: "{name}" {NOT_AN_ARCHIVE} (it holds no tar inside).', path=name) from None
+        raise LabError(f'Refused: "{name}" is damaged or cut short and cannot be read: {exc}.', path=name) from None
     return _assemble(_strip_wrapper(files), limits)
 
 
 def _read_zip(stream, limits: Limits) -> TaxonomyRead:
     budget = _Budget(limits)
-    files: dict[str, bytes | None] = {}
+    files: dict[str, bytes | _Spooled | None] = {}
+    spool = _Spool()
     try:
         with zipfile.ZipFile(stream) as archive:
             infos = archive.infolist()
@@ -221,13 +371,13 @@ def _read_zip(stream, limits: Limits) -> TaxonomyRead:
                     files[rel] = None
                     continue
                 with archive.open(info) as member:
-                    files[rel] = budget.read(member, rel, info.file_size)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
-        raise LabError(f"The archive cannot be read: {exc}.") from None
+                    _keep(files, spool, rel, budget.read(member, rel, info.file_size))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error) as exc:
+        raise LabError(f"Refused: the zip archive is damaged or cut short and cannot be read: {exc}.") from None
     return _assemble(_strip_wrapper(files), limits)
 
 
-def _strip_wrapper(files: dict[str, bytes | None]) -> dict[str, bytes | None]:
+def _strip_wrapper(files: dict) -> dict:
     """Archives of a repository usually wrap it in one folder (`taxonomy-main/`); look through it."""
     tops = {path.split("/", 1)[0] for path in files}
     if len(tops) == 1 and all("/" in p for p in files):
@@ -237,7 +387,7 @@ def _strip_wrapper(files: dict[str, bytes | None]) -> dict[str, bytes | None]:
     return files
 
 
-def _assemble(files: dict[str, bytes | None], limits: Limits) -> TaxonomyRead:
+def _assemble(files: dict[str, bytes | _Spooled | None], limits: Limits) -> TaxonomyRead:
     leaves: list[LeafSource] = []
     problems: list[Problem] = []
     beside: dict[str, list[str]] = {}
@@ -253,20 +403,17 @@ def _assemble(files: dict[str, bytes | None], limits: Limits) -> TaxonomyRead:
         if data is None:
             problems.append(_too_big(path, limits))
             continue
-        if path.split("/", 1)[0] not in KINDS:
-            problems.append(
-                Problem(
-                    path,
-                    f"The leaf is outside the taxonomy roots ({', '.join(KINDS)}); "
-                    "InstructLab does not read it. Move it under one of them.",
-                )
-            )
-            continue
         qna = read_qna(data, path)
+        place = _place_problem(path, folder)
+        if place is not None:
+            # Say what else is wrong with it too, so that moving the file is not the first of several rounds.
+            problems += [place, *qna.problems]
+            continue
         problems += qna.problems
         leaf = LeafSource(folder=folder, qna=qna)
         for rel in sorted(beside.get(folder, ())):
-            content = files[rel]
+            ref = files[rel]
+            content = ref.read() if ref is not None else None
             name = posixpath.basename(rel)
             if content is None:
                 problem = Problem(
@@ -277,13 +424,14 @@ def _assemble(files: dict[str, bytes | None], limits: Limits) -> TaxonomyRead:
             else:
                 try:
                     text = content.decode("utf-8")
-                    problem = None
                 except UnicodeDecodeError as exc:
                     problem = Problem(
                         rel,
                         f"The file is not UTF-8 text, so its leaf {folder} is not imported.",
                         line=content[: exc.start].count(b"\n") + 1,
                     )
+                else:
+                    problem = _stored_file_problem(rel, name, text, folder)
             if problem is not None:
                 problems.append(problem)
                 leaf.qna.problems.append(problem)
@@ -291,9 +439,40 @@ def _assemble(files: dict[str, bytes | None], limits: Limits) -> TaxonomyRead:
             if name == ATTRIBUTION:
                 leaf.attribution = text
             else:
-                leaf.documents[name] = text
+                leaf.documents.add(name, ref)
         leaves.append(leaf)
     return TaxonomyRead(leaves=leaves, problems=problems, files_seen=len(files))
+
+
+def _place_problem(path: str, folder: str) -> Problem | None:
+    if path.split("/", 1)[0] not in KINDS:
+        return Problem(
+            path,
+            f"The leaf is outside the taxonomy roots ({', '.join(KINDS)}); "
+            "InstructLab does not read it. Move it under one of them.",
+        )
+    if len(folder) > LEAF_PATH_MAX:
+        return Problem(
+            path, f"The folder path is {len(folder):,} characters long; LabWeb stores at most {LEAF_PATH_MAX:,}."
+        )
+    reason = unstorable_reason(folder)
+    if reason:
+        return Problem(path, f"The folder path {reason}.")
+    return None
+
+
+def _stored_file_problem(rel: str, name: str, text: str, folder: str) -> Problem | None:
+    if len(name) > DOCUMENT_NAME_MAX:
+        return Problem(
+            rel,
+            f"The file name is {len(name)} characters long; LabWeb stores at most {DOCUMENT_NAME_MAX}, "
+            f"so its leaf {folder} is not imported.",
+        )
+    reason = unstorable_reason(name) or unstorable_reason(text)
+    if reason:
+        line = text[: UNSTORABLE.search(text).start()].count("\n") + 1 if not unstorable_reason(name) else None
+        return Problem(rel, f"The file {reason}, so its leaf {folder} is not imported.", line=line)
+    return None
 
 
 def write_tar(files: list[tuple[str, bytes]], stream) -> None:

@@ -1,8 +1,10 @@
 """HTML pages of the taxonomy curation: one small view per URL; writes go through curation.services."""
 
 from curation.views.documents import document_add, document_delete, document_detail
-from curation.views.imports import import_detail, import_limits, import_list, import_start
+from curation.views.exports import export
+from curation.views.imports import import_detail, import_list, import_start
 from curation.views.leaves import (
+    deleted_list,
     leaf_create,
     leaf_delete,
     leaf_detail,
@@ -14,16 +16,16 @@ from curation.views.leaves import (
     leaf_yaml,
 )
 from curation.views.seeds import seed_add, seed_delete, seed_move, seed_update
-from curation.views.tree import diff, export, snapshot_create, tree, tree_children
+from curation.views.tree import diff, snapshot_create, tree, tree_children
 
 __all__ = [
+    "deleted_list",
     "diff",
     "document_add",
     "document_delete",
     "document_detail",
     "export",
     "import_detail",
-    "import_limits",
     "import_list",
     "import_start",
     "leaf_create",

@@ -7,7 +7,7 @@ from django.views.decorators.http import require_GET, require_POST
 from curation import services
 from curation.forms import DocumentForm, RevisionForm
 from curation.models import Document
-from curation.services.leaves import MAX_DOCUMENT_BYTES
+from curation.services.documents import MAX_DOCUMENT_BYTES
 from curation.views.leaves import conflict_revision, get_leaf, refused, saved
 from labweb.roles import any_role_required, curator_required
 from labweb.web import submit

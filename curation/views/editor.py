@@ -11,25 +11,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curation.models import Kind, Leaf, SeedExample
-from curation.selectors import leaf_qna
-from curation.services.leaves import OPTIONAL_TEXT
+from curation.qna_map import EDITABLE_LEAF_FIELDS, leaf_qna, stored_value
 from curation.taxonomy import validate_qna
 
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]+")
 _LAST_PART = re.compile(r"(\.[^.\[\]]+|\[\d+\])$")
 _DOCUMENT_KEY = re.compile(r"^document\.([A-Za-z_]+)")
 
-# (field, label, multiline); which of them a leaf shows depends on its kind and what it holds.
-LEAF_INPUTS = (
-    ("created_by", "Created by (GitHub user name)", False),
-    ("task_description", "Task description", True),
-    ("domain", "Domain", False),
-    ("document_outline", "Document outline", True),
-    ("document_repo", "Document repository (URL)", False),
-    ("document_commit", "Document commit", False),
-    ("document_patterns", "Document patterns (one per line)", True),
-    ("attribution", "Attribution (attribution.txt)", True),
-)
+# field: (label, multiline), in the order the page shows them; which of them a leaf shows depends on its kind
+# and what it holds. The version is not typed in: it is shown in the leaf's status.
+LEAF_INPUTS = {
+    "created_by": ("Created by (GitHub user name)", False),
+    "task_description": ("Task description", True),
+    "domain": ("Domain", False),
+    "document_outline": ("Document outline", True),
+    "document_repo": ("Document repository (URL)", False),
+    "document_commit": ("Document commit", False),
+    "document_patterns": ("Document patterns (one per line)", True),
+    "attribution": ("Attribution (attribution.txt)", True),
+}
+assert set(LEAF_INPUTS) == set(EDITABLE_LEAF_FIELDS) - {"version"}
 KIND_INPUTS = {
     Kind.KNOWLEDGE: {
         "created_by",
@@ -176,7 +177,7 @@ def build_editor(
     shown = KIND_INPUTS.get(leaf.kind, KIND_INPUTS[Kind.COMPOSITIONAL_SKILLS])
     leaf_posted = posted if posted is not None and posted_seed is None else None
     inputs = []
-    for name, label, multiline in LEAF_INPUTS:
+    for name, (label, multiline) in LEAF_INPUTS.items():
         if name not in shown and getattr(leaf, name) is None:
             continue
         value = _value(getattr(leaf, name)) if leaf_posted is None else leaf_posted.get(name, "")
@@ -282,10 +283,7 @@ def preview_problems(
     def apply(obj, changes: dict[str, Any]):
         obj = copy.copy(obj)
         for name, value in changes.items():
-            # As the services store them: an optional text left blank is absent from the file.
-            if name in OPTIONAL_TEXT and isinstance(value, str) and not value.strip():
-                value = None
-            setattr(obj, name, value)
+            setattr(obj, name, stored_value(name, value))
         return obj
 
     draft = apply(leaf, leaf_changes or {})

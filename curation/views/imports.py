@@ -1,7 +1,5 @@
 """Import a taxonomy from an uploaded archive, a server folder or a git repository, and the import records."""
 
-from collections.abc import Callable
-
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -10,22 +8,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from curation import services
-from curation.forms import IMPORT_FORMS
+from curation.forms import IMPORT_FORMS, ImportForm
 from curation.models import TaxonomyImport
 from curation.selectors import import_list as imports_newest_first
-from curation.taxonomy.source import Limits, TaxonomyRead, read_archive, read_directory, read_git
+from curation.services.imports import ImportPlan
+from labweb.errors import LabError
 from labweb.roles import any_role_required, curator_required
-from labweb.web import form_errors
-
-SERVER_SOURCES = ("directory", "git")
-
-
-def import_limits() -> Limits:
-    return Limits(
-        max_file_bytes=settings.LABWEB_IMPORT_MAX_FILE_BYTES,
-        max_total_bytes=settings.LABWEB_IMPORT_MAX_TOTAL_BYTES,
-        max_files=settings.LABWEB_IMPORT_MAX_FILES,
-    )
+from labweb.web import form_errors, lab_errors
 
 
 def _source_kind(request: HttpRequest) -> str:
@@ -42,41 +31,25 @@ def _source_kind(request: HttpRequest) -> str:
     return "archive"
 
 
-def _reader(kind: str, data: dict) -> tuple[Callable[[], TaxonomyRead], str]:
-    limits = import_limits()
-    if kind == "archive":
-        upload = data["archive"]
-        return (lambda: read_archive(upload.file, upload.name, limits)), f"upload {upload.name}"
-    if kind == "directory":
-        path = data["directory"].strip()
-        return (lambda: read_directory(path, limits)), path
-    repository, ref = data["repository"].strip(), (data.get("ref") or "HEAD").strip()
-    return (lambda: read_git(repository, ref, limits)), f"{repository}@{ref}"
-
-
-@require_http_methods(["GET", "POST"])
-@curator_required
-def import_start(request: HttpRequest) -> HttpResponse:
-    forms = {kind: form_class() for kind, form_class in IMPORT_FORMS.items()}
-    errors, status = [], 200
-    if request.method == "POST":
-        active = _source_kind(request)
-        if active in SERVER_SOURCES and not request.user.is_staff:
-            raise PermissionDenied("Only staff may import from a path on the server.")
-        form = forms[active] = IMPORT_FORMS[active](request.POST, request.FILES)
-        if form.is_valid():
-            read, source = _reader(active, form.cleaned_data)
-            record = services.taxonomy_import(
-                read=read, source=source, user=request.user, prune=form.cleaned_data["prune"]
-            )
-            return redirect("curation:import_detail", pk=record.pk)
-        errors, status = form_errors(form), 422
+def _page(
+    request: HttpRequest,
+    forms: dict[str, ImportForm],
+    *,
+    errors: list[dict] = (),
+    plan: ImportPlan | None = None,
+    active: ImportForm | None = None,
+    confirm: ImportForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
     return render(
         request,
         "curation/import.html",
         {
             "forms": forms,
             "errors": errors,
+            "plan": plan,
+            "active": active,
+            "confirm": confirm,
             "recent": imports_newest_first()[:5],
             "max_file_kib": settings.LABWEB_IMPORT_MAX_FILE_BYTES // 1024,
             "max_total_mib": settings.LABWEB_IMPORT_MAX_TOTAL_BYTES // (1024 * 1024),
@@ -84,6 +57,37 @@ def import_start(request: HttpRequest) -> HttpResponse:
         },
         status=status,
     )
+
+
+@require_http_methods(["GET", "POST"])
+@curator_required
+def import_start(request: HttpRequest) -> HttpResponse:
+    """Import, or (dry run) show what an import would do. A prune always shows first which leaves it would
+    remove, and imports only when that list is confirmed."""
+    forms = {kind: form_class() for kind, form_class in IMPORT_FORMS.items()}
+    if request.method == "GET":
+        return _page(request, forms)
+    kind = _source_kind(request)
+    form = forms[kind] = IMPORT_FORMS[kind](request.POST, request.FILES)
+    if not form.is_valid():
+        return _page(request, forms, errors=form_errors(form), status=422)
+    data, source = form.cleaned_data, form.source()
+    try:
+        if data["dry_run"] or (data["prune"] and not data["confirm_prune"]):
+            plan = services.taxonomy_import_preview(source=source, user=request.user, prune=data["prune"])
+            if data["dry_run"] or plan.removed:
+                confirm = IMPORT_FORMS[kind](auto_id="id_confirm_%s")
+                return _page(request, forms, plan=plan, active=form, confirm=confirm)
+            if source.stream is not None:
+                source.stream.seek(0)
+        record = services.taxonomy_import(
+            source=source, user=request.user, prune=data["prune"], allow_remove_all=data["allow_remove_all"]
+        )
+    except PermissionDenied as refusal:
+        return _page(request, forms, errors=[{"field": None, "message": str(refusal)}], status=403)
+    except LabError as error:
+        return _page(request, forms, errors=lab_errors(error), status=422)
+    return redirect("curation:import_detail", pk=record.pk)
 
 
 @require_GET

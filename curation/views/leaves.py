@@ -12,12 +12,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from curation import services
 from curation.forms import LeafDeleteForm, LeafFieldsForm, LeafMoveForm, LeafPathForm, SeedForm
 from curation.models import Leaf
-from curation.selectors import leaf_documents, leaf_qna
+from curation.selectors import DeletedLeaf, deleted_leaf, deleted_leaves, leaf_documents, leaf_qna
 from curation.selectors import leaf_history as leaf_revisions
 from curation.taxonomy import dump_qna
 from curation.views.editor import Editor, build_editor, preview_problems
+from labweb.errors import LabError
 from labweb.roles import CURATOR, any_role_required, curator_required, has_role
-from labweb.web import is_partial, render_fragments, submit
+from labweb.web import add_lab_error, is_partial, render_fragments, submit
 
 TEMPLATE = "curation/leaf_detail.html"
 
@@ -137,15 +138,18 @@ def leaf_validate(request: HttpRequest, pk: int) -> HttpResponse:
 @curator_required
 def leaf_create(request: HttpRequest) -> HttpResponse:
     form = LeafPathForm(request.POST or None, initial={"path": request.GET.get("path", "")})
-    errors: list[dict] = []
     status = 200
     if request.method == "POST":
-        result, errors, status = submit(form, lambda data: services.leaf_create(path=data["path"], user=request.user))
-        if not errors:
-            leaf = result
-            messages.success(request, f"Created {leaf.path}. Add seed examples to make it valid.")
-            return redirect("curation:leaf_detail", pk=leaf.pk)
-    return render(request, "curation/leaf_create.html", {"form": form, "errors": errors}, status=status)
+        status = 422
+        if form.is_valid():
+            try:
+                leaf = services.leaf_create(path=form.cleaned_data["path"], user=request.user)
+            except LabError as error:
+                status = add_lab_error(form, error)
+            else:
+                messages.success(request, f"Created {leaf.path}. Add seed examples to make it valid.")
+                return redirect("curation:leaf_detail", pk=leaf.pk)
+    return render(request, "curation/leaf_create.html", {"form": form}, status=status)
 
 
 @require_POST
@@ -203,10 +207,18 @@ def leaf_yaml(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+def _leaf_or_deleted(pk: int) -> Leaf | DeletedLeaf:
+    """The leaf, or what its history remembers of it once deleted: its history and revisions stay readable."""
+    leaf = Leaf.objects.select_related("updated_by").filter(pk=pk).first() or deleted_leaf(pk)
+    if leaf is None:
+        raise Http404(f"No leaf {pk}.")
+    return leaf
+
+
 @require_GET
 @any_role_required
 def leaf_history(request: HttpRequest, pk: int) -> HttpResponse:
-    leaf = get_leaf(pk)
+    leaf = _leaf_or_deleted(pk)
     page = Paginator(leaf_revisions(leaf).defer("snapshot"), 100).get_page(request.GET.get("page"))
     return render(request, "curation/leaf_history.html", {"leaf": leaf, "page": page})
 
@@ -214,7 +226,7 @@ def leaf_history(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @any_role_required
 def leaf_revision(request: HttpRequest, pk: int, number: int) -> HttpResponse:
-    leaf = get_leaf(pk)
+    leaf = _leaf_or_deleted(pk)
     revision = leaf_revisions(leaf).filter(number=number).first()
     if revision is None:
         raise Http404(f"{leaf.path} has no revision {number}.")
@@ -234,3 +246,11 @@ def leaf_revision(request: HttpRequest, pk: int, number: int) -> HttpResponse:
             "documents": sorted((snapshot.get("documents") or {}).items()),
         },
     )
+
+
+@require_GET
+@any_role_required
+def deleted_list(request: HttpRequest) -> HttpResponse:
+    """Every deleted leaf, newest deletion first, each linked to the history it keeps."""
+    page = Paginator(deleted_leaves(), 100).get_page(request.GET.get("page"))
+    return render(request, "curation/deleted_leaves.html", {"page": page})

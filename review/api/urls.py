@@ -1,6 +1,11 @@
 from django.urls import path
+from rest_framework.routers import SimpleRouter
 
 from review.api import views
+
+# Review's endpoints are commands and reads, not viewsets: the one API root (labweb/urls.py) lists them by name.
+router = SimpleRouter()
+ENDPOINTS = {"review/items": "review-item-list", "review/stats": "review-stats", "review/agreement": "review-agreement"}
 
 urlpatterns = [
     path("items/", views.ItemList.as_view(), name="review-item-list"),

@@ -7,7 +7,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labweb.errors import ConflictError, LabError, PreconditionFailed
+from labweb.api import call_with_precondition, expected_revision
+from labweb.errors import LabError
 from labweb.roles import REVIEWER, has_role, role_permission
 from review import selectors
 from review.api import serializers as s
@@ -53,23 +54,8 @@ def _item_response(item: ReviewItem, *, code: int = 200) -> Response:
 
 
 def _expected_version(request: Request, data: dict) -> int | None:
-    header = request.headers.get("If-Match")
-    if header:
-        try:
-            return int(header.strip().removeprefix("W/").strip('"'))
-        except ValueError:
-            raise LabError(f"If-Match {header!r} is not an ETag this API issued.", field="If-Match") from None
-    return data.get("version")
-
-
-def _with_precondition(request: Request, fn, **kwargs):
-    """A stale If-Match is 412 (the header failed); a stale version in the body stays 409."""
-    try:
-        return fn(**kwargs)
-    except ConflictError as error:
-        if request.headers.get("If-Match") and error.field == "version":
-            raise PreconditionFailed(error.message, field="If-Match") from None
-        raise
+    """The version decided on: If-Match (the ETag of the item) or `version` in the body."""
+    return expected_revision(request, {"revision": data.get("version")})
 
 
 def _valid(serializer_class, data) -> dict:
@@ -151,7 +137,7 @@ class ItemDecide(APIView):
     )
     def post(self, request: Request, pk: int) -> Response:
         data = _valid(s.DecideSerializer, request.data)
-        item = _with_precondition(
+        item = call_with_precondition(
             request,
             sample_decide,
             sample_id=pk,
@@ -172,7 +158,7 @@ class ItemEdit(APIView):
     @extend_schema(request=s.EditSerializer, responses={200: s.ReviewItemDetailSerializer, 409: ERROR, 412: ERROR})
     def post(self, request: Request, pk: int) -> Response:
         data = _valid(s.EditSerializer, request.data)
-        item = _with_precondition(
+        item = call_with_precondition(
             request,
             sample_decide,
             sample_id=pk,

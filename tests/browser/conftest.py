@@ -69,10 +69,9 @@ def page(context):
 @pytest.fixture
 def demo(transactional_db, curator):
     """The demo taxonomy (4 leaves under the three roots), imported by the curator."""
-    from curation.services import taxonomy_import
-    from curation.taxonomy.source import read_directory
+    from curation.services import ImportSource, taxonomy_import
 
-    return taxonomy_import(read=lambda: read_directory(DEMO), source=str(DEMO), user=curator)
+    return taxonomy_import(source=ImportSource.directory(DEMO), user=curator, from_shell=True)
 
 
 def sign_in(page, user, *, start: str = "/taxonomy/") -> None:

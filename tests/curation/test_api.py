@@ -142,7 +142,7 @@ def test_archive_import_creates_valid_leaves_and_reports_every_rejected_file(api
     assert response.status_code == 201, response.json()
     body = response.json()
     assert body["status"] == "succeeded"
-    assert body["source"] == "taxonomy.tar.gz"
+    assert body["source"] == "upload taxonomy.tar.gz"  # as the import page records it
     assert body["created_by"] == "carla"
     assert (body["files_seen"], body["created"], body["updated"], body["unchanged"], body["rejected"]) == (
         5,
@@ -180,8 +180,12 @@ def test_reimport_of_an_invalid_file_keeps_the_leaf_as_it_was(api, corpus):
     before = get_leaf(api, leaf_id(api, JOKE)).json()
     broken = (corpus / JOKE / "qna.yaml").read_bytes().replace(b"created_by: mletalie\n", b"")
 
-    body = import_files(api, [(f"{JOKE}/qna.yaml", broken)])
+    response = post_archive(api, targz([(f"{JOKE}/qna.yaml", broken)]))
 
+    # Every file rejected: the import failed (imported nothing), and says so.
+    error = assert_error(response, 400, contains="Every file was rejected")
+    body = response.json()["import"]
+    assert body["status"] == "failed" and body["message"] == error["message"]
     assert (body["created"], body["updated"], body["unchanged"], body["rejected"]) == (0, 0, 0, 1)
     assert body["problems"][0]["field"] == "created_by"
     assert get_leaf(api, before["id"]).json() == before
@@ -237,7 +241,7 @@ def test_import_needs_exactly_one_source(api, data):
 
 def test_archive_that_is_not_an_archive_is_400(api):
     upload = SimpleUploadedFile("taxonomy.tar.gz", b"this is not gzip")
-    assert_error(post_archive(api, upload), 400, contains="cannot be read")
+    assert_error(post_archive(api, upload), 400, contains="is not a gzip/tar/zip archive")
     assert not Leaf.objects.exists()
 
 
@@ -567,7 +571,7 @@ def test_delete_leaf_removes_it_and_keeps_its_last_revision(api, haiku):
     response = api.delete(url, HTTP_IF_MATCH=get_leaf(api, haiku["id"])["ETag"])
 
     assert response.status_code == 204
-    assert_error(api.get(url), 404)
+    assert_error(api.get(url), 410, contains="its history is kept")
     assert not [seed for seed in api.get("/api/seeds/").json() if seed["leaf"] == haiku["id"]]
     deleted = LeafRevision.objects.get(path=haiku["path"], action="delete")
     assert deleted.number == haiku["revision"] + 1
@@ -875,7 +879,8 @@ def test_export_reimports_with_everything_unchanged(api, imported):
     assert body["status"] == "succeeded", body
     assert (body["created"], body["updated"], body["unchanged"], body["rejected"]) == (0, 0, valid, 0)
     assert LeafRevision.objects.count() == revisions
-    assert api.get("/api/diff/").json()["modified"] == []
+    # An import that changed nothing leaves the baseline where it was: the browser's edits still show as changed.
+    assert api.get("/api/diff/").json()["modified"] == [EGYPT]
 
 
 # Diff and snapshots
@@ -884,7 +889,7 @@ def test_export_reimports_with_everything_unchanged(api, imported):
 def test_diff_lists_edits_since_the_last_import_and_a_snapshot_resets_the_baseline(api, small):
     clean = api.get("/api/diff/").json()
     assert (clean["added"], clean["modified"], clean["removed"], clean["unchanged"]) == ([], [], [], len(VALID))
-    assert clean["baseline"]["name"] == "Import of taxonomy.tar.gz"
+    assert clean["baseline"]["name"] == "Import of upload taxonomy.tar.gz"
 
     api.patch(f"/api/leaves/{leaf_id(api, SPEECH)}/", {"created_by": "someone-else"}, format="json")
     create_leaf(api, "compositional_skills/writing/poetry/haiku")

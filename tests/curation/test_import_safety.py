@@ -6,10 +6,11 @@ import tarfile
 import zipfile
 
 import pytest
+from django.test import override_settings
 
 from curation.models import Leaf, TaxonomyImport
-from curation.services import taxonomy_import
-from curation.taxonomy.source import Limits, read_archive, read_directory
+from curation.services import ImportSource, taxonomy_import
+from curation.taxonomy.source import Limits, read_archive
 from tests.support.qna import POEMS
 
 
@@ -29,7 +30,12 @@ def _tar(members: list[tarfile.TarInfo | tuple[str, bytes]]) -> io.BytesIO:
 
 
 def _import(stream, name, user, limits=Limits()):
-    return taxonomy_import(read=lambda: read_archive(stream, name, limits), source=name, user=user)
+    with override_settings(
+        LABWEB_IMPORT_MAX_FILE_BYTES=limits.max_file_bytes,
+        LABWEB_IMPORT_MAX_TOTAL_BYTES=limits.max_total_bytes,
+        LABWEB_IMPORT_MAX_FILES=limits.max_files,
+    ):
+        return taxonomy_import(source=ImportSource.upload(stream, name), user=user)
 
 
 def _refused(record, *words):
@@ -118,7 +124,7 @@ def test_import_rejects_symlink_outside_root(curator, tmp_path):
     secret = tmp_path / "secret.md"
     secret.write_text("password")
     (root / "compositional_skills" / "ok" / "leak.md").symlink_to(secret)
-    record = taxonomy_import(read=lambda: read_directory(root), source=str(root), user=curator)
+    record = taxonomy_import(source=ImportSource.directory(root), user=curator, from_shell=True)
     _refused(record, "compositional_skills/ok/leak.md", "outside the taxonomy root")
 
 
@@ -128,7 +134,7 @@ def test_symlink_inside_root_is_read(curator, tmp_path):
     leaf.mkdir(parents=True)
     (root / "shared.yaml").write_bytes(POEMS)
     os.symlink(root / "shared.yaml", leaf / "qna.yaml")
-    record = taxonomy_import(read=lambda: read_directory(root), source=str(root), user=curator)
+    record = taxonomy_import(source=ImportSource.directory(root), user=curator, from_shell=True)
     assert record.created == 1
 
 
@@ -140,6 +146,6 @@ def test_archive_wrapped_in_one_folder_is_looked_through(curator):
 
 def test_not_an_archive_is_a_clear_refusal(curator):
     record = _import(io.BytesIO(b"this is not gzip"), "t.tar.gz", curator)
-    _refused(record, "The archive cannot be read")
-    with pytest.raises(Exception, match="not a .tar.gz"):
+    _refused(record, "is not a gzip/tar/zip archive")
+    with pytest.raises(Exception, match="not a gzip/tar/zip archive"):
         read_archive(io.BytesIO(b""), "t.rar")

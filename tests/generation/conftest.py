@@ -64,11 +64,10 @@ def curator(transactional_db):
 def demo(curator):
     """The demo taxonomy imported as a curator would: {leaf path: Leaf}."""
     from curation.models import Leaf
-    from curation.services import taxonomy_import
-    from curation.taxonomy.source import read_directory
+    from curation.services import ImportSource, taxonomy_import
     from tests.support.sdg import DEMO
 
-    record = taxonomy_import(read=lambda: read_directory(DEMO), source=str(DEMO), user=curator)
+    record = taxonomy_import(source=ImportSource.directory(DEMO), user=curator, from_shell=True)
     assert record.status == "succeeded", record.problems
     return {leaf.path: leaf for leaf in Leaf.objects.all()}
 

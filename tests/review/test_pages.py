@@ -116,3 +116,25 @@ def test_the_run_page_shows_review_progress(make_samples, browser_client, review
     page = browser_client.get(f"/generation/runs/{run.pk}/").content.decode()
     assert 'id="review-progress"' in page and 'data-count="pending">14<' in page
     assert 'data-count="approved">1<' in page
+
+
+def test_the_taxonomy_tree_shows_review_progress_per_leaf_and_folder(make_samples, browser_client, reviewer):
+    from review.services.decisions import sample_decide
+
+    make_samples(1)
+    poems = ReviewItem.objects.filter(leaf_path="compositional_skills/writing/poems").order_by("pk")
+    sample_decide(sample_id=poems[0].pk, reviewer=reviewer, action="approve", expected_version=1)
+    sample_decide(sample_id=poems[1].pk, reviewer=reviewer, action="reject", expected_version=1)
+    tree = browser_client.get("/api/tree/").json()
+
+    def find(node, path):
+        if node["path"] == path:
+            return node
+        return next((found for child in node["children"] if (found := find(child, path))), None)
+
+    leaf = find(tree, "compositional_skills/writing/poems")
+    folder = find(tree, "compositional_skills/writing")
+    assert leaf["counters"]["review"] == {"approved": 1, "edited": 0, "rejected": 1, "pending": 3}
+    assert folder["counters"]["review"] == {"approved": 1, "edited": 0, "rejected": 1, "pending": 8}
+    page = browser_client.get("/taxonomy/?open=compositional_skills/writing/poems").content.decode()
+    assert "counter-review-approved" in page and "Review: approved 1, edited 0, rejected 1, pending" in page

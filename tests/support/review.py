@@ -18,7 +18,7 @@ def make_samples(curator):
     """`make_samples(per_item)`: a run over three skills leaves (5 work items each) with `per_item` samples
     per item, written through generation's service (which opens their review items). Returns the run."""
     from curation import services
-    from curation.taxonomy.source import read_archive, write_tar
+    from curation.taxonomy.source import write_tar
     from generation.sdg.pipelines import GeneratedSample as SdgSample
     from generation.services.runs import run_create
     from generation.services.samples import samples_write
@@ -32,7 +32,7 @@ def make_samples(curator):
             buffer = io.BytesIO()
             write_tar([(f"{path}/qna.yaml", POEMS) for path in LEAVES], buffer)
             services.taxonomy_import(
-                read=lambda: read_archive(io.BytesIO(buffer.getvalue()), "t.tar.gz"), source="t.tar.gz", user=curator
+                source=services.ImportSource.upload(io.BytesIO(buffer.getvalue()), "t.tar.gz"), user=curator
             )
         teacher = teacher_create(
             user=curator,

@@ -4,8 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from curation.selectors import export_files
-from curation.taxonomy.source import write_directory, write_tar
+from curation.selectors import TaxonomyExport, taxonomy_export
 
 TAR_SUFFIXES = (".tar.gz", ".tgz")
 
@@ -30,21 +29,22 @@ class Command(BaseCommand):
         lower = target.name.lower()
         if lower.endswith((".zip", ".tar", ".gz")) and not lower.endswith(TAR_SUFFIXES):
             raise CommandError(f'"{target}": the export archive must end in .tar.gz or .tgz.')
-        files, skipped = export_files()
+        export = taxonomy_export()
         if lower.endswith(TAR_SUFFIXES):
-            self._write_archive(files, target, force=force)
+            self._write_archive(export, target, force=force)
         else:
-            self._write_directory(files, target, force=force)
-        leaves = sum(1 for path, _ in files if path.endswith("/qna.yaml"))
-        self.stdout.write(self.style.SUCCESS(f"Wrote {leaves} leaves ({len(files)} files) to {target}."))
-        if skipped:
-            self.stdout.write(self.style.WARNING(f"Skipped {len(skipped)} invalid leaves:"))
-            for leaf in skipped:
+            self._write_directory(export, target, force=force)
+        self.stdout.write(
+            self.style.SUCCESS(f"Wrote {export.leaf_count} leaves ({len(export.files)} files) to {target}.")
+        )
+        if export.skipped:
+            self.stdout.write(self.style.WARNING(f"Skipped {len(export.skipped)} invalid leaves:"))
+            for leaf in export.skipped:
                 errors = [p for p in leaf.problems if p.get("level", "error") == "error"]
                 reason = f" ({len(errors)} problems; first: {errors[0].get('message')})" if errors else ""
                 self.stdout.write(f"  {leaf.qna_path}{reason}")
 
-    def _write_archive(self, files, target: Path, *, force: bool) -> None:
+    def _write_archive(self, export: TaxonomyExport, target: Path, *, force: bool) -> None:
         if target.is_dir():
             raise CommandError(f'"{target}" is a directory.')
         if target.exists() and not force:
@@ -55,14 +55,14 @@ class Command(BaseCommand):
         handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         try:
             with os.fdopen(handle, "wb") as stream:
-                write_tar(files, stream)
+                export.write_tar(stream)
             os.chmod(temp, 0o644)
             os.replace(temp, target)
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
 
-    def _write_directory(self, files, target: Path, *, force: bool) -> None:
+    def _write_directory(self, export: TaxonomyExport, target: Path, *, force: bool) -> None:
         if target.exists() and not target.is_dir():
             raise CommandError(f'"{target}" exists and is not a directory.')
         if target.is_dir() and any(target.iterdir()):
@@ -74,4 +74,4 @@ class Command(BaseCommand):
                 )
             )
         target.mkdir(parents=True, exist_ok=True)
-        write_directory(files, target)
+        export.write_directory(target)

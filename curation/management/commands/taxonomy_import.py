@@ -1,16 +1,10 @@
-from pathlib import Path
-
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from curation.management.commands._report import write_import
+from curation.management.commands._report import write_import, write_plan
 from curation.models import TaxonomyImport
-from curation.services import taxonomy_import
-from curation.services.imports import import_limits
-from curation.taxonomy.source import read_archive, read_directory, read_git
+from curation.services import ImportSource, taxonomy_import, taxonomy_import_preview
 from labweb.errors import LabError
-
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
 class Command(BaseCommand):
@@ -29,16 +23,36 @@ class Command(BaseCommand):
             help="Read the files of a git repository's directory as they are, not a commit.",
         )
         parser.add_argument("--prune", action="store_true", help="Delete the leaves that the source does not hold.")
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Change nothing: list what the import would create, update and (with --prune) remove.",
+        )
+        parser.add_argument(
+            "--allow-remove-all",
+            action="store_true",
+            help="Let --prune remove every leaf of the taxonomy (refused otherwise).",
+        )
         parser.add_argument("--user", help="Username recorded as the author of the import (default: none).")
         parser.add_argument("--strict", action="store_true", help="Exit with status 1 when any file was rejected.")
 
-    def handle(self, *args, source, ref, working_tree, prune, user, strict, **options):
+    def handle(self, *args, source, ref, working_tree, prune, dry_run, allow_remove_all, user, strict, **options):
         author = self._user(user)
-        read, label = self._reader(Path(source).expanduser(), ref=ref, working_tree=working_tree)
-        record = taxonomy_import(read=read, source=label, user=author, prune=prune)
+        try:
+            found = ImportSource.from_path(source, ref=ref, working_tree=working_tree)
+            if dry_run:
+                write_plan(self, taxonomy_import_preview(source=found, user=author, prune=prune, from_shell=True))
+                return
+        except LabError as error:
+            raise CommandError(error.message) from None
+        record = taxonomy_import(
+            source=found, user=author, prune=prune, allow_remove_all=allow_remove_all, from_shell=True
+        )
         if record.status == TaxonomyImport.Status.REFUSED:
             raise CommandError(record.message)
         write_import(self, record)
+        if record.status == TaxonomyImport.Status.FAILED:
+            raise CommandError(record.message)
         if strict and record.rejected:
             raise CommandError(f"{record.rejected} files were rejected (--strict).")
 
@@ -50,30 +64,3 @@ class Command(BaseCommand):
             return model.objects.get(**{model.USERNAME_FIELD: username})
         except model.DoesNotExist:
             raise CommandError(f'There is no user "{username}".') from None
-
-    def _reader(self, path: Path, *, ref: str | None, working_tree: bool):
-        limits = import_limits()
-        if not path.exists():
-            raise CommandError(f'"{path}" does not exist.')
-        path = path.resolve()
-        if path.is_file():
-            if ref or working_tree:
-                raise CommandError("--ref and --working-tree apply to a git repository, not to an archive.")
-            if not path.name.lower().endswith(ARCHIVE_SUFFIXES):
-                raise CommandError(f'"{path}" is not a .tar.gz, .tgz, .tar or .zip archive.')
-
-            def read_file():
-                try:
-                    stream = open(path, "rb")
-                except OSError as error:
-                    raise LabError(f'Cannot open "{path}": {error.strerror}.', path=str(path)) from None
-                with stream:
-                    return read_archive(stream, path.name, limits)
-
-            return read_file, str(path)
-        if ref and working_tree:
-            raise CommandError("Give either --ref (a commit) or --working-tree (the files on disk), not both.")
-        if working_tree or (not ref and not (path / ".git").exists()):
-            return (lambda: read_directory(path, limits)), str(path)
-        ref = ref or "HEAD"
-        return (lambda: read_git(path, ref, limits)), f"{path}@{ref}"

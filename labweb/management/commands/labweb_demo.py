@@ -11,9 +11,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from curation.management.commands._report import write_import
 from curation.models import TaxonomyImport
-from curation.services import taxonomy_import
-from curation.services.imports import import_limits
-from curation.taxonomy.source import read_directory
+from curation.services import ImportSource, taxonomy_import
 from generation.services.teachers import teacher_ensure_default
 from labweb.roles import ROLES
 
@@ -38,9 +36,7 @@ class Command(BaseCommand):
     def handle(self, *args, username, password, email, **options):
         self._check_database()
         user = self._admin(username, password, email)
-        record = taxonomy_import(
-            read=lambda: read_directory(DEMO_TAXONOMY, import_limits()), source=str(DEMO_TAXONOMY), user=user
-        )
+        record = taxonomy_import(source=ImportSource.directory(DEMO_TAXONOMY), user=user, from_shell=True)
         if record.status == TaxonomyImport.Status.REFUSED:
             raise CommandError(f"The demo taxonomy was refused: {record.message}")
         write_import(self, record)

@@ -1,0 +1,285 @@
+"""Hostile uploads (issue #12): each is a clear refusal naming file, line and field, and changes nothing.
+
+Every case goes through the REST API with prune on (the way a cut-off or empty archive used to delete leaves)
+and the cases about files' content also through the import command; the leaf count is the same before and
+after, and the official parser's verdict on the same file stands beside LabWeb's. Inputs are built in the
+test and stay small: a "1 GiB member" is a tar header that declares it, or a sparse file.
+"""
+
+import contextlib
+import gzip
+import io
+import logging
+import os
+import re
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+from instructlab.schema.taxonomy import TaxonomyParser, TaxonomyReadingException
+
+from curation.models import Leaf, TaxonomyImport
+from curation.taxonomy import read_qna
+from curation.taxonomy.storage import CREATED_BY_MAX, DOMAIN_MAX, LEAF_PATH_MAX
+from tests.support.qna import POEMS
+
+BASE = [(f"compositional_skills/base/leaf{i}/qna.yaml", POEMS) for i in range(5)]
+TARGET = "compositional_skills/hostile/qna.yaml"
+
+
+def _tar_bytes(files: list[tuple[str, bytes]], mode: str = "w:gz") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as archive:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _members(files: list[tuple[str, bytes]]) -> bytes:
+    """Tar members without the end-of-archive marker."""
+    out = b""
+    for name, data in files:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        out += info.tobuf() + data + b"\0" * (-len(data) % 512)
+    return out
+
+
+def _post(api, data: bytes, name: str = "taxonomy.tar.gz", prune: bool = True):
+    upload = SimpleUploadedFile(name, data, content_type="application/octet-stream")
+    return api.post("/api/imports/", {"archive": upload, "prune": "true" if prune else "false"}, format="multipart")
+
+
+@pytest.fixture
+def seeded(api):
+    response = _post(api, _tar_bytes(BASE), prune=False)
+    assert response.status_code == 201, response.json()
+    assert Leaf.objects.count() == 5
+    return api
+
+
+def _refused(response, *words) -> dict:
+    assert response.status_code == 400, response.content[:300]
+    error = response.json()["error"]
+    for word in words:
+        assert word in error["message"], error
+    assert Leaf.objects.count() == 5
+    return error
+
+
+@pytest.fixture(scope="module")
+def official():
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    parser = TaxonomyParser(schema_version=0, message_format="STANDARD")
+    parser.yq_available = False
+
+    def verdict(raw: bytes, tmp: Path, rel: str = TARGET) -> bool:
+        file = tmp / rel
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(raw)
+        logging.disable(logging.WARNING)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                return parser.parse(file).errors == 0
+        except TaxonomyReadingException:
+            return False
+        finally:
+            logging.disable(logging.NOTSET)
+
+    return verdict
+
+
+# --- archives that are not whole -------------------------------------------------------------------------
+
+
+def test_gzip_of_zeros_is_refused_and_prunes_nothing(seeded):
+    _refused(_post(seeded, gzip.compress(b"\0" * 1024 * 1024)), "holds no files")
+
+
+def test_tar_cut_at_a_member_boundary_is_refused_and_prunes_nothing(seeded):
+    cut = _members(BASE[:2])
+    _refused(_post(seeded, cut, "taxonomy.tar"), "cut short", BASE[1][0], "end-of-archive marker")
+    _refused(_post(seeded, gzip.compress(cut)), "cut short")
+
+
+def test_gzip_cut_short_is_refused(seeded):
+    whole = _tar_bytes([*BASE, (TARGET, POEMS)])
+    _refused(_post(seeded, whole[:-8]), "damaged or cut short")
+
+
+def test_a_non_archive_is_named_as_such(seeded):
+    error = _refused(_post(seeded, b"just some text, not an archive\n" * 40), "not a gzip/tar/zip archive")
+    assert "checksum" not in error["message"]
+
+
+def test_a_member_declared_at_1_gib_is_refused_at_its_header(seeded):
+    header = tarfile.TarInfo("compositional_skills/big/blob.bin")
+    header.size = 1024**3
+    # The header alone: the import must refuse before it would read (or skip) a byte of the member.
+    data = gzip.compress(_members(BASE) + header.tobuf())
+    _refused(_post(seeded, data), "more than 256 MiB", "blob.bin")
+
+
+def test_the_import_command_refuses_a_sparse_1_gib_member_without_reading_it(curator, tmp_path):
+    archive = tmp_path / "big.tar"
+    header = tarfile.TarInfo("compositional_skills/big/blob.bin")
+    header.size = 1024**3
+    with open(archive, "wb") as stream:
+        stream.write(header.tobuf())
+        stream.truncate(512 + 1024**3 + 1024)  # sparse: nothing is written to the disk
+    before = Leaf.objects.count()
+    with pytest.raises(CommandError, match="more than 256 MiB"):
+        call_command("taxonomy_import", str(archive), "--prune")
+    assert Leaf.objects.count() == before
+
+
+# --- files whose content LabWeb cannot take -------------------------------------------------------------
+
+
+def _deep(levels: int) -> bytes:
+    return b"version: 3\ntask_description: deep\nnested: " + b"[" * levels + b"]" * levels + b"\n"
+
+
+@pytest.mark.parametrize("levels", [10_000, 100_000])
+def test_deeply_nested_yaml_is_refused_before_parsing(seeded, official, tmp_path, levels):
+    raw = _deep(levels)
+    response = _post(seeded, _tar_bytes([*BASE, (TARGET, raw)]))
+    assert response.status_code == 201
+    problem = response.json()["problems"][0]
+    assert (problem["path"], problem["line"]) == (TARGET, 3)
+    assert "nested more than 100 levels" in problem["message"]
+    assert Leaf.objects.count() == 5
+    if levels == 10_000:  # the official parser (pure-Python PyYAML) fails on it too, with a RecursionError
+        assert official(raw, tmp_path) is False
+
+
+def test_billion_laughs_is_refused(seeded):
+    lines = ["version: 3", "task_description: laughs", 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 8) + "]" for i in range(1, 10)]
+    response = _post(seeded, _tar_bytes([*BASE, (TARGET, ("\n".join(lines) + "\n").encode())]))
+    assert response.status_code == 201
+    problem = response.json()["problems"][0]
+    assert problem["path"] == TARGET and problem["line"] and "billion laughs" in problem["message"]
+    assert Leaf.objects.count() == 5
+
+
+def _poems_with(line: str) -> bytes:
+    return POEMS.replace(b"created_by: someone\n", line.encode() + b"\n")
+
+
+@pytest.mark.parametrize(
+    "line, field, words",
+    [
+        ('created_by: "some\\0one"', "created_by", "NUL"),
+        ("created_by: " + "x" * (CREATED_BY_MAX + 1), "created_by", f"at most {CREATED_BY_MAX}"),
+        ('created_by: "\\ud800"', "created_by", "surrogate"),
+    ],
+)
+def test_values_the_database_cannot_store_are_named(seeded, official, tmp_path, line, field, words):
+    raw = _poems_with(line)
+    assert official(raw, tmp_path) is True  # the official parser accepts them; LabWeb says why it cannot
+    response = _post(seeded, _tar_bytes([*BASE, (TARGET, raw)]))
+    assert response.status_code == 201
+    problem = next(p for p in response.json()["problems"] if p["field"] == field)
+    assert problem["path"] == TARGET and problem["line"] == 3 and words in problem["message"]
+    assert Leaf.objects.count() == 5
+
+
+def test_a_knowledge_domain_longer_than_its_column_is_named(official, tmp_path, corpus):
+    for file in sorted(corpus.glob("knowledge/**/qna.yaml")):
+        raw, rel = file.read_bytes(), str(file.relative_to(corpus))
+        if b"\ndomain: " in raw and official(raw, tmp_path, rel):
+            break
+    long = re.sub(rb"\ndomain: [^\n]*", b"\ndomain: " + b"d" * (DOMAIN_MAX + 1), raw, count=1)
+    assert official(long, tmp_path, rel) is True
+    problems = read_qna(long, rel).errors
+    assert [(p.field, f"at most {DOMAIN_MAX}" in p.message) for p in problems] == [("domain", True)]
+    assert problems[0].line == raw[: raw.index(b"\ndomain: ") + 1].count(b"\n") + 1
+
+
+def test_a_leaf_path_longer_than_its_column_is_named(seeded):
+    folder = "compositional_skills/" + "p" * LEAF_PATH_MAX
+    response = _post(seeded, _tar_bytes([*BASE, (f"{folder}/qna.yaml", POEMS)]))
+    assert response.status_code == 201
+    assert f"at most {LEAF_PATH_MAX:,}" in response.json()["problems"][0]["message"]
+    assert Leaf.objects.count() == 5
+
+
+def test_a_document_with_a_nul_is_named_with_its_line(seeded):
+    leaf = [(TARGET, POEMS), ("compositional_skills/hostile/notes.md", b"# Notes\n\nbad \0 byte\n")]
+    response = _post(seeded, _tar_bytes([*BASE, *leaf]))
+    problem = response.json()["problems"][0]
+    assert (problem["path"], problem["line"]) == ("compositional_skills/hostile/notes.md", 3)
+    assert Leaf.objects.count() == 5
+
+
+# --- agreement with the official parser ----------------------------------------------------------------
+
+
+def test_crlf_files_import_as_the_official_parser_reads_them(api, official, tmp_path, corpus):
+    files = sorted(corpus.glob("compositional_skills/**/qna.yaml"))
+    crlf = []
+    for file in files:
+        raw = file.read_bytes().replace(b"\n", b"\r\n")
+        if official(file.read_bytes(), tmp_path):
+            crlf.append((str(file.relative_to(corpus)), raw))
+        if len(crlf) == 12:
+            break
+    assert all(official(raw, tmp_path) for _, raw in crlf)
+    response = _post(api, _tar_bytes(crlf), prune=False)
+    assert response.status_code == 201 and response.json()["rejected"] == 0, response.json()["problems"][:3]
+    assert Leaf.objects.count() == 12
+
+
+def test_yamllint_disable_comments_are_honoured(official, tmp_path):
+    raw = b"# yamllint disable rule:trailing-spaces\n" + POEMS.replace(b"q1\n", b"q1   \n")
+    assert official(raw, tmp_path) is True
+    assert read_qna(raw, TARGET).valid
+    assert not read_qna(POEMS.replace(b"q1\n", b"q1   \n"), TARGET).valid
+
+
+def test_each_missing_key_is_reported_once(seeded):
+    raw = b"version: 3\nseed_examples:\n" + b"".join(b"  - question: q%d\n    answer: a\n" % i for i in range(5))
+    response = _post(seeded, _tar_bytes([*BASE, (TARGET, raw)]))
+    messages = [p["message"] for p in response.json()["problems"]]
+    assert messages.count('"task_description" is required.') == 1
+    assert messages.count('"created_by" is required.') == 1
+
+
+def test_a_file_outside_the_roots_gets_its_content_checked_too(seeded):
+    raw = b"version: 3\ntask_description: x\n"
+    response = _post(seeded, _tar_bytes([*BASE, ("elsewhere/leaf/qna.yaml", raw)]))
+    messages = [p["message"] for p in response.json()["problems"] if p["path"] == "elsewhere/leaf/qna.yaml"]
+    assert any("outside the taxonomy roots" in m for m in messages)
+    assert '"created_by" is required.' in messages
+
+
+def test_an_unclosed_quote_is_reported_where_it_opens(seeded):
+    raw = b'version: 3\ntask_description: "never closed\ncreated_by: me\n'
+    response = _post(seeded, _tar_bytes([*BASE, (TARGET, raw)]))
+    assert response.json()["problems"][0]["line"] == 2
+
+
+def test_a_10000_seed_leaf_imports(seeded):
+    seeds = b"".join(b"  - question: question %d?\n    answer: answer %d.\n" % (i, i) for i in range(10_000))
+    raw = b"version: 3\ntask_description: many\ncreated_by: me\nseed_examples:\n" + seeds
+    response = _post(seeded, _tar_bytes([*BASE, (TARGET, raw)]))
+    assert response.status_code == 201 and response.json()["created"] == 1, response.json()["problems"][:2]
+    assert Leaf.objects.get(path="compositional_skills/hostile").seeds.count() == 10_000
+
+
+def test_the_import_command_names_file_line_and_field(curator, tmp_path, capsys):
+    root = tmp_path / "taxonomy"
+    for name, raw in [*BASE, (TARGET, _poems_with('created_by: "some\\0one"'))]:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(raw)
+    call_command("taxonomy_import", str(root), "--prune")
+    out = capsys.readouterr().out
+    assert f"{TARGET}:3 [created_by]" in out and "NUL" in out
+    assert Leaf.objects.count() == 5
+    assert TaxonomyImport.objects.get().rejected == 1
