@@ -7,6 +7,7 @@ skips rows.
 
 import base64
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 
 from django.db import connection
@@ -27,6 +28,7 @@ SORTS = {
 ANY_STATE = "any"
 STATE_CHOICES = (*rules.STATES, ANY_STATE)
 PAGE_SIZE = 30
+MAX_ID = 2**63
 MAX_PAGE_SIZE = 200
 
 
@@ -46,6 +48,9 @@ class Queue:
     @classmethod
     def parse(cls, data) -> "Queue":
         """A queue from query parameters; a bad value is a LabError naming its parameter."""
+        for name in (f.name for f in fields(cls)):
+            if "\x00" in (data.get(name) or ""):
+                raise LabError(f"{name} holds a NUL character.", field=name)
         values: dict = {}
         state = (data.get("state") or rules.PENDING).strip()
         if state not in STATE_CHOICES:
@@ -58,17 +63,18 @@ class Queue:
         for name in ("run",):
             raw = (data.get(name) or "").strip()
             if raw:
-                try:
-                    values[name] = int(raw)
-                except ValueError:
-                    raise LabError(f"{name} must be a run id (a whole number), not {raw!r}.", field=name) from None
+                if not raw.isdigit() or not 0 < int(raw) < MAX_ID:
+                    raise LabError(f"{name} must be a run id (a whole number), not {raw[:40]!r}.", field=name)
+                values[name] = int(raw)
         for name in ("score_min", "score_max"):
             raw = (data.get(name) or "").strip()
             if raw:
                 try:
                     values[name] = float(raw)
                 except ValueError:
-                    raise LabError(f"{name} must be a number, not {raw!r}.", field=name) from None
+                    raise LabError(f"{name} must be a number, not {raw[:40]!r}.", field=name) from None
+                if not math.isfinite(values[name]):
+                    raise LabError(f"{name} must be a finite number.", field=name)
         duplicate = (data.get("duplicate") or "").strip()
         if duplicate not in ("", "yes", "no"):
             raise LabError("duplicate must be yes, no or empty.", field="duplicate")
@@ -76,6 +82,9 @@ class Queue:
         values["path"] = (data.get("path") or "").strip().strip("/")
         for name in ("teacher", "kind", "q"):
             values[name] = (data.get(name) or "").strip()
+        for name in ("path", "teacher", "kind"):
+            if len(values[name]) > 1000:
+                raise LabError(f"{name} is limited to 1000 characters.", field=name)
         if len(values["q"]) > 200:
             raise LabError("Search text is limited to 200 characters.", field="q")
         return cls(**values)
@@ -167,12 +176,22 @@ def encode_cursor(values: list, *, backwards: bool = False) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _cursor_value(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -MAX_ID < value < MAX_ID
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str) and len(value) <= 1000 and "\x00" not in value
+
+
 def decode_cursor(token: str) -> tuple[list, bool]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
         values, backwards = data["v"], bool(data.get("b"))
-        if not isinstance(values, list) or not values or not all(isinstance(v, (int, float, str)) for v in values):
+        if not isinstance(values, list) or not values or not all(_cursor_value(v) for v in values):
             raise ValueError
     except (ValueError, KeyError, TypeError):
         raise LabError("This cursor is not one the queue issued.", field="cursor") from None
