@@ -271,10 +271,9 @@ def busiest_leaf() -> Leaf:
 @pytest.mark.parametrize(
     ("query", "most"),
     [
-        (
-            "",
-            7,
-        ),  # 5, and 2 for review's counters on the tree (curation.tree_counters)  # the roots by kind, then every folder on the open path in one query, however deep
+        # The roots by kind, then every folder on the open path in one query, however deep; 2 more for
+        # review's counters on the tree (curation.tree_counters).
+        ("", 7),
         ("q=writing", 6),  # the header's counts per kind, the matches and their total
     ],
     ids=["tree", "search"],
