@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "labweb",
     "curation",
     "generation",
+    "review",
     "training",
 ]
 
@@ -128,6 +129,10 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "generation.models.GenerationRun.Status",
         "WorkItemStateEnum": "generation.models.WorkItem.State",
         "SampleStateEnum": "generation.models.Sample.State",
+        "ReviewStateEnum": "review.models.State",
+        "ReviewActionEnum": "review.models.Decision.Action",
+        "ReviewVerdictEnum": "review.models.VERDICTS",
+        "LeafRevisionActionEnum": "curation.models.LeafRevision.Action",
     },
 }
 
@@ -177,6 +182,8 @@ LABWEB_TEACHER_ATTEMPTS = env_int("LABWEB_TEACHER_ATTEMPTS", 5)
 LABWEB_TEACHER_RETRY_DELAY = float(env_str("LABWEB_TEACHER_RETRY_DELAY", "0.5"))
 LABWEB_WORK_LEASE_SECONDS = env_int("LABWEB_WORK_LEASE_SECONDS", 120)
 LABWEB_WORK_MAX_ATTEMPTS = env_int("LABWEB_WORK_MAX_ATTEMPTS", 5)
+# Review: how long a claimed batch stays with its reviewer before others may take it.
+LABWEB_REVIEW_CLAIM_SECONDS = env_int("LABWEB_REVIEW_CLAIM_SECONDS", 15 * 60)
 # One reaper for every kind of job (labweb.jobs.register_reaper), on the default queue: never behind the
 # long tasks of the generation and training queues.
 CELERY_BEAT_SCHEDULE = {

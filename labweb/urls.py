@@ -8,12 +8,14 @@ from curation.api import urls as curation_api
 from generation.api import urls as generation_api
 from labweb import views
 from labweb.api_root import ApiRouter
+from review.api import urls as review_api
 from training.api import urls as training_api
 
 api = ApiRouter()
 api.include(curation_api.router, curation_api.ENDPOINTS)
 api.include(generation_api.router)
 api.include(training_api.router)
+api.include(review_api.router, review_api.ENDPOINTS)
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -23,10 +25,12 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("taxonomy/", include("curation.urls")),
     path("generation/", include("generation.urls")),
+    path("review/", include("review.urls")),
     path("training/", include("training.urls")),
     path("api/auth/token/", obtain_auth_token, name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include(curation_api.urlpatterns)),
     path("api/", include(api.urls)),
+    path("api/review/", include(review_api.urlpatterns)),
 ]

@@ -48,6 +48,8 @@ PATH_OBJECT = {
     "samples": "sample",
     "training-jobs": "training_job",
     "checkpoints": "checkpoint",
+    "review/items": "sample",
+    "review/bulk": "job",
 }
 SKIP = {"/api/schema/"}  # serves the schema itself; its `format`/`lang` are drf-spectacular's, checked below
 
@@ -68,7 +70,9 @@ OPERATIONS = get_operations()
 
 def concrete(path: str, w) -> str:
     if "{id}" in path:
-        path = path.replace("{id}", str(getattr(w, PATH_OBJECT[path.split("/")[2]])))
+        parts = path.split("/")
+        key = parts[2] if parts[2] in PATH_OBJECT else "/".join(parts[2:4])
+        path = path.replace("{id}", str(getattr(w, PATH_OBJECT[key])))
     return re.sub(r"\{number\}", "1", path)
 
 

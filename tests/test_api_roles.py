@@ -27,6 +27,9 @@ from generation.sdg.pipelines import GeneratedSample
 from generation.services.runs import run_cancel, run_create
 from generation.services.samples import samples_write
 from generation.services.teachers import teacher_create
+from review.models import BulkJob, Decision, ReviewItem
+from review.queue import Queue
+from review.services.bulk import bulk_create, bulk_run
 from tests.support.qna import POEMS
 from training.models import TrainingJob
 
@@ -57,6 +60,7 @@ class World:
     training_job: int
     stopped_job: int
     checkpoint: int
+    job: int = 0  # a bulk review job, done: its undo can run
 
     @cached_property
     def directory(self) -> str:
@@ -81,6 +85,7 @@ class World:
 READ = "any role"  # reviewer, operator, curator
 WRITE = "curator"
 OPERATE = "operator"
+REVIEW = "reviewer"
 STAFF = "staff curator"  # server-side paths
 PUBLIC = "anyone"
 
@@ -89,6 +94,7 @@ ALLOWED = {
     READ: {"reviewer", "operator", "curator", "staff_curator"},
     WRITE: {"curator", "staff_curator"},
     OPERATE: {"operator"},
+    REVIEW: {"reviewer"},
     STAFF: {"staff_curator"},
     PUBLIC: set(ROLES),
 }
@@ -132,6 +138,7 @@ def git_main(w: World) -> dict:
 CREDENTIALS = {"username": "carla", "password": "pw-carla"}  # the curator fixture's
 LEAF, SEED, DOCUMENT = "/api/leaves/{w.leaf}/", "/api/seeds/{w.seed}/", "/api/documents/{w.document}/"
 TEACHER, RUN = "/api/teachers/{w.teacher}/", "/api/runs/{w.run}/"
+ITEM = "/api/review/items/{w.sample}/"
 NEW_TEACHER = {"name": "vllm", "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
 
 
@@ -205,6 +212,19 @@ ENDPOINTS = [
     E("GET",    "work-item-detail", "/api/work-items/{w.item}/",  READ),
     E("GET",    "sample-list",     "/api/samples/",               READ),
     E("GET",    "sample-detail",   "/api/samples/{w.sample}/",    READ),
+    E("GET",    "review-item-list", "/api/review/items/",         READ),
+    E("GET",    "review-item-detail", ITEM,                       READ),
+    E("POST",   "review-item-decide", ITEM + "decide/",           REVIEW, 200, {"action": "approve", "version": 1}),
+    E("POST",   "review-item-edit", ITEM + "edit/",               REVIEW, 200,
+      {"question": "q?", "response": "r.", "version": 1}),
+    E("POST",   "review-undo",     "/api/review/undo/",           REVIEW, 200, {"steps": 1}),
+    E("POST",   "review-claim",    "/api/review/claim/",          REVIEW, 200, {"size": 5}),
+    E("POST",   "review-bulk-preview", "/api/review/bulk/preview/", REVIEW, 200, {"action": "approve"}),
+    E("POST",   "review-bulk",     "/api/review/bulk/",           REVIEW, 202, {"action": "approve", "expected": 1}),
+    E("GET",    "review-bulk-detail", "/api/review/bulk/{w.job}/", READ),
+    E("POST",   "review-bulk-undo", "/api/review/bulk/{w.job}/undo/", REVIEW, 202),
+    E("GET",    "review-stats",    "/api/review/stats/",          READ),
+    E("GET",    "review-agreement", "/api/review/agreement/",     READ),
     E("GET",    "training-job-list", "/api/training-jobs/",       READ),
     E("POST",   "training-job-list", "/api/training-jobs/",       OPERATE, 201, new_training_job),
     E("GET",    "training-job-detail", TRAINING_JOB,              READ),
@@ -247,7 +267,7 @@ def training_world(tmp_path: Path, settings, user) -> dict:
 
 
 @pytest.fixture
-def world(curator, tmp_path, settings) -> World:
+def world(curator, reviewer, tmp_path, settings) -> World:
     services.taxonomy_import(
         source=services.ImportSource.upload(
             io.BytesIO(targz([("compositional_skills/poems/qna.yaml", POEMS)])), "t.tar.gz"
@@ -267,7 +287,7 @@ def world(curator, tmp_path, settings) -> World:
         item=item,
         samples=[
             GeneratedSample(
-                key="k",
+                key=key,
                 question="q",
                 response="r",
                 context=None,
@@ -278,8 +298,13 @@ def world(curator, tmp_path, settings) -> World:
                 raw={},
                 prompts=[],
             )
+            for key in ("k", "k2")
         ],
     )
+    # The reviewer approved the second sample in a bulk job that has run: undo has something to take back.
+    second = item.samples.get(idempotency_key__endswith=":k2").pk
+    job = bulk_create(reviewer=reviewer, action="approve", queue=Queue(), selected=[second], expected=1)
+    bulk_run(job_id=job.pk)
     return World(
         tmp_path=tmp_path,
         leaf=leaf.pk,
@@ -293,7 +318,8 @@ def world(curator, tmp_path, settings) -> World:
         run=run.pk,
         stopped_run=stopped.pk,
         item=item.pk,
-        sample=item.samples.get().pk,
+        sample=item.samples.get(idempotency_key__endswith=":k").pk,
+        job=job.pk,
         **training_world(tmp_path, settings, curator),
     )
 
@@ -334,6 +360,9 @@ def state() -> tuple:
         list(Teacher.objects.order_by("pk").values_list("name", "temperature")),
         list(GenerationRun.objects.order_by("pk").values_list("status", flat=True)),
         Sample.objects.count(),
+        list(ReviewItem.objects.order_by("pk").values_list("state", "version", "claimed_by")),
+        Decision.objects.count(),
+        list(BulkJob.objects.order_by("pk").values_list("status", flat=True)),
         list(TrainingJob.objects.order_by("pk").values_list("status", flat=True)),
         sorted(p.name for p in Path(settings.LABWEB_TRAINING_DIR).glob("uploads/*")),
     )

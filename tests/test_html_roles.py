@@ -1,8 +1,8 @@
-"""Every HTML page and form of the curation, generation and training apps walked through the role matrix, and the query
-counts of the pages that list the taxonomy.
+"""Every HTML page and form of the curation, generation, review and training apps walked through the role matrix,
+and the query counts of the pages that list the taxonomy.
 
-The table below must name exactly the URL patterns of curation/urls.py and generation/urls.py: a new view
-without a row fails `test_role_table_covers_every_html_url`, and a method a view accepts without a row fails
+The table below must name exactly the URL patterns of the curation, generation, review and training URLconfs: a
+new view without a row fails `test_role_table_covers_every_html_url`, and a method a view accepts without a row fails
 `test_methods_outside_the_table_are_405`.
 """
 
@@ -18,8 +18,9 @@ from django.urls import reverse
 from curation import urls as curation_urls
 from curation.models import Document, Leaf
 from generation import urls as generation_urls
+from review import urls as review_urls
 from tests import test_api_roles
-from tests.test_api_roles import ALLOWED, OPERATE, POEMS, READ, ROLES, STAFF, WRITE, World, state, targz
+from tests.test_api_roles import ALLOWED, OPERATE, POEMS, READ, REVIEW, ROLES, STAFF, WRITE, World, state, targz
 from training import urls as training_urls
 
 world = test_api_roles.world  # the same leaf, seed, document, snapshot and import record as the API matrix
@@ -142,6 +143,21 @@ PAGES = [
     P("POST", "generation:teacher_delete", lambda w: [w.spare_teacher], OPERATE, 302),
     P("GET",  "generation:sample_list",    none,                      READ),
     P("GET",  "generation:sample_detail",  lambda w: [w.sample],      READ),
+    P("GET",  "review:queue",              none,                      READ),
+    P("GET",  "review:queue",              none,                      READ, query="state=any&sort=-score&q=q",
+      label=" filtered"),
+    P("GET",  "review:screen",             lambda w: [w.sample],      READ),
+    P("POST", "review:decide",             lambda w: [w.sample],      REVIEW, 302,
+      lambda w: {"action": "approve", "version": 1}),
+    P("POST", "review:undo",               none,                      REVIEW, 302),
+    P("POST", "review:claim",              none,                      REVIEW, 302, lambda w: {"size": 5}),
+    P("GET",  "review:bulk_confirm",       none,                      REVIEW, query="action=approve"),
+    P("POST", "review:bulk_start",         none,                      REVIEW, 302,
+      lambda w: {"action": "approve", "expected": 1}),
+    P("GET",  "review:bulk_job",           lambda w: [w.job],         READ),
+    P("POST", "review:bulk_undo",          lambda w: [w.job],         REVIEW, 302),
+    P("GET",  "review:progress",           none,                      READ),
+    P("GET",  "review:agreement",          none,                      READ),
     P("GET",  "training:job_list",         none,                      READ),
     P("GET",  "training:job_create",       none,                      OPERATE),
     P("POST", "training:job_create",       none,                      OPERATE, 302, lambda w: {
@@ -220,6 +236,7 @@ def test_page_answers_every_role_as_the_matrix_says(page, world, clients):
 def test_role_table_covers_every_html_url():
     names = {pattern.name for pattern in curation_urls.urlpatterns}
     names |= {f"generation:{pattern.name}" for pattern in generation_urls.urlpatterns}
+    names |= {f"review:{pattern.name}" for pattern in review_urls.urlpatterns}
     names |= {f"training:{pattern.name}" for pattern in training_urls.urlpatterns}
     table = {page.name for page in PAGES}
     assert names - table == set(), "HTML URLs without a row in the role table"
@@ -256,7 +273,9 @@ def busiest_leaf() -> Leaf:
 @pytest.mark.parametrize(
     ("query", "most"),
     [
-        ("", 5),  # the roots by kind, then every folder on the open path in one query, however deep
+        # The roots by kind, then every folder on the open path in one query, however deep; 2 more for
+        # review's counters on the tree (curation.tree_counters).
+        ("", 7),
         ("q=writing", 6),  # the header's counts per kind, the matches and their total
     ],
     ids=["tree", "search"],
@@ -280,7 +299,7 @@ def test_tree_page_renders_roots_without_leaves(curator_client):
 
 
 def test_tree_children_partial_queries(imported, curator_client, django_assert_max_num_queries):
-    with django_assert_max_num_queries(4):
+    with django_assert_max_num_queries(6):  # 4, and 2 for review's counters on the tree
         response = curator_client.get(
             reverse("curation:tree_children"), {"path": "compositional_skills"}, headers={"HX-Request": "true"}
         )

@@ -3,9 +3,12 @@
 from itertools import groupby
 from operator import attrgetter
 
+from django.db import transaction
+
 from generation.models import Sample, WorkItem
 from generation.sdg.dedup import earlier_repeats
 from generation.sdg.pipelines import GeneratedSample
+from generation.signals import duplicates_marked, samples_written
 
 
 def samples_write(*, item: WorkItem, samples: list[GeneratedSample]) -> int:
@@ -32,7 +35,9 @@ def samples_write(*, item: WorkItem, samples: list[GeneratedSample]) -> int:
         )
         for sample in samples
     ]
-    created = Sample.objects.bulk_create(rows, ignore_conflicts=True)
+    with transaction.atomic():
+        created = Sample.objects.bulk_create(rows, ignore_conflicts=True)
+        samples_written.send(sender=Sample, item=item)
     return len(created)
 
 
@@ -55,5 +60,8 @@ def samples_mark_duplicates(*, run_id: int, threshold: float) -> int:
             if earlier is not None:
                 sample.duplicate_of_id = group[earlier].pk
                 marked.append(sample)
-    Sample.objects.bulk_update(marked, ["duplicate_of"], batch_size=1000)
+    with transaction.atomic():
+        Sample.objects.bulk_update(marked, ["duplicate_of"], batch_size=1000)
+        if marked:
+            duplicates_marked.send(sender=Sample, run_id=run_id)
     return len(marked)

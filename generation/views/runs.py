@@ -9,6 +9,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 
 from generation import selectors
+from generation.extensions import run_panels
 from generation.forms import RunForm
 from generation.models import GenerationRun, Teacher
 from generation.services import runs as run_services
@@ -108,7 +109,8 @@ def monitor_context(run: GenerationRun) -> dict:
 @require_GET
 @any_role_required
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    return render(request, DETAIL, monitor_context(_get_run(pk)))
+    run = _get_run(pk)
+    return render(request, DETAIL, monitor_context(run) | {"panels": run_panels(request, run)})
 
 
 @require_GET

@@ -110,3 +110,6 @@ def open_folder(page, path: str) -> None:
     # The placeholder ("Show …" link) is not a tree-node; the loaded children are.
     expect(folder.locator("> .tree-children > li.tree-node").first).to_be_visible()
     htmx_idle(page)
+
+
+from tests.support.review import eager, make_samples, second_reviewer  # noqa: E402, F401 - the review fixtures

@@ -1,0 +1,236 @@
+"""Review's own tables: the current state of each sample, the append-only decisions, votes, counters, bulk jobs.
+
+`ReviewItem` is one row per generation `Sample` (same primary key) carrying the state, a version for optimistic
+locking, the edited text and copies of the queue's filter and sort keys, so a queue page is an index range scan.
+Its state always equals what the sample's `Decision` rows say (`review.services.decisions.replay_state`).
+"""
+
+from django.conf import settings
+from django.db import models
+
+from generation.models import GenerationRun, Sample
+from review.core import rules
+
+REASONS = (
+    ("incorrect", "Incorrect answer"),
+    ("off_topic", "Off topic for the leaf"),
+    ("unclear", "Unclear question"),
+    ("unsafe", "Unsafe or harmful"),
+    ("duplicate", "Repeats another sample"),
+    ("formatting", "Broken formatting"),
+    ("other", "Other (say why)"),
+)
+
+
+VERDICTS = [(rules.APPROVE, "approve"), (rules.REJECT, "reject")]
+
+
+class State(models.TextChoices):
+    PENDING = rules.PENDING
+    APPROVED = rules.APPROVED
+    REJECTED = rules.REJECTED
+    EDITED = rules.EDITED
+
+
+class Rule(models.TextChoices):
+    UNANIMOUS = rules.UNANIMOUS
+    MAJORITY = rules.MAJORITY
+
+
+class ReviewPolicy(models.Model):
+    """How many reviewers a run's samples need, and how their votes combine (Argilla's `min_submitted`)."""
+
+    run = models.OneToOneField(GenerationRun, on_delete=models.CASCADE, related_name="review_policy")
+    required = models.PositiveSmallIntegerField(default=1)
+    rule = models.CharField(max_length=16, choices=Rule.choices, default=Rule.UNANIMOUS)
+
+    def __str__(self) -> str:
+        return f"{self.run}: {self.required} reviewer(s), {self.rule}"
+
+
+class ReviewItem(models.Model):
+    sample = models.OneToOneField(Sample, primary_key=True, on_delete=models.CASCADE, related_name="review")
+    run = models.ForeignKey(GenerationRun, on_delete=models.CASCADE, related_name="+", db_index=False)
+    leaf_id = models.BigIntegerField(null=True, blank=True)  # the curation leaf, kept when the leaf is deleted
+    leaf_path = models.CharField(max_length=1000)
+    kind = models.CharField(max_length=16)
+    teacher_model = models.CharField(max_length=500)
+    score = models.FloatField(default=0, help_text="The final judge's score (skills: pair 1-3, knowledge: relevance)")
+    is_duplicate = models.BooleanField(default=False)
+    created_at = models.DateTimeField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    version = models.PositiveIntegerField(default=1)
+    required = models.PositiveSmallIntegerField(default=1)
+    rule = models.CharField(max_length=16, choices=Rule.choices, default=Rule.UNANIMOUS)
+    votes = models.PositiveSmallIntegerField(default=0)
+    question = models.TextField(null=True, blank=True)  # noqa: DJ001 - null: not edited, the sample's text holds
+    response = models.TextField(null=True, blank=True)  # noqa: DJ001
+    decision = models.ForeignKey(
+        "Decision",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,  # see Decision: only the services write it, from a row they just inserted
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+    claimed_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        # Each index is a keyset order of the queue. Those for a run, a score and a leaf hold pending rows only:
+        # a decision writes fewer index entries (a bulk approve of 100,000 touches two indexes, not five).
+        indexes = [
+            models.Index(fields=["state", "sample"], name="review_item_state_id"),
+            models.Index(fields=["run", "sample"], name="review_item_pending_run", condition=models.Q(state="pending")),
+            models.Index(
+                fields=["score", "sample"], name="review_item_pending_score", condition=models.Q(state="pending")
+            ),
+            models.Index(
+                fields=["leaf_path", "sample"], name="review_item_pending_leaf", condition=models.Q(state="pending")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Sample {self.sample_id} ({self.state})"
+
+    @property
+    def edited(self) -> bool:
+        return self.question is not None or self.response is not None
+
+    @property
+    def kept_question(self) -> str:
+        """The question in force: the reviewer's edit, or the sample's own."""
+        return self.question if self.question is not None else self.sample.question
+
+    @property
+    def kept_response(self) -> str:
+        return self.response if self.response is not None else self.sample.response
+
+
+class BulkJob(models.Model):
+    """One bulk decision over a selection or "all matching, minus these", run in chunks by a Celery task."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        UNDOING = "undoing"
+        UNDONE = "undone"
+
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=16, choices=VERDICTS)
+    reason = models.CharField(max_length=32, blank=True)
+    note = models.TextField(blank=True)
+    filters = models.JSONField(default=dict, help_text="The queue filter, as the list takes it")
+    selected = models.JSONField(default=list, help_text="Sample ids, when the job acts on a selection")
+    excluded = models.JSONField(default=list, help_text="Sample ids left out of all that match")
+    ceiling = models.BigIntegerField(help_text="The newest sample id when confirmed: later samples are not included")
+    expected = models.PositiveIntegerField(help_text="How many the confirmation showed")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    cursor = models.BigIntegerField(default=0, help_text="Sample id the next chunk starts after")
+    done = models.PositiveIntegerField(default=0)
+    undone = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    undone_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"Bulk {self.action} #{self.pk}"
+
+    @property
+    def percent(self) -> int:
+        if self.status in (self.Status.UNDOING, self.Status.UNDONE):
+            return 100 if self.status == self.Status.UNDONE else min(99, int(100 * self.undone / max(self.done, 1)))
+        if self.status == self.Status.DONE:
+            return 100
+        return min(99, int(100 * self.done / max(self.expected, 1)))
+
+
+class Decision(models.Model):
+    """One decision, never changed or deleted: who did what to which sample, the text before and after, when.
+
+    `question_before/after` and `response_before/after` are set when the decision changes the text (an edit,
+    or the undo of one); null means the text stayed as it was. An undo names the decision it takes back.
+    """
+
+    class Action(models.TextChoices):
+        APPROVE = rules.APPROVE
+        REJECT = rules.REJECT
+        EDIT = rules.EDIT, "edit and approve"
+        UNDO = rules.UNDO
+
+    # No database constraints on these keys: a bulk job inserts 100,000 decisions in one statement, and the
+    # deferred checks (a locking lookup of the item, the reviewer and the job for every row, all on the same
+    # two rows for the last two) cost more than the insert. The services write them from rows they hold
+    # locked; Django's on_delete still applies (CASCADE with the item, PROTECT for reviewer and job).
+    item = models.ForeignKey(ReviewItem, on_delete=models.CASCADE, related_name="decisions", db_constraint=False)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
+    action = models.CharField(max_length=16, choices=Action.choices)
+    reason = models.CharField(max_length=32, blank=True)
+    note = models.TextField(blank=True)
+    question_before = models.TextField(null=True, blank=True)  # noqa: DJ001
+    question_after = models.TextField(null=True, blank=True)  # noqa: DJ001
+    response_before = models.TextField(null=True, blank=True)  # noqa: DJ001
+    response_after = models.TextField(null=True, blank=True)  # noqa: DJ001
+    undoes = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
+    job = models.ForeignKey(
+        BulkJob, null=True, blank=True, on_delete=models.PROTECT, related_name="decisions", db_constraint=False
+    )
+    state_after = models.CharField(max_length=16, choices=State.choices)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["reviewer", "-id"], name="review_decision_reviewer"),
+            models.Index(fields=["job", "item"], name="review_decision_job", condition=models.Q(job__isnull=False)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} on sample {self.item_id} by {self.reviewer_id}"
+
+
+class Vote(models.Model):
+    """A reviewer's standing vote on a sample that needs more than one reviewer (its decision not undone)."""
+
+    item = models.ForeignKey(ReviewItem, on_delete=models.CASCADE, related_name="vote_rows")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    decision = models.ForeignKey(Decision, on_delete=models.CASCADE, related_name="+")
+    action = models.CharField(max_length=16, choices=Decision.Action.choices[:3])
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["item", "reviewer"], name="review_vote_once")]
+
+    def __str__(self) -> str:
+        return f"{self.reviewer_id}: {self.action} on {self.item_id}"
+
+
+class Counter(models.Model):
+    """Review progress of one leaf in one run, kept in step with every decision (never counted at read time)."""
+
+    run = models.ForeignKey(GenerationRun, on_delete=models.CASCADE, related_name="+")
+    leaf_path = models.CharField(max_length=1000)
+    leaf_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    pending = models.IntegerField(default=0)
+    approved = models.IntegerField(default=0)
+    rejected = models.IntegerField(default=0)
+    edited = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "leaf_path"], name="review_counter_run_leaf")]
+
+    def __str__(self) -> str:
+        return f"{self.leaf_path} in run {self.run_id}"

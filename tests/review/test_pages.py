@@ -1,0 +1,140 @@
+"""The review pages without JavaScript: every action is a plain form or link, and refusals show on the page."""
+
+import pytest
+from django.test import Client
+
+from review.models import Decision, ReviewItem
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def browser_client(reviewer) -> Client:
+    client = Client()
+    client.force_login(reviewer)
+    return client
+
+
+def ids() -> list[int]:
+    return list(ReviewItem.objects.order_by("pk").values_list("pk", flat=True))
+
+
+def test_a_plain_form_decision_goes_on_to_the_next_sample_of_the_queue(make_samples, browser_client):
+    make_samples(1)
+    first, second = ids()[:2]
+    page = browser_client.get(f"/review/samples/{first}/?sort=age").content.decode()
+    assert 'name="version" value="1"' in page and f'href="/review/samples/{second}/?sort=age"' not in page
+    assert f'href="/review/samples/{second}/"' in page  # the next link keeps the queue (the default sort is dropped)
+    response = browser_client.post(f"/review/samples/{first}/decide/", {"action": "approve", "version": 1})
+    assert response.status_code == 302 and response["Location"] == f"/review/samples/{second}/"
+    follow = browser_client.get(response["Location"]).content.decode()
+    assert f"Approved sample {first}." in follow
+
+
+def test_a_stale_form_is_told_who_decided_and_nothing_changes(make_samples, browser_client, second_reviewer):
+    from review.services.decisions import sample_decide
+
+    make_samples(1)
+    pk = ids()[0]
+    sample_decide(sample_id=pk, reviewer=second_reviewer, action="reject", expected_version=1, reason="unsafe")
+    response = browser_client.post(f"/review/samples/{pk}/decide/", {"action": "approve", "version": 1})
+    assert response.status_code == 409
+    assert "rita rejected it (unsafe or harmful)" in response.content.decode()
+    assert Decision.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"action": "edit", "question": "", "response": "x", "version": 1}, 422, "The edited question is empty."),
+        ({"action": "reject", "reason": "nope", "version": 1}, 422, "Unknown reason"),
+        ({"action": "approve"}, 422, "Say which version"),
+    ],
+)
+def test_bad_input_is_shown_on_the_screen(make_samples, browser_client, body, status, message):
+    make_samples(1)
+    pk = ids()[0]
+    response = browser_client.post(f"/review/samples/{pk}/decide/", body)
+    assert response.status_code == status and message in response.content.decode()
+    assert not Decision.objects.exists()
+
+
+def test_a_decision_on_a_sample_that_is_gone(make_samples, browser_client):
+    make_samples(1)
+    response = browser_client.post("/review/samples/999999/decide/", {"action": "approve", "version": 1})
+    assert response.status_code == 302 and response["Location"] == "/review/"
+    assert "Sample 999999 is gone" in browser_client.get("/review/").content.decode()
+    htmx = browser_client.post(
+        "/review/samples/999999/decide/", {"action": "approve", "version": 1}, headers={"HX-Request": "true"}
+    )
+    assert htmx.status_code == 404 and "is gone" in htmx.content.decode()
+
+
+def test_htmx_decision_answers_with_the_next_sample_and_pushes_its_url(make_samples, browser_client):
+    make_samples(1)
+    first, second, third = ids()[:3]
+    response = browser_client.post(
+        f"/review/samples/{first}/decide/", {"action": "approve", "version": 1}, headers={"HX-Request": "true"}
+    )
+    html = response.content.decode()
+    assert response["HX-Push-Url"] == f"/review/samples/{second}/"
+    assert html.lstrip().startswith(f'<div id="review-screen" data-sample="{second}"')
+    assert 'id="review-upcoming" hidden>' in html and f'data-sample="{third}"' in html  # rendered ahead
+
+
+def test_bulk_confirmation_states_the_count_and_refuses_an_empty_match(make_samples, browser_client):
+    make_samples(1)
+    confirm = browser_client.get(
+        "/review/bulk/?action=reject&path=compositional_skills/writing&picked=" + str(ids()[5])
+    )
+    page = confirm.content.decode()
+    assert confirm.status_code == 200 and "reject 9 samples" in page and "minus the 1 you ticked" in page
+    empty = browser_client.get("/review/bulk/?action=approve&path=nowhere")
+    assert empty.status_code == 422 and "nothing to decide" in empty.content.decode()
+
+
+def test_claim_with_nothing_left_says_so(make_samples, browser_client):
+    make_samples(1)
+    for pk in ids():
+        ReviewItem.objects.filter(pk=pk).update(state="approved")
+    response = browser_client.post("/review/claim/", {"size": 5}, follow=True)
+    assert "Nothing is left to claim in this queue" in response.content.decode()
+
+
+def test_queue_page_queries_do_not_grow_with_the_page(make_samples, browser_client, django_assert_max_num_queries):
+    make_samples(2)
+    with django_assert_max_num_queries(7):
+        response = browser_client.get("/review/?path=compositional_skills&sort=-score")
+    assert response.status_code == 200 and response.content.decode().count("data-pick") == 30
+
+
+def test_the_run_page_shows_review_progress(make_samples, browser_client, reviewer):
+    from review.services.decisions import sample_decide
+
+    run = make_samples(1)
+    sample_decide(sample_id=ids()[0], reviewer=reviewer, action="approve", expected_version=1)
+    page = browser_client.get(f"/generation/runs/{run.pk}/").content.decode()
+    assert 'id="review-progress"' in page and 'data-count="pending">14<' in page
+    assert 'data-count="approved">1<' in page
+
+
+def test_the_taxonomy_tree_shows_review_progress_per_leaf_and_folder(make_samples, browser_client, reviewer):
+    from review.services.decisions import sample_decide
+
+    make_samples(1)
+    poems = ReviewItem.objects.filter(leaf_path="compositional_skills/writing/poems").order_by("pk")
+    sample_decide(sample_id=poems[0].pk, reviewer=reviewer, action="approve", expected_version=1)
+    sample_decide(sample_id=poems[1].pk, reviewer=reviewer, action="reject", expected_version=1)
+    tree = browser_client.get("/api/tree/").json()
+
+    def find(node, path):
+        if node["path"] == path:
+            return node
+        return next((found for child in node["children"] if (found := find(child, path))), None)
+
+    leaf = find(tree, "compositional_skills/writing/poems")
+    folder = find(tree, "compositional_skills/writing")
+    assert leaf["counters"]["review"] == {"approved": 1, "edited": 0, "rejected": 1, "pending": 3}
+    assert folder["counters"]["review"] == {"approved": 1, "edited": 0, "rejected": 1, "pending": 8}
+    page = browser_client.get("/taxonomy/?open=compositional_skills/writing/poems").content.decode()
+    assert "counter-review-approved" in page and "Review: approved 1, edited 0, rejected 1, pending" in page
