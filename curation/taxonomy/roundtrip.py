@@ -1,0 +1,294 @@
+"""Write a leaf back into the `qna.yaml` it was imported from, changing only what was edited in LabWeb.
+
+An unedited leaf is its original text, byte for byte. An edited one is the original document with the edit
+applied in ruamel.yaml's round-trip mode, which keeps comments, key order, quoting, anchors and aliases; that
+text is then merged three ways, line by line, with the original (the base being ruamel's rendering of the
+unedited document), because ruamel lays out some untouched lines differently (it re-flows long quoted scalars,
+for one): lines the edit did not touch keep their original bytes, line endings and BOM included. Whatever comes
+out is read back as `read_qna` reads it and must hold the leaf's data and be valid; else the plainer way next
+in line is used: ruamel's own text, then `dump_qna`'s.
+"""
+
+import io
+import re
+from collections.abc import Mapping
+from difflib import SequenceMatcher
+
+import yaml
+
+from curation.taxonomy.qna import _json_key, as_read, load_data, read_qna
+from curation.taxonomy.serialize import dump_qna
+
+# Past this many (added x removed) list items, edited items are paired by position instead of by likeness.
+MAX_PAIRINGS = 10_000
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+_WORD = re.compile(r"\s+|\S+")
+BOM = "\ufeff"
+
+
+def export_qna(data: dict, original: str | None, path: str) -> str:
+    """The text of the `qna.yaml` at `path` holding `data`, written as close to `original` as the data allows."""
+    if original is None:
+        return dump_qna(data)
+    try:
+        before = load_data(original)
+    except yaml.YAMLError:
+        return dump_qna(data)
+    if same(before, data):
+        return original
+    for candidate in _edited(original, before, data):
+        if _holds(candidate, data, path):
+            return candidate
+    return dump_qna(data)
+
+
+def same(a, b) -> bool:
+    """Equal as the data of a qna.yaml: 3 is 3.0 (so `version: 3.0` is not an edit), but true is not 1."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(same(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _holds(text: str, data: dict, path: str) -> bool:
+    read = read_qna(text, path)
+    return read.valid and same(read.data, data)
+
+
+def _edited(original: str, before, data: dict):
+    """Texts of the original with the edit applied, best first (a generator: the second is made only if asked)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError as RuamelError
+    from ruamel.yaml.util import load_yaml_guess_indent
+
+    body = original[1:] if original.startswith(BOM) else original
+    body = as_read(body)
+    try:
+        _, indent, offset = load_yaml_guess_indent(body)
+        rt = YAML(typ="rt")
+        rt.preserve_quotes = True
+        rt.width = 1 << 30
+        rt.indent(mapping=indent or 2, sequence=(indent or 2) + (offset or 0), offset=offset or 0)
+        untouched = _dump(rt, rt.load(body))
+        document = rt.load(body)
+        edited = _dump(rt, _Patch(document).apply(document, before, data))
+    except (RuamelError, ValueError, TypeError, AttributeError):
+        return
+    yield _merged(untouched, original, edited)
+    yield edited
+
+
+def _dump(rt, document) -> str:
+    stream = io.StringIO()
+    rt.dump(document, stream)
+    return stream.getvalue()
+
+
+class _Patch:
+    """Applies new data to a round-trip document in place, touching only nodes whose data changed."""
+
+    def __init__(self, document):
+        self.shared = _shared_nodes(document)
+
+    def apply(self, node, old, new):
+        from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+        if same(old, new):
+            return node
+        if isinstance(node, CommentedMap) and isinstance(old, dict) and isinstance(new, dict):
+            return self._mapping(self._own(node), old, new)
+        if isinstance(node, CommentedSeq) and isinstance(old, list) and isinstance(new, list) and len(node) == len(old):
+            return self._sequence(self._own(node), old, new)
+        return _fresh(new, like=node)
+
+    def _own(self, node):
+        """The node itself, or a copy when an alias shares it with another place that must not change."""
+        if id(node) not in self.shared:
+            return node
+        import copy
+
+        twin = copy.deepcopy(node)
+        twin.yaml_set_anchor(None)
+        return twin
+
+    def _mapping(self, node, old: dict, new: dict):
+        for key in [key for key in node if key not in new]:
+            del node[key]
+        previous = None
+        for key, value in new.items():
+            if key in node and key in old:
+                patched = self.apply(node[key], old[key], value)
+                if patched is not node[key]:
+                    node[key] = patched
+            else:
+                keys = list(node)
+                node.insert(keys.index(previous) + 1 if previous in keys else 0, key, _fresh(value))
+            previous = key
+        return node
+
+    def _sequence(self, node, old: list, new: list):
+        """Items kept, moved, edited, added or removed: unchanged items keep their nodes (and comments)."""
+        by_value: dict = {}
+        for index, item in enumerate(old):
+            by_value.setdefault(_key(item), []).append(index)
+        origin: list[int | None] = []
+        for item in new:
+            found = by_value.get(_key(item))
+            origin.append(found.pop(0) if found else None)
+        left = [i for i in range(len(old)) if i not in set(origin)]
+        added = [j for j, i in enumerate(origin) if i is None]
+        for j, i in _pair(added, left, old, new):
+            origin[j] = i
+        items = []
+        for j, item in enumerate(new):
+            i = origin[j]
+            if i is None:
+                items.append(_fresh(item))
+            elif same(old[i], item):
+                items.append(node[i])
+            else:
+                items.append(self.apply(node[i], old[i], item))
+        comments = {j: node.ca.items[i] for j, i in enumerate(origin) if i is not None and i in node.ca.items}
+        list.clear(node)
+        list.extend(node, items)
+        node.ca.items.clear()
+        node.ca.items.update(comments)
+        return node
+
+
+def _pair(added: list[int], left: list[int], old: list, new: list) -> list[tuple[int, int]]:
+    """Edited items: each new item not found unchanged, with the removed old item it most resembles."""
+    if not added or not left:
+        return []
+    if len(added) * len(left) > MAX_PAIRINGS:
+        return list(zip(added, left, strict=False))
+    pairs, free = [], list(left)
+    for j in added:
+        if not free:
+            break
+        best = max(free, key=lambda i: (_likeness(old[i], new[j]), -abs(i - j)))
+        pairs.append((j, best))
+        free.remove(best)
+    return pairs
+
+
+def _likeness(a, b) -> int:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return sum(1 for key in a if key in b and same(a[key], b[key]))
+    return 0
+
+
+def _key(item):
+    try:
+        return _json_key(item)
+    except TypeError:
+        return ("unhashable", id(item))
+
+
+def _shared_nodes(document) -> set[int]:
+    """Ids of collections that appear at more than one place (anchored and aliased)."""
+    seen, shared, stack = set(), set(), [document]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        if id(node) in seen:
+            shared.add(id(node))
+            continue
+        seen.add(id(node))
+        stack.extend(node.values() if isinstance(node, dict) else node)
+    return shared
+
+
+def _fresh(value, like=None):
+    """A new node for `value` in the style `dump_qna` writes, or in the quoting of the node it replaces."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.scalarstring import (
+        DoubleQuotedScalarString,
+        LiteralScalarString,
+        SingleQuotedScalarString,
+    )
+
+    if isinstance(value, dict):
+        return CommentedMap((key, _fresh(item)) for key, item in value.items())
+    if isinstance(value, list):
+        return CommentedSeq(_fresh(item) for item in value)
+    if not isinstance(value, str):
+        return value
+    if "\n" in value:
+        return LiteralScalarString(value)
+    if isinstance(like, (SingleQuotedScalarString, DoubleQuotedScalarString)):
+        return type(like)(value)
+    # ruamel resolves plain scalars as YAML 1.2 does; the official parser (PyYAML) as 1.1, where `yes` or `0755`
+    # are not strings. Quote where PyYAML itself would.
+    if yaml.safe_dump(value, width=1 << 30)[:1] in ("'", '"'):
+        return SingleQuotedScalarString(value)
+    return value
+
+
+def _line_ending(text: str) -> str:
+    crlf, lf = text.count("\r\n"), text.count("\n")
+    return "\r\n" if crlf and crlf >= lf - crlf else "\n"
+
+
+def _merged(base: str, original: str, theirs: str) -> str:
+    """A three-way merge: the original's text where the edit (theirs) left base as it was, else the edit's.
+
+    Lines first; where both the original and the edit differ from base in the same lines (ruamel re-flowed a
+    scalar there and the edit changed it), their words are merged the same way.
+    """
+    bom = BOM if original.startswith(BOM) else ""
+    ending = _line_ending(original)
+    return bom + "".join(_merge3(_lines(base), _lines(original[len(bom) :]), _lines(theirs), ending, _words))
+
+
+def _merge3(base: list[str], ours: list[str], theirs: list[str], ending: str, finer) -> list[str]:
+    """Pieces are matched with their line endings read as LF; ours keep their own, theirs get `ending`."""
+    ours_keys = [as_read(piece) for piece in ours]
+    out: list[str] = []
+    at_base = at_ours = at_theirs = 0
+    for start, end, ours_at, theirs_at in _sync_regions(base, ours_keys, theirs):
+        base_part, ours_part, theirs_part = base[at_base:start], ours[at_ours:ours_at], theirs[at_theirs:theirs_at]
+        if theirs_part == base_part:
+            out += ours_part
+        elif ours_keys[at_ours:ours_at] == base_part or finer is None:
+            out += [piece.replace("\n", ending) for piece in theirs_part]
+        else:
+            out += _merge3(*(finer("".join(part)) for part in (base_part, ours_part, theirs_part)), ending, None)
+        length = end - start
+        out += ours[ours_at : ours_at + length]
+        at_base, at_ours, at_theirs = end, ours_at + length, theirs_at + length
+    return out
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text)
+
+
+def _lines(text: str) -> list[str]:
+    return _LINE.findall(text)
+
+
+def _sync_regions(base: list[str], ours: list[str], theirs: list[str]):
+    """Runs of base lines unchanged in both ours and theirs: (base start, base end, ours start, theirs start),
+    ending with the empty run at the end of all three."""
+    to_ours = SequenceMatcher(None, base, ours, autojunk=False).get_matching_blocks()
+    to_theirs = SequenceMatcher(None, base, theirs, autojunk=False).get_matching_blocks()
+    i = j = 0
+    while i < len(to_ours) and j < len(to_theirs):
+        a_ours, b_ours, n_ours = to_ours[i]
+        a_theirs, b_theirs, n_theirs = to_theirs[j]
+        start = max(a_ours, a_theirs)
+        end = min(a_ours + n_ours, a_theirs + n_theirs)
+        if start < end:
+            yield start, end, b_ours + start - a_ours, b_theirs + start - a_theirs
+        if a_ours + n_ours < a_theirs + n_theirs:
+            i += 1
+        else:
+            j += 1
+    yield len(base), len(base), len(ours), len(theirs)
