@@ -141,6 +141,15 @@ def load_data(text: str):
         loader.dispose()
 
 
+def compose(text: str) -> yaml.Node | None:
+    """The node tree of a YAML text (LF line endings), with the marks of where each node is in it."""
+    loader = _loader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
 def _loader(text: str) -> yaml.SafeLoader:
     return yaml.SafeLoader(text) if _LOADERS_DIFFER.search(text) else yaml.CSafeLoader(text)
 

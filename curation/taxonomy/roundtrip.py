@@ -16,7 +16,7 @@ from difflib import SequenceMatcher
 
 import yaml
 
-from curation.taxonomy.qna import _json_key, as_read, load_data, read_qna
+from curation.taxonomy.qna import _json_key, as_read, compose, load_data, read_qna
 from curation.taxonomy.serialize import dump_qna
 
 # Past this many (added x removed) list items, edited items are paired by position instead of by likeness.
@@ -36,6 +36,13 @@ def export_qna(data: dict, original: str | None, path: str) -> str:
         return dump_qna(data)
     if same(before, data):
         return original
+    try:
+        spliced = _spliced(original, before, data)
+    except _Unsupported:
+        pass
+    else:
+        if _holds(spliced, data, path):
+            return spliced
     for candidate in _edited(original, before, data):
         if _holds(candidate, data, path):
             return candidate
@@ -292,3 +299,161 @@ def _sync_regions(base: list[str], ours: list[str], theirs: list[str]):
         else:
             j += 1
     yield len(base), len(base), len(ours), len(theirs)
+
+
+class _Unsupported(Exception):
+    """An edit the line splicer does not make (aliased nodes, a list item's first key removed): ruamel makes it."""
+
+
+class _Replace(Exception):
+    """The value is rewritten whole, with its key: a scalar, a flow collection, a value of another type."""
+
+
+def _spliced(original: str, before, data: dict) -> str:
+    """The original's lines with only those of the edited nodes replaced, each rewritten as `dump_qna` would."""
+    bom = BOM if original.startswith(BOM) else ""
+    body = original[len(bom) :]
+    raw = _lines(body)
+    text = as_read(body)
+    splice = _Splice(text.split("\n"), raw, _line_ending(original), compose(text))
+    edits = splice.node(splice.root, before, data)
+    return bom + "".join(splice.apply(edits, 0, len(raw)))
+
+
+class _Splice:
+    def __init__(self, lines: list[str], raw: list[str], ending: str, root: yaml.Node):
+        self.lines, self.raw, self.ending, self.root = lines, raw, ending, root
+        seen, self.shared, stack = set(), set(), [root]
+        while stack:
+            node = stack.pop()
+            if id(node) in seen:
+                self.shared.add(id(node))
+                continue
+            seen.add(id(node))
+            if isinstance(node, yaml.MappingNode):
+                stack.extend(item for pair in node.value for item in pair)
+            elif isinstance(node, yaml.SequenceNode):
+                stack.extend(node.value)
+
+    def apply(self, edits: list[tuple[int, int, list[str]]], lo: int, hi: int) -> list[str]:
+        """Lines lo..hi of the original with `edits` (start, end, new lines) inside them made."""
+        out, at = [], lo
+        for start, end, new in sorted(edits, key=lambda edit: edit[0]):
+            if start < at:
+                raise _Unsupported("overlapping edits")
+            out += self.raw[at:start] + new
+            at = end
+        return out + self.raw[at:hi]
+
+    def node(self, node: yaml.Node, old, new) -> list[tuple[int, int, list[str]]]:
+        if same(old, new):
+            return []
+        if id(node) in self.shared:
+            raise _Unsupported("an aliased node changed")
+        if isinstance(node, yaml.MappingNode) and not node.flow_style and isinstance(old, dict):
+            if isinstance(new, dict) and node.value:
+                return self.mapping(node, old, new)
+        if isinstance(node, yaml.SequenceNode) and not node.flow_style and isinstance(old, list):
+            if isinstance(new, list) and node.value and new:
+                return self.sequence(node, old, new)
+        raise _Replace()
+
+    def mapping(self, node: yaml.MappingNode, old: dict, new: dict):
+        entries = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.value not in old:
+                raise _Unsupported("a key that is not a plain string")
+            entries[key.value] = (key, value)
+        edits = []
+        first = node.value[0][0]
+        for name, (key, value) in entries.items():
+            start, end = key.start_mark.line, self.last_line(value, key.start_mark.line) + 1
+            prefix = self.lines[start][: key.start_mark.column]
+            if name not in new:
+                if prefix.strip():
+                    raise _Unsupported("the first key of a list item removed")
+                edits.append((start, end, []))
+                continue
+            try:
+                edits += self.node(value, old[name], new[name])
+            except _Replace:
+                edits.append((start, end, self.render({name: new[name]}, prefix, key.start_mark.column)))
+        previous = None
+        for name in new:
+            if name in entries:
+                previous = name
+                continue
+            column = first.start_mark.column
+            if previous is None and not self.lines[first.start_mark.line][:column].strip():
+                at = first.start_mark.line
+            else:
+                key, value = entries[previous] if previous else node.value[0]
+                at = self.last_line(value, key.start_mark.line) + 1
+            edits.append((at, at, self.render({name: new[name]}, " " * column, column)))
+        return edits
+
+    def sequence(self, node: yaml.SequenceNode, old: list, new: list):
+        spans = []
+        for item in node.value:
+            line, column = item.start_mark.line, item.start_mark.column
+            before = self.lines[line][:column]
+            if not before.rstrip().endswith("-") or id(item) in self.shared:
+                raise _Unsupported("a list item not on its dash's line")
+            spans.append((line, self.last_line(item, line) + 1, len(before.rstrip()) - 1))
+        origin = _origins(old, new)
+        if origin == list(range(len(old))):
+            return [edit for item, o, n in zip(node.value, old, new, strict=True) for edit in self.node(item, o, n)]
+        dash = spans[0][2]
+        out = []
+        for j, item in enumerate(new):
+            i = origin[j]
+            if i is None:
+                out += self.render([item], " " * dash, dash)
+            else:
+                start, end, _ = spans[i]
+                edits = [] if same(old[i], item) else self.node(node.value[i], old[i], item)
+                out += self.apply(edits, start, end)
+            if j + 1 < len(new):
+                gap = min(j, len(spans) - 2)
+                out += self.raw[spans[gap][1] : spans[gap + 1][0]] if gap >= 0 else []
+        return [(spans[0][0], spans[-1][1], out)]
+
+    def last_line(self, node: yaml.Node, floor: int) -> int:
+        """The last line holding any of `node` (not the blank lines a block scalar swallows after it)."""
+        if isinstance(node, yaml.ScalarNode):
+            end = node.end_mark
+            if node.style is None and node.value == "":
+                return floor
+            line = end.line if end.column > 0 else end.line - 1
+            if node.style in ("|", ">"):
+                while line > floor and not self.lines[line].strip():
+                    line -= 1
+            return max(line, floor)
+        if node.flow_style or not node.value:
+            return max(node.end_mark.line, floor)
+        last = node.value[-1]
+        return self.last_line(last[1] if isinstance(node, yaml.MappingNode) else last, floor)
+
+    def render(self, value, prefix: str, column: int) -> list[str]:
+        from curation.taxonomy.serialize import _Dumper
+
+        text = yaml.dump(value, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1 << 30, indent=2)
+        lines = text.splitlines()
+        return [prefix + lines[0] + self.ending] + [" " * column + line + self.ending for line in lines[1:]]
+
+
+def _origins(old: list, new: list) -> list[int | None]:
+    """For each new item, the old item it was: the same, or (for edited ones) the removed one most like it."""
+    by_value: dict = {}
+    for index, item in enumerate(old):
+        by_value.setdefault(_key(item), []).append(index)
+    origin: list[int | None] = []
+    for item in new:
+        found = by_value.get(_key(item))
+        origin.append(found.pop(0) if found else None)
+    taken = set(origin)
+    left = [i for i in range(len(old)) if i not in taken]
+    added = [j for j, i in enumerate(origin) if i is None]
+    for j, i in _pair(added, left, old, new):
+        origin[j] = i
+    return origin
