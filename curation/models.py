@@ -124,7 +124,12 @@ class LeafRevision(models.Model):
         DELETE = "delete"
         IMPORT = "import"
 
-    leaf = models.ForeignKey(Leaf, null=True, on_delete=models.SET_NULL, related_name="revisions")
+    # The leaf's id outlives the leaf, so that a deleted leaf's history stays at its old URLs: deleting a leaf
+    # leaves its revisions untouched, hence no database constraint. Ids are never reused (PostgreSQL sequences,
+    # SQLite AUTOINCREMENT). Revisions of leaves deleted before this kept no id (NULL).
+    leaf = models.ForeignKey(
+        Leaf, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="revisions"
+    )
     path = models.CharField(max_length=LEAF_PATH_MAX, db_index=True)
     number = models.PositiveIntegerField()
     action = models.CharField(max_length=16, choices=Action.choices)

@@ -2,13 +2,15 @@
 
 import io
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.db.models import QuerySet
 
 from curation.models import Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.qna_map import leaf_qna
 from curation.taxonomy import KINDS
+from labweb.errors import LabError
 
 
 def leaf_snapshot(leaf: Leaf, seeds: Iterable[SeedExample] | None = None, documents: dict | None = None) -> dict:
@@ -27,53 +29,6 @@ def leaf_list(*, kind: str | None = None, q: str | None = None, valid: bool | No
     if valid is not None:
         leaves = leaves.filter(is_valid=valid)
     return leaves
-
-
-@dataclass
-class Folder:
-    """A node of the taxonomy tree: a folder, and the leaf it is when it holds a qna.yaml."""
-
-    name: str
-    path: str
-    leaf: dict | None = None
-    children: dict[str, "Folder"] = field(default_factory=dict)
-    leaves: int = 0
-    invalid: int = 0
-
-    @property
-    def sorted_children(self) -> list["Folder"]:
-        return sorted(self.children.values(), key=lambda f: f.name.lower())
-
-
-def taxonomy_tree() -> Folder:
-    """The whole tree with leaf and invalid-leaf counts per folder, from one query."""
-    root = Folder(name="", path="")
-    for kind in KINDS:
-        root.children[kind] = Folder(name=kind, path=kind)
-    rows = Leaf.objects.order_by().values_list("id", "path", "kind", "is_valid")
-    for leaf_id, path, kind, is_valid in rows.iterator(chunk_size=2000):
-        node = root
-        chain = [root]
-        for part in path.split("/"):
-            child = node.children.get(part)
-            if child is None:
-                child = node.children[part] = Folder(name=part, path=f"{node.path}/{part}" if node.path else part)
-            node = child
-            chain.append(node)
-        node.leaf = {"id": leaf_id, "kind": kind, "is_valid": is_valid}
-        for folder in chain:
-            folder.leaves += 1
-            folder.invalid += not is_valid
-    return root
-
-
-def find_folder(root: Folder, path: str) -> Folder | None:
-    node = root
-    for part in [p for p in path.split("/") if p]:
-        node = node.children.get(part)
-        if node is None:
-            return None
-    return node
 
 
 @dataclass
@@ -122,8 +77,65 @@ def taxonomy_diff(*, baseline: TaxonomySnapshot | None = None) -> TaxonomyDiff:
     return TaxonomyDiff(baseline, added, modified, removed, unchanged)
 
 
-def leaf_history(leaf: Leaf) -> QuerySet[LeafRevision]:
-    return leaf.revisions.select_related("author")
+def snapshot_by_id(value: str) -> TaxonomySnapshot | None:
+    """The snapshot a `baseline` parameter names; None when it is empty (diff then uses the last import)."""
+    if not value:
+        return None
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise LabError(f"baseline must be a snapshot id (a whole number), not {value[:40]!r}.", field="baseline")
+    baseline = TaxonomySnapshot.objects.select_related("created_by").filter(pk=int(value)).first()
+    if baseline is None:
+        raise LabError(f"No snapshot {value}: baseline must name an existing snapshot.", field="baseline")
+    return baseline
+
+
+@dataclass(frozen=True)
+class DeletedLeaf:
+    """A leaf that is gone, as its last revision (the deletion) remembers it: enough to show its history."""
+
+    pk: int
+    path: str
+    deleted_at: datetime
+    deleted_by: object
+    deleted = True
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+def deleted_leaf(pk: int) -> DeletedLeaf | None:
+    """The deleted leaf that had id `pk`; None for a live leaf or an id no leaf ever had."""
+    if Leaf.objects.filter(pk=pk).exists():
+        return None
+    last = LeafRevision.objects.filter(leaf_id=pk).select_related("author").order_by("-number", "-id").first()
+    if last is None or last.action != LeafRevision.Action.DELETE:
+        return None
+    return DeletedLeaf(pk=pk, path=last.path, deleted_at=last.created_at, deleted_by=last.author)
+
+
+def deleted_leaves() -> QuerySet[LeafRevision]:
+    """The deletion of every deleted leaf, newest first (its `leaf_id` names the leaf's history)."""
+    return (
+        LeafRevision.objects.filter(action=LeafRevision.Action.DELETE, leaf_id__isnull=False)
+        .exclude(leaf_id__in=Leaf.objects.values("pk"))
+        .select_related("author")
+        .defer("snapshot")
+    )
+
+
+def history_ids_by_path(paths: Iterable[str]) -> dict[str, int]:
+    """The id of the leaf that last had each of `paths`, deleted or moved away since (links to its history)."""
+    rows = (
+        LeafRevision.objects.filter(path__in=list(paths), leaf_id__isnull=False)
+        .order_by("created_at", "id")
+        .values_list("path", "leaf_id")
+    )
+    return dict(rows)
+
+
+def leaf_history(leaf: Leaf | DeletedLeaf) -> QuerySet[LeafRevision]:
+    return LeafRevision.objects.filter(leaf_id=leaf.pk).select_related("author")
 
 
 def export_files(*, leaves: QuerySet[Leaf] | None = None) -> tuple[list[tuple[str, bytes]], list[Leaf]]:

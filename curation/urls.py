@@ -15,6 +15,7 @@ urlpatterns = [
     path("leaf/<int:pk>/qna.yaml", views.leaf_yaml, name="leaf_yaml"),
     path("leaf/<int:pk>/history/", views.leaf_history, name="leaf_history"),
     path("leaf/<int:pk>/history/<int:number>/", views.leaf_revision, name="leaf_revision"),
+    path("deleted/", views.deleted_list, name="deleted_list"),
     path("leaf/<int:pk>/seeds/add/", views.seed_add, name="seed_add"),
     path("seed/<int:pk>/update/", views.seed_update, name="seed_update"),
     path("seed/<int:pk>/delete/", views.seed_delete, name="seed_delete"),

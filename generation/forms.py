@@ -7,7 +7,7 @@ from django import forms
 from curation.models import Leaf, TaxonomySnapshot
 from generation.models import GenerationRun, Sample, Teacher
 from generation.sdg.pipelines import PipelineConfig
-from generation.selectors import under_path
+from generation.selectors import run_samples_per_leaf_default, under_path
 from generation.services.teachers import TEACHER_FIELDS
 
 PIPELINE_DEFAULTS = PipelineConfig()
@@ -19,6 +19,13 @@ TEACHER_LABELS = {
     "max_concurrency": "Max concurrent requests",
     "timeout_seconds": "Timeout (seconds)",
     "context_tokens": "Context length (tokens)",
+}
+TEACHER_HELP = {
+    "base_url": "e.g. http://gpu-box:8000/v1 (vLLM)",
+    "model": "The model name the server knows; for the local backend a path or hub name",
+    "gguf_file": "Local backend only: a GGUF file inside the model's folder",
+    "max_concurrency": "Requests in flight at once, per worker process",
+    "context_tokens": "The model's context length; knowledge chunks are sized to fit",
 }
 KNOBS = ("questions_per_call", "max_rounds", "pair_threshold", "dedup_threshold")
 
@@ -38,9 +45,13 @@ class TeacherForm(forms.Form):
     def __init__(self, *args: Any, teacher: Teacher | None = None, **kwargs: Any) -> None:
         if teacher is not None:
             kwargs.setdefault("initial", {name: getattr(teacher, name) for name in TEACHER_FIELDS})
+        kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
         self.teacher = teacher
-        self.fields = {**forms.fields_for_model(Teacher, fields=TEACHER_FIELDS, labels=TEACHER_LABELS), **self.fields}
+        model_fields = forms.fields_for_model(
+            Teacher, fields=TEACHER_FIELDS, labels=TEACHER_LABELS, help_texts=TEACHER_HELP
+        )
+        self.fields = {**model_fields, **self.fields}
         self.fields["api_key"].help_text = (
             "Leave blank to keep the stored key." if teacher and teacher.has_api_key else "Optional."
         )
@@ -57,12 +68,25 @@ class TeacherForm(forms.Form):
         return self.cleaned_data.get("api_key") or None
 
 
-LOCAL_SAMPLES_PER_LEAF = 2
+class TeacherSelect(forms.Select):
+    """Each option carries the samples per leaf its teacher offers; app.js puts it in the form until the user
+    types a number of their own."""
+
+    def create_option(self, name, value, *args, **kwargs):
+        option = super().create_option(name, value, *args, **kwargs)
+        teacher = getattr(value, "instance", None)
+        if teacher is not None:
+            option["attrs"]["data-default"] = run_samples_per_leaf_default(teacher)
+        return option
 
 
 class RunForm(forms.Form):
     name = forms.CharField(max_length=200, required=False, help_text="Optional; shown in lists")
-    teacher = forms.ModelChoiceField(queryset=Teacher.objects.order_by("name"), empty_label=None)
+    teacher = forms.ModelChoiceField(
+        queryset=Teacher.objects.order_by("name"),
+        empty_label=None,
+        widget=TeacherSelect(attrs={"data-default-target": "id_samples_per_leaf"}),
+    )
     scope = forms.ChoiceField(
         choices=GenerationRun.Scope.choices, initial=GenerationRun.Scope.ALL, widget=forms.RadioSelect
     )
@@ -86,9 +110,9 @@ class RunForm(forms.Form):
     )
     samples_per_leaf = forms.IntegerField(
         min_value=1,
-        initial=30,
-        help_text="Each leaf's share, spread over its seeds or chunks. A local teacher on the CPU takes tens of "
-        "seconds a sample",
+        max_value=100_000,
+        help_text="Each leaf's share, spread over its seeds or chunks. The default follows the teacher: "
+        "a local teacher on the CPU takes tens of seconds a call",
     )
     questions_per_call = forms.IntegerField(min_value=1, initial=PIPELINE_DEFAULTS.questions_per_call)
     max_rounds = forms.IntegerField(min_value=1, initial=PIPELINE_DEFAULTS.max_rounds)
@@ -106,12 +130,26 @@ class RunForm(forms.Form):
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
         self.fields["leaves"].label_from_instance = lambda leaf: f"{leaf.path}{'' if leaf.is_valid else ' (invalid)'}"
-        preselected = self.fields["teacher"].queryset.first()
-        if not self.is_bound and preselected is not None and preselected.backend == Teacher.Backend.LOCAL:
-            # A first run on the embedded CPU teacher should end in minutes, not hours.
-            self.fields["samples_per_leaf"].initial = LOCAL_SAMPLES_PER_LEAF
+        self.fields["samples_per_leaf"].initial = run_samples_per_leaf_default(self.fields["teacher"].queryset.first())
+
+    def estimate_arguments(self) -> dict[str, Any] | None:
+        """What `run_estimate` needs from the form as it stands, typed or not; None before a teacher is chosen."""
+        self.is_valid()
+        data = self.cleaned_data
+        teacher = data.get("teacher")
+        if teacher is None or any(name in self.errors for name in ("samples_per_leaf", *KNOBS)):
+            return None
+        return {
+            "teacher": teacher,
+            "scope": data.get("scope") or GenerationRun.Scope.ALL,
+            "baseline": data.get("baseline"),
+            "leaf_ids": self.leaf_ids(),
+            "samples_per_leaf": data.get("samples_per_leaf") or run_samples_per_leaf_default(teacher),
+            "config": self.config(),
+        }
 
     def leaf_ids(self) -> list[int] | None:
         ids = [leaf.pk for leaf in self.cleaned_data.get("leaves") or []]

@@ -3,10 +3,13 @@
 from collections import Counter
 from dataclasses import dataclass, field
 
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, FloatField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce, Now
 
+from curation.models import TaxonomySnapshot
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
+from generation.sdg.pipelines import KNOWLEDGE, PipelineConfig, plan_run
 
 STATES = tuple(WorkItem.State.values)
 TEACHER_STATS = ("calls", "cached", "retries", "errors", "prompt_tokens", "completion_tokens")
@@ -36,6 +39,7 @@ class LeafProgress:
     pending: int
     cancelled: int
     target: int
+    in_flight: int = 0
     kept: int = 0
 
     @property
@@ -79,6 +83,7 @@ class RunProgress:
     leaves: list[LeafProgress] = field(default_factory=list)
     errors: list[ItemError] = field(default_factory=list)
     error_count: int = 0
+    in_flight: int = 0
 
     @property
     def processed(self) -> int:
@@ -129,13 +134,18 @@ def run_progress(run: GenerationRun) -> RunProgress:
     progress = RunProgress()
     items = WorkItem.objects.filter(run=run).order_by()
     per_state = {state: Count("pk", filter=Q(state=state)) for state in STATES}
-    rows = items.values("leaf_path", "kind").annotate(items=Count("pk"), target=Sum("target"), **per_state)
+    # A cancelled run's items stop at their next heartbeat: until then they run, or hold a lease, and change.
+    in_flight = Count("pk", filter=Q(state=WorkItem.State.RUNNING) | Q(lease_until__gt=Now()))
+    rows = items.values("leaf_path", "kind").annotate(
+        items=Count("pk"), target=Sum("target"), in_flight=in_flight, **per_state
+    )
     leaves: dict[str, LeafProgress] = {}
     for row in rows.order_by("leaf_path"):
         leaf = LeafProgress(**row)
         leaves.setdefault(leaf.leaf_path, leaf)
         progress.items += leaf.items
         progress.target += leaf.target or 0
+        progress.in_flight += leaf.in_flight
         for state in STATES:
             progress.states[state] += row[state]
 
@@ -242,3 +252,108 @@ def under_path(queryset: QuerySet, path: str, field_name: str = "leaf_path") -> 
     """Rows whose leaf is `path` or lies under the folder `path`."""
     path = path.strip().strip("/")
     return queryset.filter(Q(**{field_name: path}) | Q(**{f"{field_name}__startswith": path + "/"}))
+
+
+# A teacher on the CPU takes tens of seconds a call: a LAB-sized target there would take hours.
+SAMPLES_PER_LEAF = 30
+LOCAL_SAMPLES_PER_LEAF = 2
+
+
+def run_samples_per_leaf_default(teacher: Teacher | None) -> int:
+    """The samples per leaf a new run on `teacher` offers."""
+    if teacher is not None and teacher.backend == Teacher.Backend.LOCAL:
+        return LOCAL_SAMPLES_PER_LEAF
+    return SAMPLES_PER_LEAF
+
+
+@dataclass
+class RunEstimate:
+    items: int
+    calls: int  # when the first round of every item meets its target
+    most_calls: int  # when every item uses every round
+    concurrency: int
+    seconds_per_call: float | None  # measured over the teacher's earlier runs; None before its first call
+    measured_calls: int = 0
+
+    @property
+    def seconds(self) -> float | None:
+        if self.seconds_per_call is None:
+            return None
+        return self.calls * self.seconds_per_call / self.concurrency
+
+    @property
+    def most_seconds(self) -> float | None:
+        if self.seconds_per_call is None:
+            return None
+        return self.most_calls * self.seconds_per_call / self.concurrency
+
+    @property
+    def duration(self) -> str:
+        return _duration(self.seconds)
+
+    @property
+    def most_duration(self) -> str:
+        return _duration(self.most_seconds)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def teacher_seconds_per_call(teacher: Teacher) -> tuple[float | None, int]:
+    """The teacher's measured time a call over every earlier run (the calls, not the waits for a slot)."""
+    totals = WorkItem.objects.filter(run__teacher=teacher).aggregate(
+        seconds=Sum(Cast(KT("stats__seconds"), FloatField())), calls=Sum(Cast(KT("stats__calls"), IntegerField()))
+    )
+    calls = totals["calls"] or 0
+    return (totals["seconds"] / calls if calls and totals["seconds"] else None), calls
+
+
+def _first_round_calls(kind: str, grounded: bool, target: int, config: PipelineConfig) -> int:
+    """Teacher calls of an item's first round, as the pipeline asks them (see UnitRunner._how_many and its
+    rounds): one generating call, then three calls (judge, answer or judges, judge) for each candidate."""
+
+    def how_many(need: int, most: int) -> int:
+        return max(2, min(most, -(-need * 3 // 2)))
+
+    if kind == KNOWLEDGE:
+        return 1 + 3 * how_many(target, config.pairs_per_chunk)
+    if grounded:
+        contexts = how_many(-(-target // config.questions_per_context), config.contexts_per_seed)
+        return 1 + contexts + 3 * contexts * config.questions_per_context
+    return 1 + 3 * how_many(target, config.questions_per_call)
+
+
+def run_estimate(
+    *,
+    teacher: Teacher,
+    scope: str = GenerationRun.Scope.ALL,
+    baseline: TaxonomySnapshot | None = None,
+    leaf_ids: list[int] | None = None,
+    samples_per_leaf: int = SAMPLES_PER_LEAF,
+    config: dict | None = None,
+) -> RunEstimate:
+    """What a run with these settings would cost: its work items, its teacher calls and, once the teacher has
+    answered before, about how long. Plans the leaves as `run_create` does (`plan_run`), and writes nothing."""
+    from generation.services.runs import _leaf_source, _select_leaves
+
+    pipeline = PipelineConfig.from_dict(config or {})
+    leaves = map(_leaf_source, _select_leaves(scope, baseline, leaf_ids))
+    plan = plan_run(leaves, samples_per_leaf=samples_per_leaf, context_tokens=teacher.context_tokens)
+    items = len(plan.units)
+    calls = sum(_first_round_calls(unit.leaf.kind, unit.leaf.grounded, unit.target, pipeline) for unit in plan.units)
+    seconds_per_call, measured = teacher_seconds_per_call(teacher)
+    return RunEstimate(
+        items=items,
+        calls=calls,
+        most_calls=calls * pipeline.max_rounds,
+        concurrency=max(1, teacher.max_concurrency),
+        seconds_per_call=seconds_per_call,
+        measured_calls=measured,
+    )

@@ -6,6 +6,7 @@ app_name = "generation"
 urlpatterns = [
     path("", views.run_list, name="run_list"),
     path("runs/new/", views.run_create, name="run_create"),
+    path("runs/new/estimate/", views.run_estimate, name="run_estimate"),
     path("runs/<int:pk>/", views.run_detail, name="run_detail"),
     path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),

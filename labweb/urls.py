@@ -4,7 +4,16 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
+from curation.api import urls as curation_api
+from generation.api import urls as generation_api
 from labweb import views
+from labweb.api_root import ApiRouter
+from training.api import urls as training_api
+
+api = ApiRouter()
+api.include(curation_api.router, curation_api.ENDPOINTS)
+api.include(generation_api.router)
+api.include(training_api.router)
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -18,7 +27,6 @@ urlpatterns = [
     path("api/auth/token/", obtain_auth_token, name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/", include("curation.api.urls")),
-    path("api/", include("generation.api.urls")),
-    path("api/", include("training.api.urls")),
+    path("api/", include(curation_api.urlpatterns)),
+    path("api/", include(api.urls)),
 ]

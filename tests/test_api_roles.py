@@ -43,6 +43,7 @@ class World:
 
     tmp_path: Path
     leaf: int
+    knowledge_leaf: int  # documents belong to knowledge leaves only
     seed: int
     document: int
     snapshot: int
@@ -113,7 +114,7 @@ def new_seed(w: World) -> dict:
 
 
 def new_document(w: World) -> dict:
-    return {"leaf": w.leaf, "name": "b.md", "content": "# B"}
+    return {"leaf": w.knowledge_leaf, "name": "b.md", "content": "# B"}
 
 
 def archive(w: World) -> dict:
@@ -254,7 +255,8 @@ def world(curator, tmp_path, settings) -> World:
         user=curator,
     )
     leaf = Leaf.objects.get()
-    document = services.document_add(leaf=leaf, user=curator, expected_revision=None, name="a.md", content="# A")
+    knowledge = services.leaf_create(path="knowledge/astronomy/planets", user=curator)
+    document = services.document_add(leaf=knowledge, user=curator, expected_revision=None, name="a.md", content="# A")
     snapshot = services.snapshot_create(name="start", user=curator)
     teacher = teacher_create(user=curator, name="scripted", base_url="http://127.0.0.1:9/v1", model="m")
     # Runs queue their work when the transaction commits, which a test's never does: nothing is sent to Celery.
@@ -281,6 +283,7 @@ def world(curator, tmp_path, settings) -> World:
     return World(
         tmp_path=tmp_path,
         leaf=leaf.pk,
+        knowledge_leaf=knowledge.pk,
         seed=leaf.seeds.order_by("position").first().pk,
         document=document.pk,
         snapshot=snapshot.pk,

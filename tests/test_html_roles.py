@@ -45,8 +45,8 @@ class Page:
         return f"{url}?{self.query}" if self.query else url
 
 
-def revision(w: World) -> int:
-    return Leaf.objects.get(pk=w.leaf).revision
+def revision(w: World, pk: int | None = None) -> int:
+    return Leaf.objects.get(pk=pk or w.leaf).revision
 
 
 def with_revision(**extra) -> Callable[[World], dict]:
@@ -98,14 +98,16 @@ PAGES = [
     P("GET",  "leaf_yaml",       leaf,                  READ),
     P("GET",  "leaf_history",    leaf,                  READ),
     P("GET",  "leaf_revision",   lambda w: [w.leaf, 1], READ),
+    P("GET",  "deleted_list",    none,                  READ),
     P("POST", "seed_add",        leaf,                  WRITE, 302, with_revision()),
     P("POST", "seed_update",     seed,                  WRITE, 302, with_revision(question="q", answer="a")),
     P("POST", "seed_delete",     seed,                  WRITE, 302, with_revision()),
     P("POST", "seed_move",       seed,                  WRITE, 302, with_revision(position=3)),
-    P("POST", "document_add",    leaf,                  WRITE, 302,
-      lambda w: {"revision": revision(w), "file": SimpleUploadedFile("b.md", b"# B")}),
+    P("POST", "document_add",    lambda w: [w.knowledge_leaf], WRITE, 302,
+      lambda w: {"revision": revision(w, w.knowledge_leaf), "file": SimpleUploadedFile("b.md", b"# B")}),
     P("GET",  "document_detail", document,              READ),
-    P("POST", "document_delete", document,              WRITE, 302, with_revision()),
+    P("POST", "document_delete", document,              WRITE, 302,
+      lambda w: {"revision": revision(w, w.knowledge_leaf)}),
     P("GET",  "import",          none,                  WRITE),
     P("POST", "import",          none,                  WRITE, 302, label=" archive", body=lambda w: {
         "source": "archive",
@@ -122,6 +124,7 @@ PAGES = [
     P("POST", "snapshot_create", none,                  WRITE, 302, lambda w: {"name": "baseline"}),
     P("GET",  "generation:run_list",       none,                      READ),
     P("GET",  "generation:run_create",     none,                      OPERATE),
+    P("GET",  "generation:run_estimate",   none,                      OPERATE, htmx=True),
     P("POST", "generation:run_create",     none,                      OPERATE, 302, lambda w: {
         "teacher": w.teacher, "scope": "selected", "leaves": [w.leaf], "samples_per_leaf": 5,
         "questions_per_call": 10, "max_rounds": 3, "pair_threshold": 2, "dedup_threshold": 0.7}),
@@ -251,8 +254,8 @@ def busiest_leaf() -> Leaf:
 @pytest.mark.parametrize(
     ("query", "most"),
     [
-        ("", 5),
-        ("q=writing", 7),  # the full page still counts every leaf for the header (the whole tree, as above)
+        ("", 5),  # the roots by kind, then every folder on the open path in one query, however deep
+        ("q=writing", 6),  # the header's counts per kind, the matches and their total
     ],
     ids=["tree", "search"],
 )

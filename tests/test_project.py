@@ -91,6 +91,17 @@ def test_celery_routes_generation_and_training_to_their_queues():
     assert app.conf.task_acks_late and app.conf.worker_prefetch_multiplier == 1
 
 
+def test_the_first_run_gives_beat_and_the_reaper_a_worker_that_generation_cannot_fill():
+    from labweb.celery import app
+
+    reaper = app.conf.beat_schedule["reap-expired-job-work"]["task"]
+    assert app.amqp.router.route({}, reaper)["queue"].name == "default"
+    script = (pathlib.Path(__file__).resolve().parents[1] / "scripts" / "run").read_text()
+    workers = [line.split() for line in script.replace("\\\n", " ").splitlines() if "celery -A labweb worker" in line]
+    queues = {tuple(words[words.index("-Q") + 1].split(",")): "-B" in words for words in workers}
+    assert queues == {("generation", "training"): False, ("default",): True}
+
+
 @pytest.mark.django_db
 def test_every_model_has_an_admin():
     from django.apps import apps

@@ -11,11 +11,15 @@ class StrictBooleanFilter(django_filters.TypedChoiceFilter):
         super().__init__(*args, choices=choices, coerce=lambda value: value in ("true", "1"), **kwargs)
 
 
+class TextInFilter(django_filters.BaseInFilter, django_filters.CharFilter):
+    """Comma-separated text values, each checked as a CharField checks one (no NUL characters)."""
+
+
 class LeafFilter(django_filters.FilterSet):
     is_valid = StrictBooleanFilter()
     q = django_filters.CharFilter(field_name="path", lookup_expr="icontains", label="Path contains")
     under = django_filters.CharFilter(method="filter_under", label="Folder path prefix")
-    paths = django_filters.BaseInFilter(field_name="path", label="Exact paths, comma separated")
+    paths = TextInFilter(field_name="path", label="Exact paths, comma separated")
 
     class Meta:
         model = Leaf

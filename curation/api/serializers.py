@@ -13,8 +13,9 @@ class ProblemSerializer(serializers.Serializer):
 
 
 class QAPairSerializer(serializers.Serializer):
-    question = serializers.CharField(allow_blank=True)
-    answer = serializers.CharField(allow_blank=True)
+    # As typed, like a seed's own question: the service refuses a whitespace-only one rather than blanking it.
+    question = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    answer = serializers.CharField(allow_blank=True, trim_whitespace=False)
 
 
 class SeedExampleSerializer(serializers.ModelSerializer):

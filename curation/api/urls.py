@@ -1,9 +1,10 @@
 from django.urls import path
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import SimpleRouter
 
 from curation.api import views
 
-router = DefaultRouter()
+# Served, with every other app's, by the one API root in labweb/urls.py.
+router = SimpleRouter()
 router.register("leaves", views.LeafViewSet, basename="leaf")
 router.register("seeds", views.SeedViewSet, basename="seed")
 router.register("documents", views.DocumentViewSet, basename="document")
@@ -14,5 +15,5 @@ urlpatterns = [
     path("tree/", views.tree, name="api-tree"),
     path("diff/", views.diff, name="api-diff"),
     path("export/", views.export, name="api-export"),
-    *router.urls,
 ]
+ENDPOINTS = {"tree": "api-tree", "diff": "api-diff", "export": "api-export"}

@@ -1,7 +1,7 @@
 """The taxonomy REST API: thin viewsets over the curation services and selectors."""
 
 from django.db.models import Count
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
@@ -16,6 +16,7 @@ from curation.api.filters import DocumentFilter, LeafFilter, SeedFilter
 from curation.models import Document, Leaf, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.services import ImportSource
 from curation.taxonomy import dump_qna
+from curation.tree import Folder, taxonomy_tree
 from curation.views.exports import export_response
 from labweb.api import call_with_precondition, expected_revision
 from labweb.errors import LabError
@@ -26,6 +27,12 @@ CuratorWrites = role_permission(write=CURATOR)
 
 class PathCursor(CursorPagination):
     ordering = "path"
+
+
+class LeafGone(LabError):
+    """The leaf was deleted; only its history remains."""
+
+    status = 410
 
 
 def leaf_response(leaf: Leaf, *, code: int = status.HTTP_200_OK) -> Response:
@@ -111,16 +118,37 @@ class LeafViewSet(viewsets.ModelViewSet):
         leaf = self.get_object()
         return HttpResponse(dump_qna(selectors.leaf_qna(leaf)), content_type="application/yaml; charset=utf-8")
 
+    def get_object(self):
+        try:
+            return super().get_object()
+        except Http404:
+            gone = selectors.deleted_leaf(int(self.kwargs["pk"])) if str(self.kwargs["pk"]).isdigit() else None
+            if gone is None:
+                raise
+            raise LeafGone(
+                f"Leaf {gone.pk} ({gone.path}) was deleted on {gone.deleted_at:%Y-%m-%d %H:%M} UTC; its history is "
+                f"kept at /api/leaves/{gone.pk}/history/.",
+                path=gone.path,
+            ) from None
+
+    def _history_of(self):
+        """The leaf, or the deleted leaf whose history this is: history outlives the leaf."""
+        try:
+            return self.get_object()
+        except LeafGone:
+            return selectors.deleted_leaf(int(self.kwargs["pk"]))
+
     @extend_schema(responses=s.RevisionSerializer(many=True))
     @action(detail=True, methods=["get"])
     def history(self, request, pk=None):
-        revisions = selectors.leaf_history(self.get_object())
+        """Every revision, newest first; a deleted leaf's too (its newest has the action `delete`)."""
+        revisions = selectors.leaf_history(self._history_of())
         return Response(s.RevisionSerializer(revisions, many=True).data)
 
     @extend_schema(responses=s.RevisionDetailSerializer)
     @action(detail=True, methods=["get"], url_path=r"history/(?P<number>\d+)")
     def revision(self, request, pk=None, number=None):
-        found = selectors.leaf_history(self.get_object()).filter(number=number).first()
+        found = selectors.leaf_history(self._history_of()).filter(number=number).first()
         if found is None:
             raise NotFound(f"The leaf has no revision {number}.")
         return Response(s.RevisionDetailSerializer(found).data)
@@ -299,11 +327,7 @@ AnyRole = role_permission(write=None)
 @permission_classes([AnyRole])
 def diff(request):
     """Leaves added, modified or removed since a baseline, like `ilab taxonomy diff`."""
-    baseline = None
-    if request.query_params.get("baseline"):
-        baseline = TaxonomySnapshot.objects.filter(pk=request.query_params["baseline"]).first()
-        if baseline is None:
-            raise LabError(f"No snapshot {request.query_params['baseline']}.", field="baseline")
+    baseline = selectors.snapshot_by_id(request.query_params.get("baseline", ""))
     return Response(selectors.taxonomy_diff(baseline=baseline).as_dict())
 
 
@@ -315,14 +339,15 @@ def export(request):
     return export_response(selectors.taxonomy_export())
 
 
-def _tree_json(folder: selectors.Folder) -> dict:
+def _tree_json(folder: Folder) -> dict:
     return {
         "name": folder.name,
         "path": folder.path,
         "leaves": folder.leaves,
         "invalid": folder.invalid,
         "leaf": folder.leaf,
-        "children": [_tree_json(child) for child in folder.sorted_children],
+        "counters": folder.counts,
+        "children": [_tree_json(child) for child in folder.children or ()],
     }
 
 
@@ -330,5 +355,6 @@ def _tree_json(folder: selectors.Folder) -> dict:
 @api_view(["GET"])
 @permission_classes([AnyRole])
 def tree(request):
-    """The whole taxonomy tree with leaf and invalid-leaf counts per folder."""
-    return Response(_tree_json(selectors.taxonomy_tree()))
+    """The whole taxonomy tree with leaf and invalid-leaf counts per folder, and every registered per-leaf
+    counter (`curation.tree_counters`) summed over each folder's subtree."""
+    return Response(_tree_json(taxonomy_tree()))

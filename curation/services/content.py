@@ -39,6 +39,11 @@ def clean_leaf_path(path: str) -> str:
         )
     if not all(_SEGMENT.match(part) for part in parts):
         raise LabError(f'"{path}" contains characters not allowed in a folder name.', field="path")
+    if any(part.lower() == "qna.yaml" for part in parts):
+        raise LabError(
+            f'"{path}" names the qna.yaml file: a leaf\'s path is the folder that holds it, without "/qna.yaml".',
+            field="path",
+        )
     if parts[0] not in KINDS:
         raise LabError(f'"{path}" must start with one of: {", ".join(KINDS)}.', field="path")
     if len(parts) < 2:

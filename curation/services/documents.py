@@ -2,7 +2,7 @@
 
 from django.db import transaction
 
-from curation.models import Document, Leaf, LeafRevision
+from curation.models import Document, Kind, Leaf, LeafRevision
 from curation.selectors import leaf_snapshot
 from curation.services.content import clean_document_name, sha256_text
 from curation.services.leaves import lock_leaf, record_change
@@ -13,8 +13,12 @@ MAX_DOCUMENT_BYTES = 10 * 1024 * 1024
 
 @transaction.atomic
 def document_add(*, leaf: Leaf, user, expected_revision: int | None, name: str, content: str | bytes) -> Document:
-    """Attach a Markdown source document to a leaf, replacing one of the same name."""
+    """Attach a Markdown source document to a knowledge leaf, replacing one of the same name."""
     leaf = lock_leaf(leaf, expected_revision)
+    if leaf.kind != Kind.KNOWLEDGE:
+        raise LabError(
+            f"{leaf.path} is a skills leaf: only knowledge leaves take source documents.", field="leaf", path=leaf.path
+        )
     name = clean_document_name(name)
     if isinstance(content, bytes):
         if len(content) > MAX_DOCUMENT_BYTES:

@@ -18,14 +18,28 @@ def _fresh_seed(seed: SeedExample) -> SeedExample:
     return found
 
 
+def _refuse_blank(value: Any, field: str) -> None:
+    # Empty is a seed still being written (the leaf shows it invalid); spaces alone pass the schema but
+    # give the teacher nothing, so they are refused where they are typed.
+    if isinstance(value, str) and value and not value.strip():
+        raise LabError(
+            f"The {field.rsplit('.', 1)[-1]} holds only whitespace; write it out or leave it empty.", field=field
+        )
+
+
 def _seed_fields(leaf: Leaf, fields: dict[str, Any]) -> dict[str, Any]:
     fields = clean_fields(fields, SEED_FIELDS)
+    for name in ("question", "answer"):
+        _refuse_blank(fields.get(name), name)
     qas = fields.get("questions_and_answers")
     if qas is not None:
         if not isinstance(qas, list) or not all(isinstance(qa, dict) for qa in qas):
             raise LabError(
                 "questions_and_answers must be a list of {question, answer} pairs.", field="questions_and_answers"
             )
+        for index, qa in enumerate(qas):
+            for name in ("question", "answer"):
+                _refuse_blank(qa.get(name), f"questions_and_answers-{index}-{name}")
         fields["questions_and_answers"] = [
             {**qa, "question": qa.get("question", ""), "answer": qa.get("answer", "")} for qa in qas
         ]

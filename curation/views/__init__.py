@@ -4,6 +4,7 @@ from curation.views.documents import document_add, document_delete, document_det
 from curation.views.exports import export
 from curation.views.imports import import_detail, import_list, import_start
 from curation.views.leaves import (
+    deleted_list,
     leaf_create,
     leaf_delete,
     leaf_detail,
@@ -18,6 +19,7 @@ from curation.views.seeds import seed_add, seed_delete, seed_move, seed_update
 from curation.views.tree import diff, snapshot_create, tree, tree_children
 
 __all__ = [
+    "deleted_list",
     "diff",
     "document_add",
     "document_delete",

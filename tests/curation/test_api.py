@@ -571,7 +571,7 @@ def test_delete_leaf_removes_it_and_keeps_its_last_revision(api, haiku):
     response = api.delete(url, HTTP_IF_MATCH=get_leaf(api, haiku["id"])["ETag"])
 
     assert response.status_code == 204
-    assert_error(api.get(url), 404)
+    assert_error(api.get(url), 410, contains="its history is kept")
     assert not [seed for seed in api.get("/api/seeds/").json() if seed["leaf"] == haiku["id"]]
     deleted = LeafRevision.objects.get(path=haiku["path"], action="delete")
     assert deleted.number == haiku["revision"] + 1

@@ -98,11 +98,11 @@ def job_create(
     )
     event(job, f"Created by {user} with {len(checked)} phase(s) on {nodes} node(s) x {processes_per_node}.")
     if start:
-        _dispatch(job)
+        job_dispatch(job)
     return job
 
 
-def _dispatch(job: TrainingJob) -> None:
+def job_dispatch(job: TrainingJob) -> None:
     """Queue the first phase not yet succeeded: one task per node rank, sent once the transaction commits."""
     phase = job.phases.exclude(status=jobs.Status.SUCCEEDED).order_by("order").first()
     if phase is None:
@@ -152,5 +152,5 @@ def job_resume(*, job: TrainingJob, user) -> TrainingJob:
     TrainingJob.objects.filter(pk=job.pk).update(status=jobs.Status.QUEUED, error="", finished_at=None)
     event(job, f"Resumed by {user} at {phase.name} (step {phase.step}).", phase=phase)
     job.refresh_from_db()
-    _dispatch(job)
+    job_dispatch(job)
     return job

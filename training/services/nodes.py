@@ -23,7 +23,7 @@ from django.utils import timezone
 from labweb import jobs
 from labweb.errors import LabError
 from training.models import Checkpoint, StepMetric, TrainingEvent, TrainingJob, TrainingNode, TrainingPhase
-from training.services.jobs import _dispatch, event, storage_root
+from training.services.jobs import event, job_dispatch, storage_root
 from training.trainer.config import TrainConfig
 from training.trainer.events import EVENTS, read_events
 from training.trainer.mixing import Recipe, Source, mix
@@ -143,6 +143,8 @@ def _rendezvous(phase: TrainingPhase, node: TrainingNode) -> list[str]:
 def _wait_for_rank_zero(phase: TrainingPhase, node: TrainingNode) -> Path:
     deadline = time.monotonic() + RENDEZVOUS_WAIT_SECONDS
     while time.monotonic() < deadline:
+        if not TrainingPhase.objects.filter(pk=phase.pk, status__in=jobs.ACTIVE).exists():
+            raise LabError(f"{phase.name} stopped before rank 0 started it.", field="nodes")
         leader = TrainingNode.objects.filter(phase=phase, rank=0).exclude(rendezvous="").first()
         if leader is not None and (Path(phase.output_dir) / "config.json").exists():
             node.attempts = leader.attempts  # the rendezvous id follows rank 0's attempt
@@ -292,7 +294,7 @@ def _conclude(phase: TrainingPhase, code: int | None, outcome: dict | None) -> N
         jobs.transition(phase, to=jobs.Status.SUCCEEDED, allowed=jobs.ACTIVE, exit_kind="done")
         event(job, f"{phase.name}: done at step {phase.step}.", phase=phase)
         if job.phases.exclude(status=jobs.Status.SUCCEEDED).exists():
-            _dispatch(job)
+            job_dispatch(job)
         else:
             jobs.transition(job, to=jobs.Status.SUCCEEDED, allowed=jobs.ACTIVE)
             event(job, "Every phase is done.")
@@ -350,5 +352,5 @@ def nodes_reap() -> int:
                 phase=phase,
                 level=TrainingEvent.Level.WARNING,
             )
-            _dispatch(phase.job)
+            job_dispatch(phase.job)
     return len(phases)

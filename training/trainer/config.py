@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, fields
 from labweb.errors import LabError
 
 SCHEDULERS = ("cosine", "linear", "constant")
+# flash_attention_2 reads packed rows as variable-length sequences (GPU workers with flash-attn installed);
+# sdpa gets a block-diagonal mask instead, and runs everywhere.
+ATTENTION = ("sdpa", "flash_attention_2", "eager")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -41,6 +44,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     max_steps: int = 0  # 0: as many as the epochs take
+    attention: str = "sdpa"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +95,8 @@ class TrainConfig:
             )
         if self.scheduler not in SCHEDULERS:
             raise LabError(f"scheduler must be one of {', '.join(SCHEDULERS)}.", field="scheduler")
+        if self.attention not in ATTENTION:
+            raise LabError(f"attention must be one of {', '.join(ATTENTION)}.", field="attention")
         if self.precision not in PRECISIONS:
             raise LabError(f"precision must be one of {', '.join(PRECISIONS)}.", field="precision")
         if self.max_tokens_per_device < self.max_seq_len:

@@ -113,7 +113,9 @@ def train(config: TrainConfig, events: Events) -> int:
 
     tokenizer = AutoTokenizer.from_pretrained(config.model, gguf_file=config.gguf_file)
     data = _tokenized(config, tokenizer, accelerator, out)
-    model = AutoModelForCausalLM.from_pretrained(config.model, gguf_file=config.gguf_file, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        config.model, gguf_file=config.gguf_file, dtype=torch.float32, attn_implementation=config.attention
+    )
     model.config.use_cache = False
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
