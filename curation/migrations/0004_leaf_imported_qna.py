@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('curation', '0002_import_status_failed'),
+        ('curation', '0003_revisions_keep_their_leaf_id'),
     ]
 
     operations = [
