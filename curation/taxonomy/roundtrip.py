@@ -1,12 +1,14 @@
 """Write a leaf back into the `qna.yaml` it was imported from, changing only what was edited in LabWeb.
 
-An unedited leaf is its original text, byte for byte. An edited one is the original document with the edit
-applied in ruamel.yaml's round-trip mode, which keeps comments, key order, quoting, anchors and aliases; that
-text is then merged three ways, line by line, with the original (the base being ruamel's rendering of the
-unedited document), because ruamel lays out some untouched lines differently (it re-flows long quoted scalars,
-for one): lines the edit did not touch keep their original bytes, line endings and BOM included. Whatever comes
-out is read back as `read_qna` reads it and must hold the leaf's data and be valid; else the plainer way next
-in line is used: ruamel's own text, then `dump_qna`'s.
+An unedited leaf is its original text, byte for byte (line endings and BOM included). An edited one is the
+original with only the lines of the edited nodes replaced: a changed value is rewritten with its key as
+`dump_qna` writes it, at the key's indentation; list items added, removed or moved take or leave their own lines,
+the lines between items (blank lines, comments) staying where they were; everything else keeps its bytes.
+Where that splice cannot be made (an edit of an anchored or aliased node, the first key of a list item
+removed), ruamel.yaml's round-trip mode applies the edit to the document (comments, quoting, anchors and aliases
+kept), merged line by line with the original so that lines ruamel lays out differently but the edit did not
+touch keep their bytes. Every text is read back as `read_qna` reads it and must hold the leaf's data and be
+valid, else the next way is used: ruamel's own text, then `dump_qna`'s.
 """
 
 import io
@@ -22,7 +24,6 @@ from curation.taxonomy.serialize import dump_qna
 # Past this many (added x removed) list items, edited items are paired by position instead of by likeness.
 MAX_PAIRINGS = 10_000
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
-_WORD = re.compile(r"\s+|\S+")
 BOM = "\ufeff"
 
 
@@ -80,7 +81,7 @@ def _edited(original: str, before, data: dict):
         rt = YAML(typ="rt")
         rt.preserve_quotes = True
         rt.width = 1 << 30
-        rt.indent(mapping=indent or 2, sequence=(indent or 2) + (offset or 0), offset=offset or 0)
+        rt.indent(mapping=2, sequence=indent or 2, offset=offset or 0)
         untouched = _dump(rt, rt.load(body))
         document = rt.load(body)
         edited = _dump(rt, _Patch(document).apply(document, before, data))
@@ -179,8 +180,10 @@ def _pair(added: list[int], left: list[int], old: list, new: list) -> list[tuple
         if not free:
             break
         best = max(free, key=lambda i: (_likeness(old[i], new[j]), -abs(i - j)))
-        pairs.append((j, best))
-        free.remove(best)
+        # An item sharing no field with any removed one is new (one was deleted, another added), not an edit.
+        if _likeness(old[best], new[j]) or not isinstance(new[j], dict):
+            pairs.append((j, best))
+            free.remove(best)
     return pairs
 
 
@@ -244,37 +247,26 @@ def _line_ending(text: str) -> str:
 
 
 def _merged(base: str, original: str, theirs: str) -> str:
-    """A three-way merge: the original's text where the edit (theirs) left base as it was, else the edit's.
+    """A three-way merge of lines: the original's where the edit (theirs) left base as it was, else the edit's.
 
-    Lines first; where both the original and the edit differ from base in the same lines (ruamel re-flowed a
-    scalar there and the edit changed it), their words are merged the same way.
+    Lines are matched with their line endings read as LF; the original's keep their own, the edit's get the
+    original's usual one.
     """
     bom = BOM if original.startswith(BOM) else ""
     ending = _line_ending(original)
-    return bom + "".join(_merge3(_lines(base), _lines(original[len(bom) :]), _lines(theirs), ending, _words))
-
-
-def _merge3(base: list[str], ours: list[str], theirs: list[str], ending: str, finer) -> list[str]:
-    """Pieces are matched with their line endings read as LF; ours keep their own, theirs get `ending`."""
-    ours_keys = [as_read(piece) for piece in ours]
-    out: list[str] = []
+    base_lines, ours, theirs_lines = _lines(base), _lines(original[len(bom) :]), _lines(theirs)
+    ours_keys = [as_read(line) for line in ours]
+    out = [bom]
     at_base = at_ours = at_theirs = 0
-    for start, end, ours_at, theirs_at in _sync_regions(base, ours_keys, theirs):
-        base_part, ours_part, theirs_part = base[at_base:start], ours[at_ours:ours_at], theirs[at_theirs:theirs_at]
-        if theirs_part == base_part:
-            out += ours_part
-        elif ours_keys[at_ours:ours_at] == base_part or finer is None:
-            out += [piece.replace("\n", ending) for piece in theirs_part]
+    for start, end, ours_at, theirs_at in _sync_regions(base_lines, ours_keys, theirs_lines):
+        if theirs_lines[at_theirs:theirs_at] == base_lines[at_base:start]:
+            out += ours[at_ours:ours_at]
         else:
-            out += _merge3(*(finer("".join(part)) for part in (base_part, ours_part, theirs_part)), ending, None)
+            out += [line.replace("\n", ending) for line in theirs_lines[at_theirs:theirs_at]]
         length = end - start
         out += ours[ours_at : ours_at + length]
         at_base, at_ours, at_theirs = end, ours_at + length, theirs_at + length
-    return out
-
-
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text)
+    return "".join(out)
 
 
 def _lines(text: str) -> list[str]:
@@ -343,7 +335,9 @@ class _Splice:
                 raise _Unsupported("overlapping edits")
             out += self.raw[at:start] + new
             at = end
-        return out + self.raw[at:hi]
+        out += self.raw[at:hi]
+        # A last line without its line break may now have lines after it.
+        return [line if line.endswith(("\n", "\r")) else line + self.ending for line in out[:-1]] + out[-1:]
 
     def node(self, node: yaml.Node, old, new) -> list[tuple[int, int, list[str]]]:
         if same(old, new):
@@ -367,7 +361,7 @@ class _Splice:
         edits = []
         first = node.value[0][0]
         for name, (key, value) in entries.items():
-            start, end = key.start_mark.line, self.last_line(value, key.start_mark.line) + 1
+            start, end = key.start_mark.line, self.entry_end(key, value)
             prefix = self.lines[start][: key.start_mark.column]
             if name not in new:
                 if prefix.strip():
@@ -375,6 +369,8 @@ class _Splice:
                 edits.append((start, end, []))
                 continue
             try:
+                if self.is_alias(key, value) and not same(old[name], new[name]):
+                    raise _Replace()  # this place only names the anchored node: it may get its own value
                 edits += self.node(value, old[name], new[name])
             except _Replace:
                 edits.append((start, end, self.render({name: new[name]}, prefix, key.start_mark.column)))
@@ -387,8 +383,7 @@ class _Splice:
             if previous is None and not self.lines[first.start_mark.line][:column].strip():
                 at = first.start_mark.line
             else:
-                key, value = entries[previous] if previous else node.value[0]
-                at = self.last_line(value, key.start_mark.line) + 1
+                at = self.entry_end(*(entries[previous] if previous else node.value[0]))
             edits.append((at, at, self.render({name: new[name]}, " " * column, column)))
         return edits
 
@@ -403,20 +398,35 @@ class _Splice:
         origin = _origins(old, new)
         if origin == list(range(len(old))):
             return [edit for item, o, n in zip(node.value, old, new, strict=True) for edit in self.node(item, o, n)]
+        # The lines between items: comments go with the item below them, blank lines stay where they were.
+        gaps = [[]] + [self.raw[spans[k - 1][1] : spans[k][0]] for k in range(1, len(spans))]
+        remarks = [any(line.lstrip().startswith("#") for line in gap) for gap in gaps]
+        blank = next((gap for gap, remark in zip(gaps[1:], remarks[1:], strict=True) if not remark), [])
         dash = spans[0][2]
         out = []
         for j, item in enumerate(new):
             i = origin[j]
+            if i is not None and remarks[i]:
+                out += gaps[i]
+            elif j > 0:
+                out += gaps[j] if j < len(gaps) and not remarks[j] else blank
             if i is None:
                 out += self.render([item], " " * dash, dash)
             else:
                 start, end, _ = spans[i]
                 edits = [] if same(old[i], item) else self.node(node.value[i], old[i], item)
                 out += self.apply(edits, start, end)
-            if j + 1 < len(new):
-                gap = min(j, len(spans) - 2)
-                out += self.raw[spans[gap][1] : spans[gap + 1][0]] if gap >= 0 else []
         return [(spans[0][0], spans[-1][1], out)]
+
+    def is_alias(self, key: yaml.Node, value: yaml.Node) -> bool:
+        """Whether the value of this entry is an alias (the node it names was written, anchored, before it)."""
+        return id(value) in self.shared and value.start_mark.index < key.start_mark.index
+
+    def entry_end(self, key: yaml.Node, value: yaml.Node) -> int:
+        """The line after a mapping entry's last."""
+        if self.is_alias(key, value):
+            return key.start_mark.line + 1
+        return self.last_line(value, key.start_mark.line) + 1
 
     def last_line(self, node: yaml.Node, floor: int) -> int:
         """The last line holding any of `node` (not the blank lines a block scalar swallows after it)."""
@@ -425,7 +435,8 @@ class _Splice:
             if node.style is None and node.value == "":
                 return floor
             line = end.line if end.column > 0 else end.line - 1
-            if node.style in ("|", ">"):
+            header = self.lines[node.start_mark.line][node.start_mark.column :].split("#")[0]
+            if node.style in ("|", ">") and "+" not in header:  # "|+" keeps its trailing blank lines
                 while line > floor and not self.lines[line].strip():
                     line -= 1
             return max(line, floor)
@@ -439,7 +450,8 @@ class _Splice:
 
         text = yaml.dump(value, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1 << 30, indent=2)
         lines = text.splitlines()
-        return [prefix + lines[0] + self.ending] + [" " * column + line + self.ending for line in lines[1:]]
+        indent = " " * column
+        return [prefix + lines[0] + self.ending] + [(indent + line if line else "") + self.ending for line in lines[1:]]
 
 
 def _origins(old: list, new: list) -> list[int | None]:
