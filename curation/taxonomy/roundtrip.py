@@ -39,7 +39,7 @@ def export_qna(data: dict, original: str | None, path: str) -> str:
         return original
     try:
         spliced = _spliced(original, before, data)
-    except _Unsupported:
+    except (_Unsupported, yaml.YAMLError, LookupError, ValueError):
         pass
     else:
         if _holds(spliced, data, path):
@@ -85,7 +85,7 @@ def _edited(original: str, before, data: dict):
         untouched = _dump(rt, rt.load(body))
         document = rt.load(body)
         edited = _dump(rt, _Patch(document).apply(document, before, data))
-    except (RuamelError, ValueError, TypeError, AttributeError):
+    except (RuamelError, LookupError, ValueError, TypeError, AttributeError):
         return
     yield _merged(untouched, original, edited)
     yield edited
@@ -141,17 +141,7 @@ class _Patch:
 
     def _sequence(self, node, old: list, new: list):
         """Items kept, moved, edited, added or removed: unchanged items keep their nodes (and comments)."""
-        by_value: dict = {}
-        for index, item in enumerate(old):
-            by_value.setdefault(_key(item), []).append(index)
-        origin: list[int | None] = []
-        for item in new:
-            found = by_value.get(_key(item))
-            origin.append(found.pop(0) if found else None)
-        left = [i for i in range(len(old)) if i not in set(origin)]
-        added = [j for j, i in enumerate(origin) if i is None]
-        for j, i in _pair(added, left, old, new):
-            origin[j] = i
+        origin = _origins(old, new)
         items = []
         for j, item in enumerate(new):
             i = origin[j]

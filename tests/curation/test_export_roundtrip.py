@@ -12,7 +12,7 @@ import pytest
 import yaml
 from django.core.management import call_command
 
-from curation.models import Leaf
+from curation.models import Leaf, TaxonomyImport
 from curation.qna_map import leaf_qna
 from curation.taxonomy import dump_qna, read_qna
 
@@ -82,6 +82,13 @@ def _export(api) -> dict[str, bytes]:
     assert response.status_code == 200
     with tarfile.open(fileobj=io.BytesIO(response.content)) as tar:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+def _write(root: Path, files: dict[str, bytes]) -> Path:
+    for name, content in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(content)
+    return root
 
 
 def _changed_lines(before: bytes, after: bytes) -> list[str]:
@@ -216,11 +223,38 @@ def test_edits_keep_float_version_aliases_line_endings_and_bom(corpus, curator, 
     changed = _changed_lines(vue_before, vue)
     assert changed[-1].endswith("answer: Edited in LabWeb.") and all(line.startswith("-") for line in changed[:-1])
 
-    root = tmp_path / "exported"
-    for name, content in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(content)
-    assert _official_failures(root, monkeypatch) == []
+    assert _official_failures(_write(tmp_path / "exported", files), monkeypatch) == []
+
+
+@pytest.mark.django_db
+def test_an_edit_of_an_anchored_value_keeps_the_other_places_aliased(corpus, curator, api, tmp_path):
+    source = _taxonomy(tmp_path / "taxonomy", corpus)
+    call_command("taxonomy_import", str(source), "--user", curator.username)
+    leaf, seeds = _seeds(api, ALIASES)
+    api.patch(f"/api/seeds/{seeds[0]['id']}/", {"answer": "Hi.", "revision": leaf["revision"]}, format="json")
+    exported = _export(api)[f"{ALIASES}/qna.yaml"]
+    hello = "Hello, hello, hello, hello, hello, hello, hello, hello, hello, hello."
+    assert _changed_lines(ALIASES_QNA.encode(), exported) == [
+        f"-    answer: &hello {hello}",
+        "+    answer: Hi.",
+        "-    answer: *hello",
+        f"+    answer: &hello {hello}",
+    ]
+    again = _write(tmp_path / "again", {f"{ALIASES}/qna.yaml": exported})
+    call_command("taxonomy_import", str(again), "--user", curator.username)
+    assert Leaf.objects.get(path=ALIASES).revision == leaf["revision"] + 1  # the same data: nothing changed
+
+
+@pytest.mark.django_db
+def test_a_reimport_that_changes_only_comments_is_what_the_next_export_writes(corpus, curator, api, tmp_path):
+    source = _taxonomy(tmp_path / "taxonomy", corpus)
+    call_command("taxonomy_import", str(source), "--user", curator.username)
+    commented = JOKES_QNA.replace("# the classic one", "# the oldest one").encode()
+    (source / JOKES / "qna.yaml").write_bytes(commented)
+    call_command("taxonomy_import", str(source), "--user", curator.username)
+    assert TaxonomyImport.objects.first().unchanged == 4
+    assert Leaf.objects.get(path=JOKES).revision == 1
+    assert _export(api)[f"{JOKES}/qna.yaml"] == commented
 
 
 @pytest.mark.django_db
