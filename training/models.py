@@ -124,3 +124,18 @@ class TrainingEvent(jobs.Event):
 
     class Meta(jobs.Event.Meta):
         pass
+
+
+class CheckpointPrompt(jobs.Job):
+    """A question put to a checkpoint from the browser, answered by a training worker that loads it."""
+
+    checkpoint = models.ForeignKey(Checkpoint, on_delete=models.CASCADE, related_name="prompts")
+    prompt = models.TextField()
+    answer = models.TextField(blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+
+    class Meta(jobs.Job.Meta):
+        pass
+
+    def __str__(self) -> str:
+        return self.prompt[:80]

@@ -11,4 +11,5 @@ urlpatterns = [
     path("jobs/<int:pk>/cancel/", views.job_cancel, name="job_cancel"),
     path("jobs/<int:pk>/resume/", views.job_resume, name="job_resume"),
     path("uploads/", views.upload_list, name="upload_list"),
+    path("checkpoints/<int:pk>/", views.checkpoint_detail, name="checkpoint_detail"),
 ]

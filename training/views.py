@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -10,12 +11,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from labweb.errors import LabError
-from labweb.roles import any_role_required, operator_required
+from labweb.roles import OPERATOR, any_role_required, has_role, operator_required
 from labweb.web import add_lab_error, is_partial, render_fragments
-from training.forms import JobForm, UploadForm, form_field
+from training.forms import JobForm, PromptForm, UploadForm, form_field
 from training.models import Checkpoint, TrainingJob
 from training.services import jobs as job_services
-from training.services import uploads
+from training.services import prompts, uploads
 
 LIST = "training/job_list.html"
 DETAIL = "training/job_detail.html"
@@ -146,3 +147,31 @@ def upload_list(request: HttpRequest) -> HttpResponse:
                 messages.success(request, f"{stored['path']}: {stored['samples']} samples. Name it in a recipe.")
                 return redirect("training:upload_list")
     return render(request, "training/uploads.html", {"form": form, "uploads": uploads.upload_list()}, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+@any_role_required
+def checkpoint_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A checkpoint with its lineage, and a box to ask it something (operators): a worker answers."""
+    checkpoint = get_object_or_404(Checkpoint.objects.select_related("phase__job"), pk=pk)
+    form = PromptForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if not has_role(request.user, OPERATOR):
+            raise PermissionDenied("Asking a checkpoint needs the operator role.")
+        status = 422
+        if form.is_valid():
+            try:
+                prompts.prompt_ask(checkpoint=checkpoint, prompt=form.cleaned_data["prompt"], user=request.user)
+            except LabError as error:
+                status = add_lab_error(form, error)
+            else:
+                return redirect("training:checkpoint_detail", pk=pk)
+    context = {"checkpoint": checkpoint, "form": form, "asked": _asked(checkpoint)}
+    template = "training/checkpoint.html#answers" if is_partial(request) else "training/checkpoint.html"
+    return render(request, template, context, status=status)
+
+
+def _asked(checkpoint: Checkpoint) -> dict:
+    asked = list(checkpoint.prompts.select_related("created_by")[:20])
+    return {"items": asked, "pending": any(item.is_active for item in asked)}

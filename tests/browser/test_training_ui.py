@@ -94,3 +94,20 @@ def test_an_operator_uploads_data_starts_a_job_and_watches_it_train(page, operat
     last = Checkpoint.objects.filter(phase__job=job).order_by("-step").first()
     assert last.name == "epoch-006" and last.lineage["data_samples"] == 4
     page.screenshot(path=str(tmp_path / "training-job.png"), full_page=True)
+
+    # The checkpoint answers in the app: a training worker loads it and replies.
+    page.click('#checkpoints tr[data-checkpoint="epoch-006"] a')
+    page.fill("textarea[name=prompt]", "what do bees make")
+    page.click("#ask")
+    expect(page.locator('#answers .answer[data-status="succeeded"]')).to_have_count(1, timeout=60_000)
+    # What the page shows is what the checkpoint itself says to that question, decoding greedily.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer, model = AutoTokenizer.from_pretrained(last.path), AutoModelForCausalLM.from_pretrained(last.path)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "what do bees make"}], tokenize=False, add_generation_prompt=True
+    )
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**ids, max_new_tokens=128, do_sample=False)
+    expected = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    assert last.prompts.get().answer == expected
