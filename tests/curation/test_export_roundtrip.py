@@ -233,13 +233,10 @@ def test_an_edit_of_an_anchored_value_keeps_the_other_places_aliased(corpus, cur
     leaf, seeds = _seeds(api, ALIASES)
     api.patch(f"/api/seeds/{seeds[0]['id']}/", {"answer": "Hi.", "revision": leaf["revision"]}, format="json")
     exported = _export(api)[f"{ALIASES}/qna.yaml"]
+    # The anchor moves to the next place that names it; the last one stays an alias.
     hello = "Hello, hello, hello, hello, hello, hello, hello, hello, hello, hello."
-    assert _changed_lines(ALIASES_QNA.encode(), exported) == [
-        f"-    answer: &hello {hello}",
-        "+    answer: Hi.",
-        "-    answer: *hello",
-        f"+    answer: &hello {hello}",
-    ]
+    expected = ALIASES_QNA.replace(f"&hello {hello}", "Hi.").replace("*hello", f"&hello {hello}", 1)
+    assert exported.decode() == expected and expected.count("*hello") == 1
     again = _write(tmp_path / "again", {f"{ALIASES}/qna.yaml": exported})
     call_command("taxonomy_import", str(again), "--user", curator.username)
     assert Leaf.objects.get(path=ALIASES).revision == leaf["revision"] + 1  # the same data: nothing changed
