@@ -42,6 +42,11 @@ class Leaf(models.Model):
     document_commit = models.CharField(max_length=DOCUMENT_COMMIT_MAX, null=True, blank=True)
     document_patterns = models.JSONField(null=True, blank=True)
     attribution = models.TextField(blank=True, help_text="attribution.txt beside qna.yaml")
+    imported_qna = models.TextField(
+        null=True,
+        blank=True,
+        help_text="The qna.yaml as last imported, exactly; export writes it back with LabWeb's edits applied",
+    )
     extra = models.JSONField(default=dict, blank=True, help_text="Keys of the qna.yaml that LabWeb has no field for")
 
     problems = models.JSONField(default=list, blank=True)

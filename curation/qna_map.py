@@ -60,6 +60,8 @@ def leaf_qna(leaf: Leaf, seeds: Iterable[SeedExample] | None = None) -> dict:
 def apply_qna(leaf: Leaf, data: dict) -> list[SeedExample]:
     """Set the leaf's fields from qna data; return its seed examples, unsaved."""
     version = data.get("version")
+    if isinstance(version, float) and version.is_integer():
+        version = int(version)  # `version: 3.0` is version 3 to the official parser; the file keeps its 3.0
     leaf.version = version if isinstance(version, int) and not isinstance(version, bool) else None
     for name in LEAF_TEXT_FIELDS:
         setattr(leaf, name, data.get(name))

@@ -140,7 +140,7 @@ def leaf_history(leaf: Leaf | DeletedLeaf) -> QuerySet[LeafRevision]:
 
 def export_files(*, leaves: QuerySet[Leaf] | None = None) -> tuple[list[tuple[str, bytes]], list[Leaf]]:
     """The files of an InstructLab taxonomy for every valid leaf, and the invalid leaves left out."""
-    from curation.taxonomy import dump_qna
+    from curation.taxonomy import export_qna
 
     if leaves is None:
         leaves = Leaf.objects.all()
@@ -149,7 +149,8 @@ def export_files(*, leaves: QuerySet[Leaf] | None = None) -> tuple[list[tuple[st
         if not leaf.is_valid:
             skipped.append(leaf)
             continue
-        files.append((leaf.qna_path, dump_qna(leaf_qna(leaf, leaf.seeds.all())).encode("utf-8")))
+        text = export_qna(leaf_qna(leaf, leaf.seeds.all()), leaf.imported_qna, leaf.qna_path)
+        files.append((leaf.qna_path, text.encode("utf-8")))
         if leaf.attribution:
             files.append((f"{leaf.path}/attribution.txt", leaf.attribution.encode("utf-8")))
         for document in leaf.documents.all():

@@ -145,6 +145,8 @@ class ImportPlan:
     leaf_count: int  # leaves before the import
     prune: bool
     changes: list[LeafChange] = field(default_factory=list, repr=False)
+    # Unchanged leaves whose file now reads differently (comments, layout): export should write the new text.
+    retexted: list[Leaf] = field(default_factory=list, repr=False)
 
     @property
     def removes_every_leaf(self) -> bool:
@@ -280,6 +282,9 @@ def _plan(taxonomy: TaxonomyRead, *, source: str, prune: bool, lock: bool) -> Im
         leaf = existing.get(src.folder)
         if leaf is not None and leaf.content_hash == digest:
             plan.unchanged += 1
+            if leaf.imported_qna != src.qna.text:
+                leaf.imported_qna = src.qna.text
+                plan.retexted.append(leaf)
             continue
         (plan.created if leaf is None else plan.updated).append(src.folder)
         plan.changes.append(LeafChange(src, digest, doc_hashes, leaf))
@@ -303,6 +308,7 @@ def _write(plan: ImportPlan, *, user) -> TaxonomyImport:
             leaf.revision += 1
             updated.append(leaf)
         leaf_seeds = apply_qna(leaf, src.qna.data)
+        leaf.imported_qna = src.qna.text
         leaf.attribution = src.attribution
         leaf.problems = [p.as_dict() for p in src.qna.problems + leaf_warnings(leaf, doc_hashes)]
         leaf.is_valid = True
@@ -325,9 +331,11 @@ def _write(plan: ImportPlan, *, user) -> TaxonomyImport:
         )
 
     Leaf.objects.bulk_create(created)
+    Leaf.objects.bulk_update(plan.retexted, ["imported_qna"], batch_size=500)
     if updated:
         Leaf.objects.bulk_update(
-            updated, [*LEAF_CONTENT_FIELDS, "problems", "is_valid", "content_hash", "revision", "updated_by"]
+            updated,
+            [*LEAF_CONTENT_FIELDS, "imported_qna", "problems", "is_valid", "content_hash", "revision", "updated_by"],
         )
         SeedExample.objects.filter(leaf__in=updated).delete()
         Document.objects.filter(leaf__in=updated).delete()

@@ -2,6 +2,7 @@
 
 from curation.taxonomy.problems import Problem
 from curation.taxonomy.qna import KINDS, QnaFile, content_hash, leaf_kind, read_qna, validate_qna
+from curation.taxonomy.roundtrip import export_qna
 from curation.taxonomy.serialize import dump_qna
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "QnaFile",
     "content_hash",
     "dump_qna",
+    "export_qna",
     "leaf_kind",
     "read_qna",
     "validate_qna",

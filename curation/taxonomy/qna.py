@@ -46,12 +46,13 @@ _LOADERS_DIFFER = re.compile("[\t\x7f-\x9f\u2028\u2029]|\\\\(u|U0000)[dD][89a-fA
 
 @dataclass
 class QnaFile:
-    """A parsed `qna.yaml`: its data when it could be read, and every problem found."""
+    """A parsed `qna.yaml`: its data when it could be read, every problem found, and its text as read."""
 
     path: str
     data: dict | None
     version: int = 0
     problems: list[Problem] = field(default_factory=list)
+    text: str | None = None  # the file decoded, line endings and BOM as they were
 
     @property
     def errors(self) -> list[Problem]:
@@ -89,14 +90,13 @@ def read_qna(raw: str | bytes, path: str) -> QnaFile:
             return QnaFile(path, None, problems=[Problem(path, "The file is not UTF-8 text.", line=line)])
     else:
         text = raw
-    # The official parser reads files in text mode: CRLF and CR line endings arrive as LF.
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    original = text
+    text = as_read(text)
     shape = _shape_problem(text, path)
     if shape is not None:
         return QnaFile(path, None, problems=[shape])
     try:
-        loader = yaml.SafeLoader(text) if _LOADERS_DIFFER.search(text) else yaml.CSafeLoader(text)
+        loader = _loader(text)
     except yaml.reader.ReaderError as exc:
         line = text[: exc.position].count("\n") + 1
         return QnaFile(path, None, problems=[Problem(path, f"Not valid YAML: {exc.reason}.", line=line)])
@@ -122,7 +122,36 @@ def read_qna(raw: str | bytes, path: str) -> QnaFile:
         problems += _lint(text, node, path)
     problems += _schema_problems(data, version, folder_of(path), path, node)
     problems += _storage_problems(data, path, node)
-    return QnaFile(path, data, version, problems)
+    return QnaFile(path, data, version, problems, original)
+
+
+def as_read(text: str) -> str:
+    """The text as the official parser reads it: in text mode, so CRLF and CR line endings arrive as LF."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def load_data(text: str):
+    """The data of a YAML text that `read_qna` has accepted, read as it reads it (without validating again)."""
+    loader = _loader(as_read(text))
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def compose(text: str) -> yaml.Node | None:
+    """The node tree of a YAML text (LF line endings), with the marks of where each node is in it."""
+    loader = _loader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+def _loader(text: str) -> yaml.SafeLoader:
+    return yaml.SafeLoader(text) if _LOADERS_DIFFER.search(text) else yaml.CSafeLoader(text)
 
 
 def validate_qna(data: dict, folder: str) -> list[Problem]:
