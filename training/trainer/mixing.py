@@ -250,11 +250,13 @@ def build_files(
     held_out_fraction: float,
     complex_above_words: int,
     system_prompt: str,
+    on_sample=None,
 ) -> dict[str, Written]:
     """Write a plan's files from `leaves`: an iterable of (leaf path, its samples), in a stable order.
 
     One leaf is in memory at a time, so memory follows the largest leaf, not the dataset. Each leaf keeps
     round(fraction * n) samples out for evaluation (`held_out`), chosen by `held_out` above.
+    `on_sample(sample, role, record)` hears of each sample written (lineage, token counts).
     """
     if plan not in FILES:
         raise LabError(f"plan must be {PHASED} or {STACKED}.", field="plan")
@@ -268,7 +270,10 @@ def build_files(
             kept_out = held_out({leaf: [s.id for s in samples]}, held_out_fraction, seed)
             for sample in samples:
                 role = HELD_OUT if sample.id in kept_out else role_of(sample, plan, complex_above_words)
-                writers[role].write(sample_record(sample, system_prompt), leaf=leaf)
+                record = sample_record(sample, system_prompt)
+                writers[role].write(record, leaf=leaf)
+                if on_sample is not None:
+                    on_sample(sample, role, record)
     except BaseException as error:
         for writer in writers.values():
             writer.__exit__(type(error), error, None)

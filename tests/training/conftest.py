@@ -1,0 +1,1 @@
+from tests.support.review import eager, make_samples  # noqa: F401 - fixtures

@@ -1,0 +1,90 @@
+"""Dataset builds from what reviewers kept: exact counts, stable hashes, lineage, held-out split, and a job over it."""
+
+import json
+
+import pytest
+
+from labweb import jobs
+from review.models import ReviewItem
+from review.services.decisions import sample_decide
+from tests.support.tiny_model import build_tiny_model
+from training.models import Dataset, DatasetSample
+from training.services.datasets import dataset_create, dataset_phases
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def storage(tmp_path, settings):
+    settings.LABWEB_TRAINING_DIR = str(tmp_path / "training")
+    model = build_tiny_model(tmp_path / "tokenizer", ["question answer words"])
+    settings.LABWEB_DEFAULT_BASE_MODEL = model
+    return tmp_path / "training"
+
+
+@pytest.fixture
+def build(django_capture_on_commit_callbacks):
+    """dataset_create, with its build task run as the transaction commits (eager Celery)."""
+
+    def create(**kwargs) -> Dataset:
+        with django_capture_on_commit_callbacks(execute=True):
+            dataset = dataset_create(**kwargs)
+        dataset.refresh_from_db()
+        return dataset
+
+    return create
+
+
+def decide(sample_ids, reviewer, action, **extra):
+    for sample_id in sample_ids:
+        version = ReviewItem.objects.get(pk=sample_id).version
+        sample_decide(sample_id=sample_id, reviewer=reviewer, action=action, expected_version=version, **extra)
+
+
+def test_a_build_takes_exactly_the_kept_samples_with_their_edits_and_names_each_member(
+    make_samples, reviewer, eager, storage, build
+):
+    run = make_samples(2)  # 3 leaves x 5 items x 2 = 30 samples
+    ids = list(ReviewItem.objects.order_by("pk").values_list("pk", flat=True))
+    decide(ids[:20], reviewer, "approve")
+    decide(ids[20:25], reviewer, "reject")
+    edited = ids[25]
+    decide([edited], reviewer, "edit", question="An edited question?", response="An edited answer.")
+
+    dataset = build(name="kept", user=reviewer, plan="stacked", held_out_fraction=0.0)
+    assert dataset.status == jobs.Status.SUCCEEDED, dataset.error
+    assert dataset.samples == 21 and dataset.tokens > 0
+    members = set(DatasetSample.objects.filter(dataset=dataset).values_list("sample_id", flat=True))
+    assert members == set(ids[:20]) | {edited}
+    all_file = dataset.files.get(role="all")
+    records = [json.loads(line) for line in open(all_file.path)]
+    assert len(records) == 21 == all_file.samples
+    mine = next(r for r in records if r["metadata"]["sample"] == edited)
+    assert mine["messages"][1]["content"] == "An edited question?" and mine["unmask"] is False
+    assert sum(dataset.per_leaf[leaf]["all"] for leaf in dataset.per_leaf) == 21
+    assert {r["metadata"]["run"] for r in records} == {run.pk}
+
+    again = build(name="again", user=reviewer, plan="stacked", held_out_fraction=0.0)
+    assert again.files.get(role="all").sha256 == all_file.sha256  # same selection, same seed: same bytes
+
+
+def test_a_phased_build_holds_samples_out_per_leaf_and_offers_lab_phases(make_samples, reviewer, eager, storage, build):
+    make_samples(4)  # 20 a leaf
+    decide(ReviewItem.objects.values_list("pk", flat=True), reviewer, "approve")
+    dataset = build(name="lab", user=reviewer, plan="phased", held_out_fraction=0.1, seed=3)
+    files = {f.role: f for f in dataset.files.all()}
+    assert files["held_out"].samples == 6 and files["skills"].samples == 54
+    assert all(counts["held_out"] == 2 for counts in dataset.per_leaf.values())
+    held = {json.loads(line)["metadata"]["sample"] for line in open(files["held_out"].path)}
+    trained = {json.loads(line)["metadata"]["sample"] for line in open(files["skills"].path)}
+    assert held and not held & trained
+    names = [phase["name"] for phase in dataset_phases(dataset)]
+    assert names == ["knowledge (simple)", "knowledge (complex)", "skills"]
+    assert "datasets/dataset-" in dataset_phases(dataset)[2]["recipe"]
+
+
+def test_a_build_with_nothing_approved_fails_saying_what_to_do(make_samples, reviewer, eager, storage, build):
+    make_samples(1)
+    dataset = build(name="empty", user=reviewer, plan="stacked")
+    assert dataset.status == jobs.Status.FAILED and "approve samples in Review" in dataset.error
+    assert not Dataset.objects.filter(status=jobs.Status.SUCCEEDED).exists()

@@ -1,0 +1,183 @@
+"""Dataset builds: the samples reviewers kept, leaf by leaf, into InstructLab messages JSONL for a plan's phases."""
+
+from itertools import groupby
+from operator import attrgetter
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from labweb import jobs
+from labweb.errors import LabError
+from training.models import Dataset, DatasetFile, DatasetSample
+from training.services.jobs import storage_root
+from training.trainer.mixing import ApprovedSample, build_files, phase_recipes
+
+KINDS = ("knowledge", "skills")
+BATCH = 5000
+
+
+def dataset_create(
+    *,
+    name: str,
+    user,
+    plan: str = Dataset.Plan.PHASED,
+    path: str = "",
+    run=None,
+    kinds: list[str] | None = None,
+    seed: int = 42,
+    held_out_fraction: float = 0.1,
+    complex_above_words: int = 80,
+    system_prompt: str = "",
+    tokenizer: str = "",
+) -> Dataset:
+    """Queue a build; the files are written by a task on the default queue (`dataset_build`)."""
+    kinds = list(kinds or [])
+    if plan not in Dataset.Plan.values:
+        raise LabError(f"plan must be one of {', '.join(Dataset.Plan.values)}.", field="plan")
+    if any(kind not in KINDS for kind in kinds):
+        raise LabError("kinds may hold knowledge and skills.", field="kinds")
+    if not 0 <= held_out_fraction < 1:
+        raise LabError("held_out_fraction must be at least 0 and below 1.", field="held_out_fraction")
+    with transaction.atomic():
+        dataset = Dataset.objects.create(
+            name=name.strip(),
+            plan=plan,
+            path=path.strip().strip("/"),
+            run=run,
+            kinds=kinds,
+            seed=seed,
+            held_out_fraction=held_out_fraction,
+            complex_above_words=complex_above_words,
+            system_prompt=system_prompt.strip() or settings.LABWEB_TRAINING_SYSTEM_PROMPT,
+            tokenizer=tokenizer.strip() or settings.LABWEB_DEFAULT_BASE_MODEL,
+            created_by=user,
+        )
+        jobs.send_task_on_commit("training.tasks.build_dataset", dataset.pk)
+    return dataset
+
+
+def _approved(dataset: Dataset):
+    """(leaf, samples) in leaf then id order, streamed: one leaf's samples in memory at a time."""
+    from review.selectors import approved_samples
+
+    items = approved_samples(run=dataset.run_id, path=dataset.path)
+    if dataset.kinds:
+        items = items.filter(kind__in=dataset.kinds)
+    items = items.order_by("leaf_path", "sample_id").select_related("sample")
+    stream = (
+        ApprovedSample(
+            id=item.sample_id,
+            leaf=item.leaf_path,
+            kind=item.kind,
+            question=item.kept_question,
+            response=item.kept_response,
+            context=item.sample.context,
+            run=item.run_id,
+        )
+        for item in items.iterator(chunk_size=2000)
+    )
+    return groupby(stream, key=attrgetter("leaf"))
+
+
+def dataset_build(*, dataset_id: int) -> Dataset:
+    """Write the files, count tokens, record every member. Idempotent: a build that finished is left as it is;
+    one a dead worker left half done starts again from nothing (its files are only renamed into place whole)."""
+    dataset = Dataset.objects.get(pk=dataset_id)
+    if dataset.status not in jobs.ACTIVE:
+        return dataset
+    jobs.transition(dataset, to=jobs.Status.RUNNING, allowed=jobs.ACTIVE)
+    folder = storage_root() / "datasets" / f"dataset-{dataset.pk}"
+    DatasetSample.objects.filter(dataset=dataset).delete()
+    DatasetFile.objects.filter(dataset=dataset).delete()
+    count = _token_counter(dataset.tokenizer)
+    tokens: dict[str, int] = {}
+    members: list[DatasetSample] = []
+    progress = {"samples": 0}
+
+    def member(sample: ApprovedSample, role: str, record: dict) -> None:
+        tokens[role] = tokens.get(role, 0) + count(record)
+        members.append(DatasetSample(dataset=dataset, sample_id=sample.id, role=role))
+        progress["samples"] += 1
+        if len(members) >= BATCH:  # lineage in batches, and the page's counter with them
+            DatasetSample.objects.bulk_create(members)
+            members.clear()
+            Dataset.objects.filter(pk=dataset.pk).update(samples=progress["samples"])
+
+    try:
+        written = build_files(
+            _approved(dataset),
+            folder,
+            plan=dataset.plan,
+            seed=dataset.seed,
+            held_out_fraction=dataset.held_out_fraction,
+            complex_above_words=dataset.complex_above_words,
+            system_prompt=dataset.system_prompt,
+            on_sample=member,
+        )
+        DatasetSample.objects.bulk_create(members)
+        total = sum(w.samples for w in written.values())
+        if not total:
+            raise LabError(
+                "No approved sample matches: approve samples in Review first, or widen the selection.", field="path"
+            )
+    except LabError as error:
+        jobs.transition(dataset, to=jobs.Status.FAILED, allowed=jobs.ACTIVE, error=str(error))
+        return dataset
+    per_leaf: dict[str, dict[str, int]] = {}
+    for role, result in written.items():
+        DatasetFile.objects.create(
+            dataset=dataset,
+            role=role,
+            path=result.path,
+            sha256=result.sha256,
+            samples=result.samples,
+            tokens=tokens.get(role, 0),
+            bytes=result.bytes,
+        )
+        for leaf, n in result.per_leaf.items():
+            per_leaf.setdefault(leaf, {})[role] = n
+    jobs.transition(
+        dataset,
+        to=jobs.Status.SUCCEEDED,
+        allowed=jobs.ACTIVE,
+        folder=str(folder),
+        samples=total,
+        tokens=sum(tokens.values()),
+        per_leaf=per_leaf,
+    )
+    return dataset
+
+
+def _token_counter(name: str):
+    """Tokens of a record as the trainer will see them: the chat template of the named model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from generation.services.teachers import resolve_local_model
+    from training.trainer.data import ensure_chat_template
+
+    path, gguf = resolve_local_model(name, "")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf)
+    except OSError as error:
+        raise LabError(f"The tokenizer of {name} cannot be loaded: {error}", field="tokenizer") from None
+    ensure_chat_template(tokenizer)
+
+    def count(record: dict) -> int:
+        text = tokenizer.apply_chat_template(record["messages"], tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return count
+
+
+def dataset_phases(dataset: Dataset) -> list[dict]:
+    """The phases a job over this build trains, as `job_create` takes them (LAB's order, or one stacked)."""
+    files = {f.role: f.storage_path for f in dataset.files.all()}
+    return [
+        {"name": name, "recipe": recipe.to_yaml(), "config": {}} for name, recipe in phase_recipes(dataset.plan, files)
+    ]
+
+
+def held_out_path(dataset: Dataset) -> Path | None:
+    held = dataset.files.filter(role="held_out").first()
+    return Path(held.path) if held else None
