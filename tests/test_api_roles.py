@@ -31,7 +31,7 @@ from review.models import BulkJob, Decision, ReviewItem
 from review.queue import Queue
 from review.services.bulk import bulk_create, bulk_run
 from tests.support.qna import POEMS
-from training.models import TrainingJob
+from training.models import Dataset, TrainingJob
 
 
 def targz(files: list[tuple[str, bytes]]) -> bytes:
@@ -60,6 +60,7 @@ class World:
     training_job: int
     stopped_job: int
     checkpoint: int
+    dataset: int
     job: int = 0  # a bulk review job, done: its undo can run
 
     @cached_property
@@ -237,6 +238,9 @@ ENDPOINTS = [
     E("GET",    "checkpoint-download", "/api/checkpoints/{w.checkpoint}/download/", READ),
     E("GET",    "training-upload-list", "/api/training-uploads/", READ),
     E("POST",   "training-upload-list", "/api/training-uploads/", OPERATE, 201, training_upload, True),
+    E("GET",    "dataset-list",    "/api/datasets/",              READ),
+    E("POST",   "dataset-list",    "/api/datasets/",              OPERATE, 201, {"name": "kept", "plan": "stacked"}),
+    E("GET",    "dataset-detail",  "/api/datasets/{w.dataset}/",  READ),
 ]
 # fmt: on
 # The OpenAPI document, the Swagger UI page and checkpoint archives answer in their own formats.
@@ -263,7 +267,21 @@ def training_world(tmp_path: Path, settings, user) -> dict:
     checkpoint = Checkpoint.objects.create(
         phase=job.phases.get(), name="epoch-001", path=str(folder), step=1, epoch=1, samples_seen=1
     )
-    return {"training_job": job.pk, "stopped_job": stopped.pk, "checkpoint": checkpoint.pk}
+    from training.models import Dataset, DatasetFile
+
+    dataset = Dataset.objects.create(
+        name="built", system_prompt="s", tokenizer="t", status=Status.SUCCEEDED, created_by=user
+    )
+    DatasetFile.objects.create(
+        dataset=dataset,
+        role="all",
+        path=str(tmp_path / "training" / "uploads" / "facts.jsonl"),
+        sha256="0" * 64,
+        samples=1,
+        tokens=3,
+        bytes=len(FACTS_JSONL),
+    )
+    return {"training_job": job.pk, "stopped_job": stopped.pk, "checkpoint": checkpoint.pk, "dataset": dataset.pk}
 
 
 @pytest.fixture
@@ -364,6 +382,7 @@ def state() -> tuple:
         Decision.objects.count(),
         list(BulkJob.objects.order_by("pk").values_list("status", flat=True)),
         list(TrainingJob.objects.order_by("pk").values_list("status", flat=True)),
+        Dataset.objects.count(),
         sorted(p.name for p in Path(settings.LABWEB_TRAINING_DIR).glob("uploads/*")),
     )
 

@@ -172,6 +172,13 @@ PAGES = [
     P("POST", "training:checkpoint_detail", lambda w: [w.checkpoint], OPERATE, 302, lambda w: {"prompt": "hi"}),
     P("POST", "training:upload_list",      none,                      OPERATE, 302, lambda w: {
         "file": SimpleUploadedFile("more.jsonl", test_api_roles.FACTS_JSONL)}),
+    P("GET",  "training:dataset_list",     none,                      READ),
+    P("GET",  "training:dataset_create",   none,                      OPERATE),
+    P("POST", "training:dataset_create",   none,                      OPERATE, 302, lambda w: {
+        "name": "kept", "plan": "stacked", "held_out_fraction": 0.1, "seed": 1, "complex_above_words": 80}),
+    P("GET",  "training:dataset_detail",   lambda w: [w.dataset],     READ),
+    P("POST", "training:dataset_train",    lambda w: [w.dataset],     OPERATE, 302),
+    P("GET",  "training:dataset_download", lambda w: [w.dataset, "all"], READ),
 ]
 # fmt: on
 

@@ -142,4 +142,38 @@ class PromptForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
         label="Ask the model",
         help_text="Answered by a training worker that loads this checkpoint (greedy decoding).",
+class DatasetForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    plan = forms.ChoiceField(
+        choices=[
+            ("phased", "Phased (LAB): knowledge simple, complex, then skills"),
+            ("stacked", "Stacked: everything in one phase"),
+        ],
+        initial="phased",
+        widget=forms.RadioSelect,
+    )
+    path = forms.CharField(
+        max_length=1000,
+        required=False,
+        label="Leaf or branch",
+        help_text="e.g. knowledge/science; blank takes the whole taxonomy.",
+    )
+    run = forms.IntegerField(required=False, min_value=1, label="Generation run", help_text="Blank: every run.")
+    kinds = forms.MultipleChoiceField(
+        choices=[("knowledge", "knowledge"), ("skills", "skills")],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: both.",
+    )
+    held_out_fraction = forms.FloatField(
+        min_value=0,
+        max_value=0.99,
+        initial=0.1,
+        label="Held out per leaf",
+        help_text="Kept out of training for evaluation.",
+    )
+    seed = forms.IntegerField(min_value=0, initial=42)
+    complex_above_words = forms.IntegerField(min_value=1, initial=80, label="Complex knowledge above (words)")
+    tokenizer = forms.CharField(
+        max_length=500, required=False, help_text="Whose tokens to count; blank: the default base model."
     )

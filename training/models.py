@@ -173,7 +173,6 @@ class Dataset(jobs.Job):
     def __str__(self) -> str:
         return self.prompt[:80]
 
-
         return self.name or f"Dataset {self.pk}"
 
 

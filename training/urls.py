@@ -12,4 +12,9 @@ urlpatterns = [
     path("jobs/<int:pk>/resume/", views.job_resume, name="job_resume"),
     path("uploads/", views.upload_list, name="upload_list"),
     path("checkpoints/<int:pk>/", views.checkpoint_detail, name="checkpoint_detail"),
+    path("datasets/", views.dataset_list, name="dataset_list"),
+    path("datasets/new/", views.dataset_create, name="dataset_create"),
+    path("datasets/<int:pk>/", views.dataset_detail, name="dataset_detail"),
+    path("datasets/<int:pk>/train/", views.dataset_train, name="dataset_train"),
+    path("datasets/<int:pk>/files/<slug:role>.jsonl", views.dataset_download, name="dataset_download"),
 ]

@@ -1,20 +1,24 @@
-"""Training pages: jobs (list, new, live detail with loss charts and checkpoints) and JSONL uploads."""
+"""Training pages: datasets (builds of approved samples), jobs (list, new, live detail with loss charts and
+checkpoints) and JSONL uploads."""
 
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from generation.models import GenerationRun
 from labweb.errors import LabError
 from labweb.roles import OPERATOR, any_role_required, has_role, operator_required
 from labweb.web import add_lab_error, is_partial, render_fragments
-from training.forms import JobForm, PromptForm, UploadForm, form_field
-from training.models import Checkpoint, TrainingJob
+from training.forms import DatasetForm, JobForm, PromptForm, UploadForm, form_field
+from training.models import Checkpoint, Dataset, DatasetFile, TrainingJob
+from training.services import datasets as dataset_services
 from training.services import jobs as job_services
 from training.services import prompts, uploads
 
@@ -175,3 +179,72 @@ def checkpoint_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def _asked(checkpoint: Checkpoint) -> dict:
     asked = list(checkpoint.prompts.select_related("created_by")[:20])
     return {"items": asked, "pending": any(item.is_active for item in asked)}
+
+
+@require_GET
+@any_role_required
+def dataset_list(request: HttpRequest) -> HttpResponse:
+    page = Paginator(Dataset.objects.select_related("created_by"), 25).get_page(request.GET.get("page"))
+    return render(request, "training/dataset_list.html", {"page": page})
+
+
+@require_http_methods(["GET", "POST"])
+@operator_required
+def dataset_create(request: HttpRequest) -> HttpResponse:
+    form = DatasetForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        status = 422
+        if form.is_valid():
+            data = dict(form.cleaned_data)
+            run = data.pop("run")
+            try:
+                dataset = dataset_services.dataset_create(
+                    user=request.user, run=GenerationRun.objects.filter(pk=run).first() if run else None, **data
+                )
+            except LabError as error:
+                status = add_lab_error(form, error)
+            else:
+                messages.success(request, f"{dataset} is being built.")
+                return redirect("training:dataset_detail", pk=dataset.pk)
+    return render(request, "training/dataset_create.html", {"form": form}, status=status)
+
+
+@require_GET
+@any_role_required
+def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = get_object_or_404(Dataset.objects.select_related("created_by", "run"), pk=pk)
+    context = {"dataset": dataset, "files": dataset.files.all(), "per_leaf": sorted(dataset.per_leaf.items())}
+    return render(request, "training/dataset_detail.html", context)
+
+
+@require_POST
+@operator_required
+def dataset_train(request: HttpRequest, pk: int) -> HttpResponse:
+    """A job over the build's phases, on the default base model, with the trainer's default settings."""
+    dataset = get_object_or_404(Dataset, pk=pk)
+    try:
+        job = job_services.job_create(
+            name=f"{dataset} ({dataset.plan})",
+            base_model=request.POST.get("base_model") or settings.LABWEB_DEFAULT_BASE_MODEL,
+            phases=dataset_services.dataset_phases(dataset),
+            plan=dataset.plan,
+            user=request.user,
+        )
+    except LabError as error:
+        messages.error(request, error.message)
+        return redirect("training:dataset_detail", pk=pk)
+    messages.success(request, f"{job} queued over {dataset}.")
+    return redirect("training:job_detail", pk=job.pk)
+
+
+@require_GET
+@any_role_required
+def dataset_download(request: HttpRequest, pk: int, role: str) -> FileResponse:
+    file = get_object_or_404(DatasetFile, dataset_id=pk, role=role)
+    return FileResponse(
+        open(file.path, "rb"),
+        as_attachment=True,
+        filename=f"dataset-{pk}-{role}.jsonl",
+        content_type="application/jsonl",
+    )

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from training.models import Checkpoint, StepMetric, TrainingEvent, TrainingJob, TrainingPhase
+from training.models import Checkpoint, Dataset, DatasetFile, StepMetric, TrainingEvent, TrainingJob, TrainingPhase
 
 
 class PhaseInputSerializer(serializers.Serializer):
@@ -138,3 +138,46 @@ class UploadedSerializer(serializers.Serializer):
     path = serializers.CharField(help_text="The path to name in a recipe")
     samples = serializers.IntegerField()
     bytes = serializers.IntegerField()
+
+
+class DatasetFileSerializer(serializers.ModelSerializer):
+    path = serializers.CharField(source="storage_path", read_only=True, help_text="As a recipe names it")
+
+    class Meta:
+        model = DatasetFile
+        fields = ["role", "path", "sha256", "samples", "tokens", "bytes"]
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    files = DatasetFileSerializer(many=True, read_only=True)
+    created_by = serializers.StringRelatedField()
+
+    class Meta:
+        model = Dataset
+        fields = [
+            "id",
+            "name",
+            "status",
+            "plan",
+            "path",
+            "run",
+            "kinds",
+            "seed",
+            "held_out_fraction",
+            "complex_above_words",
+            "system_prompt",
+            "tokenizer",
+            "samples",
+            "tokens",
+            "per_leaf",
+            "files",
+            "error",
+            "created_at",
+            "created_by",
+            "finished_at",
+        ]
+        read_only_fields = ["status", "samples", "tokens", "per_leaf", "error", "created_at", "finished_at"]
+        extra_kwargs = {
+            "system_prompt": {"required": False, "allow_blank": True},
+            "tokenizer": {"required": False, "allow_blank": True},
+        }

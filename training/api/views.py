@@ -17,7 +17,8 @@ from rest_framework.response import Response
 from labweb.roles import OPERATOR, role_permission
 from training import selectors
 from training.api import serializers as s
-from training.models import Checkpoint, TrainingJob
+from training.models import Checkpoint, Dataset, TrainingJob
+from training.services import datasets as dataset_services
 from training.services import jobs as job_services
 from training.services import uploads
 
@@ -138,3 +139,23 @@ class UploadViewSet(viewsets.ViewSet):
         file = serializer.validated_data["file"]
         stored = uploads.upload_store(name=file.name, chunks=file.chunks(), user=request.user)
         return Response(stored, status=status.HTTP_201_CREATED)
+
+
+class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Dataset builds of approved samples; `POST` queues one (operators). Files download from the page, or read
+    them where training reads them (the paths are relative to the training storage)."""
+
+    serializer_class = s.DatasetSerializer
+    permission_classes = [OperatorWrites]
+    pagination_class = NewestCursor
+    filterset_fields = ["status", "plan"]
+
+    def get_queryset(self):
+        return Dataset.objects.select_related("created_by").prefetch_related("files")
+
+    def create(self, request: Request) -> Response:
+        serializer = s.DatasetSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = {k: v for k, v in serializer.validated_data.items() if k not in ("files", "created_by")}
+        dataset = dataset_services.dataset_create(user=request.user, **data)
+        return Response(s.DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)

@@ -171,8 +171,9 @@ def _token_counter(name: str):
 
 
 def dataset_phases(dataset: Dataset) -> list[dict]:
-    """The phases a job over this build trains, as `job_create` takes them (LAB's order, or one stacked)."""
-    files = {f.role: f.storage_path for f in dataset.files.all()}
+    """The phases a job over this build trains, as `job_create` takes them (LAB's order, or one stacked); the
+    held-out file is never trained on."""
+    files = {f.role: f.storage_path for f in dataset.files.exclude(role="held_out").filter(samples__gt=0)}
     return [
         {"name": name, "recipe": recipe.to_yaml(), "config": {}} for name, recipe in phase_recipes(dataset.plan, files)
     ]

@@ -285,12 +285,17 @@ def build_files(
 
 def phase_recipes(plan: str, files: dict[str, str]) -> list[tuple[str, Recipe]]:
     """LAB's phases over a build's files: knowledge simple, then complex replaying simple, then skills replaying
-    all knowledge; or everything at once. `files` maps a role to its path as the recipe should name it."""
+    all knowledge; or everything at once. `files` maps a role to its path as the recipe should name it, for the
+    files that hold samples: a phase whose own file is missing is left out, and so is a missing replay source."""
     if plan == STACKED:
-        return [("stacked", Recipe((Source(files[ALL]),)))]
-    simple, complex_, skills = files[KNOWLEDGE_SIMPLE], files[KNOWLEDGE_COMPLEX], files[SKILLS]
+        return [("stacked", Recipe((Source(files[ALL]),)))] if ALL in files else []
+    phases = [
+        ("knowledge (simple)", KNOWLEDGE_SIMPLE, ()),
+        ("knowledge (complex)", KNOWLEDGE_COMPLEX, (KNOWLEDGE_SIMPLE,)),
+        ("skills", SKILLS, (KNOWLEDGE_SIMPLE, KNOWLEDGE_COMPLEX)),
+    ]
     return [
-        ("knowledge (simple)", Recipe((Source(simple),))),
-        ("knowledge (complex)", Recipe((Source(complex_), Source(simple)))),
-        ("skills", Recipe((Source(skills), Source(simple), Source(complex_)))),
+        (name, Recipe(tuple(Source(files[role]) for role in (own, *replay) if role in files)))
+        for name, own, replay in phases
+        if own in files
     ]
