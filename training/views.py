@@ -221,13 +221,14 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @operator_required
 def dataset_train(request: HttpRequest, pk: int) -> HttpResponse:
-    """A job over the build's phases, on the default base model, with the trainer's default settings."""
+    """A job over the build's phases, on the default base model; on the embedded one, settings for a CPU."""
     dataset = get_object_or_404(Dataset, pk=pk)
+    base_model = request.POST.get("base_model") or settings.LABWEB_DEFAULT_BASE_MODEL
     try:
         job = job_services.job_create(
             name=f"{dataset} ({dataset.plan})",
-            base_model=request.POST.get("base_model") or settings.LABWEB_DEFAULT_BASE_MODEL,
-            phases=dataset_services.dataset_phases(dataset),
+            base_model=base_model,
+            phases=dataset_services.dataset_phases(dataset, base_model=base_model),
             plan=dataset.plan,
             user=request.user,
         )

