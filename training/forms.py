@@ -142,6 +142,9 @@ class PromptForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
         label="Ask the model",
         help_text="Answered by a training worker that loads this checkpoint (greedy decoding).",
+    )
+
+
 class DatasetForm(forms.Form):
     name = forms.CharField(max_length=200)
     plan = forms.ChoiceField(
