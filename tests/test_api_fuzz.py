@@ -48,6 +48,7 @@ PATH_OBJECT = {
     "samples": "sample",
     "training-jobs": "training_job",
     "checkpoints": "checkpoint",
+    "datasets": "dataset",
     "review/items": "sample",
     "review/bulk": "job",
 }

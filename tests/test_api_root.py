@@ -23,6 +23,7 @@ def test_api_root_lists_the_endpoints_of_every_app_and_each_link_answers(api):
         "training-jobs",
         "checkpoints",
         "training-uploads",
+        "datasets",
         "review/items",
         "review/stats",
         "review/agreement",

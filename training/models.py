@@ -171,8 +171,6 @@ class Dataset(jobs.Job):
         pass
 
     def __str__(self) -> str:
-        return self.prompt[:80]
-
         return self.name or f"Dataset {self.pk}"
 
 
