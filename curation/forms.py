@@ -142,7 +142,8 @@ class SnapshotForm(forms.Form):
 
 
 class ImportForm(forms.Form):
-    """One of the import page's sources with what to do with it; the services decide whether it may be read."""
+    """One of the import page's sources with what to do with it; the services decide whether it may be read.
+    Each subclass says what its source is (`source() -> ImportSource`)."""
 
     kind = ""
     prune = forms.BooleanField(required=False, label="Delete the leaves that the source does not hold (prune)")
@@ -154,9 +155,6 @@ class ImportForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("auto_id", f"id_{self.kind}_%s")
         super().__init__(*args, **kwargs)
-
-    def source(self) -> ImportSource:
-        raise NotImplementedError
 
 
 class ImportArchiveForm(ImportForm):

@@ -8,6 +8,7 @@ what a round asks (`skills.py`, `knowledge.py`).
 """
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -67,7 +68,7 @@ def context_block(context: str | None) -> str:
     return f"\nContext:\n{context}\n" if context else ""
 
 
-class UnitRunner:
+class UnitRunner(ABC):
     """What every pipeline's unit does; a subclass says what one round asks (`_round`)."""
 
     def __init__(self, unit: Unit, teacher: CachedTeacher, config: PipelineConfig, emit: Emit):
@@ -118,9 +119,9 @@ class UnitRunner:
             self.result.kept += len(kept)
         return self.result
 
+    @abstractmethod
     async def _round(self, round_number: int) -> list[GeneratedSample | None]:
         """Every candidate of a round, in order: a sample, or None where a judge rejected it."""
-        raise NotImplementedError
 
     async def _gather(self, chains) -> list[GeneratedSample | None]:
         outcomes = await asyncio.gather(*chains, return_exceptions=True)
