@@ -8,6 +8,8 @@ mask, so no sample attends to another and none is padded.
 
 import hashlib
 import json
+import os
+import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +106,9 @@ class TokenizedData:
         return int(loss[1:].sum())
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp.npz")
+        # Each node's local main writes the same file (on a shared filesystem, side by side): a name of its own
+        # until the atomic rename, so that one node's rename never takes another's half-written file.
+        tmp = path.with_name(f"{path.stem}.{socket.gethostname()}-{os.getpid()}.partial.npz")
         np.savez(
             tmp,
             tokens=self.tokens,
