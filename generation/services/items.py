@@ -22,7 +22,7 @@ from generation.sdg.pipelines import (
     UnitRunner,
     unit_runner,
 )
-from generation.sdg.teachers import CachedTeacher, Completion, TeacherClient, TeacherError
+from generation.sdg.teachers import CachedTeacher, Completion, TeacherClient, TeacherError, call_share
 from generation.services.runs import run_fail, run_finish_if_done
 from generation.services.samples import samples_write
 from generation.services.teachers import TEACHER_FIELDS, teacher_client
@@ -178,6 +178,7 @@ def _progress(runner: UnitRunner, teacher: CachedTeacher) -> dict:
 async def _drive(runner: UnitRunner, teacher: CachedTeacher, store: _ItemStore, *, owner: str) -> UnitResult:
     """Run the unit, flushing its writes and renewing the lease every few seconds; stop when the lease is lost."""
     item = store.item
+    call_share.set(f"run:{item.run_id}")  # the teacher's slots are shared fairly between runs
     work = asyncio.ensure_future(runner.run())
     try:
         while True:

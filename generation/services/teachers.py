@@ -9,6 +9,7 @@ from django.db import transaction
 
 from generation.models import Teacher
 from generation.sdg.teachers import LocalTeacher, OpenAITeacher, RetryPolicy, TeacherError
+from generation.sdg.teachers.shared import budget_key, redis_budget
 from labweb.errors import ConflictError, LabError
 
 TEACHER_FIELDS = (
@@ -21,6 +22,7 @@ TEACHER_FIELDS = (
     "top_p",
     "max_tokens",
     "max_concurrency",
+    "replicas",
     "timeout_seconds",
     "context_tokens",
 )
@@ -54,7 +56,8 @@ def teacher_client(teacher: Teacher):
     if not teacher.base_url:
         raise TeacherError(f"The teacher {teacher.name} has no server URL.")
     retry = (settings.LABWEB_TEACHER_ATTEMPTS, settings.LABWEB_TEACHER_RETRY_DELAY)
-    key = (teacher.base_url, teacher.model, teacher.api_key, teacher.timeout_seconds, teacher.max_concurrency, retry)
+    endpoints = teacher.endpoints
+    key = (tuple(endpoints), teacher.model, teacher.api_key, teacher.timeout_seconds, retry, settings.REDIS_URL)
     with _CLIENTS_LOCK:
         # One client per configuration for the whole process: a new one costs ~25 ms of CPU (its SSL context),
         # more than the orchestration of a hundred calls; its HTTP client lives on the shared loop (sdg/loop.py).
@@ -66,9 +69,26 @@ def teacher_client(teacher: Teacher):
                 api_key=teacher.api_key,
                 timeout=teacher.timeout_seconds,
                 max_concurrency=teacher.max_concurrency,
+                replicas=endpoints[1:],
                 retry=RetryPolicy(attempts=retry[0], base_delay=retry[1]),
+                budget=teacher_budget(teacher),
             )
         return client
+
+
+def teacher_budget(teacher: Teacher):
+    """The teacher's slots, counted in Redis for every worker process and machine (or, with
+    LABWEB_TEACHER_BUDGET=process, in each process: the limit then holds per process)."""
+    if settings.LABWEB_TEACHER_BUDGET == "process":
+        return None  # OpenAITeacher's own per-process budget
+    urls = [url for url, _ in teacher.endpoints]
+    return redis_budget(
+        settings.REDIS_URL,
+        budget_key(teacher.model, urls),
+        [limit for _, limit in teacher.endpoints],
+        lease=settings.LABWEB_TEACHER_SLOT_LEASE_SECONDS,
+        renew=settings.LABWEB_TEACHER_SLOT_LEASE_SECONDS / 5,
+    )
 
 
 _CLIENTS: dict[tuple, OpenAITeacher] = {}
@@ -85,11 +105,61 @@ def _validate(fields: dict) -> None:
         raise LabError("Name the model.", field="model")
     if fields.get("max_concurrency") is not None and not 1 <= int(fields["max_concurrency"]) <= 1024:
         raise LabError("Max concurrency must be between 1 and 1024.", field="max_concurrency")
+    _validate_replicas(fields.get("replicas") or [], fields.get("base_url") or "")
     if fields.get("temperature") is not None and not 0 <= float(fields["temperature"]) <= 2:
         raise LabError("Temperature must be between 0 and 2.", field="temperature")
     for name, what in POSITIVE_FIELDS.items():
         if fields.get(name) is not None and not float(fields[name]) > 0:
             raise LabError(f"{what} must be more than 0.", field=name)
+
+
+MAX_REPLICAS = 64
+
+
+def _validate_replicas(replicas, base_url: str) -> None:
+    """Each replica is {"base_url": "http(s)://...", "max_concurrency": 1..1024}, every URL once."""
+    if not isinstance(replicas, list):
+        raise LabError("Replicas must be a list of {base_url, max_concurrency}.", field="replicas")
+    if len(replicas) > MAX_REPLICAS:
+        raise LabError(f"A teacher takes at most {MAX_REPLICAS} replicas.", field="replicas")
+    seen = {base_url.rstrip("/")}
+    for number, replica in enumerate(replicas, start=1):
+        where = f"Replica {number}"
+        if not isinstance(replica, dict) or set(replica) - {"base_url", "max_concurrency"}:
+            raise LabError(f"{where} must be {{base_url, max_concurrency}}.", field="replicas", line=number)
+        url = replica.get("base_url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 500:
+            raise LabError(
+                f"{where} needs a server URL starting with http:// or https://.", field="replicas", line=number
+            )
+        limit = replica.get("max_concurrency", 8)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1024:
+            raise LabError(f"{where}: max concurrency must be between 1 and 1024.", field="replicas", line=number)
+        if url.rstrip("/") in seen:
+            raise LabError(f"{where} repeats the server {url}.", field="replicas", line=number)
+        seen.add(url.rstrip("/"))
+        replica.setdefault("max_concurrency", limit)
+
+
+def replicas_parse(text: str) -> list[dict]:
+    """Replicas as a form takes them: one server a line, its URL then, optionally, its max concurrency."""
+    replicas = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+            raise LabError(
+                f"Line {number}: write a server URL, then optionally its max concurrency (a number).",
+                field="replicas",
+                line=number,
+            )
+        replicas.append({"base_url": parts[0], "max_concurrency": int(parts[1]) if len(parts) == 2 else 8})
+    return replicas
+
+
+def replicas_text(replicas: list[dict]) -> str:
+    return "\n".join(f"{replica['base_url']} {replica['max_concurrency']}" for replica in replicas or [])
 
 
 @transaction.atomic

@@ -14,24 +14,39 @@ from generation.sdg.teachers.base import (
     call_depth,
 )
 from generation.sdg.teachers.cache import CachedTeacher, cache_key
-from generation.sdg.teachers.limits import ConcurrencyLimit, shared_limit
+from generation.sdg.teachers.limits import (
+    Budget,
+    ConcurrencyLimit,
+    EndpointState,
+    ProcessBudget,
+    Slot,
+    call_share,
+    process_budget,
+    shared_limit,
+)
 from generation.sdg.teachers.local import LocalTeacher
 from generation.sdg.teachers.retry import RetryPolicy
 from generation.sdg.teachers.server import OpenAITeacher
 
 __all__ = [
+    "Budget",
     "CachedTeacher",
     "CallStats",
     "Completion",
     "ConcurrencyLimit",
+    "EndpointState",
     "LocalTeacher",
     "OpenAITeacher",
+    "ProcessBudget",
     "RetryPolicy",
     "Sampling",
     "Shape",
+    "Slot",
     "TeacherClient",
     "TeacherError",
     "cache_key",
     "call_depth",
+    "call_share",
+    "process_budget",
     "shared_limit",
 ]
