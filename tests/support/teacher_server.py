@@ -42,6 +42,7 @@ class TeacherScript:
         self.broken_json_every = 0  # every Nth request answers HTTP 200 with a body cut off mid-JSON
         self.nul_every = 0  # every Nth answer carries a NUL character (small local models emit them)
         self.unfaithful_every = 0  # about one faithfulness judgement in N answers "NO" (chosen by request hash)
+        self.down = False  # the server is gone: every connection is dropped without an answer
         self.hang_seconds = 30.0  # how long a hanging request hangs (cut short when the server stops)
         self.model = "scripted-teacher"
         self.lock = threading.Lock()
@@ -104,6 +105,12 @@ class TeacherServer:
         self.thread.start()
         return self
 
+    def go_down(self) -> None:
+        """What a replica that dies does: no new connection is taken, and open ones are dropped."""
+        self.script.down = True
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
     def __exit__(self, *exc):
         self.script.stopping.set()
         self.httpd.shutdown()
@@ -140,6 +147,9 @@ def _make_handler(script: TeacherScript):
         def do_POST(self):
             length = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(length) or b"{}")
+            if script.down:
+                self.close_connection = True
+                return
             with script.lock:
                 script.requests_sent.append(body)
                 script.requests += 1
