@@ -54,14 +54,21 @@ class Holder:
             asyncio.run_coroutine_threadsafe(take(), self.loop)
 
     def let_go(self, n: int = 1) -> None:
-        def release():
+        async def release():
             for _ in range(n):
                 self.budget.release(self.held.pop())
 
-        self.loop.call_soon_threadsafe(release)
+        asyncio.run_coroutine_threadsafe(release(), self.loop).result(5)
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        async def stop():
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+            await asyncio.sleep(0.01)
+            self.loop.stop()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop)
 
 
 @pytest.fixture

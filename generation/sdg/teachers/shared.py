@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
 
@@ -77,11 +78,11 @@ end
 if not any_up then for i = 1, n do up[i] = true end end
 local mine = {}
 for s, c in pairs(a.want) do if c > 0 then mine[s] = c end end
-local others = {}
+local others, before = {}, 0
 flat = redis.call('HGETALL', want)
 for k = 1, #flat, 2 do
   local p, s = string.match(flat[k], '^([^|]*)|(.*)$')
-  if p ~= me then others[#others + 1] = {p, s} end
+  if p ~= me then others[#others + 1] = {p, s} else before = before + tonumber(flat[k + 1]) end
 end
 local grants, blocked = {}, false
 while true do
@@ -101,7 +102,7 @@ while true do
   local mh = proc_held[me] or 0
   for _, o in ipairs(others) do
     local oh, op = share_held[o[2]] or 0, proc_held[o[1]] or 0
-    if oh < ph or (oh == ph and op < mh) then blocked = true break end
+    if oh < ph or (oh == ph and op + a.margin < mh) then blocked = true break end
   end
   if blocked then break end
   used[best] = used[best] + 1
@@ -116,15 +117,38 @@ end
 for _, f in ipairs(redis.call('HKEYS', want)) do
   if string.sub(f, 1, #me + 1) == me .. '|' then redis.call('HDEL', want, f) end
 end
-for s, c in pairs(mine) do redis.call('HSET', want, me .. '|' .. s, c) end
-if #others > 0 and (blocked or #a.release > 0 or #dead > 0) then redis.call('PUBLISH', channel, '1') end
+local after = 0
+for s, c in pairs(mine) do
+  redis.call('HSET', want, me .. '|' .. s, c)
+  after = after + c
+end
+-- Wake the others when a slot is left for them, or when this process starts waiting (so that one handing
+-- its slots on locally, believing nobody else waits, comes to share them).
+if (#others > 0 and (blocked or #a.release > 0 or #dead > 0)) or after > before then
+  redis.call('PUBLISH', channel, '1')
+end
 local states = {}
 for i = 1, n do
   local untilms = redis.call('HGET', down, tostring(i - 1))
   local fails = redis.call('HGET', down, tostring(i - 1) .. ':n')
   states[i] = {untilms and math.max(0, tonumber(untilms) - now) or 0, tonumber(fails or '0')}
 end
-return {grants, cjson.encode(states)}
+-- The shares this process may pass a freed slot on to its own next call without asking again: those that
+-- no other process's waiting call deserves more (by the order above).
+local keep = {}
+local mh = proc_held[me] or 0
+local candidates = {}
+for s, _ in pairs(share_held) do candidates[s] = true end
+for s, _ in pairs(a.want) do candidates[s] = true end
+for s, _ in pairs(candidates) do
+  local h, ok = share_held[s] or 0, true
+  for _, o in ipairs(others) do
+    local oh, op = share_held[o[2]] or 0, proc_held[o[1]] or 0
+    if (o[2] ~= s and oh < h - 1) or (o[2] == s and op + a.margin < mh) then ok = false break end
+  end
+  if ok then keep[#keep + 1] = s end
+end
+return {grants, cjson.encode(states), keep}
 """
 
 
@@ -161,6 +185,9 @@ class RedisBudget(Budget):
         self._holding = 0
         self._failures: list[int] = [0] * len(self.limits)  # as of the last sync, per endpoint
         self._synced_wants: dict[str, int] = {}
+        self._keep: set[str] = set()  # shares whose freed slots pass on locally (see the script's end)
+        self._poked = False
+        self._last_sync = 0.0
         self._start_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -178,6 +205,13 @@ class RedisBudget(Budget):
 
     def release(self, slot: Slot) -> None:
         with self._lock:
+            if slot.share in self._keep and not self._failures[slot.endpoint]:
+                # No other process waits with a better claim: the slot passes to this process's next call of
+                # the same run without asking Redis (the counts there stay the same).
+                waiter = self._waiters.pop(slot.share)
+                if waiter is not None:
+                    self._hand(waiter, slot)
+                    return
             self._releases[(slot.share, slot.endpoint)] += 1
             self._holding -= 1
         self._wake.set()
@@ -222,6 +256,7 @@ class RedisBudget(Budget):
                 pubsub.subscribe(self._keys[4])
                 while not self._stopped.is_set():
                     if pubsub.get_message(timeout=self.renew) is not None:
+                        self._poked = True
                         self._wake.set()
             except Exception:  # noqa: BLE001 - Redis went away: the pump's timer keeps things moving
                 self._stopped.wait(self.renew)
@@ -233,15 +268,18 @@ class RedisBudget(Budget):
             if self._stopped.is_set():
                 return
             with self._lock:
+                poked, self._poked = self._poked, False
+                due = (wants := self._waiters.counts()) or self._holding
+                due = due and time.monotonic() - self._last_sync >= self.renew * 0.8  # the lease, renewed
+                news = self._releases or self._failed or self._ok or wants != self._synced_wants
+                if not (news or due or (poked and wants)):
+                    continue  # a wake-up from another process is news only to one that waits
                 releases, self._releases = self._releases, Counter()
                 failed, self._failed = self._failed, []
                 ok, self._ok = self._ok, set()
-                wants = self._waiters.counts()
-                idle = not (releases or failed or ok or wants or self._holding) and wants == self._synced_wants
-            if idle:
-                continue
+                self._last_sync = time.monotonic()
             try:
-                grants, failures = self._call(releases, wants, failed, ok)
+                grants, failures, keep = self._call(releases, wants, failed, ok)
             except Exception as error:  # noqa: BLE001 - no Redis: the waiting calls fail, to be retried
                 logger.warning("The teacher budget %s cannot sync: %s", self.key, error)
                 with self._lock:
@@ -254,6 +292,7 @@ class RedisBudget(Budget):
             with self._lock:
                 self._synced_wants = wants
                 self._failures = failures
+                self._keep = keep
                 for share, index in grants:
                     waiter = self._waiters.pop(share)
                     if waiter is None:  # it was cancelled meanwhile
@@ -263,7 +302,7 @@ class RedisBudget(Budget):
                         self._holding += 1
                         self._hand(waiter, Slot(index, share))
 
-    def _call(self, releases: Counter, wants: dict, failed: list, ok: set) -> tuple[list, list[int]]:
+    def _call(self, releases: Counter, wants: dict, failed: list, ok: set) -> tuple[list, list[int], set[str]]:
         args = {
             "proc": self.proc,
             "lease": int(self.lease * 1000),
@@ -274,10 +313,15 @@ class RedisBudget(Budget):
             "ok": sorted(ok),
             "backoff": int(self.backoff.base * 1000),
             "backoff_max": int(self.backoff.max * 1000),
+            # Between processes of one run, slots move only past this imbalance: a slot passed back and forth
+            # costs each side a sync.
+            "margin": max(1, sum(self.limits) // 16),
         }
-        flat, states = self._sync(keys=self._keys, args=[json.dumps(args)])
+        flat, states, keep = self._sync(keys=self._keys, args=[json.dumps(args)])
         shares = [share.decode() if isinstance(share, bytes) else share for share in flat[0::2]]
-        return list(zip(shares, map(int, flat[1::2]), strict=True)), [int(n) for _, n in json.loads(states)]
+        grants = list(zip(shares, map(int, flat[1::2]), strict=True))
+        keep = {share.decode() if isinstance(share, bytes) else share for share in keep}
+        return grants, [int(n) for _, n in json.loads(states)], keep
 
     def _fail_waiters(self, message: str) -> None:
         for share in list(self._waiters.counts()):
