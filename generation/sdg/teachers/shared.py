@@ -176,7 +176,7 @@ class RedisBudget(Budget):
         self.client, self.key = client, key
         self.lease, self.renew = lease, renew
         self.backoff = backoff or Backoff()
-        self.proc = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.proc = _process_name()
         self._keys = [f"{key}:{name}" for name in ("exp", "held", "want", "down", "wake")]
         self._sync = client.register_script(_SYNC)
         self._releases: Counter = Counter()
@@ -241,6 +241,8 @@ class RedisBudget(Budget):
         with self._start_lock:
             if self._pid == os.getpid() and all(thread.is_alive() for thread in self._threads):
                 return
+            if self._pid is not None:  # a forked child (a prefork pool): a process of its own in Redis
+                self.proc = _process_name()
             self._pid = os.getpid()
             self._threads = [
                 threading.Thread(target=self._pump, name="labweb-budget-pump", daemon=True),
@@ -330,6 +332,10 @@ class RedisBudget(Budget):
 
     def states(self) -> list[EndpointState]:
         return budget_states(self.client, self.key, self.limits)
+
+
+def _process_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _fail(future, error: Exception) -> None:
