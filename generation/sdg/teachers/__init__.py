@@ -16,6 +16,7 @@ from generation.sdg.teachers.base import (
 from generation.sdg.teachers.cache import CachedTeacher, cache_key
 from generation.sdg.teachers.limits import ConcurrencyLimit, shared_limit
 from generation.sdg.teachers.local import LocalTeacher
+from generation.sdg.teachers.probe import probe
 from generation.sdg.teachers.retry import RetryPolicy
 from generation.sdg.teachers.server import OpenAITeacher
 
@@ -33,5 +34,6 @@ __all__ = [
     "TeacherError",
     "cache_key",
     "call_depth",
+    "probe",
     "shared_limit",
 ]

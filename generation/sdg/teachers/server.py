@@ -80,13 +80,13 @@ class OpenAITeacher:
                         stats.seconds += time.perf_counter() - started
             except openai.APITimeoutError:
                 last = TeacherError(
-                    f"The teacher at {self.base_url} did not answer within {self.timeout:g} s.", retryable=True
+                    f"The teacher at {self.base_url} did not answer within {self.timeout:g} s.", unreachable=True
                 )
             except openai.APIConnectionError as exc:
                 last = TeacherError(
                     f"Cannot reach the teacher at {self.base_url}: {exc.__cause__ or exc}. Check the "
                     "teacher's URL, or that its server is running.",
-                    retryable=True,
+                    unreachable=True,
                 )
             except openai.APIStatusError as exc:
                 retryable = exc.status_code == 429 or exc.status_code >= 500
