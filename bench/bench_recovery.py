@@ -7,13 +7,14 @@ The demo taxonomy, scope all, against tests/support/teacher_server.py (a fixed l
 through real Celery workers: one generation worker (`-P threads -c C`) and one periodic worker running beat
 (the reaper), as scripts/run starts them, with the settings' defaults (lease, reaper period). In the same run:
   baseline  the run with no kill;
-  kills     the same run (a fresh sampling seed), its generation worker killed with SIGKILL `--kills` times at
-            even shares of the baseline's wall time, each time a new one started at once.
+  kills     the same run (a fresh sampling seed), its generation worker killed with SIGKILL `--kills` times,
+            each time a new one started at once, which is killed in its turn after working 1/(kills+1) of the
+            baseline's wall time.
 extra s per kill = (kills wall - baseline wall - restart time of the new workers) / kills: the time a dead
 worker's items stall beyond starting its replacement (the issue's target: 15 s at most). restart = from the
 kill until the new worker says it is ready. re-asked = teacher requests whose exact body (model, messages,
-seed) had been sent before, per kill, beside the requests the server held in flight at each kill (the floor:
-those answers never reached the worker).
+seed) had been sent before, per kill, beside the requests in flight at each kill (held by the server, or
+still on their way to it): the floor, since those answers never reached the worker.
 """
 
 import argparse
@@ -71,14 +72,21 @@ def measure(args, database: str, server, teacher, user, kills: int, logs: Path) 
         worker = start(0)
         run = run_create(teacher=teacher, user=user, samples_per_leaf=args.samples)
         _wait(lambda: GenerationRun.objects.filter(pk=run.pk, started_at__isnull=False).exists(), 60, "the start")
-        started = time.monotonic()
+        begun = time.monotonic()
         for n in range(1, kills + 1):
-            time.sleep(max(0.0, started + args.baseline * n / (kills + 1) - time.monotonic()))
+            # Each worker, the first or a replacement, works a share of the baseline's wall time before its kill.
+            time.sleep(args.baseline / (kills + 1))
+            states = dict(Counter(run.items.values_list("state", flat=True)))
+            print(f"kill {n} after {time.monotonic() - begun:.1f} s: work items {states}", flush=True)
             with script.lock:
-                in_flight.append(script.in_flight)
+                held, arrived = script.in_flight, script.requests
             os.killpg(worker.process.pid, signal.SIGKILL)
             killed = time.monotonic()
             worker.process.wait()
+            time.sleep(0.2)  # what the dead process had written to its sockets reaches the server
+            with script.lock:
+                # In flight: what the server held, and what it read from the dead process's sockets after.
+                in_flight.append(held + script.requests - arrived)
             worker = start(n)
             restarts.append(time.monotonic() - killed)
         _wait(
@@ -125,7 +133,9 @@ def main() -> None:
         redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
         user = User.objects.create_user("bench")
         taxonomy_import(source=ImportSource.directory(DEMO), user=user, from_shell=True)
-        with TeacherServer() as server, tempfile.TemporaryDirectory() as logs:
+        logs = tempfile.mkdtemp(prefix="bench-recovery-")
+        print("worker logs in", logs)
+        with TeacherServer() as server:
             server.script.latency = args.latency
             teacher = teacher_create(
                 user=user, name="scripted", base_url=server.url, model="scripted-teacher",

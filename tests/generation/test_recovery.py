@@ -10,6 +10,8 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.db.models import Sum
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -233,6 +235,12 @@ def test_items_that_keep_failing_end_the_run_done_with_failed_items_and_retry_fa
             levels = list(item.events.order_by("pk").values_list("level", flat=True))
             assert levels == [RunEvent.Level.WARNING, RunEvent.Level.ERROR]
         assert not run.items.filter(leaf_path=ARITHMETIC).exclude(state=State.DONE).exists()
+
+        # The run page says so, and offers to retry them.
+        browser = Client()
+        browser.force_login(operator)
+        page = browser.get(reverse("generation:run_detail", args=[run.pk])).content.decode()
+        assert f"done with {len(failed)} failed item" in page and 'id="retry-failed"' in page
 
         script.fail_matching = ""
         api = APIClient()

@@ -133,6 +133,12 @@ def _make_handler(script: TeacherScript):
         def log_message(self, *args):
             pass
 
+        def handle(self):
+            try:
+                super().handle()
+            except (ConnectionResetError, BrokenPipeError):
+                pass  # the client went away between requests (a killed worker)
+
         counted = False  # whether this request is still in script.in_flight
 
         def _done(self) -> None:
