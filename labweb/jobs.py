@@ -167,6 +167,7 @@ def start_lease_keeper(interval: float | None = None) -> None:
             return
         _keeper_pid = os.getpid()
     every = interval or settings.LABWEB_WORK_LEASE_SECONDS / 4
+    logger.info("Renewing the leases this process holds every %g s", every)
     threading.Thread(target=_keep_leases, args=(every,), name="labweb-lease-keeper", daemon=True).start()
 
 

@@ -201,9 +201,11 @@ async def _drive(runner: UnitRunner, teacher: CachedTeacher, store: _ItemStore, 
     finally:
         if not work.done():
             work.cancel()
-        # What came before the item stopped, however it stopped, is kept for whoever runs it next.
-        with contextlib.suppress(Exception):
-            await store.flush()
+        # What came before the item stopped, however it stopped, is kept for whoever runs it next (unless its
+        # worker thread is stopping: then nobody is left to do the write).
+        if not asyncio.current_task().cancelling():
+            with contextlib.suppress(Exception):
+                await store.flush()
 
 
 def _run_unit(item: WorkItem, owner: str, client: TeacherClient) -> str:
@@ -229,12 +231,11 @@ def _kept(item: WorkItem) -> Coalesce:
     return Coalesce(Subquery(count[:1]), 0)
 
 
-def _item_hand_back(item: WorkItem, owner: str, progress: dict, *, state: str | None = None) -> None:
+def _item_hand_back(item: WorkItem, owner: str, progress: dict) -> None:
     """The run was cancelled or paused (or another worker took the item over): hand the item back, keep its
     samples. A paused run's item waits, pending, for the resume; a cancelled run's is cancelled."""
-    if state is None:
-        paused = GenerationRun.objects.filter(pk=item.run_id, status=GenerationRun.Status.PAUSED).exists()
-        state = WorkItem.State.PENDING if paused else WorkItem.State.CANCELLED
+    paused = GenerationRun.objects.filter(pk=item.run_id, status=GenerationRun.Status.PAUSED).exists()
+    state = WorkItem.State.PENDING if paused else WorkItem.State.CANCELLED
     WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(
         state=state, queued_at=None, lease_owner="", lease_until=None, kept=_kept(item), **progress
     )
@@ -255,8 +256,8 @@ def _item_error(item: WorkItem, owner: str, progress: dict, error: Exception) ->
     """What stops an item decides what comes next: a teacher out of reach pauses the run (the item waits for the
     resume), a failure that may pass is tried again after a delay, and anything else fails the item."""
     if isinstance(error, TeacherError) and error.unreachable:
-        _item_hand_back(item, owner, progress, state=WorkItem.State.PENDING)
         run_pause(run_id=item.run_id, message=error.message)
+        _item_hand_back(item, owner, progress)  # pending for the resume (cancelled if the run was, meanwhile)
         return "paused"
     if isinstance(error, LabError):
         message = error.message
