@@ -75,9 +75,26 @@ class Teacher(models.Model):
         }
 
 
+class RunStatus(models.TextChoices):
+    """The statuses every job has (labweb.jobs.Status), and two of a run's own."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    # The teacher could not be reached: stopped with its error, to be resumed once it is back.
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    # Done, but some work items failed after their retries ("retry failed items" tries them again).
+    PARTIAL = "partial", "Done with failed items"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 class GenerationRun(jobs.Job):
     """A run of the pipelines over leaves of the taxonomy; its units of work are WorkItems. The job lifecycle
-    (status, error, who and when) is the one every kind of job shares (labweb.jobs)."""
+    (status, error, who and when) is the one every kind of job shares (labweb.jobs), with two statuses more."""
+
+    Status = RunStatus
+    FINISHED = (*jobs.FINISHED, RunStatus.PARTIAL)
 
     class Scope(models.TextChoices):
         ALL = "all", "Whole taxonomy"
@@ -92,6 +109,7 @@ class GenerationRun(jobs.Job):
     samples_per_leaf = models.PositiveIntegerField(default=30)
     config = models.JSONField(default=dict, help_text="Pipeline configuration (PipelineConfig)")
     prompt_versions = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
 
     class Meta(jobs.Job.Meta):
         pass
@@ -124,6 +142,8 @@ class WorkItem(jobs.Leased):
     queued_at = models.DateTimeField(
         null=True, blank=True, help_text="When its task was sent; empty while no task is on its way to it"
     )
+    failures = models.PositiveIntegerField(default=0, help_text="Attempts that failed since the last manual retry")
+    retry_at = models.DateTimeField(null=True, blank=True, help_text="A failed item is tried again from then on")
     kept = models.PositiveIntegerField(default=0)
     counts = models.JSONField(default=dict)
     stats = models.JSONField(default=dict)

@@ -109,8 +109,14 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     @extend_schema(request=None, responses={200: s.RunDetailSerializer})
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, pk=None) -> Response:
-        """Queue again what is not done (cancelled, failed, abandoned work items). Done work stays."""
+        """Queue again what is not done (paused, cancelled, failed, abandoned work items). Done work stays."""
         return self._command(run_services.run_resume)
+
+    @extend_schema(request=None, responses={200: s.RunDetailSerializer})
+    @action(detail=True, methods=["post"], url_path="retry-failed")
+    def retry_failed(self, request: Request, pk=None) -> Response:
+        """Try a finished run's failed work items again (each with its full count of retries); 409 when none failed."""
+        return self._command(run_services.run_retry_failed)
 
     @extend_schema(
         parameters=[OpenApiParameter("level", str, enum=RunEvent.Level.values, description="Only this level")],

@@ -1,4 +1,4 @@
-"""Generation runs: the list, the start form, the live monitor, cancel and resume."""
+"""Generation runs: the list, the start form, the live monitor, cancel, resume and retry of failed items."""
 
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -103,6 +103,7 @@ def monitor_context(run: GenerationRun) -> dict:
         "events": selectors.run_events(run),
         "can_cancel": run.is_active,
         "can_resume": run_services.run_resume_refusal(run=run) is None,
+        "can_retry_failed": not run.is_active and progress.states.get("failed", 0) > 0,
     }
 
 
@@ -157,3 +158,9 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @operator_required
 def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
     return _command(request, pk, run_services.run_resume, "{run} resumed.")
+
+
+@require_POST
+@operator_required
+def run_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
+    return _command(request, pk, run_services.run_retry_failed, "{run}: its failed work items are queued again.")

@@ -25,6 +25,7 @@ from generation.sdg.teachers.limits import (
     shared_limit,
 )
 from generation.sdg.teachers.local import LocalTeacher
+from generation.sdg.teachers.probe import probe
 from generation.sdg.teachers.retry import RetryPolicy
 from generation.sdg.teachers.server import OpenAITeacher
 
@@ -48,5 +49,6 @@ __all__ = [
     "call_depth",
     "call_share",
     "process_budget",
+    "probe",
     "shared_limit",
 ]

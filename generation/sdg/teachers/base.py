@@ -39,12 +39,14 @@ class Completion:
 
 
 class TeacherError(LabError):
-    """The teacher failed; `retryable` when waiting and asking again may help (429, 5xx, timeouts)."""
+    """The teacher failed; `retryable` when waiting and asking again may help (429, 5xx, timeouts);
+    `unreachable` when no answer came at all (no connection, or none within the timeout)."""
 
-    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None):
+    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None, unreachable: bool = False):
         super().__init__(message, field="teacher")
-        self.retryable = retryable
+        self.retryable = retryable or unreachable
         self.http_status = status
+        self.unreachable = unreachable
 
 
 class TeacherClient(Protocol):

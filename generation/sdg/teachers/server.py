@@ -95,13 +95,13 @@ class OpenAITeacher:
                 last = exc
             except openai.APITimeoutError:
                 down = True
-                last = TeacherError(f"The teacher at {url} did not answer within {self.timeout:g} s.", retryable=True)
+                last = TeacherError(f"The teacher at {url} did not answer within {self.timeout:g} s.", unreachable=True)
             except openai.APIConnectionError as exc:
                 down = True
                 last = TeacherError(
                     f"Cannot reach the teacher at {url}: {exc.__cause__ or exc}. Check the "
                     "teacher's URL, or that its server is running.",
-                    retryable=True,
+                    unreachable=True,
                 )
             except openai.APIStatusError as exc:
                 retryable = exc.status_code == 429 or exc.status_code >= 500
