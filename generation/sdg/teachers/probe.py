@@ -32,9 +32,7 @@ def probe(client, *, timeout: float = PROBE_TIMEOUT) -> None:
 def _probe_server(base_url: str, api_key: str, timeout: float) -> None:
     import openai
 
-    api = openai.OpenAI(
-        base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=0
-    )
+    api = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=0)
     try:
         api.models.list()
     except openai.APITimeoutError:
