@@ -308,7 +308,9 @@ def test_an_edit_then_its_revert_leaves_diff_and_export_as_imported(corpus, cura
             assert response.status_code == 200, response.content
         created_by = Leaf.objects.get(path=folder).created_by
         for revision, value in ((leaf["revision"] + 2, "someone else"), (leaf["revision"] + 3, created_by)):
-            response = api.patch(f"/api/leaves/{leaf['id']}/", {"created_by": value, "revision": revision}, format="json")
+            response = api.patch(
+                f"/api/leaves/{leaf['id']}/", {"created_by": value, "revision": revision}, format="json"
+            )
             assert response.status_code == 200, response.content
         assert Leaf.objects.get(path=folder).revision == leaf["revision"] + 4
     diff = api.get("/api/diff/").json()
