@@ -115,13 +115,19 @@ def test_gzip_cut_short_is_refused(seeded):
     _refused(_post(seeded, whole[:-8]), "damaged or cut short")
 
 
-@pytest.mark.parametrize("compress", [bz2.compress, lzma.compress], ids=["bzip2", "xz"])
-def test_bzip2_and_xz_archives_import_and_cut_short_are_refused(seeded, compress):
+@pytest.mark.parametrize("compress, suffix", [(bz2.compress, ".tar.bz2"), (lzma.compress, ".tar.xz")])
+def test_bzip2_and_xz_archives_import_and_cut_short_are_refused(seeded, tmp_path, compress, suffix):
     data = compress(_tar_bytes([*BASE, (TARGET, POEMS)], mode="w"))
-    _refused(_post(seeded, data[:-10], "taxonomy.tar"), "damaged or cut short")
-    response = _post(seeded, data, "taxonomy.tar")
+    _refused(_post(seeded, data[:-10], f"taxonomy{suffix}"), "damaged or cut short")
+    (tmp_path / f"cut{suffix}").write_bytes(data[:-10])
+    with pytest.raises(CommandError, match="damaged or cut short"):
+        call_command("taxonomy_import", str(tmp_path / f"cut{suffix}"), "--prune")
+    assert Leaf.objects.count() == 5
+    response = _post(seeded, data, f"taxonomy{suffix}")
     assert response.status_code == 201 and response.json()["created"] == 1, response.json()
-    assert Leaf.objects.count() == 6
+    (tmp_path / f"whole{suffix}").write_bytes(data)
+    call_command("taxonomy_import", str(tmp_path / f"whole{suffix}"), "--prune")
+    assert Leaf.objects.count() == 6 and TaxonomyImport.objects.first().unchanged == 6
 
 
 def test_a_zip_that_holds_no_files_is_refused(seeded):

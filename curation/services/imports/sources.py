@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied
 from curation.taxonomy.source import Limits, TaxonomyRead, read_archive, read_directory, read_git
 from labweb.errors import LabError
 
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 SERVER_PATH_REFUSAL = "Importing from a path on the server (a folder or git repository) needs a staff account."
 
 
@@ -66,7 +66,9 @@ class ImportSource:
             if ref or working_tree:
                 raise LabError("--ref and --working-tree apply to a git repository, not to an archive.")
             if not found.name.lower().endswith(ARCHIVE_SUFFIXES):
-                raise LabError(f'"{found}" is not a .tar.gz, .tgz, .tar or .zip archive.', path=str(found))
+                raise LabError(
+                    f'"{found}" is not a .tar.gz, .tgz, .tar, .tar.bz2, .tar.xz or .zip archive.', path=str(found)
+                )
             return cls.archive_file(found)
         if ref and working_tree:
             raise LabError("Give either --ref (a commit) or --working-tree (the files on disk), not both.")
