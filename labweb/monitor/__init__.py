@@ -51,9 +51,9 @@ class JobKind:
         return self.retry is not None
 
     def active(self, limit: int) -> list[Job]:
-        # Running first, then the queue in the order it will be taken.
+        # Running first ("running" sorts after "queued"), then the queue in the order it will be taken.
         rows = self.model.objects.filter(status__in=ACTIVE).select_related(*self.related)
-        return list(rows.order_by("status", "created_at", "id")[:limit])
+        return list(rows.order_by("-status", "created_at", "id")[:limit])
 
     def failures(self, limit: int) -> list[Job]:
         rows = self.model.objects.filter(status=Status.FAILED).select_related(*self.related)
