@@ -1,8 +1,6 @@
 """Generation runs on the operators' dashboard (registered in GenerationConfig.ready())."""
 
 from django.db.models import Count, Q, Sum
-from django.urls import reverse
-
 from labweb.monitor import JobKind, Progress
 
 
@@ -43,7 +41,7 @@ def job_kind() -> JobKind:
         label="Generation runs",
         model=GenerationRun,
         queue="generation",
-        url=lambda run: reverse("generation:run_detail", args=[run.pk]),
+        url_name="generation:run_detail",
         progress=run_progress,
         cancel=_cancel,
         retry=_retry,

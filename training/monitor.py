@@ -1,7 +1,5 @@
 """Dataset builds and training jobs on the operators' dashboard (registered in TrainingConfig.ready())."""
 
-from django.urls import reverse
-
 from labweb.monitor import JobKind, Progress
 
 
@@ -47,7 +45,7 @@ def job_kinds() -> list[JobKind]:
             label="Dataset builds",
             model=Dataset,
             queue="default",
-            url=lambda dataset: reverse("training:dataset_detail", args=[dataset.pk]),
+            url_name="training:dataset_detail",
             progress=dataset_progress,
         ),
         JobKind(
@@ -55,7 +53,7 @@ def job_kinds() -> list[JobKind]:
             label="Training jobs",
             model=TrainingJob,
             queue="training",
-            url=lambda job: reverse("training:job_detail", args=[job.pk]),
+            url_name="training:job_detail",
             progress=job_progress,
             cancel=_cancel,
             retry=_retry,

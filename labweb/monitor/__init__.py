@@ -35,7 +35,7 @@ class JobKind:
     label: str  # "Generation runs"
     model: type[Job]
     queue: str  # the Celery queue its work runs on
-    url: Callable[[Job], str]
+    url_name: str  # the job's page: a URL name whose one argument is the job's pk
     progress: Callable[[list[Job]], dict[int, Progress]] = field(default=lambda jobs: {})
     cancel: Callable[..., object] | None = None
     retry: Callable[..., object] | None = None
