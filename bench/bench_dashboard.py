@@ -64,7 +64,9 @@ def load(total: int) -> dict[str, int]:
         teacher = Teacher.objects.create(name="bench", base_url="http://127.0.0.1:9/v1", model="m")
         made = GenerationRun.objects.bulk_create(
             [
-                GenerationRun(teacher=teacher, teacher_config={}, created_by=user, status=(s := status(i)), **times(i, s))
+                GenerationRun(
+                    teacher=teacher, teacher_config={}, created_by=user, status=(s := status(i)), **times(i, s)
+                )
                 for i in range(runs)
             ],
             batch_size=2000,
@@ -72,8 +74,15 @@ def load(total: int) -> dict[str, int]:
         WorkItem.objects.bulk_create(
             [
                 WorkItem(
-                    run=run, leaf_path=f"compositional_skills/leaf_{n}", leaf_hash="x", kind="skills", unit=f"seed {n}",
-                    spec={}, target=5, state="done" if run.status == "succeeded" or n == 0 else "pending", kept=5,
+                    run=run,
+                    leaf_path=f"compositional_skills/leaf_{n}",
+                    leaf_hash="x",
+                    kind="skills",
+                    unit=f"seed {n}",
+                    spec={},
+                    target=5,
+                    state="done" if run.status == "succeeded" or n == 0 else "pending",
+                    kept=5,
                 )  # fmt: skip
                 for run in made
                 for n in range(2)
@@ -82,16 +91,30 @@ def load(total: int) -> dict[str, int]:
         )
         jobs = TrainingJob.objects.bulk_create(
             [
-                TrainingJob(name=f"job {i}", base_model="base", output_dir=f"/tmp/job-{i}", created_by=user,
-                            status=(s := status(i)), **times(i, s))  # fmt: skip
+                TrainingJob(
+                    name=f"job {i}",
+                    base_model="base",
+                    output_dir=f"/tmp/job-{i}",
+                    created_by=user,
+                    status=(s := status(i)),
+                    **times(i, s),
+                )  # fmt: skip
                 for i in range(training)
             ],
             batch_size=2000,
         )
         TrainingPhase.objects.bulk_create(
             [
-                TrainingPhase(job=job, order=n, name=f"phase {n}", recipe="", config={}, status=job.status,
-                              step=12 * n, total_steps=36)  # fmt: skip
+                TrainingPhase(
+                    job=job,
+                    order=n,
+                    name=f"phase {n}",
+                    recipe="",
+                    config={},
+                    status=job.status,
+                    step=12 * n,
+                    total_steps=36,
+                )  # fmt: skip
                 for job in jobs
                 for n in range(2)
             ],
@@ -99,8 +122,14 @@ def load(total: int) -> dict[str, int]:
         )
         Dataset.objects.bulk_create(
             [
-                Dataset(name=f"build {i}", system_prompt="s", tokenizer="t", created_by=user, status=(s := status(i)),
-                        **times(i, s))  # fmt: skip
+                Dataset(
+                    name=f"build {i}",
+                    system_prompt="s",
+                    tokenizer="t",
+                    created_by=user,
+                    status=(s := status(i)),
+                    **times(i, s),
+                )  # fmt: skip
                 for i in range(datasets)
             ],
             batch_size=2000,
@@ -123,7 +152,6 @@ def main() -> None:
         from django.contrib.auth.models import Group, User
         from django.core.cache import cache
         from django.test import Client
-
         from django.test.utils import teardown_test_environment
 
         from labweb.monitor import checks
@@ -161,21 +189,31 @@ def main() -> None:
         ready = timings_ms(lambda: client.get("/readyz"), requests=args.requests)
         load_average = os.getloadavg()[0]
 
-        print(f"\nms: fastest / median / p95 of {args.requests}; load average {load_average:.1f} on {os.cpu_count()} cores")
+        print(
+            f"\nms: fastest / median / p95 of {args.requests}; "
+            f"load average {load_average:.1f} on {os.cpu_count()} cores"
+        )
         print(f"{'request':<40} {'empty':>20} {f'{args.jobs:,} jobs':>20} {'p50 vs empty':>13}  target p95 < 100")
         for name, label in (("page", "dashboard page (GET /operations/)"), ("live", "its live partial (htmx poll)")):
             e, f = empty[name], full[name]
             verdict = "met" if percentile(f, 0.95) < 100 else "MISSED"
             print(
-                f"{label:<40} {e[0]:>6.1f} {percentile(e, .5):>6.1f} {percentile(e, .95):>6.1f} "
-                f"{f[0]:>6.1f} {percentile(f, .5):>6.1f} {percentile(f, .95):>6.1f} "
-                f"{percentile(f, .5) / percentile(e, .5):>12.2f}x  {verdict}"
+                f"{label:<40} {e[0]:>6.1f} {percentile(e, 0.5):>6.1f} {percentile(e, 0.95):>6.1f} "
+                f"{f[0]:>6.1f} {percentile(f, 0.5):>6.1f} {percentile(f, 0.95):>6.1f} "
+                f"{percentile(f, 0.5) / percentile(e, 0.5):>12.2f}x  {verdict}"
             )
-        print(f"dashboard page with {args.jobs:,} jobs, CPU time of this process a request: {cpu_ms:.1f} ms "
-              "(what a request costs the web process whatever the machine's load; the database's share is apart)")
-        print(f"{'/readyz, workers cached':<40} {'':>20} {ready[0]:>6.1f} {percentile(ready, .5):>6.1f} {percentile(ready, .95):>6.1f}")
-        print(f"the inspection ({len(found.workers)} workers answering): {broadcast_ms:.0f} ms "
-              f"(timeout {settings.LABWEB_MONITOR_TIMEOUT} s), once per cache period")
+        print(
+            f"dashboard page with {args.jobs:,} jobs, CPU time of this process a request: {cpu_ms:.1f} ms "
+            "(what a request costs the web process whatever the machine's load; the database's share is apart)"
+        )
+        print(
+            f"{'/readyz, workers cached':<40} {'':>20} "
+            f"{ready[0]:>6.1f} {percentile(ready, 0.5):>6.1f} {percentile(ready, 0.95):>6.1f}"
+        )
+        print(
+            f"the inspection ({len(found.workers)} workers answering): {broadcast_ms:.0f} ms "
+            f"(timeout {settings.LABWEB_MONITOR_TIMEOUT} s), once per cache period"
+        )
 
 
 if __name__ == "__main__":

@@ -110,10 +110,10 @@ def main() -> None:
         with connection.cursor() as cursor:
             # Half knowledge; a third of those long enough to be "complex" (past 80 words).
             cursor.execute("UPDATE generation_sample SET kind = 'knowledge' WHERE id % 2 = 0")
+            cursor.execute("UPDATE generation_sample SET response = repeat(response || ' ', 3) WHERE id % 6 = 0")
             cursor.execute(
-                "UPDATE generation_sample SET response = repeat(response || ' ', 3) WHERE id % 6 = 0"
+                "UPDATE review_reviewitem r SET kind = s.kind FROM generation_sample s WHERE s.id = r.sample_id"
             )
-            cursor.execute("UPDATE review_reviewitem r SET kind = s.kind FROM generation_sample s WHERE s.id = r.sample_id")
     connection.close()
 
     context = multiprocessing.get_context("spawn")
@@ -128,12 +128,16 @@ def main() -> None:
             results[size] = queue.get()
             process.join()
         with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM training_datasetsample; DELETE FROM training_datasetfile; DELETE FROM training_dataset")
+            cursor.execute(
+                "DELETE FROM training_datasetsample; DELETE FROM training_datasetfile; DELETE FROM training_dataset"
+            )
         print(f"  {size:,}: {results[size]}", flush=True)
 
     base = results[sizes[0]]
-    print(f"\n{'approved samples':>17} {'seconds':>8} {'samples/s':>9} {'before MB':>9} {'peak MB':>8} "
-          f"{'growth MB':>9} {'growth vs ' + format(sizes[0], ','):>16}")
+    print(
+        f"\n{'approved samples':>17} {'seconds':>8} {'samples/s':>9} {'before MB':>9} {'peak MB':>8} "
+        f"{'growth MB':>9} {'growth vs ' + format(sizes[0], ','):>16}"
+    )
     for size, r in results.items():
         print(
             f"{size:>17,} {r['seconds']:>8.1f} {r['samples'] / r['seconds']:>9,.0f} {r['baseline_mb']:>9.1f} "

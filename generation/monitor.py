@@ -1,6 +1,7 @@
 """Generation runs on the operators' dashboard (registered in GenerationConfig.ready())."""
 
 from django.db.models import Count, Q, Sum
+
 from labweb.monitor import JobKind, Progress
 
 

@@ -12,7 +12,6 @@ from tests import test_api_roles
 from tests.support.worker import Worker, worker_env
 from training.models import TrainingJob
 
-
 world = test_api_roles.world  # a queued run, a running training job and a stopped one
 
 

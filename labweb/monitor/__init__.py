@@ -86,4 +86,3 @@ def queues() -> list[str]:
     found |= {route["queue"] for route in settings.CELERY_TASK_ROUTES.values() if "queue" in route}
     found |= {kind.queue for kind in _KINDS.values()}
     return sorted(found)
-

@@ -58,7 +58,9 @@ def database() -> str:
 
 def broker() -> str:
     client = redis.Redis.from_url(
-        settings.REDIS_URL, socket_timeout=settings.LABWEB_MONITOR_TIMEOUT, socket_connect_timeout=settings.LABWEB_MONITOR_TIMEOUT
+        settings.REDIS_URL,
+        socket_timeout=settings.LABWEB_MONITOR_TIMEOUT,
+        socket_connect_timeout=settings.LABWEB_MONITOR_TIMEOUT,
     )
     try:
         client.ping()

@@ -292,4 +292,6 @@ def test_the_embedded_gguf_model_saves_as_a_checkpoint_that_loads(tmp_path):
     model.save_pretrained(tmp_path / "checkpoint")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoint")
     assert getattr(loaded, "hf_quantizer", None) is None
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
+    )
