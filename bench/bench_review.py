@@ -159,7 +159,6 @@ def load(samples: int) -> None:
         "prompts",
         "teacher_id",
         "teacher_model",
-        "state",
         "created_at",
     )
     prompts = json.dumps(["skills_questions@1", "question_judge@1", "skills_response@1", "pair_judge@1"])
@@ -192,7 +191,6 @@ def load(samples: int) -> None:
                     prompts,
                     item.run.teacher_id,
                     item.run.teacher_config["model"],
-                    "pending",
                     now,
                 )
             )

@@ -128,7 +128,6 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "generation.models.GenerationRun.Status",
         "WorkItemStateEnum": "generation.models.WorkItem.State",
-        "SampleStateEnum": "generation.models.Sample.State",
         "ReviewStateEnum": "review.models.State",
         "ReviewActionEnum": "review.models.Decision.Action",
         "ReviewVerdictEnum": "review.models.VERDICTS",

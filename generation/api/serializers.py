@@ -230,10 +230,7 @@ class SampleSerializer(serializers.ModelSerializer):
             "prompts",
             "teacher",
             "teacher_model",
-            "state",
             "duplicate_of",
-            "reviewer",
-            "reviewed_at",
             "created_at",
         ]
 
