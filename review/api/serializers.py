@@ -73,7 +73,7 @@ class ReviewItemDetailSerializer(ReviewItemSerializer):
     duplicate_of = serializers.IntegerField(source="sample.duplicate_of_id", read_only=True, allow_null=True)
     seeds = serializers.SerializerMethodField()
     diff = serializers.SerializerMethodField()
-    decision = DecisionSerializer(read_only=True)
+    decision = DecisionSerializer(read_only=True, allow_null=True)
 
     class Meta(ReviewItemSerializer.Meta):
         fields = [
@@ -100,7 +100,9 @@ class ReviewItemDetailSerializer(ReviewItemSerializer):
 
         return seed_examples(item)
 
-    @extend_schema_field(serializers.DictField(child=serializers.ListField(child=serializers.ListField())))
+    @extend_schema_field(
+        serializers.DictField(child=serializers.ListField(child=serializers.ListField()), allow_null=True)
+    )
     def get_diff(self, item) -> dict | None:
         from review.selectors import item_diff
 
