@@ -107,7 +107,7 @@ STATICFILES_DIRS = [BASE_DIR / "labweb" / "static"]
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "labweb.auth.TokenWithRoles",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["labweb.roles.HasAnyRole"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
