@@ -1,4 +1,4 @@
-"""API sign-in (its own module: DRF loads authentication classes while rest_framework.views is importing)."""
+"""The API's token authentication (its own module: DRF imports it while rest_framework.views is importing)."""
 
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication

@@ -16,6 +16,7 @@ from curation.api import serializers as s
 from curation.api.filters import DocumentFilter, LeafFilter, SeedFilter
 from curation.models import Document, Leaf, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.services import ImportSource
+from curation.services.documents import MAX_DOCUMENT_BYTES
 from curation.taxonomy import dump_qna
 from curation.tree import Folder, taxonomy_tree
 from curation.views.exports import export_response
@@ -244,7 +245,8 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         data = LeafViewSet._valid(s.DocumentCreateSerializer, request.data)
         upload = data.get("file")
         name = data.get("name") or upload.name
-        content = upload.read() if upload else data["content"]
+        # Read one byte past the limit, not the whole upload: the service refuses what is too large.
+        content = upload.read(MAX_DOCUMENT_BYTES + 1) if upload else data["content"]
         document = call_with_precondition(
             request,
             services.document_add,
