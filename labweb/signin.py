@@ -6,40 +6,31 @@ from rest_framework import exceptions
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
 
-from labweb.throttle import client_address, login_failed, login_refusal, login_succeeded
+from labweb.throttle import client_address, sign_in_limited
 
 
 class LimitedAuthenticationForm(AuthenticationForm):
     """The sign-in form, refusing a name that failed too often from this address (labweb.throttle)."""
 
     def clean(self):
-        address, username = client_address(self.request), self.data.get("username") or ""
-        refusal = login_refusal(address, username)
-        if refusal:
-            raise forms.ValidationError(refusal, code="throttled")
-        try:
-            cleaned = super().clean()
-        except forms.ValidationError:
-            login_failed(address, username)
-            raise
-        login_succeeded(address, username)
-        return cleaned
+        return sign_in_limited(
+            client_address(self.request),
+            self.data.get("username") or "",
+            super().clean,
+            refuse=lambda message: forms.ValidationError(message, code="throttled"),
+            failure=forms.ValidationError,
+        )
 
 
 class LimitedAuthTokenSerializer(AuthTokenSerializer):
     def validate(self, attrs):
-        request = self.context["request"]
-        address, username = client_address(request), attrs.get("username") or ""
-        refusal = login_refusal(address, username)
-        if refusal:
-            raise exceptions.Throttled(detail=refusal)
-        try:
-            attrs = super().validate(attrs)
-        except exceptions.ValidationError:
-            login_failed(address, username)
-            raise
-        login_succeeded(address, username)
-        return attrs
+        return sign_in_limited(
+            client_address(self.context["request"]),
+            attrs.get("username") or "",
+            lambda: super(LimitedAuthTokenSerializer, self).validate(attrs),
+            refuse=lambda message: exceptions.Throttled(detail=message),
+            failure=exceptions.ValidationError,
+        )
 
 
 class ObtainToken(ObtainAuthToken):

@@ -3,9 +3,13 @@
 so passwords cannot be guessed at speed. Both the sign-in page and the API's token endpoint ask here."""
 
 import hashlib
+from collections.abc import Callable
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
+
+T = TypeVar("T")
 
 
 def _key(address: str, username: str) -> str:
@@ -41,3 +45,20 @@ def login_failed(address: str, username: str) -> None:
 
 def login_succeeded(address: str, username: str) -> None:
     cache.delete(_key(address, username))
+
+
+def sign_in_limited(
+    address: str, username: str, attempt: Callable[[], T], *, refuse: Callable[[str], Exception], failure: type
+) -> T:
+    """Run the sign-in `attempt` unless this name failed too often from `address`: a `failure` it raises is
+    counted, a success clears the count, a refusal raises `refuse(message)`."""
+    refusal = login_refusal(address, username)
+    if refusal:
+        raise refuse(refusal)
+    try:
+        result = attempt()
+    except failure:
+        login_failed(address, username)
+        raise
+    login_succeeded(address, username)
+    return result
