@@ -248,10 +248,15 @@ def timed(fn, *, requests: int, warmup: int = 5) -> float:
     return p95(values)
 
 
-def serve(port: int, ready) -> None:
+def serve(port: int, ready, conn_max_age: int = 0) -> None:
     import django
 
+    os.environ["DATABASE_CONN_MAX_AGE"] = str(conn_max_age)
     django.setup()
+    from django.db import connections
+
+    connections.close_all()  # a forked server must not share its parent's connection
+    connections["default"].settings_dict["CONN_MAX_AGE"] = conn_max_age
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
     from django.core.wsgi import get_wsgi_application
@@ -402,23 +407,24 @@ def main() -> None:
         vacuum()
         bulk_figures = (count, preview_s, bulk_s, undo_s, before, after, sizes())
 
-    rps = None
+    throughput = []
     if "throughput" in parts:
-        # Throughput of the filtered list: two server processes, four clients.
-        port = 18765
-        servers = []
-        for _ in range(2):
-            ready = multiprocessing.Event()
-            process = multiprocessing.Process(target=serve, args=(port, ready), daemon=True)
-            process.start()
-            ready.wait(30)
-            servers.append(process)
+        # Throughput of the filtered list: two server processes, four clients, a new HTTP connection a request;
+        # once with a new database connection a request too, once with persistent ones (the settings' default).
         path = f"/api/review/items/?page_size=30&path={branch}"
-        hammer(port, path, token, args.clients, 2.0)  # warm-up: each server's first requests load code
-        served, failed = hammer(port, path, token, args.clients, args.seconds)
-        for process in servers:
-            process.terminate()
-        rps = served / args.seconds
+        for port, conn_max_age in ((18765, 0), (18766, 60)):
+            servers = []
+            for _ in range(2):
+                ready = multiprocessing.Event()
+                process = multiprocessing.Process(target=serve, args=(port, ready, conn_max_age), daemon=True)
+                process.start()
+                ready.wait(30)
+                servers.append(process)
+            hammer(port, path, token, args.clients, 2.0)  # warm-up: each server's first requests load code
+            served, failed = hammer(port, path, token, args.clients, args.seconds)
+            for process in servers:
+                process.terminate()
+            throughput.append((conn_max_age, served / args.seconds, failed))
     connection.close()
 
     print(
@@ -442,9 +448,10 @@ def main() -> None:
                 f"{label} of {count:,} by filter: {seconds:.2f} s ({verdict}; peer {peer / 1000:.0f} s,"
                 f" {peer / 1000 / seconds:.0f}x)"
             )
-    if rps is not None:
+    for conn_max_age, rps, failed in throughput:
+        connections = "persistent database connections" if conn_max_age else "a database connection a request"
         print(
-            f"filtered list, {args.clients} clients, 2 server processes: {rps:.0f} requests/s"
+            f"filtered list, {args.clients} clients, 2 server processes, {connections}: {rps:.0f} requests/s"
             f" ({'met' if rps >= TARGET_RPS else 'MISSED'}; peer {PEER['throughput']:.0f}/s,"
             f" {rps / PEER['throughput']:.0f}x; {failed} failed)"
         )
