@@ -1,6 +1,8 @@
-"""The sign-in page and the API's token endpoint, both refusing a name that failed too often (labweb.throttle)."""
+"""The sign-in page, the admin's and the API's token endpoint, each refusing a name that failed too often from
+one address (labweb.throttle)."""
 
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from rest_framework import exceptions
 from rest_framework.authtoken.serializers import AuthTokenSerializer
@@ -9,8 +11,8 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from labweb.throttle import client_address, sign_in_limited
 
 
-class LimitedAuthenticationForm(AuthenticationForm):
-    """The sign-in form, refusing a name that failed too often from this address (labweb.throttle)."""
+class LimitedSignIn:
+    """Mixed into a sign-in form: refuses a name that failed too often from this address."""
 
     def clean(self):
         return sign_in_limited(
@@ -20,6 +22,14 @@ class LimitedAuthenticationForm(AuthenticationForm):
             refuse=lambda message: forms.ValidationError(message, code="throttled"),
             failure=forms.ValidationError,
         )
+
+
+class LimitedAuthenticationForm(LimitedSignIn, AuthenticationForm):
+    pass
+
+
+class LimitedAdminAuthenticationForm(LimitedSignIn, AdminAuthenticationForm):
+    pass
 
 
 class LimitedAuthTokenSerializer(AuthTokenSerializer):

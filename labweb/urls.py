@@ -7,10 +7,11 @@ from curation.api import urls as curation_api
 from generation.api import urls as generation_api
 from labweb import views
 from labweb.api_root import ApiRouter
-from labweb.signin import LimitedAuthenticationForm, ObtainToken
+from labweb.signin import LimitedAdminAuthenticationForm, LimitedAuthenticationForm, ObtainToken
 from review.api import urls as review_api
 from training.api import urls as training_api
 
+admin.site.login_form = LimitedAdminAuthenticationForm
 api = ApiRouter()
 api.include(curation_api.router, curation_api.ENDPOINTS)
 api.include(generation_api.router)

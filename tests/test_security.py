@@ -128,6 +128,8 @@ def test_sign_in_is_refused_after_five_failures_from_one_address_and_name(curato
     assert "_auth_user_id" not in client.session
     token = APIClient().post("/api/auth/token/", {"username": "Carla", "password": "pw-carla"}, format="json")
     assert token.status_code == 429 and "Too many failed sign-ins" in token.json()["error"]["message"]
+    admin = client.post("/admin/login/", {"username": "carla", "password": "pw-carla"})
+    assert admin.status_code == 200 and "Too many failed sign-ins" in admin.content.decode()
     # Another address may still sign in as carla, and a success there clears that address's count.
     elsewhere = Client(REMOTE_ADDR="10.0.0.9")
     assert elsewhere.post("/accounts/login/", {"username": "carla", "password": "pw-carla"}).status_code == 302
