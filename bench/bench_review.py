@@ -1,7 +1,7 @@
 """Review at a million samples on PostgreSQL: queue pages, the review screen, bulk approve and undo, throughput.
 
 Run: DATABASE_URL=postgres://postgres@127.0.0.1:5432/labweb_bench_review .venv/bin/python bench/bench_review.py
-     [--samples 1000000] [--reload] [--requests 30] [--seconds 10]
+     [--samples 1000000] [--reload] [--requests 30] [--seconds 10] [--only lists,open,bulk,throughput]
 
 The database is kept between runs (loading a million samples takes minutes); --reload loads it again. The load:
 1,000 leaves (10 branches of 100), two runs with a teacher each, one work item per run and leaf, samples of
@@ -159,7 +159,6 @@ def load(samples: int) -> None:
         "prompts",
         "teacher_id",
         "teacher_model",
-        "state",
         "created_at",
     )
     prompts = json.dumps(["skills_questions@1", "question_judge@1", "skills_response@1", "pair_judge@1"])
@@ -192,7 +191,6 @@ def load(samples: int) -> None:
                     prompts,
                     item.run.teacher_id,
                     item.run.teacher_config["model"],
-                    "pending",
                     now,
                 )
             )
@@ -245,10 +243,15 @@ def timed(fn, *, requests: int, warmup: int = 5) -> float:
     return p95(timings_ms(fn, requests=requests, warmup=warmup))
 
 
-def serve(port: int, ready) -> None:
+def serve(port: int, ready, conn_max_age: int = 0) -> None:
     import django
 
+    os.environ["DATABASE_CONN_MAX_AGE"] = str(conn_max_age)
     django.setup()
+    from django.db import connections
+
+    connections.close_all()  # a forked server must not share its parent's connection
+    connections["default"].settings_dict["CONN_MAX_AGE"] = conn_max_age
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
     from django.core.wsgi import get_wsgi_application
@@ -302,6 +305,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--only", default="lists,open,bulk,throughput", help="Which parts to run, comma-separated")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
 
@@ -324,7 +328,7 @@ def main() -> None:
     if args.reload or Sample.objects.count() != args.samples:
         load(args.samples)
     reviewer = User.objects.get(username="bench-reviewer")
-    ReviewItem.objects.update(claimed_by=None, claimed_until=None)
+    ReviewItem.objects.filter(claimed_by__isnull=False).update(claimed_by=None, claimed_until=None)
     token = Token.objects.get_or_create(user=reviewer)[0].key
     client = Client()
     client.force_login(reviewer)
@@ -357,87 +361,103 @@ def main() -> None:
         ("text", "full-text search (two words)", "/api/review/items/?page_size=30&q=moon+orbit"),
         ("html", "queue page (HTML), branch prefix", f"/review/?path={branch}"),
     ]
+    parts = set(args.only.split(","))
     rows = []
-    for key, label, url in lists:
-        rows.append((key, label, timed(lambda url=url: get(url), requests=args.requests)))
+    if "lists" in parts:
+        for key, label, url in lists:
+            rows.append((key, label, timed(lambda url=url: get(url), requests=args.requests)))
 
     def open_screen() -> None:
         claimed = client.post(f"/review/claim/?{urlencode({'path': branch})}", {"size": 20})
         assert claimed.status_code == 302, claimed.status_code
         get(claimed["Location"])
 
-    rows.append(("open", "open the review screen (claim, then the screen)", timed(open_screen, requests=args.requests)))
-    ReviewItem.objects.update(claimed_by=None, claimed_until=None)
+    if "open" in parts:
+        rows.append(
+            ("open", "open the review screen (claim, then the screen)", timed(open_screen, requests=args.requests))
+        )
+        ReviewItem.objects.filter(claimed_by__isnull=False).update(claimed_by=None, claimed_until=None)
 
-    # Bulk approve of the branch (~100,000) by filter, and its undo, as the jobs run (eager: in this process).
-    vacuum()
-    before = sizes()
-    app.conf.task_always_eager = True
-    queue = Queue(path=branch)
-    start = time.perf_counter()
-    count, ceiling = bulk.bulk_preview(queue=queue, selected=[], excluded=[], reviewer=reviewer)
-    preview_s = time.perf_counter() - start
-    start = time.perf_counter()
-    job = bulk.bulk_create(reviewer=reviewer, action="approve", queue=queue, expected=count, ceiling=ceiling)
-    bulk_s = time.perf_counter() - start
-    job.refresh_from_db()
-    assert (job.status, job.done) == (BulkJob.Status.DONE, count), (job.status, job.done, count)
-    start = time.perf_counter()
-    bulk.bulk_undo(job=job, reviewer=reviewer)
-    undo_s = time.perf_counter() - start
-    job.refresh_from_db()
-    assert (job.status, job.undone) == (BulkJob.Status.UNDONE, count), (job.status, job.undone)
-    after = sizes()
-    vacuum()
-    vacuumed = sizes()
+    bulk_figures = None
+    if "bulk" in parts:
+        # Bulk approve of the branch (~100,000) by filter, and its undo, as the jobs run (eager: in this process).
+        vacuum()
+        before = sizes()
+        app.conf.task_always_eager = True
+        queue = Queue(path=branch)
+        start = time.perf_counter()
+        count, ceiling = bulk.bulk_preview(queue=queue, selected=[], excluded=[], reviewer=reviewer)
+        preview_s = time.perf_counter() - start
+        start = time.perf_counter()
+        job = bulk.bulk_create(reviewer=reviewer, action="approve", queue=queue, expected=count, ceiling=ceiling)
+        bulk_s = time.perf_counter() - start
+        job.refresh_from_db()
+        assert (job.status, job.done) == (BulkJob.Status.DONE, count), (job.status, job.done, count)
+        start = time.perf_counter()
+        bulk.bulk_undo(job=job, reviewer=reviewer)
+        undo_s = time.perf_counter() - start
+        job.refresh_from_db()
+        assert (job.status, job.undone) == (BulkJob.Status.UNDONE, count), (job.status, job.undone)
+        after = sizes()
+        vacuum()
+        bulk_figures = (count, preview_s, bulk_s, undo_s, before, after, sizes())
 
-    # Throughput of the filtered list: two server processes, four clients.
-    port = 18765
-    servers = []
-    for _ in range(2):
-        ready = multiprocessing.Event()
-        process = multiprocessing.Process(target=serve, args=(port, ready), daemon=True)
-        process.start()
-        ready.wait(30)
-        servers.append(process)
-    path = f"/api/review/items/?page_size=30&path={branch}"
-    hammer(port, path, token, args.clients, 2.0)  # warm-up: each server's first requests load code
-    served, failed = hammer(port, path, token, args.clients, args.seconds)
-    for process in servers:
-        process.terminate()
-    rps = served / args.seconds
+    throughput = []
+    if "throughput" in parts:
+        # Throughput of the filtered list: two server processes, four clients, a new HTTP connection a request;
+        # once with a new database connection a request too, once with persistent ones (the settings' default).
+        path = f"/api/review/items/?page_size=30&path={branch}"
+        for port, conn_max_age in ((18765, 0), (18766, 60)):
+            servers = []
+            for _ in range(2):
+                ready = multiprocessing.Event()
+                process = multiprocessing.Process(target=serve, args=(port, ready, conn_max_age), daemon=True)
+                process.start()
+                ready.wait(30)
+                servers.append(process)
+            hammer(port, path, token, args.clients, 2.0)  # warm-up: each server's first requests load code
+            served, failed = hammer(port, path, token, args.clients, args.seconds)
+            for process in servers:
+                process.terminate()
+            throughput.append((conn_max_age, served / args.seconds, failed))
     connection.close()
 
     print(
         f"\ndatabase: PostgreSQL, {args.samples:,} samples, {LEAVES:,} leaves; p95 of {args.requests} requests"
         f" after 5 warm-up, new connection per request; load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"{'request':52} {'p95 ms':>8} {'target':>8} {'peer ms':>8} {'peer/us':>8}")
+    if rows:
+        print(f"{'request':52} {'p95 ms':>8} {'target':>8} {'peer ms':>8} {'peer/us':>8}")
     for key, label, ms in rows:
         target = TARGET_OPEN_MS if key == "open" else TARGET_LIST_MS if key != "html" else None
         peer = PEER.get(key if key != "score" else "filtered")
         verdict = "" if target is None else ("met" if ms < target else "MISSED")
         peer_text = f"{peer:8.0f} {peer / ms:7.1f}x" if peer else f"{'':8} {'':8}"
         print(f"{label:52} {ms:8.1f} {verdict:>8} {peer_text}")
-    print(f"bulk preview (count {count:,} for the confirmation): {preview_s * 1000:.0f} ms")
-    for label, seconds, peer in (("bulk approve", bulk_s, PEER["bulk"]), ("bulk undo", undo_s, PEER["bulk_undo"])):
-        verdict = "met" if seconds < TARGET_BULK_S else "MISSED"
+    if bulk_figures:
+        count, preview_s, bulk_s, undo_s, before, after, vacuumed = bulk_figures
+        print(f"bulk preview (count {count:,} for the confirmation): {preview_s * 1000:.0f} ms")
+        for label, seconds, peer in (("bulk approve", bulk_s, PEER["bulk"]), ("bulk undo", undo_s, PEER["bulk_undo"])):
+            verdict = "met" if seconds < TARGET_BULK_S else "MISSED"
+            print(
+                f"{label} of {count:,} by filter: {seconds:.2f} s ({verdict}; peer {peer / 1000:.0f} s,"
+                f" {peer / 1000 / seconds:.0f}x)"
+            )
+    for conn_max_age, rps, failed in throughput:
+        connections = "persistent database connections" if conn_max_age else "a database connection a request"
         print(
-            f"{label} of {count:,} by filter: {seconds:.2f} s ({verdict}; peer {peer / 1000:.0f} s,"
-            f" {peer / 1000 / seconds:.0f}x)"
+            f"filtered list, {args.clients} clients, 2 server processes, {connections}: {rps:.0f} requests/s"
+            f" ({'met' if rps >= TARGET_RPS else 'MISSED'}; peer {PEER['throughput']:.0f}/s,"
+            f" {rps / PEER['throughput']:.0f}x; {failed} failed)"
         )
-    print(
-        f"filtered list, {args.clients} clients, 2 server processes: {rps:.0f} requests/s"
-        f" ({'met' if rps >= TARGET_RPS else 'MISSED'}; peer {PEER['throughput']:.0f}/s,"
-        f" {rps / PEER['throughput']:.0f}x; {failed} failed)"
-    )
-    print(f"{'table':22} {'before MiB':>12} {'after MiB':>12} {'vacuumed MiB':>12}   (table + indexes)")
-    for name in before:
-        cells = " ".join(
-            f"{(t + i) / 2**20:7.0f} ({i / 2**20:.0f})".rjust(12)
-            for t, i in (before[name], after[name], vacuumed[name])
-        )
-        print(f"{name:22} {cells}")
+    if bulk_figures:
+        print(f"{'table':22} {'before MiB':>12} {'after MiB':>12} {'vacuumed MiB':>12}   (table + indexes)")
+        for name in before:
+            cells = " ".join(
+                f"{(t + i) / 2**20:7.0f} ({i / 2**20:.0f})".rjust(12)
+                for t, i in (before[name], after[name], vacuumed[name])
+            )
+            print(f"{name:22} {cells}")
 
 
 if __name__ == "__main__":

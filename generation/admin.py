@@ -79,11 +79,11 @@ class WorkItemAdmin(ReadOnlyAdmin):
 
 @admin.register(Sample)
 class SampleAdmin(ReadOnlyAdmin):
-    list_display = ["__str__", "leaf_path", "kind", "state", "run", "teacher_model", "created_at"]
-    list_filter = ["state", "kind", ("duplicate_of", admin.EmptyFieldListFilter), "run"]
+    list_display = ["__str__", "leaf_path", "kind", "run", "teacher_model", "created_at"]
+    list_filter = ["kind", ("duplicate_of", admin.EmptyFieldListFilter), "run"]
     search_fields = ["question", "leaf_path"]
     list_select_related = ["run"]
-    raw_id_fields = ["run", "item", "leaf", "teacher", "reviewer"]
+    raw_id_fields = ["run", "item", "leaf", "teacher"]
 
 
 @admin.register(TeacherResponse)

@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 
 from curation.models import Leaf, TaxonomySnapshot
-from generation.models import GenerationRun, Sample, Teacher
+from generation.models import GenerationRun, Teacher
 from generation.sdg.pipelines import PipelineConfig
 from generation.selectors import run_samples_per_leaf_default, under_path
 from generation.services.teachers import TEACHER_FIELDS, replicas_parse, replicas_text
@@ -188,7 +188,6 @@ class SampleFilterForm(forms.Form):
         label="Leaf path or folder",
         widget=forms.TextInput(attrs={"placeholder": "Leaf path or folder", "type": "search"}),
     )
-    state = forms.ChoiceField(choices=[("", "Any state"), *Sample.State.choices], required=False)
     kind = forms.ChoiceField(
         choices=[("", "Any kind"), ("skills", "skills"), ("knowledge", "knowledge")], required=False
     )

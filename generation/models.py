@@ -164,11 +164,6 @@ class WorkItem(jobs.Leased):
 class Sample(models.Model):
     """A synthetic sample with its full lineage: leaf, seeds, chunk, teacher, prompts, scores, raw output."""
 
-    class State(models.TextChoices):
-        PENDING = "pending"
-        APPROVED = "approved"
-        REJECTED = "rejected"
-
     idempotency_key = models.CharField(max_length=200, unique=True)
     run = models.ForeignKey(GenerationRun, on_delete=models.CASCADE, related_name="samples")
     item = models.ForeignKey(WorkItem, on_delete=models.CASCADE, related_name="samples")
@@ -186,7 +181,6 @@ class Sample(models.Model):
     prompts = models.JSONField(default=list, help_text="name@version of every prompt used")
     teacher = models.ForeignKey(Teacher, null=True, on_delete=models.SET_NULL, related_name="+")
     teacher_model = models.CharField(max_length=500)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
     duplicate_of = models.ForeignKey(
         "self",
         null=True,
@@ -195,10 +189,6 @@ class Sample(models.Model):
         related_name="+",
         help_text="A sample of another work item of the same leaf that this one nearly repeats (ROUGE-L)",
     )
-    reviewer = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    reviewed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

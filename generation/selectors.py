@@ -267,17 +267,13 @@ def teacher_endpoints(teacher: Teacher) -> list[EndpointView]:
     ]
 
 
-def sample_list(
-    *, run: int | None = None, leaf_path: str = "", state: str = "", kind: str = "", q: str = ""
-) -> QuerySet[Sample]:
+def sample_list(*, run: int | None = None, leaf_path: str = "", kind: str = "", q: str = "") -> QuerySet[Sample]:
     """Samples for the list page, without the heavy columns (raw teacher output, response, context)."""
     samples = Sample.objects.defer("raw", "response", "context", "rationales", "prompts").order_by("leaf_path", "id")
     if run:
         samples = samples.filter(run_id=run)
     if leaf_path:
         samples = under_path(samples, leaf_path)
-    if state:
-        samples = samples.filter(state=state)
     if kind:
         samples = samples.filter(kind=kind)
     if q:

@@ -6,13 +6,27 @@ from typing import TypeVar
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from labweb.errors import ConflictError, LabError, PreconditionFailed
 
 T = TypeVar("T")
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    field = serializers.CharField(allow_null=True)
+    line = serializers.IntegerField(allow_null=True)
+    path = serializers.CharField(allow_null=True)
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one error shape, for the schema: the first error, and all of them."""
+
+    error = ErrorDetailSerializer()
+    errors = ErrorDetailSerializer(many=True)
 
 
 def _flatten(detail, prefix: str = "") -> list[dict]:

@@ -107,7 +107,7 @@ STATICFILES_DIRS = [BASE_DIR / "labweb" / "static"]
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "labweb.auth.TokenWithRoles",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["labweb.roles.HasAnyRole"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -128,15 +128,20 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "generation.models.GenerationRun.Status",
         "WorkItemStateEnum": "generation.models.WorkItem.State",
-        "SampleStateEnum": "generation.models.Sample.State",
         "ReviewStateEnum": "review.models.State",
         "ReviewActionEnum": "review.models.Decision.Action",
         "ReviewVerdictEnum": "review.models.VERDICTS",
         "LeafRevisionActionEnum": "curation.models.LeafRevision.Action",
+        "TrainingPlanEnum": "training.models.TrainingJob.Plan",
+        "DatasetPlanEnum": "training.models.Dataset.Plan",
     },
 }
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# The cache every server process shares (failed sign-ins are counted there).
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+LABWEB_LOGIN_MAX_FAILURES = env_int("LABWEB_LOGIN_MAX_FAILURES", 5)
+LABWEB_LOGIN_LOCKOUT_SECONDS = env_int("LABWEB_LOGIN_LOCKOUT_SECONDS", 15 * 60)
 CELERY_BROKER_URL = REDIS_URL
 # Nothing reads a task's return value: job state lives in our own models.
 CELERY_TASK_IGNORE_RESULT = True
@@ -164,9 +169,19 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_HTTPONLY = True
-if not DEBUG:
-    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
-    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+# Production sits behind TLS: LABWEB_HTTPS=1 sends plain HTTP to HTTPS, asks browsers to remember that (HSTS) and
+# keeps both cookies off plain HTTP (`manage.py check --deploy` is clean with it). Off for the first run on
+# http://localhost. Health checks from a load balancer may come over plain HTTP.
+HTTPS = env_bool("LABWEB_HTTPS", False)
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^health/"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", HTTPS)
+if env_bool("LABWEB_BEHIND_PROXY", False):  # the proxy terminates TLS and says so in X-Forwarded-Proto
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", HTTPS)
 
 LOGGING = {
     "version": 1,

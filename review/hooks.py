@@ -27,7 +27,19 @@ def run_panel(request, run) -> str:
     return render_to_string("review/partials/run_panel.html", {"run": run, "summary": summary}, request)
 
 
+def sample_states(ids: list[int]) -> dict:
+    """Each sample's review state and its review screen, for generation's sample list and page."""
+    from django.urls import reverse
+
+    from generation.extensions import SampleState
+    from review.models import ReviewItem
+
+    rows = ReviewItem.objects.filter(sample_id__in=ids).values_list("sample_id", "state")
+    return {pk: SampleState(state, reverse("review:screen", args=[pk])) for pk, state in rows}
+
+
 def register() -> None:
-    from generation.extensions import register_run_panel
+    from generation.extensions import register_run_panel, register_sample_states
 
     register_run_panel(run_panel)
+    register_sample_states(sample_states)

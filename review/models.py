@@ -184,10 +184,16 @@ class Decision(models.Model):
     response_before = models.TextField(null=True, blank=True)  # noqa: DJ001
     response_after = models.TextField(null=True, blank=True)  # noqa: DJ001
     undoes = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_constraint=False
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
     )
     job = models.ForeignKey(
-        BulkJob, null=True, blank=True, on_delete=models.PROTECT, related_name="decisions", db_constraint=False
+        BulkJob,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="decisions",
+        db_constraint=False,
+        db_index=False,  # review_decision_job serves every lookup by job
     )
     state_after = models.CharField(max_length=16, choices=State.choices)
     created_at = models.DateTimeField()
@@ -197,6 +203,8 @@ class Decision(models.Model):
         indexes = [
             models.Index(fields=["reviewer", "-id"], name="review_decision_reviewer"),
             models.Index(fields=["job", "item"], name="review_decision_job", condition=models.Q(job__isnull=False)),
+            # Only undos name a decision: an index of every row's null would cost each bulk decision an entry.
+            models.Index(fields=["undoes"], name="review_decision_undoes", condition=models.Q(undoes__isnull=False)),
         ]
 
     def __str__(self) -> str:

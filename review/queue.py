@@ -198,7 +198,9 @@ def decode_cursor(token: str) -> tuple[list, bool]:
     return values, backwards
 
 
-def _key(item: ReviewItem, order: list[str]) -> list:
+def _key(item: ReviewItem | dict, order: list[str]) -> list:
+    if isinstance(item, dict):
+        return [item[name.lstrip("-")] for name in order]
     return [getattr(item, name.lstrip("-")) for name in order]
 
 
@@ -216,7 +218,7 @@ def after(items: QuerySet, order: list[str], values: list, *, backwards: bool = 
 
 @dataclass
 class Page:
-    items: list[ReviewItem]
+    items: list  # ReviewItems, or dicts for a values() queryset
     next_cursor: str | None
     previous_cursor: str | None
 

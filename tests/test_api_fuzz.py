@@ -88,7 +88,7 @@ def assert_no_crash(response, what: str) -> None:
 def test_the_schema_declares_the_parameters_users_send():
     declared = dict(OPERATIONS)
     assert {"kind", "is_valid", "q", "under", "paths", "version", "cursor"} <= set(declared["/api/leaves/"])
-    assert {"run", "state", "kind", "leaf_path", "cursor"} <= set(declared["/api/samples/"])
+    assert {"run", "kind", "leaf_path", "cursor"} <= set(declared["/api/samples/"])
     assert "baseline" in declared["/api/diff/"]
     assert len(OPERATIONS) >= 20
 

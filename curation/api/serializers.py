@@ -2,6 +2,7 @@ from rest_framework import serializers
 
 from curation.models import Document, Kind, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.qna_map import EDITABLE_LEAF_FIELDS, SEED_FIELDS
+from labweb.api import ErrorSerializer
 
 
 class ProblemSerializer(serializers.Serializer):
@@ -213,3 +214,12 @@ class DiffSerializer(serializers.Serializer):
 
 
 KIND_CHOICES = Kind.choices
+
+
+class ImportRefusedSerializer(ErrorSerializer):
+    """A refused or failed import: the error shape, with the import's record beside it."""
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["import"] = ImportSerializer(required=False)
+        return fields

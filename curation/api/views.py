@@ -2,7 +2,8 @@
 
 from django.db.models import Count
 from django.http import Http404, HttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.exceptions import NotFound
@@ -15,6 +16,7 @@ from curation.api import serializers as s
 from curation.api.filters import DocumentFilter, LeafFilter, SeedFilter
 from curation.models import Document, Leaf, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.services import ImportSource
+from curation.services.documents import MAX_DOCUMENT_BYTES
 from curation.taxonomy import dump_qna
 from curation.tree import Folder, taxonomy_tree
 from curation.views.exports import export_response
@@ -111,7 +113,9 @@ class LeafViewSet(viewsets.ModelViewSet):
         )
         return leaf_response(leaf)
 
-    @extend_schema(responses={(200, "application/yaml"): str})
+    @extend_schema(
+        responses={(200, "application/yaml"): OpenApiResponse(OpenApiTypes.ANY, description="The qna.yaml file")}
+    )
     @action(detail=True, methods=["get"])
     def qna(self, request, pk=None):
         """The leaf's qna.yaml as InstructLab reads it."""
@@ -139,7 +143,7 @@ class LeafViewSet(viewsets.ModelViewSet):
             return selectors.deleted_leaf(int(self.kwargs["pk"]))
 
     @extend_schema(responses=s.RevisionSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def history(self, request, pk=None):
         """Every revision, newest first; a deleted leaf's too (its newest has the action `delete`)."""
         revisions = selectors.leaf_history(self._history_of())
@@ -241,7 +245,8 @@ class DocumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         data = LeafViewSet._valid(s.DocumentCreateSerializer, request.data)
         upload = data.get("file")
         name = data.get("name") or upload.name
-        content = upload.read() if upload else data["content"]
+        # Read one byte past the limit, not the whole upload: the service refuses what is too large.
+        content = upload.read(MAX_DOCUMENT_BYTES + 1) if upload else data["content"]
         document = call_with_precondition(
             request,
             services.document_add,
@@ -275,7 +280,7 @@ class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     @extend_schema(
         request={"multipart/form-data": s.ImportCreateSerializer, "application/json": s.ImportCreateSerializer},
-        responses={201: s.ImportSerializer, 400: s.ImportSerializer},
+        responses={201: s.ImportSerializer, 200: dict, 400: s.ImportRefusedSerializer},
     )
     def create(self, request):
         data = LeafViewSet._valid(s.ImportCreateSerializer, request.data)

@@ -28,7 +28,7 @@ class WorkItemFilter(LeafPathFilter):
 class SampleFilter(LeafPathFilter):
     class Meta:
         model = Sample
-        fields = ["run", "state", "kind"]
+        fields = ["run", "kind"]
 
 
 class RunEventFilter(django_filters.FilterSet):

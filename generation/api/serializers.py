@@ -254,10 +254,7 @@ class SampleSerializer(serializers.ModelSerializer):
             "prompts",
             "teacher",
             "teacher_model",
-            "state",
             "duplicate_of",
-            "reviewer",
-            "reviewed_at",
             "created_at",
         ]
 

@@ -5,6 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
+from generation.extensions import sample_states
 from generation.forms import SampleFilterForm
 from generation.models import Sample
 from generation.selectors import sample_list as samples_filtered
@@ -21,6 +22,9 @@ def sample_list(request: HttpRequest) -> HttpResponse:
     form = SampleFilterForm(request.GET or None)
     filters = form.filters()
     page = Paginator(samples_filtered(**filters), PAGE_SIZE).get_page(request.GET.get("page"))
+    states = sample_states(sample.pk for sample in page.object_list)
+    for sample in page.object_list:
+        sample.review_state = states.get(sample.pk)
     context = {"form": form, "page": page, "filtered": any(filters.values())}
     return render(request, f"{LIST}#results" if is_partial(request) else LIST, context)
 
@@ -28,5 +32,6 @@ def sample_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 @any_role_required
 def sample_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    sample = get_object_or_404(Sample.objects.select_related("run", "item", "teacher", "leaf", "reviewer"), pk=pk)
+    sample = get_object_or_404(Sample.objects.select_related("run", "item", "teacher", "leaf"), pk=pk)
+    sample.review_state = sample_states([sample.pk]).get(sample.pk)
     return render(request, "generation/sample_detail.html", {"sample": sample})

@@ -251,3 +251,23 @@ def test_openapi_schema_lists_the_review_api(api_reviewer):
         "/api/review/undo/",
     ):
         assert path in schema
+
+
+def test_the_lean_queue_page_says_what_the_item_serializer_says(make_samples, api_reviewer, reviewer):
+    from review.api.serializers import ReviewItemSerializer
+    from review.services.decisions import sample_decide
+
+    make_samples(1)
+    first, second = ReviewItem.objects.order_by("pk").values_list("pk", flat=True)[:2]
+    sample_decide(
+        sample_id=first, reviewer=reviewer, action="edit", expected_version=1, question="Edited?", response="Edited."
+    )
+    sample_decide(sample_id=second, reviewer=reviewer, action="reject", expected_version=1)
+    ReviewItem.objects.filter(pk=ReviewItem.objects.filter(state="pending").order_by("pk")[0].pk).update(
+        claimed_by=reviewer, claimed_until="2030-01-01T00:00:00Z"
+    )
+    rows = all_pages(api_reviewer, f"{ITEMS}?state=any&page_size=7")
+    items = ReviewItem.objects.select_related("sample").order_by("pk")
+    assert rows == ReviewItemSerializer(items, many=True).data
+    assert {row["state"] for row in rows} == {"pending", "edited", "rejected"} and rows[0]["edited"]
+    assert any(row["claimed_until"] for row in rows) and any(row["decided_at"] for row in rows)

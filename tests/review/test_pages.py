@@ -138,3 +138,19 @@ def test_the_taxonomy_tree_shows_review_progress_per_leaf_and_folder(make_sample
     assert folder["counters"]["review"] == {"approved": 1, "edited": 0, "rejected": 1, "pending": 8}
     page = browser_client.get("/taxonomy/?open=compositional_skills/writing/poems").content.decode()
     assert "counter-review-approved" in page and "Review: approved 1, edited 0, rejected 1, pending" in page
+
+
+def test_generation_sample_pages_show_the_state_review_holds(
+    make_samples, browser_client, reviewer, django_assert_max_num_queries
+):
+    from review.services.decisions import sample_decide
+
+    make_samples(1)
+    first, second = ids()[:2]
+    sample_decide(sample_id=first, reviewer=reviewer, action="reject", expected_version=1)
+    with django_assert_max_num_queries(8):
+        listing = browser_client.get("/generation/samples/").content.decode()
+    assert f'<a href="/review/samples/{first}/" class="badge bad">rejected</a>' in listing
+    assert f'<a href="/review/samples/{second}/" class="badge">pending</a>' in listing
+    page = browser_client.get(f"/generation/samples/{first}/").content.decode()
+    assert f'<a href="/review/samples/{first}/" class="badge bad">rejected</a>' in page

@@ -136,7 +136,7 @@ class UploadSerializer(serializers.Serializer):
 
 class UploadedSerializer(serializers.Serializer):
     path = serializers.CharField(help_text="The path to name in a recipe")
-    samples = serializers.IntegerField()
+    samples = serializers.IntegerField(required=False, help_text="Counted when the file is stored")
     bytes = serializers.IntegerField()
 
 
