@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "generation",
     "review",
     "training",
+    "evaluation",
 ]
 
 MIDDLEWARE = [
@@ -149,6 +150,7 @@ CELERY_TASK_ROUTES = {
     "training.tasks.build_dataset": {"queue": "default"},
     "generation.tasks.*": {"queue": "generation"},
     "training.tasks.*": {"queue": "training"},
+    "evaluation.tasks.*": {"queue": "training"},
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
@@ -205,3 +207,11 @@ LABWEB_TRAINING_SYSTEM_PROMPT = env_str("LABWEB_TRAINING_SYSTEM_PROMPT", "You ar
 LABWEB_TRAINING_UPLOAD_MAX_BYTES = env_int("LABWEB_TRAINING_UPLOAD_MAX_BYTES", 2 * 1024**3)
 # How long an answer a checkpoint gives on its page may be.
 LABWEB_PROMPT_MAX_TOKENS = env_int("LABWEB_PROMPT_MAX_TOKENS", 128)
+
+# Evaluation: after each training phase (its last checkpoint against the base), judged by the data's teacher or
+# the teacher named here; answers of at most this many tokens; a model under test on a server.
+LABWEB_EVALUATE_AFTER_PHASE = env_bool("LABWEB_EVALUATE_AFTER_PHASE", True)
+LABWEB_EVALUATION_JUDGE = env_str("LABWEB_EVALUATION_JUDGE", "")
+LABWEB_EVALUATION_MAX_TOKENS = env_int("LABWEB_EVALUATION_MAX_TOKENS", 128)
+LABWEB_EVALUATION_SERVER_TIMEOUT = env_int("LABWEB_EVALUATION_SERVER_TIMEOUT", 120)
+LABWEB_EVALUATION_SERVER_CONCURRENCY = env_int("LABWEB_EVALUATION_SERVER_CONCURRENCY", 32)

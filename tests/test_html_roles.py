@@ -281,8 +281,8 @@ def busiest_leaf() -> Leaf:
     ("query", "most"),
     [
         # The roots by kind, then every folder on the open path in one query, however deep; 2 more for
-        # review's counters on the tree (curation.tree_counters).
-        ("", 7),
+        # review's counters on the tree (curation.tree_counters) and 1 for evaluation's.
+        ("", 8),
         ("q=writing", 6),  # the header's counts per kind, the matches and their total
     ],
     ids=["tree", "search"],
@@ -306,7 +306,7 @@ def test_tree_page_renders_roots_without_leaves(curator_client):
 
 
 def test_tree_children_partial_queries(imported, curator_client, django_assert_max_num_queries):
-    with django_assert_max_num_queries(6):  # 4, and 2 for review's counters on the tree
+    with django_assert_max_num_queries(7):  # 4, 2 for review's counters on the tree and 1 for evaluation's
         response = curator_client.get(
             reverse("curation:tree_children"), {"path": "compositional_skills"}, headers={"HX-Request": "true"}
         )

@@ -58,6 +58,8 @@ class TeacherScript:
         prompt = messages[-1]["content"]
         rng = random.Random(hashlib.sha256(json.dumps([messages, seed]).encode()).hexdigest())
         count = int(m.group(1)) if (m := re.search(r"Write (\d+) new", prompt)) else 3
+        if "Rate the assistant's answer" in prompt:
+            return _judgement(prompt)
         if "[Context]" in prompt:
             return "\n".join(f"[Context]\nNotes about {_words(rng, 30)}.\n[End]" for _ in range(count))
         if "question-answer pairs" in prompt or "[Answer]" in prompt and "Passage:" in prompt:
@@ -81,6 +83,20 @@ class TeacherScript:
         if "clear, specific question" in prompt:
             return "A good study question.\nScore: 1"
         return f"Here is a careful answer: {_words(rng, 40)}."
+
+
+def _section(prompt: str, name: str) -> str:
+    found = re.search(rf"\[{re.escape(name)}\]\n(.*?)(?:\n\n\[|\n\nGive a short rationale)", prompt, re.S)
+    return found.group(1) if found else ""
+
+
+def _judgement(prompt: str) -> str:
+    """An evaluation judge: the rating grows with the share of the reference's words the answer has."""
+    reference = set(_section(prompt, "Reference answer").lower().split())
+    answer = set(_section(prompt, "The assistant's answer").lower().split())
+    share = len(reference & answer) / len(reference) if reference else 0.0
+    rating = 1 + round(9 * share)
+    return f"The answer has {len(reference & answer)} of the reference's {len(reference)} words.\nRating: [[{rating}]]"
 
 
 class _Server(ThreadingHTTPServer):
