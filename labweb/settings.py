@@ -134,6 +134,9 @@ SPECTACULAR_SETTINGS = {
         "ReviewActionEnum": "review.models.Decision.Action",
         "ReviewVerdictEnum": "review.models.VERDICTS",
         "LeafRevisionActionEnum": "curation.models.LeafRevision.Action",
+        "EvaluationBackendEnum": "evaluation.models.EvaluationJob.Backend",
+        "MeasurementKindEnum": "evaluation.models.Measurement.Kind",
+        "KindEnum": "curation.models.Kind",
     },
 }
 

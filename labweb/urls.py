@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
 from curation.api import urls as curation_api
+from evaluation.api import urls as evaluation_api
 from generation.api import urls as generation_api
 from labweb import views
 from labweb.api_root import ApiRouter
@@ -16,6 +17,7 @@ api.include(curation_api.router, curation_api.ENDPOINTS)
 api.include(generation_api.router)
 api.include(training_api.router)
 api.include(review_api.router, review_api.ENDPOINTS)
+api.include(evaluation_api.router)
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -27,6 +29,7 @@ urlpatterns = [
     path("generation/", include("generation.urls")),
     path("review/", include("review.urls")),
     path("training/", include("training.urls")),
+    path("evaluation/", include("evaluation.urls")),
     path("api/auth/token/", obtain_auth_token, name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

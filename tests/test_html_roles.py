@@ -1,5 +1,5 @@
-"""Every HTML page and form of the curation, generation, review and training apps walked through the role matrix,
-and the query counts of the pages that list the taxonomy.
+"""Every HTML page and form of the curation, generation, review, training and evaluation apps walked through the
+role matrix, and the query counts of the pages that list the taxonomy.
 
 The table below must name exactly the URL patterns of the curation, generation, review and training URLconfs: a
 new view without a row fails `test_role_table_covers_every_html_url`, and a method a view accepts without a row fails
@@ -17,6 +17,7 @@ from django.urls import reverse
 
 from curation import urls as curation_urls
 from curation.models import Document, Leaf
+from evaluation import urls as evaluation_urls
 from generation import urls as generation_urls
 from review import urls as review_urls
 from tests import test_api_roles
@@ -179,6 +180,19 @@ PAGES = [
     P("GET",  "training:dataset_detail",   lambda w: [w.dataset],     READ),
     P("POST", "training:dataset_train",    lambda w: [w.dataset],     OPERATE, 302),
     P("GET",  "training:dataset_download", lambda w: [w.dataset, "all"], READ),
+    P("GET",  "evaluation:job_list",       none,                      READ),
+    P("GET",  "evaluation:job_create",     none,                      OPERATE),
+    P("POST", "evaluation:job_create",     none,                      OPERATE, 302, lambda w: {
+        "checkpoint": w.checkpoint, "backend": "local", "judge_threshold": 0.5, "choice_threshold": 0.05,
+        "loss_threshold": 0.05, "max_new_tokens": 32}),
+    P("GET",  "evaluation:job_compare",    none,                      READ,
+      query="first={w.evaluation}&second={w.stopped_evaluation}"),
+    P("GET",  "evaluation:job_detail",     lambda w: [w.evaluation],  READ),
+    P("GET",  "evaluation:job_progress",   lambda w: [w.evaluation],  READ, htmx=True),
+    P("GET",  "evaluation:job_answers",    lambda w: [w.evaluation],  READ),
+    P("GET",  "evaluation:job_export",     lambda w: [w.evaluation, "csv"], READ),
+    P("POST", "evaluation:job_cancel",     lambda w: [w.evaluation],  OPERATE, 302),
+    P("POST", "evaluation:job_resume",     lambda w: [w.stopped_evaluation], OPERATE, 302),
 ]
 # fmt: on
 
@@ -200,7 +214,7 @@ def clients(outsider, reviewer, operator, curator, staff_curator) -> dict[str, C
 
 
 def send(client: Client, page: Page, w: World):
-    url = page.url(w).format(snapshot=w.snapshot)
+    url = page.url(w).format(snapshot=w.snapshot, w=w)
     headers = {"HX-Request": "true"} if page.htmx else {}
     if page.method == "GET":
         return client.get(url, headers=headers)
@@ -245,6 +259,7 @@ def test_role_table_covers_every_html_url():
     names |= {f"generation:{pattern.name}" for pattern in generation_urls.urlpatterns}
     names |= {f"review:{pattern.name}" for pattern in review_urls.urlpatterns}
     names |= {f"training:{pattern.name}" for pattern in training_urls.urlpatterns}
+    names |= {f"evaluation:{pattern.name}" for pattern in evaluation_urls.urlpatterns}
     table = {page.name for page in PAGES}
     assert names - table == set(), "HTML URLs without a row in the role table"
     assert table - names == set(), "rows in the role table for URLs that do not exist"
@@ -257,7 +272,7 @@ def test_methods_outside_the_table_are_405(name, world, clients, django_user_mod
     admin = Client()
     admin.force_login(django_user_model.objects.create_superuser("root", password="pw-root"))
     for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE"} - listed):
-        response = getattr(admin, method.lower())(page.url(world).format(snapshot=world.snapshot))
+        response = getattr(admin, method.lower())(page.url(world).format(snapshot=world.snapshot, w=world))
         assert response.status_code == 405, (method, response.status_code)
 
 

@@ -43,9 +43,8 @@ def phase_datasets(phase: TrainingPhase) -> list[DatasetFile]:
 def phase_leaves(phase: TrainingPhase) -> list[str]:
     """The leaves whose samples the phase trained on; every leaf with seeds when its data came from no build."""
     files = phase_datasets(phase)
-    if not files:
-        return _all_leaves()
-    return sorted({leaf for f in files for leaf, roles in f.dataset.per_leaf.items() if roles.get(f.role)})
+    trained = {leaf for f in files for leaf, roles in f.dataset.per_leaf.items() if roles.get(f.role)}
+    return sorted(trained) or _all_leaves()
 
 
 def _all_leaves() -> list[str]:

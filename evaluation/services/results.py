@@ -83,12 +83,12 @@ def unparseable_count(job: EvaluationJob) -> int:
 def job_summary(job: EvaluationJob) -> dict:
     verdicts = dict(job.leaf_results.values_list("verdict").annotate(n=Count("id")).order_by())
     counts = job.measurements.aggregate(
-        judged=Count("id", filter=Q(kind=Measurement.Kind.JUDGED, judged=True)),
-        unparseable=Count("id", filter=Q(kind=Measurement.Kind.JUDGED, judged=True, parseable=False)),
-        failed=Count("id", filter=~Q(error="")),
-        choices=Count("id", filter=Q(kind=Measurement.Kind.CHOICE)),
+        n_judged=Count("id", filter=Q(kind=Measurement.Kind.JUDGED, judged=True)),
+        n_unparseable=Count("id", filter=Q(kind=Measurement.Kind.JUDGED, judged=True, parseable=False)),
+        n_failed=Count("id", filter=~Q(error="")),
+        n_choices=Count("id", filter=Q(kind=Measurement.Kind.CHOICE)),
     )
-    return {"verdicts": {v: verdicts.get(v, 0) for v in VERDICTS}, **counts}
+    return {"verdicts": {v: verdicts.get(v, 0) for v in VERDICTS}, **{k[2:]: v for k, v in counts.items()}}
 
 
 def set_summary(job: EvaluationJob) -> list[dict]:
@@ -165,6 +165,11 @@ def leaf_rows(job: EvaluationJob) -> list[dict]:
     ]  # fmt: skip
 
 
+def _cell(value):
+    # A model's answer that starts like a formula must not run as one in a spreadsheet.
+    return f"'{value}" if isinstance(value, str) and value[:1] in ("=", "+", "-", "@") else value
+
+
 def export_csv(job: EvaluationJob):
     """CSV lines, streamed: one row per measurement."""
     buffer = io.StringIO()
@@ -174,5 +179,5 @@ def export_csv(job: EvaluationJob):
     for row in export_rows(job):
         buffer.seek(0)
         buffer.truncate()
-        writer.writerow({**row, "choices": " | ".join(row["choices"])})
+        writer.writerow({name: _cell(value) for name, value in {**row, "choices": " | ".join(row["choices"])}.items()})
         yield buffer.getvalue()

@@ -68,11 +68,16 @@ def test_multiple_choice_questions_come_from_the_seeds_and_documents_the_same_ev
     assert [q.key for q in made] == ["seed-0-0", "seed-0-1", "seed-0-2"]
     for question in made:
         assert len(question.choices) == 3 and question.question.startswith("ctx")
-        assert question.choices[question.correct] == {"seed-0-0": "a1", "seed-0-1": "a2", "seed-0-2": "a3"}[question.key]
+        assert (
+            question.choices[question.correct] == {"seed-0-0": "a1", "seed-0-1": "a2", "seed-0-2": "a3"}[question.key]
+        )
     assert made == seed_questions("knowledge/x", seeds, ["other"])
     alone = seed_questions("knowledge/x", [(None, [("q", "a")])], ["b", "c"])
     assert set(alone[0].choices) == {"a", "b", "c"}  # other leaves' answers when the leaf has no others
-    text = "# Title\n\nThe first sentence has more than eight words in it. The second sentence also has many words in it here."
+    text = (
+        "# Title\n\nThe first sentence has more than eight words in it. "
+        "The second sentence also has many words in it here."
+    )
     assert len(sentences(text)) == 2
     docs = document_questions("knowledge/x", [("a.md", text)])
     assert len(docs) == 2 and all(q.choices[q.correct] in text for q in docs)
