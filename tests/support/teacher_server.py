@@ -44,6 +44,7 @@ class TeacherScript:
         self.unfaithful_every = 0  # about one faithfulness judgement in N answers "NO" (chosen by request hash)
         self.hang_seconds = 30.0  # how long a hanging request hangs (cut short when the server stops)
         self.model = "scripted-teacher"
+        self.replies: dict[tuple[str, str], str] = {}  # (model, prompt) -> the answer, before any other rule
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.requests = 0
@@ -195,7 +196,7 @@ def _make_handler(script: TeacherScript):
                     return self._send(
                         200, '{"id": "chatcmpl-cut", "choices": [{"mess', number=number, prompt=prompt, model=model
                     )
-                text = script.answer(body.get("messages", []), body.get("seed"))
+                text = script.replies.get((model, prompt)) or script.answer(body.get("messages", []), body.get("seed"))
                 if script.garbage_every and number % script.garbage_every == 0:
                     text = "lorem ipsum, no format at all"
                 if script.nul_every and number % script.nul_every == 0:
