@@ -8,10 +8,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from curation.models import Leaf
 from evaluation import selectors
 from evaluation.forms import EvaluationForm
 from evaluation.models import EvaluationJob
 from evaluation.services import jobs as services
+from evaluation.services import playground as playground_service
 from evaluation.services import results
 from labweb.errors import LabError
 from labweb.roles import any_role_required, operator_required
@@ -147,3 +149,54 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @operator_required
 def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
     return _command(request, pk, services.evaluation_resume, "{job} resumed from what was saved.")
+
+
+@require_http_methods(["GET", "POST"])
+@operator_required
+def playground(request: HttpRequest) -> HttpResponse:
+    """Two models, one conversation. With JavaScript the page streams both answers (`playground_stream`); without
+    it, the form posts here and the page comes back with both answers whole."""
+    data = request.POST if request.method == "POST" else request.GET
+    leaves = list(Leaf.objects.filter(seeds__isnull=False).distinct().order_by("path").values_list("path", flat=True))
+    leaf = data.get("leaf") or ""
+    context = {
+        "models": playground_service.model_choices(),
+        "left": data.get("left") or "",
+        "right": data.get("right") or "",
+        "leaves": leaves,
+        "leaf": leaf,
+        "prompts": playground_service.leaf_prompts(leaf) if leaf in leaves else [],
+        "prompt": data.get("prompt") or "",
+        "answers": None,
+        "error": "",
+    }
+    status = 200
+    if request.method == "POST":
+        try:
+            messages_so_far = playground_service.conversation(context["prompt"])
+        except LabError as error:
+            context["error"], status = error.message, 422
+        else:
+            context["answers"] = [
+                "".join(playground_service.stream(context[side], messages_so_far)) for side in ("left", "right")
+            ]
+    return render(request, "evaluation/playground.html", context, status=status)
+
+
+@require_POST
+@operator_required
+def playground_stream(request: HttpRequest) -> HttpResponse:
+    """One model's answer to the conversation, streamed as plain text a piece at a time."""
+    try:
+        messages_so_far = playground_service.conversation(
+            request.POST.get("prompt", ""), request.POST.get("history", "")
+        )
+    except LabError as error:
+        return HttpResponse(error.message, status=422, content_type="text/plain; charset=utf-8")
+    response = StreamingHttpResponse(
+        playground_service.stream(request.POST.get("model", ""), messages_so_far),
+        content_type="text/plain; charset=utf-8",
+    )
+    response["X-Accel-Buffering"] = "no"  # a proxy in front must pass each piece on as it comes
+    response["Cache-Control"] = "no-store"
+    return response

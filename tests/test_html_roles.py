@@ -193,6 +193,11 @@ PAGES = [
     P("GET",  "evaluation:job_export",     lambda w: [w.evaluation, "csv"], READ),
     P("POST", "evaluation:job_cancel",     lambda w: [w.evaluation],  OPERATE, 302),
     P("POST", "evaluation:job_resume",     lambda w: [w.stopped_evaluation], OPERATE, 302),
+    P("GET",  "evaluation:playground",     none,                      OPERATE),
+    P("POST", "evaluation:playground",     none,                      OPERATE, 200, lambda w: {
+        "left": f"teacher:{w.teacher}", "right": f"teacher:{w.teacher}", "prompt": "hi"}),
+    P("POST", "evaluation:playground_stream", none,                   OPERATE, 200, lambda w: {
+        "model": f"teacher:{w.teacher}", "prompt": "hi"}),
 ]
 # fmt: on
 

@@ -111,21 +111,28 @@ def _heartbeat(job_id: int, owner: str) -> bool:
     )
 
 
-def _save_judgements(judged: list) -> None:
-    rows = Measurement.objects.in_bulk([j.key for j in judged])
-    changed = []
+def _write(answers: list[tuple[int, str]], judged: list) -> None:
+    """Answers, then the judgements made of them, in one transaction; no read first (each row is named by id)."""
+    rows = [Measurement(pk=row_id, answer=text.replace("\x00", ""), answered=True) for row_id, text in answers]
+    marks = []
     for item in judged:
-        row = rows.get(item.key)
-        if row is None:
-            continue
         if item.text is None:
-            row.error = item.error[:2000]
-        else:
-            parsed = parse_judgement(item.text)
-            row.judged, row.parseable, row.rating = True, parsed.rating is not None, parsed.rating
-            row.rationale, row.error = parsed.rationale[:20000], ""
-        changed.append(row)
-    Measurement.objects.bulk_update(changed, ["judged", "parseable", "rating", "rationale", "error"])
+            marks.append(
+                Measurement(
+                    pk=item.key, judged=False, parseable=False, rating=None, rationale="", error=item.error[:2000]
+                )
+            )
+            continue
+        parsed = parse_judgement(item.text)
+        marks.append(
+            Measurement(
+                pk=item.key, judged=True, parseable=parsed.rating is not None, rating=parsed.rating,
+                rationale=parsed.rationale[:20000], error="",
+            )
+        )  # fmt: skip
+    with transaction.atomic():
+        Measurement.objects.bulk_update(rows, ["answer", "answered"], batch_size=1000)
+        Measurement.objects.bulk_update(marks, ["judged", "parseable", "rating", "rationale", "error"], batch_size=1000)
 
 
 class _Run:
@@ -136,6 +143,7 @@ class _Run:
         self.failures_in_row = 0
         self.last_error = ""
         self.tick_error: Exception | None = None
+        self.answers: list[tuple[int, str]] = []  # written with the next flush, before the judgements made of them
 
     async def drive(self) -> None:
         self.pool = JudgePool(await self.bridge.call(_judge_client, self.job))
@@ -168,14 +176,15 @@ class _Run:
             self.tick_error = error
 
     async def _save(self, judged: list) -> None:
+        answers, self.answers = self.answers, []
         for item in judged:
             if item.text is None:
                 self.failures_in_row += 1
                 self.last_error = item.error
             else:
                 self.failures_in_row = 0
-        if judged:
-            await self.bridge.call(_save_judgements, judged)
+        if judged or answers:
+            await self.bridge.call(_write, answers, judged)
 
     async def _flush(self, *, beat: bool = False) -> None:
         await self._save(self.pool.take())
@@ -214,7 +223,7 @@ class _Run:
         while batch := await call(_unanswered, self.job, role, ANSWER_BATCH, after):
             after = batch[-1][0]
             texts = await call(model.answer, [q for _, q, _ in batch], max_new_tokens=self.job.max_new_tokens)
-            await call(_save_answers, [(row[0], text) for row, text in zip(batch, texts, strict=True)])
+            self.answers += [(row[0], text) for row, text in zip(batch, texts, strict=True)]
             for (row_id, question, reference), text in zip(batch, texts, strict=True):
                 await self._judge(row_id, question, reference, text)
             await self._flush()
@@ -240,7 +249,7 @@ class _Run:
             failed = [d for d in done if d.text is None]
             if failed:
                 raise LabError(f"The model server could not answer: {failed[0].error}", field="server_url")
-            await self.bridge.call(_save_answers, [(d.key[0], d.text) for d in done])
+            self.answers += [(d.key[0], d.text) for d in done]
             for d in done:
                 await self._judge(d.key[0], d.key[1], d.key[2], d.text)
 
@@ -276,13 +285,6 @@ def _unjudged(job: EvaluationJob) -> list[tuple]:
 def _unanswered(job: EvaluationJob, role: str, limit: int, after: int) -> list[tuple]:
     rows = job.measurements.filter(kind=Measurement.Kind.JUDGED, role=role, answered=False, pk__gt=after)
     return list(rows.order_by("pk").values_list("pk", "question", "reference")[:limit])
-
-
-def _save_answers(answers: list[tuple[int, str]]) -> None:
-    rows = Measurement.objects.in_bulk([row_id for row_id, _ in answers])
-    for row_id, text in answers:
-        rows[row_id].answer, rows[row_id].answered = text.replace("\x00", ""), True
-    Measurement.objects.bulk_update(list(rows.values()), ["answer", "answered"])
 
 
 def _choices(job: EvaluationJob, role: str, model: LocalModel) -> None:

@@ -151,6 +151,27 @@ def _make_handler(script: TeacherScript):
             self.end_headers()
             self.wfile.write(data)
 
+        def _stream(self, text: str, *, number: int, prompt: str, model: str) -> None:
+            """Server-sent events, a word a chunk, as a server does for `"stream": true`."""
+            with script.lock:
+                script.statuses[200] += 1
+                script.exchanges.append(
+                    {"number": number, "status": 200, "model": model, "prompt": prompt, "text": text}
+                )
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            pieces = [word + " " for word in text.split(" ")]
+            for index, piece in enumerate(pieces):
+                delta = {"content": piece.rstrip() if index == len(pieces) - 1 else piece}
+                chunk = {"id": f"chatcmpl-{number}", "object": "chat.completion.chunk", "created": int(time.time()),
+                         "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}  # fmt: skip
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+
         def do_GET(self):
             self._send(200, {"object": "list", "data": [{"id": script.model, "object": "model"}]})
 
@@ -197,6 +218,8 @@ def _make_handler(script: TeacherScript):
                         200, '{"id": "chatcmpl-cut", "choices": [{"mess', number=number, prompt=prompt, model=model
                     )
                 text = script.replies.get((model, prompt)) or script.answer(body.get("messages", []), body.get("seed"))
+                if body.get("stream"):
+                    return self._stream(text, number=number, prompt=prompt, model=model)
                 if script.garbage_every and number % script.garbage_every == 0:
                     text = "lorem ipsum, no format at all"
                 if script.nul_every and number % script.nul_every == 0:
