@@ -26,6 +26,8 @@ class JudgePool:
         self._tasks: set[asyncio.Task] = set()
         self._done: list[Judged] = []
         self.failures = 0
+        self.failures_in_row = 0  # failed calls since the last success: a judge that is down shows here first
+        self.last_error = ""
         self._busy = 0
 
     async def submit(self, key, messages: list[dict]) -> None:
@@ -40,8 +42,11 @@ class JudgePool:
             completion = await self.judge.complete(messages, self.sampling)
         except TeacherError as error:
             self.failures += 1
+            self.failures_in_row += 1
+            self.last_error = error.message
             self._done.append(Judged(key, None, error.message))
         else:
+            self.failures_in_row = 0
             self._done.append(Judged(key, completion.text))
         finally:
             self._busy -= 1

@@ -56,6 +56,7 @@ def evaluation_run(*, job_id: int) -> str:
     ).update(lease_owner=owner, lease_until=jobs.lease_until(), attempts=F("attempts") + 1)
     if not taken:
         return f"evaluation {job_id} is held by another worker"
+    job.lease_owner = owner
     jobs.transition(job, to=jobs.Status.RUNNING, allowed=[jobs.Status.QUEUED])
     try:
         if not job.total:
@@ -100,6 +101,11 @@ def _stage(job: EvaluationJob, stage: str) -> None:
     EvaluationJob.objects.filter(pk=job.pk).update(stage=stage)
 
 
+def _renew(job: EvaluationJob) -> None:
+    """During long work on this thread (the ticker's heartbeat waits for it): keep the lease."""
+    EvaluationJob.objects.filter(pk=job.pk, lease_owner=job.lease_owner).update(lease_until=jobs.lease_until())
+
+
 def _heartbeat(job_id: int, owner: str) -> bool:
     """Renew the lease and publish progress; False when the job was cancelled or taken over."""
     done = pending_measurements(EvaluationJob(pk=job_id))
@@ -140,8 +146,6 @@ class _Run:
         self.job, self.owner, self.bridge = job, owner, bridge
         self.pool: JudgePool | None = None
         self.last_beat = 0.0
-        self.failures_in_row = 0
-        self.last_error = ""
         self.tick_error: Exception | None = None
         self.answers: list[tuple[int, str]] = []  # written with the next flush, before the judgements made of them
 
@@ -177,12 +181,6 @@ class _Run:
 
     async def _save(self, judged: list) -> None:
         answers, self.answers = self.answers, []
-        for item in judged:
-            if item.text is None:
-                self.failures_in_row += 1
-                self.last_error = item.error
-            else:
-                self.failures_in_row = 0
         if judged or answers:
             await self.bridge.call(_write, answers, judged)
 
@@ -197,11 +195,11 @@ class _Run:
     def _check_judge(self) -> None:
         if self.tick_error is not None:
             raise self.tick_error
-        if self.failures_in_row >= JUDGE_DOWN_AFTER:
+        if self.pool.failures_in_row >= JUDGE_DOWN_AFTER:
             # Every call in a row failed: stop asking a judge that is down; resume asks what is left.
             raise LabError(
-                f"The judge {self.job.judge_config.get('name', '')} failed {self.failures_in_row} calls in a row "
-                f"({self.last_error}). What was measured is kept; resume once the judge answers.",
+                f"The judge {self.job.judge_config.get('name', '')} failed {self.pool.failures_in_row} calls in a row "
+                f"({self.pool.last_error}). What was measured is kept; resume once the judge answers.",
                 field="judge",
             )
 
@@ -295,6 +293,7 @@ def _choices(job: EvaluationJob, role: str, model: LocalModel) -> None:
             scores = model.choice_scores(row.question, tuple(row.choices))
             row.picked = scores.index(max(scores))
         Measurement.objects.bulk_update(batch, ["picked"])
+        _renew(job)
 
 
 def _losses(job: EvaluationJob, role: str, model: LocalModel) -> None:
@@ -303,5 +302,5 @@ def _losses(job: EvaluationJob, role: str, model: LocalModel) -> None:
     todo = LeafResult.objects.filter(job=job, leaf_path__in=list(held), **{f"{field}__isnull": True})
     for result in todo:
         loss = model.loss(held[result.leaf_path])
-        with transaction.atomic():
-            LeafResult.objects.filter(pk=result.pk).update(**{field: loss.mean, f"{field}_tokens": loss.tokens})
+        LeafResult.objects.filter(pk=result.pk).update(**{field: loss.mean, f"{field}_tokens": loss.tokens})
+        _renew(job)

@@ -117,3 +117,4 @@ def test_the_pool_keeps_its_window_full_and_reports_failures_apart():
     done = pool.take()
     assert sorted(d.key for d in done) == list(range(10)) and judge.most == 4
     assert [d.key for d in done if d.text is None] == [3] and pool.failures == 1
+    assert pool.failures_in_row == 0 and pool.last_error == "down"  # successes came after the failure

@@ -105,7 +105,8 @@ def test_each_phase_is_evaluated_against_the_base_per_leaf_with_earlier_phases_s
     again = evaluation_create(user=operator, checkpoint=first.checkpoint, judge=down, leaves=[SKILLS])
     wait_for(lambda: finished(again), timeout=120, what="the evaluation with a judge that is down", worker=worker)
     assert again.status == jobs.Status.FAILED
-    assert "judge down failed 5 calls in a row" in again.error and "127.0.0.1:9" in again.error
+    # Stopped after 5 failures in a row, or (when every call was out before 5 came back) at the end; either way:
+    assert "127.0.0.1:9" in again.error and "resume once the judge answers" in again.error
     answered = dict(again.measurements.filter(answered=True).values_list("pk", "answer"))
     assert answered and not again.measurements.filter(judged=True).exists()
     before = len(judge_server.script.exchanges)
