@@ -12,7 +12,7 @@ import logging
 import time
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -119,26 +119,42 @@ def _heartbeat(job_id: int, owner: str) -> bool:
 
 def _write(answers: list[tuple[int, str]], judged: list) -> None:
     """Answers, then the judgements made of them, in one transaction; no read first (each row is named by id)."""
-    rows = [Measurement(pk=row_id, answer=text.replace("\x00", ""), answered=True) for row_id, text in answers]
     marks = []
     for item in judged:
         if item.text is None:
-            marks.append(
-                Measurement(
-                    pk=item.key, judged=False, parseable=False, rating=None, rationale="", error=item.error[:2000]
-                )
-            )
+            marks.append((item.key, False, False, None, "", item.error[:2000]))
             continue
         parsed = parse_judgement(item.text)
-        marks.append(
-            Measurement(
-                pk=item.key, judged=True, parseable=parsed.rating is not None, rating=parsed.rating,
-                rationale=parsed.rationale[:20000], error="",
-            )
-        )  # fmt: skip
+        marks.append((item.key, True, parsed.rating is not None, parsed.rating, parsed.rationale[:20000], ""))
     with transaction.atomic():
-        Measurement.objects.bulk_update(rows, ["answer", "answered"], batch_size=1000)
-        Measurement.objects.bulk_update(marks, ["judged", "parseable", "rating", "rationale", "error"], batch_size=1000)
+        _update(["answer", "answered"], [(row_id, text.replace("\x00", ""), True) for row_id, text in answers])
+        _update(["judged", "parseable", "rating", "rationale", "error"], marks)
+
+
+_CASTS = {"answer": "text", "answered": "boolean", "judged": "boolean", "parseable": "boolean",
+          "rating": "double precision", "rationale": "text", "error": "text"}  # fmt: skip
+
+
+def _update(fields: list[str], rows: list[tuple]) -> None:
+    """Set `fields` of each row (id, *values): on PostgreSQL one UPDATE ... FROM (VALUES ...) a thousand rows,
+    which costs a fraction of the CPU of bulk_update's CASE per field and row; elsewhere bulk_update."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        objects = [Measurement(pk=row[0], **dict(zip(fields, row[1:], strict=True))) for row in rows]
+        Measurement.objects.bulk_update(objects, fields, batch_size=500)
+        return
+    table = connection.ops.quote_name(Measurement._meta.db_table)
+    values = "(" + ", ".join(["%s::bigint", *(f"%s::{_CASTS[f]}" for f in fields)]) + ")"
+    assign = ", ".join(f"{f} = v.{f}" for f in fields)
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 1000):
+            chunk = rows[start : start + 1000]
+            cursor.execute(
+                f"UPDATE {table} AS m SET {assign} FROM (VALUES {', '.join([values] * len(chunk))}) "  # noqa: S608
+                f"AS v(id, {', '.join(fields)}) WHERE m.id = v.id",
+                [value for row in chunk for value in row],
+            )
 
 
 class _Run:
