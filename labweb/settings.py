@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "generation",
     "review",
     "training",
+    "evaluation",
 ]
 
 MIDDLEWARE = [
@@ -134,6 +135,9 @@ SPECTACULAR_SETTINGS = {
         "LeafRevisionActionEnum": "curation.models.LeafRevision.Action",
         "TrainingPlanEnum": "training.models.TrainingJob.Plan",
         "DatasetPlanEnum": "training.models.Dataset.Plan",
+        "EvaluationBackendEnum": "evaluation.models.EvaluationJob.Backend",
+        "MeasurementKindEnum": "evaluation.models.Measurement.Kind",
+        "KindEnum": "curation.models.Kind",
     },
 }
 
@@ -154,6 +158,7 @@ CELERY_TASK_ROUTES = {
     "training.tasks.build_dataset": {"queue": "default"},
     "generation.tasks.*": {"queue": "generation"},
     "training.tasks.*": {"queue": "training"},
+    "evaluation.tasks.*": {"queue": "training"},
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
@@ -240,3 +245,10 @@ LABWEB_PROMPT_MAX_TOKENS = env_int("LABWEB_PROMPT_MAX_TOKENS", 128)
 LABWEB_MONITOR_TIMEOUT = float(env_str("LABWEB_MONITOR_TIMEOUT", "1.0"))
 LABWEB_MONITOR_CACHE_SECONDS = env_int("LABWEB_MONITOR_CACHE_SECONDS", 5)
 LABWEB_READY_QUEUES = env_list("LABWEB_READY_QUEUES", [])
+# Evaluation: after each training phase (its last checkpoint against the base), judged by the data's teacher or
+# the teacher named here; answers of at most this many tokens; a model under test on a server.
+LABWEB_EVALUATE_AFTER_PHASE = env_bool("LABWEB_EVALUATE_AFTER_PHASE", True)
+LABWEB_EVALUATION_JUDGE = env_str("LABWEB_EVALUATION_JUDGE", "")
+LABWEB_EVALUATION_MAX_TOKENS = env_int("LABWEB_EVALUATION_MAX_TOKENS", 128)
+LABWEB_EVALUATION_SERVER_TIMEOUT = env_int("LABWEB_EVALUATION_SERVER_TIMEOUT", 120)
+LABWEB_EVALUATION_SERVER_CONCURRENCY = env_int("LABWEB_EVALUATION_SERVER_CONCURRENCY", 32)

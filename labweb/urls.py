@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from curation.api import urls as curation_api
+from evaluation.api import urls as evaluation_api
 from generation.api import urls as generation_api
 from labweb import views
 from labweb.api_root import ApiRouter
@@ -18,6 +19,7 @@ api.include(curation_api.router, curation_api.ENDPOINTS)
 api.include(generation_api.router)
 api.include(training_api.router)
 api.include(review_api.router, review_api.ENDPOINTS)
+api.include(evaluation_api.router)
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -33,6 +35,7 @@ urlpatterns = [
     path("review/", include("review.urls")),
     path("training/", include("training.urls")),
     path("api/auth/token/", ObtainToken.as_view(), name="api-token"),
+    path("evaluation/", include("evaluation.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include(curation_api.urlpatterns)),

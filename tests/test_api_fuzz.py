@@ -49,6 +49,7 @@ PATH_OBJECT = {
     "training-jobs": "training_job",
     "checkpoints": "checkpoint",
     "datasets": "dataset",
+    "evaluations": "evaluation",
     "review/items": "sample",
     "review/bulk": "job",
 }

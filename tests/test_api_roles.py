@@ -22,6 +22,7 @@ from rest_framework.test import APIClient
 from curation import services
 from curation.models import Document, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.taxonomy.source import write_tar
+from evaluation.models import EvaluationJob
 from generation.models import GenerationRun, Sample, Teacher
 from generation.sdg.pipelines import GeneratedSample
 from generation.services.runs import run_cancel, run_create
@@ -61,6 +62,8 @@ class World:
     stopped_job: int
     checkpoint: int
     dataset: int
+    evaluation: int
+    stopped_evaluation: int
     job: int = 0  # a bulk review job, done: its undo can run
 
     @cached_property
@@ -156,6 +159,13 @@ def training_upload(w: World) -> dict:
     return {"file": SimpleUploadedFile("replay.jsonl", FACTS_JSONL)}
 
 
+def new_evaluation(w: World) -> dict:
+    return {"checkpoint": w.checkpoint, "judge": w.teacher}
+
+
+EVALUATION = "/api/evaluations/{w.evaluation}/"
+
+
 def new_run(w: World) -> dict:
     return {"teacher": w.teacher, "scope": "selected", "leaves": [w.leaf], "samples_per_leaf": 5}
 
@@ -242,10 +252,20 @@ ENDPOINTS = [
     E("GET",    "dataset-list",    "/api/datasets/",              READ),
     E("POST",   "dataset-list",    "/api/datasets/",              OPERATE, 201, {"name": "kept", "plan": "stacked"}),
     E("GET",    "dataset-detail",  "/api/datasets/{w.dataset}/",  READ),
+    E("GET",    "evaluation-list", "/api/evaluations/",           READ),
+    E("POST",   "evaluation-list", "/api/evaluations/",           OPERATE, 201, new_evaluation),
+    E("GET",    "evaluation-detail", EVALUATION,                  READ),
+    E("POST",   "evaluation-cancel", EVALUATION + "cancel/",      OPERATE),
+    E("POST",   "evaluation-resume", "/api/evaluations/{w.stopped_evaluation}/resume/", OPERATE),
+    E("GET",    "evaluation-leaves", EVALUATION + "leaves/",      READ),
+    E("GET",    "evaluation-measurements", EVALUATION + "measurements/", READ),
+    E("GET",    "evaluation-events", EVALUATION + "events/",      READ),
+    E("GET",    "evaluation-export", EVALUATION + "export/?as=csv", READ),
+    E("GET",    "evaluation-compare", "/api/evaluations/compare/?first={w.evaluation}&second={w.evaluation}", READ),
 ]
 # fmt: on
 # The OpenAPI document, the Swagger UI page and checkpoint archives answer in their own formats.
-NOT_JSON = {"api-schema", "api-docs", "checkpoint-download"}
+NOT_JSON = {"api-schema", "api-docs", "checkpoint-download", "evaluation-export"}
 
 
 def training_world(tmp_path: Path, settings, user) -> dict:
@@ -282,7 +302,19 @@ def training_world(tmp_path: Path, settings, user) -> dict:
         tokens=3,
         bytes=len(FACTS_JSONL),
     )
-    return {"training_job": job.pk, "stopped_job": stopped.pk, "checkpoint": checkpoint.pk, "dataset": dataset.pk}
+    from evaluation.services.jobs import evaluation_create
+
+    evaluation = evaluation_create(user=user, checkpoint=checkpoint, start=False)
+    stopped_evaluation = evaluation_create(user=user, checkpoint=checkpoint, start=False)
+    type(stopped_evaluation).objects.filter(pk=stopped_evaluation.pk).update(status=Status.CANCELLED)
+    return {
+        "training_job": job.pk,
+        "stopped_job": stopped.pk,
+        "checkpoint": checkpoint.pk,
+        "dataset": dataset.pk,
+        "evaluation": evaluation.pk,
+        "stopped_evaluation": stopped_evaluation.pk,
+    }
 
 
 @pytest.fixture
@@ -385,6 +417,7 @@ def state() -> tuple:
         list(BulkJob.objects.order_by("pk").values_list("status", flat=True)),
         list(TrainingJob.objects.order_by("pk").values_list("status", flat=True)),
         Dataset.objects.count(),
+        list(EvaluationJob.objects.order_by("pk").values_list("status", flat=True)),
         sorted(p.name for p in Path(settings.LABWEB_TRAINING_DIR).glob("uploads/*")),
     )
 

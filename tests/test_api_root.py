@@ -24,6 +24,7 @@ def test_api_root_lists_the_endpoints_of_every_app_and_each_link_answers(api):
         "checkpoints",
         "training-uploads",
         "datasets",
+        "evaluations",
         "review/items",
         "review/stats",
         "review/agreement",

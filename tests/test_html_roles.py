@@ -1,8 +1,8 @@
-"""Every HTML page and form of the curation, generation, review and training apps walked through the role matrix,
-and the query counts of the pages that list the taxonomy.
+"""Every HTML page and form of the curation, generation, review, training and evaluation apps walked through the
+role matrix, and the query counts of the pages that list the taxonomy.
 
-The table below must name exactly the URL patterns of the curation, generation, review, training and monitor URLconfs: a
-new view without a row fails `test_role_table_covers_every_html_url`, and a method a view accepts without a row fails
+The table below must name exactly the URL patterns of the curation, generation, review, training,
+evaluation and monitor URLconfs: a new view without a row fails `test_role_table_covers_every_html_url`, and a method a view accepts without a row fails
 `test_methods_outside_the_table_are_405`.
 """
 
@@ -17,6 +17,7 @@ from django.urls import reverse
 
 from curation import urls as curation_urls
 from curation.models import Document, Leaf
+from evaluation import urls as evaluation_urls
 from generation import urls as generation_urls
 from labweb.monitor import urls as monitor_urls
 from review import urls as review_urls
@@ -186,6 +187,24 @@ PAGES = [
     P("POST", "monitor:cancel",            lambda w: ["training", w.training_job], OPERATE, 302),
     P("POST", "monitor:cancel",            lambda w: ["generation", w.run], OPERATE, 302, label=" run"),
     P("POST", "monitor:retry",             lambda w: ["training", w.stopped_job], OPERATE, 302),
+    P("GET",  "evaluation:job_list",       none,                      READ),
+    P("GET",  "evaluation:job_create",     none,                      OPERATE),
+    P("POST", "evaluation:job_create",     none,                      OPERATE, 302, lambda w: {
+        "checkpoint": w.checkpoint, "backend": "local", "judge_threshold": 0.5, "choice_threshold": 0.05,
+        "loss_threshold": 0.05, "max_new_tokens": 32}),
+    P("GET",  "evaluation:job_compare",    none,                      READ,
+      query="first={w.evaluation}&second={w.stopped_evaluation}"),
+    P("GET",  "evaluation:job_detail",     lambda w: [w.evaluation],  READ),
+    P("GET",  "evaluation:job_progress",   lambda w: [w.evaluation],  READ, htmx=True),
+    P("GET",  "evaluation:job_answers",    lambda w: [w.evaluation],  READ),
+    P("GET",  "evaluation:job_export",     lambda w: [w.evaluation, "csv"], READ),
+    P("POST", "evaluation:job_cancel",     lambda w: [w.evaluation],  OPERATE, 302),
+    P("POST", "evaluation:job_resume",     lambda w: [w.stopped_evaluation], OPERATE, 302),
+    P("GET",  "evaluation:playground",     none,                      OPERATE),
+    P("POST", "evaluation:playground",     none,                      OPERATE, 200, lambda w: {
+        "left": f"teacher:{w.teacher}", "right": f"teacher:{w.teacher}", "prompt": "hi"}),
+    P("POST", "evaluation:playground_stream", none,                   OPERATE, 200, lambda w: {
+        "model": f"teacher:{w.teacher}", "prompt": "hi"}),
 ]
 # fmt: on
 
@@ -207,7 +226,7 @@ def clients(outsider, reviewer, operator, curator, staff_curator) -> dict[str, C
 
 
 def send(client: Client, page: Page, w: World):
-    url = page.url(w).format(snapshot=w.snapshot)
+    url = page.url(w).format(snapshot=w.snapshot, w=w)
     headers = {"HX-Request": "true"} if page.htmx else {}
     if page.method == "GET":
         return client.get(url, headers=headers)
@@ -253,6 +272,7 @@ def test_role_table_covers_every_html_url():
     names |= {f"review:{pattern.name}" for pattern in review_urls.urlpatterns}
     names |= {f"training:{pattern.name}" for pattern in training_urls.urlpatterns}
     names |= {f"monitor:{pattern.name}" for pattern in monitor_urls.urlpatterns}
+    names |= {f"evaluation:{pattern.name}" for pattern in evaluation_urls.urlpatterns}
     table = {page.name for page in PAGES}
     assert names - table == set(), "HTML URLs without a row in the role table"
     assert table - names == set(), "rows in the role table for URLs that do not exist"
@@ -265,7 +285,7 @@ def test_methods_outside_the_table_are_405(name, world, clients, django_user_mod
     admin = Client()
     admin.force_login(django_user_model.objects.create_superuser("root", password="pw-root"))
     for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE"} - listed):
-        response = getattr(admin, method.lower())(page.url(world).format(snapshot=world.snapshot))
+        response = getattr(admin, method.lower())(page.url(world).format(snapshot=world.snapshot, w=world))
         assert response.status_code == 405, (method, response.status_code)
 
 
@@ -289,8 +309,8 @@ def busiest_leaf() -> Leaf:
     ("query", "most"),
     [
         # The roots by kind, then every folder on the open path in one query, however deep; 2 more for
-        # review's counters on the tree (curation.tree_counters).
-        ("", 7),
+        # review's counters on the tree (curation.tree_counters) and 1 for evaluation's.
+        ("", 8),
         ("q=writing", 6),  # the header's counts per kind, the matches and their total
     ],
     ids=["tree", "search"],
@@ -314,7 +334,7 @@ def test_tree_page_renders_roots_without_leaves(curator_client):
 
 
 def test_tree_children_partial_queries(imported, curator_client, django_assert_max_num_queries):
-    with django_assert_max_num_queries(6):  # 4, and 2 for review's counters on the tree
+    with django_assert_max_num_queries(7):  # 4, 2 for review's counters on the tree and 1 for evaluation's
         response = curator_client.get(
             reverse("curation:tree_children"), {"path": "compositional_skills"}, headers={"HX-Request": "true"}
         )

@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Every module of each core, imported in a fresh interpreter that has no DJANGO_SETTINGS_MODULE.
 PROBE = """
 import importlib, pkgutil, sys
-for name in ("generation.sdg", "curation.taxonomy"):
+for name in ("generation.sdg", "curation.taxonomy", "evaluation.core"):
     package = importlib.import_module(name)
     for module in pkgutil.walk_packages(package.__path__, name + "."):
         importlib.import_module(module.name)

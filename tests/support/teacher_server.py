@@ -52,6 +52,7 @@ class TeacherScript:
         self.gate.set()
         self.held: list[int] = []  # the numbers of the requests waiting at the gate now
         self.model = "scripted-teacher"
+        self.replies: dict[tuple[str, str], str] = {}  # (model, prompt) -> the answer, before any other rule
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.requests = 0
@@ -73,6 +74,8 @@ class TeacherScript:
         prompt = messages[-1]["content"]
         rng = random.Random(hashlib.sha256(json.dumps([messages, seed]).encode()).hexdigest())
         count = int(m.group(1)) if (m := re.search(r"Write (\d+) new", prompt)) else 3
+        if "Rate the assistant's answer" in prompt:
+            return _judgement(prompt)
         if "[Context]" in prompt:
             return "\n".join(f"[Context]\nNotes about {_words(rng, 30)}.\n[End]" for _ in range(count))
         if "question-answer pairs" in prompt or "[Answer]" in prompt and "Passage:" in prompt:
@@ -96,6 +99,20 @@ class TeacherScript:
         if "clear, specific question" in prompt:
             return "A good study question.\nScore: 1"
         return f"Here is a careful answer: {_words(rng, 40)}."
+
+
+def _section(prompt: str, name: str) -> str:
+    found = re.search(rf"\[{re.escape(name)}\]\n(.*?)(?:\n\n\[|\n\nGive a short rationale)", prompt, re.S)
+    return found.group(1) if found else ""
+
+
+def _judgement(prompt: str) -> str:
+    """An evaluation judge: the rating grows with the share of the reference's words the answer has."""
+    reference = set(_section(prompt, "Reference answer").lower().split())
+    answer = set(_section(prompt, "The assistant's answer").lower().split())
+    share = len(reference & answer) / len(reference) if reference else 0.0
+    rating = 1 + round(9 * share)
+    return f"The answer has {len(reference & answer)} of the reference's {len(reference)} words.\nRating: [[{rating}]]"
 
 
 class _Server(ThreadingHTTPServer):
@@ -177,6 +194,27 @@ def _make_handler(script: TeacherScript):
             self.end_headers()
             self.wfile.write(data)
 
+        def _stream(self, text: str, *, number: int, prompt: str, model: str) -> None:
+            """Server-sent events, a word a chunk, as a server does for `"stream": true`."""
+            with script.lock:
+                script.statuses[200] += 1
+                script.exchanges.append(
+                    {"number": number, "status": 200, "model": model, "prompt": prompt, "text": text}
+                )
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            pieces = [word + " " for word in text.split(" ")]
+            for index, piece in enumerate(pieces):
+                delta = {"content": piece.rstrip() if index == len(pieces) - 1 else piece}
+                chunk = {"id": f"chatcmpl-{number}", "object": "chat.completion.chunk", "created": int(time.time()),
+                         "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}  # fmt: skip
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+
         def do_GET(self):
             if script.unreachable:
                 return self._drop()
@@ -236,7 +274,9 @@ def _make_handler(script: TeacherScript):
                     return self._send(
                         200, '{"id": "chatcmpl-cut", "choices": [{"mess', number=number, prompt=prompt, model=model
                     )
-                text = script.answer(body.get("messages", []), body.get("seed"))
+                text = script.replies.get((model, prompt)) or script.answer(body.get("messages", []), body.get("seed"))
+                if body.get("stream"):
+                    return self._stream(text, number=number, prompt=prompt, model=model)
                 if script.garbage_every and number % script.garbage_every == 0:
                     text = "lorem ipsum, no format at all"
                 if script.nul_every and number % script.nul_every == 0:

@@ -24,6 +24,7 @@ from labweb import jobs
 from labweb.errors import LabError
 from training.models import Checkpoint, StepMetric, TrainingEvent, TrainingJob, TrainingNode, TrainingPhase
 from training.services.jobs import event, job_dispatch, storage_root
+from training.signals import phase_succeeded
 from training.trainer.config import TrainConfig
 from training.trainer.events import EVENTS, read_events
 from training.trainer.mixing import Recipe, Source, mix
@@ -293,6 +294,9 @@ def _conclude(phase: TrainingPhase, code: int | None, outcome: dict | None) -> N
     if kind == "done" and code == 0:
         jobs.transition(phase, to=jobs.Status.SUCCEEDED, allowed=jobs.ACTIVE, exit_kind="done")
         event(job, f"{phase.name}: done at step {phase.step}.", phase=phase)
+        for _, result in phase_succeeded.send_robust(TrainingPhase, phase=phase):
+            if isinstance(result, Exception):  # a listener's failure never stops the job
+                event(job, f"After {phase.name}: {result}", phase=phase, level=TrainingEvent.Level.WARNING)
         if job.phases.exclude(status=jobs.Status.SUCCEEDED).exists():
             job_dispatch(job)
         else:

@@ -1,0 +1,10 @@
+from django.contrib import admin
+
+from evaluation.models import EvaluationJob
+from labweb.admin import ReadOnlyAdmin
+
+
+@admin.register(EvaluationJob)
+class EvaluationJobAdmin(ReadOnlyAdmin):
+    list_display = ("id", "name", "status", "model", "base_model", "done", "total", "created_at")
+    list_filter = ("status", "backend")
