@@ -1,9 +1,9 @@
 """Every HTML page and form of the curation, generation, review, training and evaluation apps walked through the
 role matrix, and the query counts of the pages that list the taxonomy.
 
-The table below must name exactly the URL patterns of the curation, generation, review, training,
-evaluation and monitor URLconfs: a new view without a row fails `test_role_table_covers_every_html_url`, and a method a view accepts without a row fails
-`test_methods_outside_the_table_are_405`.
+The table below must name exactly the URL patterns of the curation, generation, review, training, evaluation and
+monitor URLconfs: a new view without a row fails `test_role_table_covers_every_html_url`, and a method a view accepts
+without a row fails `test_methods_outside_the_table_are_405`.
 """
 
 from collections.abc import Callable
