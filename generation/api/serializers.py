@@ -173,6 +173,13 @@ class RunCreateSerializer(serializers.Serializer):
     )
 
 
+class RunResumeSerializer(serializers.Serializer):
+    with_current_teacher = serializers.BooleanField(
+        default=False,
+        help_text="Use the teacher's settings as they are now for the remaining work (a run keeps its own)",
+    )
+
+
 class RunEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = RunEvent

@@ -239,6 +239,8 @@ def _finish(item: WorkItem, owner: str, state: str, progress: dict, *, error: st
 def _item_failed(item: WorkItem, owner: str, progress: dict, error: Exception) -> None:
     if isinstance(error, LabError):
         message = error.message
+        # What stopped it, for the run's headline (run_finish_if_done); the counters stay numbers.
+        progress = {**progress, "stats": {**progress["stats"], "failure": getattr(error, "kind", "other")}}
     else:
         logger.exception("Work item %s failed", item.pk, exc_info=error)
         message = f"{type(error).__name__}: {error}"

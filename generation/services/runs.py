@@ -1,6 +1,7 @@
 """Generation runs: planning the work items, dispatching them, cancel, resume and completion."""
 
 import secrets
+from collections import Counter
 from dataclasses import asdict
 
 from django.conf import settings
@@ -13,6 +14,7 @@ from curation.selectors import leaf_qna, taxonomy_diff
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
 from generation.sdg.pipelines import KNOWLEDGE, SKILLS, LeafSource, LeafSpec, PipelineConfig, Unit, plan_run
 from generation.sdg.prompts import prompt_versions
+from generation.sdg.teachers import FAILURE_CAUSES
 from generation.services.samples import samples_mark_duplicates
 from labweb.errors import ConflictError, LabError
 from labweb.jobs import send_task, send_task_on_commit
@@ -204,13 +206,31 @@ def run_resume_refusal(*, run: GenerationRun) -> str | None:
     return None
 
 
+def run_teacher_changes(*, run: GenerationRun) -> dict[str, tuple]:
+    """The teacher settings that changed since the run recorded them: {name: (the run's, the teacher's now)}."""
+    then = {name: value for name, value in run.teacher_config.items() if name != "earlier"}
+    now = run.teacher.public_config()
+    return {name: (then.get(name), value) for name, value in now.items() if then.get(name) != value}
+
+
 @transaction.atomic
-def run_resume(*, run: GenerationRun, user) -> GenerationRun:
-    """Start again what is not done: cancelled, failed and abandoned items. Done items and samples stay."""
+def run_resume(*, run: GenerationRun, user, with_current_teacher: bool = False) -> GenerationRun:
+    """Start again what is not done: cancelled, failed and abandoned items. Done items and samples stay.
+
+    A run asks the teacher as it recorded it when it started; `with_current_teacher` records the teacher as it
+    is now for the remaining work (the settings it replaces stay in `teacher_config["earlier"]`, and every
+    sample names the model that made it)."""
     run = GenerationRun.objects.select_for_update().get(pk=run.pk)
     refusal = run_resume_refusal(run=run)
     if refusal:
         raise ConflictError(refusal, field="status")
+    changes = run_teacher_changes(run=run) if with_current_teacher else {}
+    if changes:
+        then = {name: value for name, value in run.teacher_config.items() if name != "earlier"}
+        run.teacher_config = run.teacher.public_config() | {"earlier": [*run.teacher_config.get("earlier", []), then]}
+        run.save(update_fields=["teacher_config"])
+        changed = ", ".join(f"{name} {old!r} → {new!r}" for name, (old, new) in changes.items())
+        _event(run, f"The remaining work uses the teacher as it is now ({changed}).", level=RunEvent.Level.WARNING)
     reset = (
         WorkItem.objects.filter(run=run)
         .filter(
@@ -243,8 +263,8 @@ def run_finish_if_done(*, run_id: int) -> bool:
         return False
     kept = Sample.objects.filter(run_id=run_id).count()
     status = GenerationRun.Status.SUCCEEDED if counts["done"] and kept else GenerationRun.Status.FAILED
-    error = f"{counts['failed']} work items failed; see the log." if counts["failed"] else ""
-    if counts["done"] and not kept:
+    error = _failure_headline(run_id, counts["failed"]) if counts["failed"] else ""
+    if counts["done"] and not kept and not counts["failed"]:
         error = (
             "No sample passed the judges: see the stage counters for where candidates were dropped (a small "
             "teacher often ignores the output format)."
@@ -269,6 +289,23 @@ def run_finish_if_done(*, run_id: int) -> bool:
             level=RunEvent.Level.INFO if status == GenerationRun.Status.SUCCEEDED else RunEvent.Level.ERROR,
         )
     return bool(finished)
+
+
+def _failure_headline(run_id: int, failed: int) -> str:
+    """ "4 work items failed: the teacher was unreachable (Cannot reach …)": the most common cause, in the
+    words of the first item it stopped."""
+    rows = WorkItem.objects.filter(run_id=run_id, state=WorkItem.State.FAILED).order_by("pk")
+    causes = Counter()
+    first: dict[str, str] = {}
+    for kind, message in rows.values_list("stats__failure", "error"):
+        kind = kind if kind in FAILURE_CAUSES else "other"
+        causes[kind] += 1
+        first.setdefault(kind, message)
+    kind = causes.most_common(1)[0][0] if causes else "other"
+    items = "1 work item" if failed == 1 else f"{failed} work items"
+    if kind == "other":
+        return f"{items} failed; see the log." + (f" The first: {first[kind]}" if first.get(kind) else "")
+    return f"{items} failed: {FAILURE_CAUSES[kind]} ({first[kind].rstrip('.')})."
 
 
 def run_fail(*, run_id: int, message: str) -> None:

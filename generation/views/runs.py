@@ -1,5 +1,7 @@
 """Generation runs: the list, the start form, the live monitor, cancel and resume."""
 
+import functools
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -103,6 +105,7 @@ def monitor_context(run: GenerationRun) -> dict:
         "events": selectors.run_events(run),
         "can_cancel": run.is_active,
         "can_resume": run_services.run_resume_refusal(run=run) is None,
+        "teacher_changes": run_services.run_teacher_changes(run=run),
     }
 
 
@@ -156,4 +159,7 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @operator_required
 def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    if request.POST.get("teacher") == "current":
+        resume = functools.partial(run_services.run_resume, with_current_teacher=True)
+        return _command(request, pk, resume, "{run} resumed with the teacher as it is now.")
     return _command(request, pk, run_services.run_resume, "{run} resumed.")

@@ -330,7 +330,8 @@ def test_a_teacher_failing_every_request_fails_the_items_and_the_run_with_its_er
         event = run.events.get(item=item)
         assert event.level == RunEvent.Level.ERROR and "scripted internal error" in event.message
     assert run.status == Status.FAILED
-    assert run.error == "3 work items failed; see the log."
+    assert run.error.startswith("3 work items failed: the teacher's server kept failing (The teacher at ")
+    assert run.error.endswith("answered HTTP 500: scripted internal error).")
     assert not Sample.objects.filter(run=run).exists()
 
 

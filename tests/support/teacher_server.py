@@ -43,6 +43,8 @@ class TeacherScript:
         self.nul_every = 0  # every Nth answer carries a NUL character (small local models emit them)
         self.unfaithful_every = 0  # about one faithfulness judgement in N answers "NO" (chosen by request hash)
         self.hang_seconds = 30.0  # how long a hanging request hangs (cut short when the server stops)
+        self.error_body: dict | str | None = None  # the body of a scripted 400 (a str goes as text/plain)
+        self.pinned_model: str | None = None  # answer 400 with FastAPI's `detail` to any other model name
         self.model = "scripted-teacher"
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -129,7 +131,8 @@ def _make_handler(script: TeacherScript):
                     )
             data = (json.dumps(body) if isinstance(body, dict) else body).encode()
             self.send_response(code)
-            self.send_header("Content-Type", "application/json")
+            plain = isinstance(body, str) and code >= 400
+            self.send_header("Content-Type", "text/plain" if plain else "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -167,14 +170,15 @@ def _make_handler(script: TeacherScript):
                     return self._send(
                         429, {"error": {"message": "scripted rate limit"}}, number=number, prompt=prompt, model=model
                     )
+                if script.pinned_model and model != script.pinned_model:
+                    # What `transformers serve` answers when it serves one model and is asked for another.
+                    detail = f"Server is pinned to {script.pinned_model!r}; requested {model!r}."
+                    return self._send(400, {"detail": detail}, number=number, prompt=prompt, model=model)
                 if script.bad_request_every and number % script.bad_request_every == 0:
-                    return self._send(
-                        400,
-                        {"error": {"message": "scripted bad request: this model does not accept that prompt"}},
-                        number=number,
-                        prompt=prompt,
-                        model=model,
-                    )
+                    body = script.error_body or {
+                        "error": {"message": "scripted bad request: this model does not accept that prompt"}
+                    }
+                    return self._send(400, body, number=number, prompt=prompt, model=model)
                 if script.broken_json_every and number % script.broken_json_every == 0:
                     return self._send(
                         200, '{"id": "chatcmpl-cut", "choices": [{"mess', number=number, prompt=prompt, model=model

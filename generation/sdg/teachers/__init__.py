@@ -5,6 +5,7 @@ resumed run replays what it already paid for instead of asking again.
 """
 
 from generation.sdg.teachers.base import (
+    FAILURE_CAUSES,
     CallStats,
     Completion,
     Sampling,
@@ -20,6 +21,7 @@ from generation.sdg.teachers.retry import RetryPolicy
 from generation.sdg.teachers.server import OpenAITeacher
 
 __all__ = [
+    "FAILURE_CAUSES",
     "CachedTeacher",
     "CallStats",
     "Completion",

@@ -39,12 +39,27 @@ class Completion:
 
 
 class TeacherError(LabError):
-    """The teacher failed; `retryable` when waiting and asking again may help (429, 5xx, timeouts)."""
+    """The teacher failed; `retryable` when waiting and asking again may help (429, 5xx, timeouts).
 
-    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None):
+    `kind` says what went wrong in a word a run's headline can state (see FAILURE_CAUSES)."""
+
+    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None, kind: str = "other"):
         super().__init__(message, field="teacher")
         self.retryable = retryable
         self.http_status = status
+        self.kind = kind
+
+
+# Each kind of teacher failure, as the cause a run's headline states ("4 work items failed: <cause>").
+FAILURE_CAUSES = {
+    "unreachable": "the teacher was unreachable",
+    "timeout": "the teacher did not answer in time",
+    "refused": "the teacher refused the requests",
+    "server": "the teacher's server kept failing",
+    "bad_answer": "the teacher's answers could not be read",
+    "load": "the teacher could not be loaded",
+    "other": "see the log",
+}
 
 
 class TeacherClient(Protocol):

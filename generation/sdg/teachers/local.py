@@ -39,7 +39,8 @@ class LocalTeacher:
                     raise TeacherError(
                         f"Cannot load the local teacher model {self.model!r}: {str(exc).rstrip('.')}. Install it "
                         "or point LabWeb at a server: add a teacher with an OpenAI-compatible URL (vLLM, llama.cpp, "
-                        "Ollama) and use it for the run."
+                        "Ollama) and use it for the run.",
+                        kind="load",
                     ) from None
                 self._loaded[key] = (tokenizer, model)
             return self._loaded[key]

@@ -73,27 +73,32 @@ class OpenAITeacher:
                                 "top_p": sampling.top_p,
                                 "max_tokens": sampling.max_tokens,
                                 "seed": sampling.seed,
-                                "n": 1,
+                                # No `n`: several servers ignore it (transformers serve logs so); one answer a
+                                # request is all LabWeb ever asks for.
                             },
                         )
                     finally:
                         stats.seconds += time.perf_counter() - started
             except openai.APITimeoutError:
                 last = TeacherError(
-                    f"The teacher at {self.base_url} did not answer within {self.timeout:g} s.", retryable=True
+                    f"The teacher at {self.base_url} did not answer within {self.timeout:g} s.",
+                    retryable=True,
+                    kind="timeout",
                 )
             except openai.APIConnectionError as exc:
                 last = TeacherError(
                     f"Cannot reach the teacher at {self.base_url}: {exc.__cause__ or exc}. Check the "
                     "teacher's URL, or that its server is running.",
                     retryable=True,
+                    kind="unreachable",
                 )
             except openai.APIStatusError as exc:
                 retryable = exc.status_code == 429 or exc.status_code >= 500
                 last = TeacherError(
-                    f"The teacher answered HTTP {exc.status_code}: {_error_text(exc)}",
+                    f"The teacher at {self.base_url} answered HTTP {exc.status_code}: {server_message(exc)}",
                     retryable=retryable,
                     status=exc.status_code,
+                    kind="server" if retryable else "refused",
                 )
                 if not retryable:
                     raise last from None
@@ -101,6 +106,7 @@ class OpenAITeacher:
                 last = TeacherError(
                     f"The teacher at {self.base_url} sent an answer that is not valid JSON ({str(exc)[:200]}).",
                     retryable=True,
+                    kind="bad_answer",
                 )
             else:
                 try:
@@ -117,15 +123,41 @@ class OpenAITeacher:
                         completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
                         finish_reason=getattr(choice, "finish_reason", None),
                     )
-                last = TeacherError(f"The teacher at {self.base_url} answered without message content.", retryable=True)
+                last = TeacherError(
+                    f"The teacher at {self.base_url} answered without message content.",
+                    retryable=True,
+                    kind="bad_answer",
+                )
             stats.errors += 1
         raise last or TeacherError("The teacher failed.")
 
 
-def _error_text(exc) -> str:
+def server_message(exc) -> str:
+    """The server's own reason for an error answer, whatever the shape of its body: OpenAI's
+    `{"error": {"message": ...}}` (the client hands over the inner object), FastAPI's `{"detail": ...}` (a string,
+    or a list of `{"loc", "msg"}`), `{"error": "..."}`, `{"message": ...}`, or plain text."""
     body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:500]
-    return (str(getattr(exc, "message", "")) or str(exc))[:500]
+    text = _body_text(body)
+    if not text:
+        response = getattr(exc, "response", None)
+        try:
+            text = (response.text or "").strip() if response is not None else ""
+        except Exception:  # noqa: BLE001 - a body that cannot be read leaves the status alone
+            text = ""
+    return (text or "no reason given").replace("\x00", "")[:500]
+
+
+def _body_text(body) -> str:
+    if isinstance(body, str):
+        return body.strip()
+    if isinstance(body, list):
+        return "; ".join(filter(None, (_body_text(part) for part in body)))
+    if not isinstance(body, dict):
+        return ""
+    for name in ("message", "detail", "error", "msg"):
+        value = body.get(name)
+        if isinstance(value, (str, list, dict)) and (text := _body_text(value)):
+            if name == "msg" and body.get("loc"):
+                return f"{'.'.join(map(str, body['loc']))}: {text}"
+            return text
+    return ""

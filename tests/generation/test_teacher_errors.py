@@ -1,0 +1,94 @@
+"""What a run says when its teacher fails: the server's own reason, the cause in the headline, and a resume
+that can take the teacher as it is now."""
+
+import asyncio
+
+import pytest
+
+from generation.models import GenerationRun, Sample, WorkItem
+from generation.sdg.teachers import OpenAITeacher, RetryPolicy, Sampling, TeacherError
+from generation.services.runs import run_create, run_resume
+from generation.services.teachers import teacher_create, teacher_update
+from tests.support.sdg import HAIKU, closed_port_url
+
+HELLO = [{"role": "user", "content": "Say hello."}]
+ONE_TRY = RetryPolicy(attempts=1)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"error": {"message": "model 'x' not found", "type": "invalid_request_error"}}, "model 'x' not found"),
+        ({"detail": "Server is pinned to 'a'; requested 'b'."}, "Server is pinned to 'a'; requested 'b'."),
+        (
+            {"detail": [{"loc": ["body", "max_tokens"], "msg": "Input should be a valid integer", "type": "int"}]},
+            "body.max_tokens: Input should be a valid integer",
+        ),
+        ({"error": "Bad request: missing messages"}, "Bad request: missing messages"),
+        ("model runner crashed: out of memory", "model runner crashed: out of memory"),
+    ],
+    ids=["openai", "fastapi-detail", "fastapi-validation", "error-string", "plain-text"],
+)
+def test_a_refused_request_shows_the_servers_own_reason_whatever_its_body(teacher_server, script, body, reason):
+    script.bad_request_every, script.error_body = 1, body
+    client = OpenAITeacher(base_url=teacher_server.url, model="m-errors", retry=ONE_TRY)
+    with pytest.raises(TeacherError) as caught:
+        asyncio.run(client.complete(HELLO, Sampling()))
+    assert caught.value.message == f"The teacher at {teacher_server.url} answered HTTP 400: {reason}"
+    assert caught.value.kind == "refused" and "Error code" not in caught.value.message
+
+
+def _run(teacher, curator, demo, samples_per_leaf=3) -> GenerationRun:
+    run = run_create(
+        teacher=teacher, user=curator, scope="selected", leaf_ids=[demo[HAIKU].pk], samples_per_leaf=samples_per_leaf
+    )
+    run.refresh_from_db()
+    return run
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_teacher_is_unreachable_says_so_in_its_headline(eager, fast_retries, curator, demo):
+    url = closed_port_url()
+    teacher = teacher_create(user=curator, name="Gone", base_url=url, model="m", timeout_seconds=2)
+    run = _run(teacher, curator, demo)
+    assert run.status == GenerationRun.Status.FAILED
+    assert run.error.startswith("3 work items failed: the teacher was unreachable (Cannot reach the teacher at ")
+    assert url in run.error and "passed the judges" not in run.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_resume_keeps_the_runs_teacher_until_asked_to_take_the_teacher_as_it_is_now(
+    eager, fast_retries, client, curator, demo, teacher_server, script
+):
+    from django.contrib.auth.models import Group
+
+    script.pinned_model = "the-served-model"
+    teacher = teacher_create(user=curator, name="Pinned", base_url=teacher_server.url, model="a-typo")
+    run = _run(teacher, curator, demo)
+    assert run.status == GenerationRun.Status.FAILED
+    assert run.error == (
+        f"3 work items failed: the teacher refused the requests (The teacher at {teacher_server.url} answered "
+        "HTTP 400: Server is pinned to 'the-served-model'; requested 'a-typo')."
+    )
+    curator.groups.add(Group.objects.get_or_create(name="operator")[0])
+    client.force_login(curator)
+    page = client.get(f"/generation/runs/{run.pk}/").content.decode()
+    assert "keeps the teacher settings it started with" in page and 'id="resume-run-current-teacher"' not in page
+
+    teacher_update(teacher=teacher, user=curator, model="the-served-model")
+    page = client.get(f"/generation/runs/{run.pk}/").content.decode()
+    assert "model: a-typo → the-served-model" in page and 'id="resume-run-current-teacher"' in page
+
+    run_resume(run=run, user=curator)  # a plain resume asks the teacher the run recorded: refused again
+    run.refresh_from_db()
+    assert run.status == GenerationRun.Status.FAILED and "requested 'a-typo'" in run.error
+
+    response = client.post(f"/generation/runs/{run.pk}/resume/", {"teacher": "current"})
+    assert response.status_code == 302
+    run.refresh_from_db()
+    assert run.status == GenerationRun.Status.SUCCEEDED, run.error
+    assert run.teacher_config["model"] == "the-served-model"
+    assert [earlier["model"] for earlier in run.teacher_config["earlier"]] == ["a-typo"]
+    assert set(Sample.objects.filter(run=run).values_list("teacher_model", flat=True)) == {"the-served-model"}
+    assert set(run.items.values_list("state", flat=True)) == {WorkItem.State.DONE}
+    assert run.events.filter(message__contains="uses the teacher as it is now (model 'a-typo' → ").exists()
