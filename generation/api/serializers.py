@@ -64,6 +64,10 @@ class RunProgressSerializer(serializers.Serializer):
     target = serializers.IntegerField()
     teacher = TeacherStatsSerializer()
     teacher_seconds = serializers.FloatField()
+    error_kinds = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text='The failed teacher calls by kind: {"unreachable": 4, "refused": 1, "timeout": 0, ...}',
+    )
     stages = serializers.SerializerMethodField(help_text='{"question_judge": {"accepted": 40, "rejected": 3}, ...}')
     leaves = LeafProgressSerializer(many=True)
     errors = ItemErrorSerializer(many=True, help_text="The first failed work items, with the teacher's error")

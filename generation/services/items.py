@@ -22,7 +22,7 @@ from generation.sdg.pipelines import (
     UnitRunner,
     unit_runner,
 )
-from generation.sdg.teachers import CachedTeacher, Completion, TeacherClient, TeacherError
+from generation.sdg.teachers import CachedTeacher, CallStats, Completion, TeacherClient, TeacherError
 from generation.services.runs import run_fail, run_finish_if_done
 from generation.services.samples import samples_write
 from generation.services.teachers import TEACHER_FIELDS, teacher_client
@@ -198,7 +198,10 @@ def _run_unit(item: WorkItem, owner: str, client: TeacherClient) -> str:
     # The pipeline runs on the process's teacher loop; its database work comes back to this thread.
     bridge = Bridge()
     store = _ItemStore(item, bridge)
-    teacher = CachedTeacher(teacher=client, lookup=store.lookup, store=store.store)
+    # The counters go on from the item's earlier attempts: a run's totals are every call it made.
+    teacher = CachedTeacher(
+        teacher=client, lookup=store.lookup, store=store.store, stats=CallStats.from_dict(item.stats)
+    )
     runner = unit_runner(_unit(item), teacher, PipelineConfig.from_dict(item.run.config), store.flush)
     try:
         result = bridge.run(_drive(runner, teacher, store, owner=owner))

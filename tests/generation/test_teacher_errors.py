@@ -92,3 +92,46 @@ def test_resume_keeps_the_runs_teacher_until_asked_to_take_the_teacher_as_it_is_
     assert set(Sample.objects.filter(run=run).values_list("teacher_model", flat=True)) == {"the-served-model"}
     assert set(run.items.values_list("state", flat=True)) == {WorkItem.State.DONE}
     assert run.events.filter(message__contains="uses the teacher as it is now (model 'a-typo' → ").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_runs_teacher_counters_add_up_to_what_the_server_saw_over_every_attempt(
+    eager, teacher, curator, demo, script
+):
+    from generation.selectors import run_progress
+    from tests.support.sdg import MOONS
+
+    script.fail_every, script.rate_limit_every, script.broken_json_every, script.bad_request_every = 5, 7, 11, 17
+    run = run_create(
+        teacher=teacher, user=curator, scope="selected", leaf_ids=[demo[HAIKU].pk, demo[MOONS].pk], samples_per_leaf=4
+    )
+    broken = sum(1 for e in script.exchanges if e["status"] == 200 and e["number"] % 11 == 0)
+    failed_calls = script.statuses[500] + script.statuses[429] + script.statuses[400] + broken
+
+    def check():
+        progress = run_progress(run)
+        assert progress.teacher["calls"] == script.requests
+        assert progress.teacher["errors"] == failed_calls
+        assert dict(progress.error_kinds) == {
+            kind: n
+            for kind, n in {
+                "server": script.statuses[500] + script.statuses[429],
+                "refused": script.statuses[400],
+                "bad_answer": broken,
+            }.items()
+            if n
+        }
+        # A refused request (4xx) is not asked again; every other failed call was, unless it was its last try.
+        assert progress.teacher["retries"] <= failed_calls - script.statuses[400]
+        return progress
+
+    progress = check()
+    assert script.statuses[400] >= 1 and progress.states["failed"] >= 1
+    assert progress.teacher["errors"] >= progress.states["failed"]
+
+    script.bad_request_every = 0
+    run_resume(run=run, user=curator)  # the items that failed go again; their counters go on from the first try
+    broken = sum(1 for e in script.exchanges if e["status"] == 200 and e["number"] % 11 == 0)
+    failed_calls = script.statuses[500] + script.statuses[429] + script.statuses[400] + broken
+    check()
+    assert run.items.filter(attempts__gte=2).exists()

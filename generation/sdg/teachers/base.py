@@ -1,7 +1,7 @@
 """What every teacher is: the value types of a call, the client protocol, its errors and statistics."""
 
 import contextvars
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Protocol
 
 from labweb.errors import LabError
@@ -76,6 +76,11 @@ class TeacherClient(Protocol):
 
 @dataclass
 class CallStats:
+    """What a work item asked of its teacher. Every attempt that reached the teacher is a call, whatever its
+    answer, so `calls` is what the server saw; `retries` are the attempts after a request's first; `errors`
+    are the failed attempts (any status, and those that reached no server), counted by TeacherError.kind in
+    `error_kinds`."""
+
     calls: int = 0
     cached: int = 0
     retries: int = 0
@@ -83,9 +88,22 @@ class CallStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0  # time the teacher worked on our calls: inside a concurrency slot, not waiting for one
+    error_kinds: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "CallStats":
+        """The counters an earlier attempt published, to go on from (a retried item counts every attempt)."""
+        known = {f.name for f in fields(cls)}
+        stats = cls(**{name: value for name, value in (data or {}).items() if name in known})
+        stats.error_kinds = dict(stats.error_kinds or {})
+        return stats
+
+    def failed(self, error: "TeacherError") -> None:
+        self.errors += 1
+        self.error_kinds[error.kind] = self.error_kinds.get(error.kind, 0) + 1
 
 
 # How many teacher calls depend on the answer of the call being made (set by the pipelines around each call).

@@ -50,8 +50,7 @@ class CachedTeacher:
             self.stats.cached += 1
             found.cached = True
             return found
-        completion = await self.teacher.complete(messages, sampling, self.stats, shape=shape)
-        self.stats.calls += 1
+        completion = await self.teacher.complete(messages, sampling, self.stats, shape=shape)  # counts its calls
         self.stats.prompt_tokens += completion.prompt_tokens
         self.stats.completion_tokens += completion.completion_tokens
         await self.store(key, completion)

@@ -106,6 +106,7 @@ class LocalTeacher:
         stats = stats if stats is not None else CallStats()
         async with self.limit:
             started = time.perf_counter()
+            stats.calls += 1
             try:
                 return await asyncio.to_thread(self._generate, messages, sampling, shape or Shape())
             finally:

@@ -59,6 +59,7 @@ class OpenAITeacher:
             try:
                 async with self.limit:
                     started = time.perf_counter()
+                    stats.calls += 1
                     try:
                         # What chat.completions.create() sends, posted as is: create() first walks the body
                         # against its typed schema, a third of the client's CPU a call, and changes nothing in a
@@ -86,6 +87,7 @@ class OpenAITeacher:
                     kind="timeout",
                 )
             except openai.APIConnectionError as exc:
+                stats.calls -= 1  # no server saw it: counted among the errors only
                 last = TeacherError(
                     f"Cannot reach the teacher at {self.base_url}: {exc.__cause__ or exc}. Check the "
                     "teacher's URL, or that its server is running.",
@@ -101,6 +103,7 @@ class OpenAITeacher:
                     kind="server" if retryable else "refused",
                 )
                 if not retryable:
+                    stats.failed(last)
                     raise last from None
             except (ValueError, openai.APIResponseValidationError) as exc:
                 last = TeacherError(
@@ -128,7 +131,7 @@ class OpenAITeacher:
                     retryable=True,
                     kind="bad_answer",
                 )
-            stats.errors += 1
+            stats.failed(last)
         raise last or TeacherError("The teacher failed.")
 
 
