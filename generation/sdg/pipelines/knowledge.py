@@ -4,7 +4,7 @@ chunk, relevant and well asked."""
 import asyncio
 
 from generation.sdg import parsing
-from generation.sdg.pipelines.shapes import FAITHFUL, QUESTION_OK, QUESTIONS, RELEVANCE
+from generation.sdg.pipelines.shapes import FAITHFUL, QUESTION_ANSWERS, QUESTION_OK, RELEVANCE
 from generation.sdg.pipelines.spec import GeneratedSample
 from generation.sdg.pipelines.unit import Rejected, UnitRunner, seed_examples
 
@@ -16,7 +16,7 @@ class KnowledgeUnitRunner(UnitRunner):
         text, cut, ref = await self._ask(
             "knowledge_qa",
             self._sampling(self.config.sampling, round_number),
-            QUESTIONS,
+            QUESTION_ANSWERS,
             domain=leaf.domain,
             document_outline=leaf.document_outline,
             examples=examples,

@@ -5,9 +5,10 @@ from dataclasses import dataclass
 from generation.sdg import parsing
 from generation.sdg.teachers import Shape
 
-# What each kind of answer looks like, for a teacher that steers its decoding (see teachers.Shape).
-QUESTIONS = Shape(start="[Question]\n")
-CONTEXTS = Shape(start="[Context]\n")
+# What each kind of answer looks like, for a teacher that can be held to it (see teachers.Shape).
+QUESTIONS = Shape(start="[Question]\n", parts=("Question",))
+QUESTION_ANSWERS = Shape(start="[Question]\n", parts=("Question", "Answer"))
+CONTEXTS = Shape(start="[Context]\n", parts=("Context",))
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,12 @@ from generation.sdg.teachers.base import (
 from generation.sdg.teachers.cache import CachedTeacher, cache_key
 from generation.sdg.teachers.limits import ConcurrencyLimit, shared_limit
 from generation.sdg.teachers.local import LocalTeacher
+from generation.sdg.teachers.probe import Probe, probe_answer_format
 from generation.sdg.teachers.retry import RetryPolicy
-from generation.sdg.teachers.server import OpenAITeacher
+from generation.sdg.teachers.server import ANSWER_FORMATS, OpenAITeacher
 
 __all__ = [
+    "ANSWER_FORMATS",
     "FAILURE_CAUSES",
     "CachedTeacher",
     "CallStats",
@@ -28,12 +30,14 @@ __all__ = [
     "ConcurrencyLimit",
     "LocalTeacher",
     "OpenAITeacher",
+    "Probe",
     "RetryPolicy",
     "Sampling",
     "Shape",
     "TeacherClient",
     "TeacherError",
     "cache_key",
+    "probe_answer_format",
     "call_depth",
     "shared_limit",
 ]

@@ -8,10 +8,23 @@ from generation.sdg.teachers.limits import shared_limit
 from generation.sdg.teachers.retry import RetryPolicy
 
 
+def _json_schema(schema: dict) -> dict:
+    return {
+        "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+    }
+
+
+def _vllm_guided(schema: dict) -> dict:
+    # vLLM's own parameters: `structured_outputs` from 0.10, `guided_json` before (each ignores the other's).
+    return {"structured_outputs": {"json": schema}, "guided_json": schema}
+
+
+# How each answer format asks a server for an answer of a JSON schema ("text": it is not asked; the prompt says).
+ANSWER_FORMATS = {"text": None, "json_schema": _json_schema, "vllm": _vllm_guided}
+
+
 class OpenAITeacher:
     """Any server that speaks OpenAI chat completions: vLLM, llama.cpp server, Ollama, OpenAI."""
-
-    steers = False  # servers differ in how (and whether) they take guided decoding; the prompt states the format
 
     def __init__(
         self,
@@ -22,7 +35,13 @@ class OpenAITeacher:
         timeout: float = 120.0,
         max_concurrency: int = 8,
         retry: RetryPolicy | None = None,
+        answer_format: str = "text",
     ):
+        if answer_format not in ANSWER_FORMATS:
+            raise TeacherError(f"Unknown answer format {answer_format!r}; one of {', '.join(ANSWER_FORMATS)}.")
+        self.answer_format = answer_format
+        # Held to a shape only where the server takes a schema (see ANSWER_FORMATS); else the prompt states it.
+        self.steers = answer_format != "text"
         self.base_url = base_url
         self.model = model
         self.api_key = api_key or "not-needed"
@@ -51,6 +70,7 @@ class OpenAITeacher:
         from openai.types.chat import ChatCompletion
 
         stats = stats if stats is not None else CallStats()
+        schema = shape.schema() if shape is not None and self.steers else None
         last: TeacherError | None = None
         for attempt in range(self.retry.attempts):
             if attempt:
@@ -64,20 +84,19 @@ class OpenAITeacher:
                         # What chat.completions.create() sends, posted as is: create() first walks the body
                         # against its typed schema, a third of the client's CPU a call, and changes nothing in a
                         # body of plain strings and numbers.
-                        response = await self._client().post(
-                            "/chat/completions",
-                            cast_to=ChatCompletion,
-                            body={
-                                "model": self.model,
-                                "messages": messages,
-                                "temperature": sampling.temperature,
-                                "top_p": sampling.top_p,
-                                "max_tokens": sampling.max_tokens,
-                                "seed": sampling.seed,
-                                # No `n`: several servers ignore it (transformers serve logs so); one answer a
-                                # request is all LabWeb ever asks for.
-                            },
-                        )
+                        body = {
+                            "model": self.model,
+                            "messages": messages,
+                            "temperature": sampling.temperature,
+                            "top_p": sampling.top_p,
+                            "max_tokens": sampling.max_tokens,
+                            "seed": sampling.seed,
+                            # No `n`: several servers ignore it (transformers serve logs so); one answer a
+                            # request is all LabWeb ever asks for.
+                        }
+                        if schema is not None:
+                            body |= ANSWER_FORMATS[self.answer_format](schema)
+                        response = await self._client().post("/chat/completions", cast_to=ChatCompletion, body=body)
                     finally:
                         stats.seconds += time.perf_counter() - started
             except openai.APITimeoutError:
@@ -118,6 +137,9 @@ class OpenAITeacher:
                 except (AttributeError, IndexError, TypeError):
                     text = None
                 if isinstance(text, str):
+                    # A structured answer is written back in the text format; one that does not fit its schema
+                    # (cut off, or the server ignored the schema) is read as text, as any other answer.
+                    text = (shape.render(text) if schema is not None else None) or text
                     usage = response.usage
                     return Completion(
                         # PostgreSQL text cannot hold NUL; no prompt format of ours needs one.
