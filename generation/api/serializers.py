@@ -222,6 +222,10 @@ class WorkItemDetailSerializer(WorkItemSerializer):
 
 
 class SampleSerializer(serializers.ModelSerializer):
+    verdict_steered = serializers.BooleanField(
+        read_only=True, help_text="Whether LabWeb chose a verdict of this sample (see steered_verdicts)"
+    )
+
     class Meta:
         model = Sample
         fields = [
@@ -238,6 +242,8 @@ class SampleSerializer(serializers.ModelSerializer):
             "chunk_index",
             "scores",
             "rationales",
+            "steered_verdicts",
+            "verdict_steered",
             "prompts",
             "teacher",
             "teacher_model",

@@ -147,6 +147,7 @@ def _answer(key: str) -> Completion | None:
         prompt_tokens=row.prompt_tokens,
         completion_tokens=row.completion_tokens,
         finish_reason=row.finish_reason or None,
+        steered=row.steered,
     )
 
 
@@ -162,6 +163,7 @@ def _write(model: str, answers: list[tuple[str, Completion]], item: WorkItem, sa
                         prompt_tokens=completion.prompt_tokens,
                         completion_tokens=completion.completion_tokens,
                         finish_reason=completion.finish_reason or "",
+                        steered=completion.steered,
                     )
                     for key, completion in answers
                 ],

@@ -16,6 +16,7 @@ from generation.sdg.pipelines import KNOWLEDGE, SKILLS, LeafSource, LeafSpec, Pi
 from generation.sdg.prompts import prompt_versions
 from generation.sdg.teachers import FAILURE_CAUSES
 from generation.services.samples import samples_mark_duplicates
+from generation.services.teachers import teacher_quality_warning
 from labweb.errors import ConflictError, LabError
 from labweb.jobs import send_task, send_task_on_commit
 
@@ -147,6 +148,8 @@ def run_create(
         [_work_item(run, by_path[unit.leaf.path], unit) for unit in plan.units], batch_size=1000
     )
     _event(run, f"Planned {len(plan.units)} work items over {plan.leaves} leaves, {samples_per_leaf} samples per leaf.")
+    if warning := teacher_quality_warning(teacher):
+        _event(run, warning, level=RunEvent.Level.WARNING)
     send_task_on_commit("generation.tasks.dispatch_run", run.pk)
     return run
 

@@ -175,6 +175,23 @@ def teacher_delete(*, teacher: Teacher, user) -> None:
     teacher.delete()
 
 
+def teacher_quality_warning(teacher: Teacher) -> str:
+    """What to expect of a small local teacher, said once on each run it makes ("" for a server's model)."""
+    if teacher.backend != Teacher.Backend.LOCAL:
+        return ""
+    which = (
+        "The embedded teacher is SmolLM2-135M-Instruct, a 135-million-parameter model"
+        if teacher.model == settings.LABWEB_LOCAL_TEACHER_MODEL
+        else f"{teacher.name} is a local model run on this machine"
+    )
+    return (
+        f"{which}: it shows the loop working, not training data. Expect few samples, most of them poor (a seed "
+        "pasted back, an answer that does not answer), and judges that often write reasons without a verdict: "
+        'LabWeb then chooses the verdict, and marks such samples "verdict chosen by LabWeb" in review. For '
+        "data worth training on, add a teacher served by vLLM, llama.cpp or Ollama with a 7B model or larger."
+    )
+
+
 def teacher_ensure_default() -> Teacher:
     """The embedded teacher of a first run: the local model named in settings."""
     teacher, _ = Teacher.objects.get_or_create(

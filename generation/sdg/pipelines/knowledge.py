@@ -37,11 +37,13 @@ class KnowledgeUnitRunner(UnitRunner):
 
     async def _chain(self, key, question, answer, indices, raw, refs) -> GeneratedSample:
         leaf, chunk = self.unit.leaf, self.unit.chunk
+        steered: list[str] = []
         judged = await asyncio.gather(
             self._judge(
                 "faithfulness",
                 FAITHFUL,
                 "knowledge_faithfulness",
+                steered,
                 chunk=chunk,
                 question=question,
                 answer=answer,
@@ -50,6 +52,7 @@ class KnowledgeUnitRunner(UnitRunner):
                 "relevance",
                 RELEVANCE,
                 "knowledge_relevance",
+                steered,
                 question=question,
                 answer=answer,
             ),
@@ -57,6 +60,7 @@ class KnowledgeUnitRunner(UnitRunner):
                 "question_quality",
                 QUESTION_OK,
                 "knowledge_question",
+                steered,
                 domain=leaf.domain,
                 question=question,
             ),
@@ -90,4 +94,5 @@ class KnowledgeUnitRunner(UnitRunner):
             },
             raw={**raw, "faithfulness": f_text, "relevance": r_text, "question_quality": q_text},
             prompts=[*refs, f_ref, r_ref, q_ref],
+            steered_verdicts=sorted(steered),  # in stage order, whichever judge answered first
         )

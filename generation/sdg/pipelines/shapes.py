@@ -25,8 +25,9 @@ class Verdict:
 
     @property
     def shape(self) -> Shape:
+        # Choices run from the most rejecting to the most accepting (see teachers.Shape).
         if self.scale is None:
-            return Shape(verdict="Answer:", choices=(" YES", " NO"))
+            return Shape(verdict="Answer:", choices=(" NO", " YES"))
         return Shape(verdict="Score:", choices=tuple(f" {value}" for value in self.scale))
 
 

@@ -26,7 +26,8 @@ class Shape:
       has no line `verdict` + one of `choices`, supplies that line (`Completion.steered`);
     - a server that takes a JSON schema (`schema()`) is asked for one, and its JSON is written back in the text
       format (`render()`), so every answer is read the same way.
-    A list answer has `parts`: the tags of each item ("Question", or "Question" and "Answer").
+    A list answer has `parts`: the tags of each item ("Question", or "Question" and "Answer"). A verdict's
+    `choices` run from the most rejecting to the most accepting.
     """
 
     start: str = ""
