@@ -12,7 +12,7 @@ from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
 from generation.sdg.pipelines import KNOWLEDGE, PipelineConfig, plan_run
 
 STATES = tuple(WorkItem.State.values)
-TEACHER_STATS = ("calls", "cached", "retries", "errors", "prompt_tokens", "completion_tokens")
+TEACHER_STATS = ("calls", "cached", "retries", "errors", "prompt_tokens", "completion_tokens", "same_answers")
 # Pipeline order, so the funnel reads top to bottom; stages a newer pipeline adds follow alphabetically.
 STAGE_ORDER = (
     "contexts",

@@ -18,8 +18,26 @@ class TeacherSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Teacher
-        fields = ["id", *TEACHER_FIELDS, "api_key", "has_api_key", "created_at", "created_by"]
-        read_only_fields = ["id", "has_api_key", "created_at", "created_by"]
+        fields = [
+            "id",
+            *TEACHER_FIELDS,
+            "api_key",
+            "has_api_key",
+            "probed_format",
+            "probe_note",
+            "sampling_note",
+            "created_at",
+            "created_by",
+        ]
+        read_only_fields = [
+            "id",
+            "has_api_key",
+            "probed_format",
+            "probe_note",
+            "sampling_note",
+            "created_at",
+            "created_by",
+        ]
         # The services decide what is allowed (a taken name included), so refusals have one wording.
         extra_kwargs = {"name": {"validators": []}}
 
@@ -54,6 +72,9 @@ class TeacherStatsSerializer(serializers.Serializer):
     errors = serializers.IntegerField()
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()
+    same_answers = serializers.IntegerField(
+        help_text="Answers identical to the answer of the same request with another seed (sampling ignored)"
+    )
 
 
 class RunProgressSerializer(serializers.Serializer):

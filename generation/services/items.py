@@ -25,7 +25,7 @@ from generation.sdg.pipelines import (
 from generation.sdg.teachers import CachedTeacher, CallStats, Completion, TeacherClient, TeacherError
 from generation.services.runs import run_fail, run_finish_if_done
 from generation.services.samples import samples_write
-from generation.services.teachers import TEACHER_FIELDS, teacher_client
+from generation.services.teachers import TEACHER_FIELDS, teacher_client, teacher_note_ignored_sampling
 from labweb.errors import LabError
 
 logger = logging.getLogger(__name__)
@@ -213,6 +213,12 @@ def _run_unit(item: WorkItem, owner: str, client: TeacherClient) -> str:
     except Exception as error:  # noqa: BLE001 - whatever stops an item is recorded on it, never left running
         _item_failed(item, owner, _progress(runner, teacher), error)
         return "failed"
+    finally:
+        teacher_note_ignored_sampling(
+            teacher_id=item.run.teacher_id,
+            same_answers=teacher.stats.same_answers,
+            temperature=runner.config.sampling.temperature,
+        )
     _item_done(item, owner, _progress(runner, teacher), result)
     return "done"
 

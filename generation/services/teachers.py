@@ -192,6 +192,27 @@ def teacher_quality_warning(teacher: Teacher) -> str:
     )
 
 
+def ignored_sampling_warning(*, same_answers: int, temperature: float) -> str:
+    """What to tell an operator whose teacher gave identical answers to requests that differed in seed."""
+    if not same_answers:
+        return ""
+    answers = "1 answer" if same_answers == 1 else f"{same_answers} answers"
+    return (
+        f"The teacher gave the same text for {answers} to a request it had already answered with another seed, "
+        f"at temperature {temperature:g}: it most likely ignores the sampling parameters, so every later round "
+        "repeats the first and its candidates are dropped as duplicates. `transformers serve` samples only when "
+        'the model folder\'s generation_config.json says "do_sample": true; other servers may pin the temperature '
+        "or ignore the seed. Fix the server's sampling, then resume."
+    )
+
+
+def teacher_note_ignored_sampling(*, teacher_id: int, same_answers: int, temperature: float) -> None:
+    """Keep the first such warning on the teacher, for its page (editing its server or model clears it)."""
+    if same_answers:
+        note = ignored_sampling_warning(same_answers=same_answers, temperature=temperature)
+        Teacher.objects.filter(pk=teacher_id, sampling_note="").update(sampling_note=note)
+
+
 def teacher_ensure_default() -> Teacher:
     """The embedded teacher of a first run: the local model named in settings."""
     teacher, _ = Teacher.objects.get_or_create(

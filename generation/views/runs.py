@@ -15,6 +15,7 @@ from generation.extensions import run_panels
 from generation.forms import RunForm
 from generation.models import GenerationRun, Teacher
 from generation.services import runs as run_services
+from generation.services.teachers import ignored_sampling_warning
 from labweb.errors import LabError
 from labweb.roles import any_role_required, operator_required
 from labweb.web import add_lab_error, is_partial, render_fragments
@@ -106,6 +107,10 @@ def monitor_context(run: GenerationRun) -> dict:
         "can_cancel": run.is_active,
         "can_resume": run_services.run_resume_refusal(run=run) is None,
         "teacher_changes": run_services.run_teacher_changes(run=run),
+        "sampling_warning": ignored_sampling_warning(
+            same_answers=progress.teacher["same_answers"],
+            temperature=run.config.get("sampling", {}).get("temperature", 0),
+        ),
     }
 
 

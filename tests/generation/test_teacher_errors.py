@@ -135,3 +135,39 @@ def test_a_runs_teacher_counters_add_up_to_what_the_server_saw_over_every_attemp
     failed_calls = script.statuses[500] + script.statuses[429] + script.statuses[400] + broken
     check()
     assert run.items.filter(attempts__gte=2).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("ignores_sampling", [True, False])
+def test_a_teacher_that_ignores_sampling_is_noticed_and_named_on_the_run_and_teacher_pages(
+    eager, teacher, curator, demo, script, client, ignores_sampling
+):
+    from django.contrib.auth.models import Group
+
+    from generation.selectors import run_progress
+
+    script.same_answer = ignores_sampling
+    # Two questions a call and three samples an item: every item asks its question prompt again, with a new seed.
+    run = run_create(
+        teacher=teacher,
+        user=curator,
+        scope="selected",
+        leaf_ids=[demo[HAIKU].pk],
+        samples_per_leaf=18,
+        config={"questions_per_call": 2},
+    )
+    same = run_progress(run).teacher["same_answers"]
+    teacher.refresh_from_db()
+    curator.groups.add(Group.objects.get(name="operator"))
+    client.force_login(curator)
+    run_page = client.get(f"/generation/runs/{run.pk}/").content.decode()
+    teachers_page = client.get("/generation/teachers/").content.decode()
+    if ignores_sampling:
+        assert same >= run.items.count()  # each item's second round at least
+        assert "most likely ignores the sampling parameters" in teacher.sampling_note
+        assert "do_sample" in teacher.sampling_note
+        assert 'id="ignored-sampling"' in run_page and "ignores the sampling parameters" in run_page
+        assert 'data-ignored-sampling="true"' in teachers_page
+    else:
+        assert same == 0 and teacher.sampling_note == ""
+        assert 'id="ignored-sampling"' not in run_page and 'data-ignored-sampling="true"' not in teachers_page

@@ -158,6 +158,9 @@ class CallStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0  # time the teacher worked on our calls: inside a concurrency slot, not waiting for one
+    # Answers identical to the answer of the same request with another seed, while sampling: a teacher that
+    # ignores its sampling parameters (see CachedTeacher).
+    same_answers: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
