@@ -18,17 +18,6 @@ class TeacherSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Teacher
-        fields = [
-            "id",
-            *TEACHER_FIELDS,
-            "api_key",
-            "has_api_key",
-            "probed_format",
-            "probe_note",
-            "sampling_note",
-            "created_at",
-            "created_by",
-        ]
         read_only_fields = [
             "id",
             "has_api_key",
@@ -38,6 +27,7 @@ class TeacherSerializer(serializers.ModelSerializer):
             "created_at",
             "created_by",
         ]
+        fields = ["id", *TEACHER_FIELDS, "api_key", *read_only_fields[1:]]
         # The services decide what is allowed (a taken name included), so refusals have one wording.
         extra_kwargs = {"name": {"validators": []}}
 
