@@ -213,7 +213,8 @@ def run_teacher_changes(*, run: GenerationRun) -> dict[str, tuple]:
     """The teacher settings that changed since the run recorded them: {name: (the run's, the teacher's now)}."""
     then = {name: value for name, value in run.teacher_config.items() if name != "earlier"}
     now = run.teacher.public_config()
-    return {name: (then.get(name), value) for name, value in now.items() if then.get(name) != value}
+    # A setting the run did not record is newer than the run: it is no change of the teacher's.
+    return {name: (then[name], value) for name, value in now.items() if name in then and then[name] != value}
 
 
 @transaction.atomic
