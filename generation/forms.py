@@ -8,7 +8,8 @@ from curation.models import Leaf, TaxonomySnapshot
 from generation.models import GenerationRun, Sample, Teacher
 from generation.sdg.pipelines import PipelineConfig
 from generation.selectors import run_samples_per_leaf_default, under_path
-from generation.services.teachers import TEACHER_FIELDS
+from generation.services.teachers import TEACHER_FIELDS, replicas_parse, replicas_text
+from labweb.errors import LabError
 
 PIPELINE_DEFAULTS = PipelineConfig()
 TEACHER_LABELS = {
@@ -24,7 +25,7 @@ TEACHER_HELP = {
     "base_url": "e.g. http://gpu-box:8000/v1 (vLLM)",
     "model": "The model name the server knows; for the local backend a path or hub name",
     "gguf_file": "Local backend only: a GGUF file inside the model's folder",
-    "max_concurrency": "Requests in flight at once, per worker process",
+    "max_concurrency": "Requests in flight at once on this server, across every worker process",
     "context_tokens": "The model's context length; knowledge chunks are sized to fit",
 }
 KNOBS = ("questions_per_call", "max_rounds", "pair_threshold", "dedup_threshold")
@@ -44,7 +45,8 @@ class TeacherForm(forms.Form):
 
     def __init__(self, *args: Any, teacher: Teacher | None = None, **kwargs: Any) -> None:
         if teacher is not None:
-            kwargs.setdefault("initial", {name: getattr(teacher, name) for name in TEACHER_FIELDS})
+            initial = {name: getattr(teacher, name) for name in TEACHER_FIELDS}
+            kwargs.setdefault("initial", {**initial, "replicas": replicas_text(teacher.replicas)})
         kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
         self.teacher = teacher
@@ -58,6 +60,19 @@ class TeacherForm(forms.Form):
         if teacher is None or not teacher.has_api_key:
             del self.fields["clear_api_key"]
         self.fields["answer_format"].required = False  # left out: find out (the probe)
+        self.fields["replicas"] = forms.CharField(
+            required=False,
+            label="Replicas",
+            widget=forms.Textarea(attrs={"rows": 3, "placeholder": "http://gpu-box-2:8000/v1 16"}),
+            help_text="More servers of the same model, one a line: its URL, then its max concurrency (8 if left "
+            "out). Calls go to the least loaded; one that fails is left out for a while.",
+        )
+
+    def clean_replicas(self) -> list[dict]:
+        try:
+            return replicas_parse(self.cleaned_data.get("replicas") or "")
+        except LabError as error:
+            raise forms.ValidationError(error.message) from None
 
     def teacher_fields(self) -> dict[str, Any]:
         fields = {name: self.cleaned_data[name] for name in TEACHER_FIELDS}

@@ -28,6 +28,11 @@ class Teacher(models.Model):
     top_p = models.FloatField(default=1.0)
     max_tokens = models.PositiveIntegerField(default=1024)
     max_concurrency = models.PositiveIntegerField(default=8)
+    replicas = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='More servers of the same model beside base_url: [{"base_url": ..., "max_concurrency": ...}]',
+    )
     timeout_seconds = models.FloatField(default=120.0)
     context_tokens = models.PositiveIntegerField(default=4096, help_text="The model's context length")
     answer_format = models.CharField(
@@ -67,6 +72,19 @@ class Teacher(models.Model):
             return self.answer_format
         return self.probed_format or self.AnswerFormat.TEXT
 
+    @property
+    def endpoints(self) -> list[tuple[str, int]]:
+        """(URL, limit) of every server the teacher's calls go to: base_url first, then its replicas."""
+        if self.backend != self.Backend.OPENAI:
+            return []
+        return [(self.base_url, self.max_concurrency)] + [
+            (replica["base_url"], int(replica["max_concurrency"])) for replica in self.replicas or []
+        ]
+
+    @property
+    def total_concurrency(self) -> int:
+        return sum(limit for _, limit in self.endpoints) or self.max_concurrency
+
     def public_config(self) -> dict:
         """The configuration as lineage records it: everything but the key."""
         return {
@@ -79,15 +97,33 @@ class Teacher(models.Model):
             "top_p": self.top_p,
             "max_tokens": self.max_tokens,
             "max_concurrency": self.max_concurrency,
+            "replicas": self.replicas,
             "timeout_seconds": self.timeout_seconds,
             "context_tokens": self.context_tokens,
             "answer_format": self.effective_answer_format,
         }
 
 
+class RunStatus(models.TextChoices):
+    """The statuses every job has (labweb.jobs.Status), and two of a run's own."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    # The teacher could not be reached: stopped with its error, to be resumed once it is back.
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    # Done, but some work items failed after their retries ("retry failed items" tries them again).
+    PARTIAL = "partial", "Done with failed items"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 class GenerationRun(jobs.Job):
     """A run of the pipelines over leaves of the taxonomy; its units of work are WorkItems. The job lifecycle
-    (status, error, who and when) is the one every kind of job shares (labweb.jobs)."""
+    (status, error, who and when) is the one every kind of job shares (labweb.jobs), with two statuses more."""
+
+    Status = RunStatus
+    FINISHED = (*jobs.FINISHED, RunStatus.PARTIAL)
 
     class Scope(models.TextChoices):
         ALL = "all", "Whole taxonomy"
@@ -102,6 +138,7 @@ class GenerationRun(jobs.Job):
     samples_per_leaf = models.PositiveIntegerField(default=30)
     config = models.JSONField(default=dict, help_text="Pipeline configuration (PipelineConfig)")
     prompt_versions = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
 
     class Meta(jobs.Job.Meta):
         pass
@@ -134,6 +171,8 @@ class WorkItem(jobs.Leased):
     queued_at = models.DateTimeField(
         null=True, blank=True, help_text="When its task was sent; empty while no task is on its way to it"
     )
+    failures = models.PositiveIntegerField(default=0, help_text="Attempts that failed since the last manual retry")
+    retry_at = models.DateTimeField(null=True, blank=True, help_text="A failed item is tried again from then on")
     kept = models.PositiveIntegerField(default=0)
     counts = models.JSONField(default=dict)
     stats = models.JSONField(default=dict)

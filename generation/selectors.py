@@ -3,6 +3,7 @@
 from collections import Counter
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db.models import Count, FloatField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce, Now
@@ -10,6 +11,7 @@ from django.db.models.functions import Cast, Coalesce, Now
 from curation.models import TaxonomySnapshot
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
 from generation.sdg.pipelines import KNOWLEDGE, PipelineConfig, plan_run
+from generation.sdg.teachers.shared import budget_key, budget_states, redis_client
 
 STATES = tuple(WorkItem.State.values)
 TEACHER_STATS = ("calls", "cached", "retries", "errors", "prompt_tokens", "completion_tokens", "same_answers")
@@ -240,6 +242,41 @@ def teacher_list() -> QuerySet[Teacher]:
     return Teacher.objects.annotate(run_count=Count("runs")).order_by("name")
 
 
+@dataclass
+class EndpointView:
+    base_url: str
+    max_concurrency: int
+    in_flight: int | None
+    state: str  # "up", "out" (failed; tried again after retry_in_seconds) or "unknown"
+    retry_in_seconds: float = 0.0
+    failures: int = 0
+    error: str = ""
+
+
+def teacher_endpoints(teacher: Teacher) -> list[EndpointView]:
+    """Each server of the teacher, with its calls in flight over every worker process (from the shared budget
+    in Redis) and whether it is out after failing. Unknown when the budget is per process or Redis is away."""
+    endpoints = teacher.endpoints
+    if not endpoints:
+        return []
+    if settings.LABWEB_TEACHER_BUDGET != "redis":
+        return [EndpointView(url, limit, None, "unknown") for url, limit in endpoints]
+    key = budget_key(teacher.model, [url for url, _ in endpoints])
+    states = budget_states(redis_client(settings.REDIS_URL), key, [limit for _, limit in endpoints])
+    return [
+        EndpointView(
+            url,
+            limit,
+            state.in_flight if state.known else None,
+            "unknown" if not state.known else "out" if state.down_seconds > 0 else "up",
+            round(state.down_seconds, 1),
+            state.failures,
+            state.error,
+        )
+        for (url, limit), state in zip(endpoints, states, strict=True)
+    ]
+
+
 def sample_list(
     *, run: int | None = None, leaf_path: str = "", state: str = "", kind: str = "", q: str = ""
 ) -> QuerySet[Sample]:
@@ -363,7 +400,7 @@ def run_estimate(
         items=items,
         calls=calls,
         most_calls=calls * pipeline.max_rounds,
-        concurrency=max(1, teacher.max_concurrency),
+        concurrency=max(1, teacher.total_concurrency),
         seconds_per_call=seconds_per_call,
         measured_calls=measured,
     )

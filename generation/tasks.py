@@ -10,8 +10,8 @@ from generation.services import items, runs
 
 @shared_task
 def dispatch_run(run_id: int) -> None:
-    """Queue the run's items; run_create and run_resume queue this once the run is committed."""
-    runs.run_dispatch(run_id=run_id)
+    """Probe the teacher and queue the run's items; run_create and run_resume queue this once the run is committed."""
+    runs.run_start(run_id=run_id)
 
 
 @shared_task(acks_late=True)

@@ -11,6 +11,7 @@ urlpatterns = [
     path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
     path("runs/<int:pk>/resume/", views.run_resume, name="run_resume"),
+    path("runs/<int:pk>/retry-failed/", views.run_retry_failed, name="run_retry_failed"),
     path("teachers/", views.teachers, name="teachers"),
     path("teachers/new/", views.teacher_create, name="teacher_create"),
     path("teachers/default/", views.teacher_default, name="teacher_default"),

@@ -6,10 +6,16 @@ periodic reaper calls each kind's registered `reap` to hand expired units back. 
 tables, never in Celery's result backend: operators watch jobs from the database.
 """
 
-from collections.abc import Callable, Iterable
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import close_old_connections, connection, models, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from labweb.errors import ConflictError
@@ -24,6 +30,8 @@ class Status(models.TextChoices):
 
 
 ACTIVE = (Status.QUEUED, Status.RUNNING)
+FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+logger = logging.getLogger(__name__)
 
 
 class Job(models.Model):
@@ -37,6 +45,8 @@ class Job(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     Status = Status
+    # The statuses a job ends in (transition() stamps finished_at on them); a kind with more says so.
+    FINISHED = FINISHED
 
     class Meta:
         abstract = True
@@ -87,7 +97,7 @@ def transition(job: Job, *, to: str, allowed: Iterable[str], refusal: str | None
     now = timezone.now()
     if to == Status.RUNNING:
         fields.setdefault("started_at", job.started_at or now)
-    if to in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED):
+    if to in type(job).FINISHED:
         fields.setdefault("finished_at", now)
     won = type(job).objects.filter(pk=job.pk, status__in=list(allowed)).update(status=to, **fields)
     job.refresh_from_db()
@@ -100,7 +110,79 @@ def lease_until(seconds: int | None = None):
     return timezone.now() + timezone.timedelta(seconds=seconds or settings.LABWEB_WORK_LEASE_SECONDS)
 
 
-def send_task(name: str, *args) -> None:
+def worker_name() -> str:
+    """Who holds a lease: this machine and process (a lease owner is this plus a token of the one claim)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def lease_owner() -> str:
+    return f"{worker_name()}/{os.urandom(6).hex()}"
+
+
+# --- leases a live process keeps -----------------------------------------------------------------------------
+# A unit's own loop renews its lease as it goes, but a unit may sit in something long that is not its loop
+# (loading a model, one slow write). So every worker process also renews, on a thread of its own, the lease of
+# each unit it holds: a lease then runs out only when its process is gone (or cannot reach the database), and
+# leases can be short, which is what makes a dead worker's units come back within seconds.
+
+_held: dict[tuple[type[models.Model], int, str], int] = {}
+_held_lock = threading.Lock()
+_keeper_pid: int | None = None
+
+
+@contextmanager
+def lease_kept(model: type[models.Model], pk: int, owner: str, seconds: int | None = None) -> Iterator[None]:
+    """While inside, this process's lease keeper renews `owner`'s lease on the row (if it still holds one)."""
+    key = (model, pk, owner)
+    with _held_lock:
+        _held[key] = seconds or settings.LABWEB_WORK_LEASE_SECONDS
+    try:
+        yield
+    finally:
+        with _held_lock:
+            _held.pop(key, None)
+
+
+def renew_held() -> int:
+    """Renew every lease this process holds through `lease_kept`; return how many rows were renewed.
+
+    A row whose owner changed (taken over) or whose lease was cleared (finished, handed back) is left alone.
+    """
+    with _held_lock:
+        held = list(_held.items())
+    groups: dict[tuple[type[models.Model], int], Q] = {}
+    for (model, pk, owner), seconds in held:
+        groups[(model, seconds)] = groups.get((model, seconds), Q()) | Q(pk=pk, lease_owner=owner)
+    renewed = 0
+    for (model, seconds), which in groups.items():
+        renewed += model.objects.filter(which, lease_until__isnull=False).update(lease_until=lease_until(seconds))
+    return renewed
+
+
+def start_lease_keeper(interval: float | None = None) -> None:
+    """Start this process's lease keeper (once per process; a forked child starts its own)."""
+    global _keeper_pid
+    with _held_lock:
+        if _keeper_pid == os.getpid():
+            return
+        _keeper_pid = os.getpid()
+    every = interval or settings.LABWEB_WORK_LEASE_SECONDS / 4
+    logger.info("Renewing the leases this process holds every %g s", every)
+    threading.Thread(target=_keep_leases, args=(every,), name="labweb-lease-keeper", daemon=True).start()
+
+
+def _keep_leases(every: float) -> None:
+    stop = threading.Event()
+    while not stop.wait(every):
+        try:
+            close_old_connections()
+            renew_held()
+        except Exception:  # noqa: BLE001 - a database hiccup must not end the keeper; the next round tries again
+            logger.exception("Renewing leases failed")
+            connection.close()
+
+
+def send_task(name: str, *args, countdown: float | None = None) -> None:
     """Queue the registered task `name` (eager under CELERY_TASK_ALWAYS_EAGER, as `.delay()` is).
 
     By name, so that a service need not import the tasks module that calls it.
@@ -112,12 +194,12 @@ def send_task(name: str, *args) -> None:
     except KeyError:
         # Every app's tasks module is imported by its AppConfig.ready(): a miss is a misspelt name.
         raise LookupError(f"No Celery task is registered as {name!r}.") from None
-    task.apply_async(args)
+    task.apply_async(args, countdown=countdown)
 
 
-def send_task_on_commit(name: str, *args) -> None:
+def send_task_on_commit(name: str, *args, countdown: float | None = None) -> None:
     """Queue `name` once the current transaction commits, so the task finds what the transaction wrote."""
-    transaction.on_commit(lambda: send_task(name, *args))
+    transaction.on_commit(lambda: send_task(name, *args, countdown=countdown))
 
 
 _REAPERS: dict[str, Callable[[], int]] = {}

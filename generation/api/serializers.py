@@ -1,20 +1,40 @@
+from dataclasses import asdict
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from curation.models import TaxonomySnapshot
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
-from generation.selectors import run_percent, run_progress
+from generation.selectors import run_percent, run_progress, teacher_endpoints
 from generation.services.teachers import TEACHER_FIELDS
 
 
+class ReplicaSerializer(serializers.Serializer):
+    base_url = serializers.CharField(max_length=500)
+    max_concurrency = serializers.IntegerField(min_value=1, max_value=1024, default=8)
+
+
+class EndpointSerializer(serializers.Serializer):
+    base_url = serializers.CharField()
+    max_concurrency = serializers.IntegerField()
+    in_flight = serializers.IntegerField(allow_null=True, help_text="Calls in flight now, over every worker")
+    state = serializers.ChoiceField(choices=["up", "out", "unknown"], help_text="out: failed, tried again later")
+    retry_in_seconds = serializers.FloatField(help_text="How long an endpoint that is out stays out")
+    failures = serializers.IntegerField(help_text="Failures in a row")
+    error = serializers.CharField(help_text="Its last error, while it fails")
+
+
 class TeacherSerializer(serializers.ModelSerializer):
-    """A teacher. `api_key` is write-only: send it to set, "" or null to remove, leave it out to keep."""
+    """A teacher. `api_key` is write-only: send it to set, "" or null to remove, leave it out to keep.
+    `replicas` are more servers of the same model; `endpoints` says how each server is doing."""
 
     api_key = serializers.CharField(
         write_only=True, required=False, allow_blank=True, allow_null=True, max_length=500, trim_whitespace=True
     )
     has_api_key = serializers.BooleanField(read_only=True)
     created_by = serializers.StringRelatedField()
+    replicas = ReplicaSerializer(many=True, required=False)
+    endpoints = serializers.SerializerMethodField()
 
     class Meta:
         model = Teacher
@@ -27,9 +47,13 @@ class TeacherSerializer(serializers.ModelSerializer):
             "created_at",
             "created_by",
         ]
-        fields = ["id", *TEACHER_FIELDS, "api_key", *read_only_fields[1:]]
+        fields = ["id", *TEACHER_FIELDS, "api_key", "endpoints", *read_only_fields[1:]]
         # The services decide what is allowed (a taken name included), so refusals have one wording.
         extra_kwargs = {"name": {"validators": []}}
+
+    @extend_schema_field(EndpointSerializer(many=True))
+    def get_endpoints(self, teacher: Teacher) -> list[dict]:
+        return [asdict(endpoint) for endpoint in teacher_endpoints(teacher)]
 
 
 class LeafProgressSerializer(serializers.Serializer):

@@ -111,11 +111,17 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     @extend_schema(request=s.RunResumeSerializer, responses={200: s.RunDetailSerializer})
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, pk=None) -> Response:
-        """Queue again what is not done (cancelled, failed, abandoned work items). Done work stays. A run asks
+        """Queue again what is not done (paused, cancelled, failed, abandoned work items). Done work stays. A run asks
         the teacher as it started with it; `with_current_teacher` uses the teacher as it is now instead."""
         data = _valid(s.RunResumeSerializer, request.data)
         resume = functools.partial(run_services.run_resume, with_current_teacher=data["with_current_teacher"])
         return self._command(resume)
+
+    @extend_schema(request=None, responses={200: s.RunDetailSerializer})
+    @action(detail=True, methods=["post"], url_path="retry-failed")
+    def retry_failed(self, request: Request, pk=None) -> Response:
+        """Try a finished run's failed work items again (each with its full count of retries); 409 when none failed."""
+        return self._command(run_services.run_retry_failed)
 
     @extend_schema(
         parameters=[OpenApiParameter("level", str, enum=RunEvent.Level.values, description="Only this level")],

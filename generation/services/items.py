@@ -1,17 +1,22 @@
-"""Processing one work item: claim it with a lease, run its pipeline unit, write samples exactly once."""
+"""Processing one work item: claim it with a lease, run its pipeline unit, write samples exactly once.
+
+Every teacher answer is saved as soon as it comes (several at once while a write is under way), so a worker
+that dies costs only the calls it had in flight: whoever takes the item over replays the rest from the cache.
+"""
 
 import asyncio
+import contextlib
 import logging
-import uuid
+import random
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Count, F, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from generation.models import GenerationRun, RunEvent, Sample, Teacher, TeacherResponse, WorkItem
+from generation.models import GenerationRun, RunEvent, Sample, TeacherResponse, WorkItem
 from generation.sdg.loop import Bridge
 from generation.sdg.pipelines import (
     GeneratedSample,
@@ -22,15 +27,15 @@ from generation.sdg.pipelines import (
     UnitRunner,
     unit_runner,
 )
-from generation.sdg.teachers import CachedTeacher, CallStats, Completion, TeacherClient, TeacherError
-from generation.services.runs import run_fail, run_finish_if_done
+from generation.sdg.teachers import CachedTeacher, CallStats, Completion, TeacherClient, TeacherError, call_share
+from generation.services.runs import run_fail, run_finish_if_done, run_pause, run_teacher
 from generation.services.samples import samples_write
-from generation.services.teachers import TEACHER_FIELDS, teacher_client, teacher_note_ignored_sampling
+from generation.services.teachers import teacher_note_ignored_sampling
+from labweb import jobs
 from labweb.errors import LabError
 
 logger = logging.getLogger(__name__)
 ACTIVE_RUN = (GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING)
-ANSWERS_PER_WRITE = 16
 
 
 def _lease_until(now):
@@ -55,9 +60,7 @@ def item_claim(*, item_id: int, owner: str) -> WorkItem | None:
         return None
     item = WorkItem.objects.select_related("run", "run__teacher").get(pk=item_id)
     if item.run.status == GenerationRun.Status.QUEUED:
-        GenerationRun.objects.filter(pk=item.run_id, status=GenerationRun.Status.QUEUED).update(
-            status=GenerationRun.Status.RUNNING, started_at=now
-        )
+        jobs.transition(item.run, to=GenerationRun.Status.RUNNING, allowed=[GenerationRun.Status.QUEUED])
     return item
 
 
@@ -71,29 +74,27 @@ def item_heartbeat(*, item_id: int, owner: str, counts: dict, stats: dict) -> bo
 
 
 def item_process(*, item_id: int, owner: str | None = None) -> str:
-    """Run one work item to its end. Safe to call twice, or after a worker died holding it."""
-    owner = owner or uuid.uuid4().hex
+    """Run one work item to its end. Safe to call twice, or after a worker died holding it.
+
+    The lease is the worker's: its process renews it while the item runs (labweb.jobs.lease_kept), so a slow
+    item keeps it and a dead worker's items come back as soon as it runs out.
+    """
+    owner = owner or jobs.lease_owner()
     item = item_claim(item_id=item_id, owner=owner)
     if item is None:
         return "skipped"
-    try:
-        client = _frozen_teacher(item.run)
-    except TeacherError as error:
-        run_fail(run_id=item.run_id, message=error.message)
-        WorkItem.objects.filter(pk=item.pk, lease_owner=owner).update(
-            state=WorkItem.State.FAILED, error=error.message, finished_at=timezone.now()
-        )
-        return "failed"
-    return _run_unit(item, owner, client)
-
-
-def _frozen_teacher(run: GenerationRun) -> TeacherClient:
-    """The teacher as the run recorded it: editing the teacher mid-run must not change what samples say."""
-    frozen = {name: value for name, value in run.teacher_config.items() if name in TEACHER_FIELDS}
-    client = teacher_client(Teacher(**frozen, api_key=run.teacher.api_key))
-    if hasattr(client, "load"):
-        client.load()  # a model that cannot load fails the run at once, not every item in turn
-    return client
+    with jobs.lease_kept(WorkItem, item.pk, owner):
+        try:
+            client = run_teacher(item.run)
+            if hasattr(client, "load"):
+                client.load()  # a model that cannot load fails the run at once, not every item in turn
+        except TeacherError as error:
+            if not error.retryable:
+                run_fail(run_id=item.run_id, message=error.message)
+                _finish(item, owner, WorkItem.State.FAILED, {}, error=error.message)
+                return "failed"
+            return _item_error(item, owner, {}, error)
+        return _run_unit(item, owner, client)
 
 
 def _unit(item: WorkItem) -> Unit:
@@ -113,8 +114,9 @@ class _LeaseLost(Exception):
 class _ItemStore:
     """The item's side of the response cache and its sample writes, done on the item's own thread.
 
-    Answers are saved in batches, but always with (or before) a sample made from them, in one transaction: a
-    retry must replay exactly the answers that decided which samples were kept.
+    Each answer is written as soon as it comes; answers that come while a write is under way go together in the
+    next one. A sample is written after (or with) every answer it was made from: a retry must replay exactly
+    the answers that decided which samples were kept.
     """
 
     def __init__(self, item: WorkItem, bridge: Bridge):
@@ -123,16 +125,24 @@ class _ItemStore:
         # Keys carry the run's own seed, so only a retried item can find its answers in the cache.
         self.replaying = item.attempts > 1
         self.unsaved: list[tuple[str, Completion]] = []
+        self.writing: asyncio.Future | None = None
 
     async def lookup(self, key: str) -> Completion | None:
         return await self.bridge.call(_answer, key) if self.replaying else None
 
     async def store(self, key: str, completion: Completion) -> None:
         self.unsaved.append((key, completion))
-        if len(self.unsaved) >= ANSWERS_PER_WRITE:
-            await self.flush()
+        if self.writing is None or self.writing.done():
+            self.writing = asyncio.ensure_future(self._write_unsaved())
+
+    async def _write_unsaved(self) -> None:
+        while self.unsaved:
+            answers, self.unsaved = self.unsaved, []
+            await self.bridge.call(_write, self.model, answers, self.item, [])
 
     async def flush(self, samples: list[GeneratedSample] = ()) -> None:
+        if self.writing is not None:
+            await self.writing  # a failed write fails the item here
         if self.unsaved or samples:
             answers, self.unsaved = self.unsaved, []
             await self.bridge.call(_write, self.model, answers, self.item, list(samples))
@@ -180,6 +190,7 @@ def _progress(runner: UnitRunner, teacher: CachedTeacher) -> dict:
 async def _drive(runner: UnitRunner, teacher: CachedTeacher, store: _ItemStore, *, owner: str) -> UnitResult:
     """Run the unit, flushing its writes and renewing the lease every few seconds; stop when the lease is lost."""
     item = store.item
+    call_share.set(f"run:{item.run_id}")  # the teacher's slots are shared fairly between runs
     work = asyncio.ensure_future(runner.run())
     try:
         while True:
@@ -194,6 +205,11 @@ async def _drive(runner: UnitRunner, teacher: CachedTeacher, store: _ItemStore, 
     finally:
         if not work.done():
             work.cancel()
+        # What came before the item stopped, however it stopped, is kept for whoever runs it next (unless its
+        # worker thread is stopping: then nobody is left to do the write).
+        if not asyncio.current_task().cancelling():
+            with contextlib.suppress(Exception):
+                await store.flush()
 
 
 def _run_unit(item: WorkItem, owner: str, client: TeacherClient) -> str:
@@ -211,8 +227,7 @@ def _run_unit(item: WorkItem, owner: str, client: TeacherClient) -> str:
         _item_hand_back(item, owner, _progress(runner, teacher))
         return "stopped"
     except Exception as error:  # noqa: BLE001 - whatever stops an item is recorded on it, never left running
-        _item_failed(item, owner, _progress(runner, teacher), error)
-        return "failed"
+        return _item_error(item, owner, _progress(runner, teacher), error)
     finally:
         teacher_note_ignored_sampling(
             teacher_id=item.run.teacher_id,
@@ -230,9 +245,12 @@ def _kept(item: WorkItem) -> Coalesce:
 
 
 def _item_hand_back(item: WorkItem, owner: str, progress: dict) -> None:
-    """The run was cancelled (or another worker took the item over): hand the item back, keep its samples."""
+    """The run was cancelled or paused (or another worker took the item over): hand the item back, keep its
+    samples. A paused run's item waits, pending, for the resume; a cancelled run's is cancelled."""
+    paused = GenerationRun.objects.filter(pk=item.run_id, status=GenerationRun.Status.PAUSED).exists()
+    state = WorkItem.State.PENDING if paused else WorkItem.State.CANCELLED
     WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(
-        state=WorkItem.State.CANCELLED, lease_owner="", lease_until=None, kept=_kept(item), **progress
+        state=state, queued_at=None, lease_owner="", lease_until=None, kept=_kept(item), **progress
     )
 
 
@@ -247,7 +265,13 @@ def _finish(item: WorkItem, owner: str, state: str, progress: dict, *, error: st
     )
 
 
-def _item_failed(item: WorkItem, owner: str, progress: dict, error: Exception) -> None:
+def _item_error(item: WorkItem, owner: str, progress: dict, error: Exception) -> str:
+    """What stops an item decides what comes next: a teacher out of reach pauses the run (the item waits for the
+    resume), a failure that may pass is tried again after a delay, and anything else fails the item."""
+    if isinstance(error, TeacherError) and error.unreachable:
+        run_pause(run_id=item.run_id, message=error.message)
+        _item_hand_back(item, owner, progress)  # pending for the resume (cancelled if the run was, meanwhile)
+        return "paused"
     if isinstance(error, LabError):
         message = error.message
         # What stopped it, for the run's headline (run_finish_if_done); the counters stay numbers.
@@ -255,25 +279,51 @@ def _item_failed(item: WorkItem, owner: str, progress: dict, error: Exception) -
     else:
         logger.exception("Work item %s failed", item.pk, exc_info=error)
         message = f"{type(error).__name__}: {error}"
+    passing = (isinstance(error, TeacherError) and error.retryable) or isinstance(error, DatabaseError)
+    failures = item.failures + 1
+    if passing and failures <= settings.LABWEB_ITEM_RETRIES:
+        delay = settings.LABWEB_ITEM_RETRY_DELAY * 2 ** (failures - 1) * (0.75 + random.random() / 2)
+        now = timezone.now()
+        retried = WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(
+            state=WorkItem.State.PENDING,
+            failures=failures,
+            retry_at=now + timedelta(seconds=delay),
+            queued_at=now,
+            lease_owner="",
+            lease_until=None,
+            kept=_kept(item),
+            error=message[:5000],
+            **progress,
+        )
+        if retried:
+            tries = settings.LABWEB_ITEM_RETRIES + 1
+            _log(
+                item,
+                f"Work item failed (try {failures} of {tries}): {message} Trying again in {delay:.0f} s.",
+                level=RunEvent.Level.WARNING,
+            )
+            # The reaper sends it too once the delay is over, should this message die with its worker.
+            jobs.send_task_on_commit("generation.tasks.process_item", item.pk, countdown=delay)
+            return "retrying"
+        return "stopped"
+    WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(failures=failures)
     _finish(item, owner, WorkItem.State.FAILED, progress, error=message)
-    RunEvent.objects.create(
-        run=item.run,
-        item=item,
-        leaf_path=item.leaf_path,
-        level=RunEvent.Level.ERROR,
-        message=f"Work item failed: {message}",
-    )
+    given_up = f" after {failures} tries" if passing else ""
+    _log(item, f"Work item failed{given_up}: {message}", level=RunEvent.Level.ERROR)
     run_finish_if_done(run_id=item.run_id)
+    return "failed"
+
+
+def _log(item: WorkItem, message: str, *, level: str) -> None:
+    RunEvent.objects.create(run=item.run, item=item, leaf_path=item.leaf_path, level=level, message=message)
 
 
 def _item_done(item: WorkItem, owner: str, progress: dict, result: UnitResult) -> None:
     _finish(item, owner, WorkItem.State.DONE, progress)
     if result.kept < item.target:
-        RunEvent.objects.create(
-            run=item.run,
-            item=item,
-            leaf_path=item.leaf_path,
+        _log(
+            item,
+            f"{item}: kept {result.kept} of {item.target} samples after {result.rounds} rounds.",
             level=RunEvent.Level.WARNING,
-            message=f"{item}: kept {result.kept} of {item.target} samples after {result.rounds} rounds.",
         )
     run_finish_if_done(run_id=item.run_id)

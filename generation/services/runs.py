@@ -1,4 +1,8 @@
-"""Generation runs: planning the work items, dispatching them, cancel, resume and completion."""
+"""Generation runs: planning the work items, dispatching them, pause, cancel, resume and completion.
+
+Every change of a run's status goes through `labweb.jobs.transition` (one conditional UPDATE, the row count
+decides), as every other kind of job does.
+"""
 
 import secrets
 from collections import Counter
@@ -6,7 +10,7 @@ from dataclasses import asdict
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from curation.models import Kind, Leaf, TaxonomySnapshot
@@ -14,13 +18,16 @@ from curation.selectors import leaf_qna, taxonomy_diff
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
 from generation.sdg.pipelines import KNOWLEDGE, SKILLS, LeafSource, LeafSpec, PipelineConfig, Unit, plan_run
 from generation.sdg.prompts import prompt_versions
-from generation.sdg.teachers import FAILURE_CAUSES
+from generation.sdg.teachers import FAILURE_CAUSES, TeacherClient, TeacherError, probe
 from generation.services.samples import samples_mark_duplicates
-from generation.services.teachers import teacher_quality_warning
+from generation.services.teachers import TEACHER_FIELDS, teacher_client, teacher_quality_warning
 from labweb.errors import ConflictError, LabError
-from labweb.jobs import send_task, send_task_on_commit
+from labweb.jobs import send_task, send_task_on_commit, transition
 
-ACTIVE = (GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING)
+Status = GenerationRun.Status
+ACTIVE = (Status.QUEUED, Status.RUNNING)
+# A run that stopped and may go on: resume (or "retry failed items") moves it back to ACTIVE.
+STOPPED = (Status.PAUSED, Status.CANCELLED, Status.FAILED, Status.PARTIAL, Status.SUCCEEDED)
 DISPATCH_BATCH = 500
 
 
@@ -138,10 +145,12 @@ def run_create(
     for skipped in plan.skipped:
         _event(run, f"Skipped: {skipped.reason}.", level=RunEvent.Level.ERROR, leaf_path=skipped.path)
     if not plan.units:
-        run.status = GenerationRun.Status.FAILED
-        run.error = "Nothing to generate: no leaf in scope can be generated from (see the run's log)."
-        run.finished_at = timezone.now()
-        run.save(update_fields=["status", "error", "finished_at"])
+        transition(
+            run,
+            to=Status.FAILED,
+            allowed=[Status.QUEUED],
+            error="Nothing to generate: no leaf in scope can be generated from (see the run's log).",
+        )
         return run
     by_path = {leaf.path: leaf for leaf in leaves}
     WorkItem.objects.bulk_create(
@@ -154,19 +163,47 @@ def run_create(
     return run
 
 
+def run_teacher(run: GenerationRun) -> TeacherClient:
+    """The teacher as the run recorded it: editing the teacher mid-run must not change what samples say."""
+    frozen = {name: value for name, value in run.teacher_config.items() if name in TEACHER_FIELDS}
+    return teacher_client(Teacher(**frozen, api_key=run.teacher.api_key))
+
+
+def run_start(*, run_id: int) -> int:
+    """Ask the teacher whether it answers, then send the run's items; return how many were sent.
+
+    A teacher that cannot be reached pauses the run with its error (resume it once the teacher is back) instead
+    of failing every item in turn; one that cannot work at all (a model that does not load, a refused key)
+    fails it. Run by the dispatch task, on a worker: a create or resume request never waits on the teacher.
+    """
+    run = GenerationRun.objects.select_related("teacher").get(pk=run_id)
+    if run.status not in ACTIVE:
+        return 0
+    try:
+        probe(run_teacher(run))
+    except TeacherError as error:
+        if error.retryable:
+            run_pause(run_id=run_id, message=error.message)
+        else:
+            run_fail(run_id=run_id, message=error.message)
+        return 0
+    return run_dispatch(run_id=run_id)
+
+
 def run_dispatch(*, run_id: int) -> int:
     """Send a task for every pending item of an active run that has none on its way; return how many were sent.
 
     A batch is marked and sent in one transaction: a sender that dies midway leaves its batch unmarked, to be
     sent by the next dispatch (a second message for an item is harmless: items are claimed). So dispatching
-    twice, or a dispatch task delivered twice, sends nothing more.
+    twice, or a dispatch task delivered twice, sends nothing more. An item waiting out its retry delay is left
+    for a later dispatch (the reaper's) once the delay is over.
     """
     sent = 0
     while True:
         with transaction.atomic():
             batch = list(
                 WorkItem.objects.select_for_update(skip_locked=True, of=("self",))
-                .filter(run_id=run_id, run__status__in=ACTIVE, state=WorkItem.State.PENDING, queued_at__isnull=True)
+                .filter(_unsent(timezone.now()), run_id=run_id, run__status__in=ACTIVE)
                 .order_by("pk")
                 .values_list("pk", flat=True)[:DISPATCH_BATCH]
             )
@@ -178,19 +215,41 @@ def run_dispatch(*, run_id: int) -> int:
         sent += len(batch)
 
 
+def _unsent(now) -> Q:
+    """Pending items no task is on its way to, whose retry delay (if any) is over."""
+    return Q(state=WorkItem.State.PENDING, queued_at__isnull=True) & (Q(retry_at__isnull=True) | Q(retry_at__lte=now))
+
+
 @transaction.atomic
 def run_cancel(*, run: GenerationRun, user) -> GenerationRun:
-    updated = GenerationRun.objects.filter(
-        pk=run.pk, status__in=[GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING]
-    ).update(status=GenerationRun.Status.CANCELLED, finished_at=timezone.now())
-    if not updated:
-        run.refresh_from_db()
-        raise ConflictError(f"The run is {run.status}; only a queued or running run can be cancelled.", field="status")
+    transition(
+        run,
+        to=Status.CANCELLED,
+        allowed=[*ACTIVE, Status.PAUSED],
+        refusal="The run is {status}; only a queued, running or paused run can be cancelled.",
+    )
     # Running items see the cancellation at their next heartbeat and stop there, keeping what they wrote.
     WorkItem.objects.filter(run=run, state=WorkItem.State.PENDING).update(state=WorkItem.State.CANCELLED)
     _event(run, f"Cancelled by {user}.", level=RunEvent.Level.WARNING)
-    run.refresh_from_db()
     return run
+
+
+def run_pause(*, run_id: int, message: str) -> bool:
+    """Stop a run whose teacher cannot be reached, keeping everything; `run_resume` goes on from there.
+
+    Items in flight see the pause at their next heartbeat and hand themselves back (pending, not failed); the
+    messages still queued for pending items find the run paused and do nothing, so the resume sends them again.
+    """
+    run = GenerationRun.objects.get(pk=run_id)
+    paused = transition(run, to=Status.PAUSED, allowed=ACTIVE, error=f"Paused: {message}")
+    if paused:
+        WorkItem.objects.filter(run_id=run_id, state=WorkItem.State.PENDING).update(queued_at=None)
+        _event(
+            run,
+            f"Paused: {message} Resume the run once the teacher is back; nothing done so far is lost.",
+            level=RunEvent.Level.ERROR,
+        )
+    return paused
 
 
 def _stopped(now) -> Q:
@@ -209,6 +268,15 @@ def run_resume_refusal(*, run: GenerationRun) -> str | None:
     return None
 
 
+def run_retry_failed_refusal(*, run: GenerationRun) -> str | None:
+    """Why `run_retry_failed` would refuse the run now, or None when it would take it."""
+    if run.is_active:
+        return "The run is still going; its failed items are tried again once it ends."
+    if not run.items.filter(state=WorkItem.State.FAILED).exists():
+        return "No work item of this run failed; there is nothing to retry."
+    return None
+
+
 def run_teacher_changes(*, run: GenerationRun) -> dict[str, tuple]:
     """The teacher settings that changed since the run recorded them: {name: (the run's, the teacher's now)}."""
     then = {name: value for name, value in run.teacher_config.items() if name != "earlier"}
@@ -219,11 +287,13 @@ def run_teacher_changes(*, run: GenerationRun) -> dict[str, tuple]:
 
 @transaction.atomic
 def run_resume(*, run: GenerationRun, user, with_current_teacher: bool = False) -> GenerationRun:
-    """Start again what is not done: cancelled, failed and abandoned items. Done items and samples stay.
+    """Start again what is not done: paused, cancelled, failed and abandoned items. Done items and samples stay.
 
+    A paused run's teacher is asked again before anything is sent (`run_start`): still unreachable, it pauses again.
     A run asks the teacher as it recorded it when it started; `with_current_teacher` records the teacher as it
     is now for the remaining work (the settings it replaces stay in `teacher_config["earlier"]`, and every
-    sample names the model that made it)."""
+    sample names the model that made it).
+    """
     run = GenerationRun.objects.select_for_update().get(pk=run.pk)
     refusal = run_resume_refusal(run=run)
     if refusal:
@@ -235,20 +305,49 @@ def run_resume(*, run: GenerationRun, user, with_current_teacher: bool = False) 
         run.save(update_fields=["teacher_config"])
         changed = ", ".join(f"{name} {old!r} → {new!r}" for name, (old, new) in changes.items())
         _event(run, f"The remaining work uses the teacher as it is now ({changed}).", level=RunEvent.Level.WARNING)
-    reset = (
-        WorkItem.objects.filter(run=run)
-        .filter(
-            _stopped(timezone.now())
-            # Items a cancel stopped; a worker still finishing one loses its lease at its next heartbeat.
-            | Q(state=WorkItem.State.RUNNING, run__status=GenerationRun.Status.CANCELLED)
-        )
-        .update(state=WorkItem.State.PENDING, queued_at=None, lease_owner="", lease_until=None, error="")
+    which = _stopped(timezone.now())
+    if run.status == Status.CANCELLED:
+        # Items a cancel stopped; a worker still finishing one loses its lease at its next heartbeat.
+        which |= Q(state=WorkItem.State.RUNNING)
+    if run.status == Status.PAUSED:
+        which |= Q(state=WorkItem.State.PENDING)  # their messages found the run paused and were dropped
+    items = WorkItem.objects.filter(run=run).filter(which)
+    return _restart(run, items, f"Resumed by {user}")
+
+
+@transaction.atomic
+def run_retry_failed(*, run: GenerationRun, user) -> GenerationRun:
+    """Try a finished run's failed items again, each with its full count of retries; the rest stays as it is.
+
+    What a failed item already asked the teacher is replayed from the response cache, not asked again.
+    """
+    run = GenerationRun.objects.select_for_update().get(pk=run.pk)
+    refusal = run_retry_failed_refusal(run=run)
+    if refusal:
+        raise ConflictError(refusal, field="status")
+    failed = WorkItem.objects.filter(run=run, state=WorkItem.State.FAILED)
+    return _restart(run, failed, f"Failed items retried by {user}")
+
+
+def _restart(run: GenerationRun, items, why: str) -> GenerationRun:
+    reset = items.update(
+        state=WorkItem.State.PENDING,
+        queued_at=None,
+        retry_at=None,
+        failures=0,
+        lease_owner="",
+        lease_until=None,
+        error="",
     )
-    run.status = GenerationRun.Status.RUNNING if run.started_at else GenerationRun.Status.QUEUED
-    run.finished_at = None
-    run.error = ""
-    run.save(update_fields=["status", "finished_at", "error"])
-    _event(run, f"Resumed by {user}: {reset} work items queued again.")
+    transition(
+        run,
+        to=Status.RUNNING if run.started_at else Status.QUEUED,
+        allowed=[*ACTIVE, *STOPPED],
+        refusal="The run is {status}; it cannot be started again now.",
+        error="",
+        finished_at=None,
+    )
+    _event(run, f"{why}: {reset} work items queued again.")
     send_task_on_commit("generation.tasks.dispatch_run", run.pk)
     return run
 
@@ -266,19 +365,27 @@ def run_finish_if_done(*, run_id: int) -> bool:
     if counts["open"]:
         return False
     kept = Sample.objects.filter(run_id=run_id).count()
-    status = GenerationRun.Status.SUCCEEDED if counts["done"] and kept else GenerationRun.Status.FAILED
-    error = _failure_headline(run_id, counts["failed"]) if counts["failed"] else ""
-    if counts["done"] and not kept and not counts["failed"]:
+    failed = counts["failed"]
+    if counts["done"] and kept:
+        status = Status.PARTIAL if failed else Status.SUCCEEDED
+        error = (
+            f"Done with {failed} failed work item{'s' if failed != 1 else ''}: see the list of failed items; "
+            '"Retry failed items" tries them again.'
+            if failed
+            else ""
+        )
+    else:
+        status = Status.FAILED
+        error = _failure_headline(run_id, failed) if failed else ""
+    if counts["done"] and not kept and not failed:
         error = (
             "No sample passed the judges: see the stage counters for where candidates were dropped (a small "
             "teacher often ignores the output format)."
         )
-    finished = GenerationRun.objects.filter(
-        pk=run_id, status__in=[GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING]
-    ).update(status=status, error=error, finished_at=timezone.now())
+    run = GenerationRun(pk=run_id)
+    finished = transition(run, to=status, allowed=ACTIVE, error=error)
     if finished:
-        run = GenerationRun.objects.get(pk=run_id)
-        if status == GenerationRun.Status.SUCCEEDED:
+        if status in (Status.SUCCEEDED, Status.PARTIAL):
             marked = samples_mark_duplicates(run_id=run_id, threshold=run.config.get("dedup_threshold", 0.7))
             if marked:
                 _event(
@@ -290,9 +397,11 @@ def run_finish_if_done(*, run_id: int) -> bool:
         _event(
             run,
             f"Run {status}: {counts['done']} work items done, {counts['failed']} failed, {kept} samples kept.",
-            level=RunEvent.Level.INFO if status == GenerationRun.Status.SUCCEEDED else RunEvent.Level.ERROR,
+            level={Status.SUCCEEDED: RunEvent.Level.INFO, Status.PARTIAL: RunEvent.Level.WARNING}.get(
+                status, RunEvent.Level.ERROR
+            ),
         )
-    return bool(finished)
+    return finished
 
 
 def _failure_headline(run_id: int, failed: int) -> str:
@@ -313,14 +422,12 @@ def _failure_headline(run_id: int, failed: int) -> str:
 
 
 def run_fail(*, run_id: int, message: str) -> None:
-    """Stop a run that cannot go on at all (its teacher cannot be loaded)."""
+    """Stop a run that cannot go on at all (its teacher cannot be loaded, or refuses its key)."""
     with transaction.atomic():
-        updated = GenerationRun.objects.filter(
-            pk=run_id, status__in=[GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING]
-        ).update(status=GenerationRun.Status.FAILED, error=message, finished_at=timezone.now())
-        WorkItem.objects.filter(run_id=run_id, state=WorkItem.State.PENDING).update(state=WorkItem.State.CANCELLED)
-        if updated:
-            _event(GenerationRun.objects.get(pk=run_id), message, level=RunEvent.Level.ERROR)
+        run = GenerationRun(pk=run_id)
+        if transition(run, to=Status.FAILED, allowed=ACTIVE, error=message):
+            WorkItem.objects.filter(run_id=run_id, state=WorkItem.State.PENDING).update(state=WorkItem.State.CANCELLED)
+            _event(run, message, level=RunEvent.Level.ERROR)
 
 
 def requeue_expired() -> int:
@@ -331,17 +438,21 @@ def requeue_expired() -> int:
     """
     now = timezone.now()
     expired = WorkItem.objects.filter(state=WorkItem.State.RUNNING, lease_until__lt=now, run__status__in=ACTIVE)
-    doomed = list(expired.filter(attempts__gte=settings.LABWEB_WORK_MAX_ATTEMPTS).select_related("run"))
+    # Attempts that ended in a failure of their own (and a retry) are not abandonments.
+    doomed = list(expired.filter(attempts__gte=F("failures") + settings.LABWEB_WORK_MAX_ATTEMPTS).select_related("run"))
     for item in doomed:
         if WorkItem.objects.filter(pk=item.pk, state=WorkItem.State.RUNNING, lease_until__lt=now).update(
             state=WorkItem.State.FAILED,
             lease_owner="",
             lease_until=None,
             finished_at=now,
-            error=f"Abandoned {item.attempts} times: the worker died each time it ran this item.",
+            error=f"Abandoned {item.attempts - item.failures} times: the worker died each time it ran this item.",
         ):
             _event(
-                item.run, f"{item}: abandoned {item.attempts} times; given up.", level=RunEvent.Level.ERROR, item=item
+                item.run,
+                f"{item}: abandoned {item.attempts - item.failures} times; given up.",
+                level=RunEvent.Level.ERROR,
+                item=item,
             )
             run_finish_if_done(run_id=item.run_id)
     pairs = list(expired.values_list("pk", "run_id"))
@@ -354,7 +465,7 @@ def requeue_expired() -> int:
         WorkItem.objects.filter(run_id__in={run_id for _, run_id in pairs}, state=WorkItem.State.PENDING).update(
             queued_at=None
         )
-    unsent = WorkItem.objects.filter(state=WorkItem.State.PENDING, queued_at__isnull=True, run__status__in=ACTIVE)
+    unsent = WorkItem.objects.filter(_unsent(now), run__status__in=ACTIVE)
     for run_id in unsent.order_by().values_list("run_id", flat=True).distinct():
         run_dispatch(run_id=run_id)
     return len(pairs)

@@ -9,6 +9,7 @@ from django.db import transaction
 
 from generation.models import Teacher
 from generation.sdg.teachers import LocalTeacher, OpenAITeacher, RetryPolicy, TeacherError, probe_answer_format
+from generation.sdg.teachers.shared import budget_key, redis_budget
 from labweb.errors import ConflictError, LabError
 
 TEACHER_FIELDS = (
@@ -21,6 +22,7 @@ TEACHER_FIELDS = (
     "top_p",
     "max_tokens",
     "max_concurrency",
+    "replicas",
     "timeout_seconds",
     "context_tokens",
     "answer_format",
@@ -55,14 +57,15 @@ def teacher_client(teacher: Teacher):
     if not teacher.base_url:
         raise TeacherError(f"The teacher {teacher.name} has no server URL.")
     retry = (settings.LABWEB_TEACHER_ATTEMPTS, settings.LABWEB_TEACHER_RETRY_DELAY)
+    endpoints = teacher.endpoints
     answer_format = teacher.effective_answer_format
     key = (
-        teacher.base_url,
+        tuple(endpoints),
         teacher.model,
         teacher.api_key,
         teacher.timeout_seconds,
-        teacher.max_concurrency,
         retry,
+        settings.REDIS_URL,
         answer_format,
     )
     with _CLIENTS_LOCK:
@@ -76,10 +79,27 @@ def teacher_client(teacher: Teacher):
                 api_key=teacher.api_key,
                 timeout=teacher.timeout_seconds,
                 max_concurrency=teacher.max_concurrency,
+                replicas=endpoints[1:],
                 retry=RetryPolicy(attempts=retry[0], base_delay=retry[1]),
                 answer_format=answer_format,
+                budget=teacher_budget(teacher),
             )
         return client
+
+
+def teacher_budget(teacher: Teacher):
+    """The teacher's slots, counted in Redis for every worker process and machine (or, with
+    LABWEB_TEACHER_BUDGET=process, in each process: the limit then holds per process)."""
+    if settings.LABWEB_TEACHER_BUDGET == "process":
+        return None  # OpenAITeacher's own per-process budget
+    urls = [url for url, _ in teacher.endpoints]
+    return redis_budget(
+        settings.REDIS_URL,
+        budget_key(teacher.model, urls),
+        [limit for _, limit in teacher.endpoints],
+        lease=settings.LABWEB_TEACHER_SLOT_LEASE_SECONDS,
+        renew=settings.LABWEB_TEACHER_SLOT_LEASE_SECONDS / 5,
+    )
 
 
 _CLIENTS: dict[tuple, OpenAITeacher] = {}
@@ -98,6 +118,7 @@ def _validate(fields: dict) -> None:
         raise LabError("Max concurrency must be between 1 and 1024.", field="max_concurrency")
     if fields.get("answer_format") is not None and fields["answer_format"] not in Teacher.AnswerFormat.values:
         raise LabError(f"Answer format must be one of {', '.join(Teacher.AnswerFormat.values)}.", field="answer_format")
+    _validate_replicas(fields.get("replicas") or [], fields.get("base_url") or "")
     if fields.get("temperature") is not None and not 0 <= float(fields["temperature"]) <= 2:
         raise LabError("Temperature must be between 0 and 2.", field="temperature")
     for name, what in POSITIVE_FIELDS.items():
@@ -122,6 +143,55 @@ def _probe(teacher: Teacher) -> None:
         timeout=min(settings.LABWEB_TEACHER_PROBE_SECONDS, teacher.timeout_seconds),
     )
     teacher.probed_format, teacher.probe_note = found.format, found.note
+
+
+MAX_REPLICAS = 64
+
+
+def _validate_replicas(replicas, base_url: str) -> None:
+    """Each replica is {"base_url": "http(s)://...", "max_concurrency": 1..1024}, every URL once."""
+    if not isinstance(replicas, list):
+        raise LabError("Replicas must be a list of {base_url, max_concurrency}.", field="replicas")
+    if len(replicas) > MAX_REPLICAS:
+        raise LabError(f"A teacher takes at most {MAX_REPLICAS} replicas.", field="replicas")
+    seen = {base_url.rstrip("/")}
+    for number, replica in enumerate(replicas, start=1):
+        where = f"Replica {number}"
+        if not isinstance(replica, dict) or set(replica) - {"base_url", "max_concurrency"}:
+            raise LabError(f"{where} must be {{base_url, max_concurrency}}.", field="replicas", line=number)
+        url = replica.get("base_url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 500:
+            raise LabError(
+                f"{where} needs a server URL starting with http:// or https://.", field="replicas", line=number
+            )
+        limit = replica.get("max_concurrency", 8)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1024:
+            raise LabError(f"{where}: max concurrency must be between 1 and 1024.", field="replicas", line=number)
+        if url.rstrip("/") in seen:
+            raise LabError(f"{where} repeats the server {url}.", field="replicas", line=number)
+        seen.add(url.rstrip("/"))
+        replica.setdefault("max_concurrency", limit)
+
+
+def replicas_parse(text: str) -> list[dict]:
+    """Replicas as a form takes them: one server a line, its URL then, optionally, its max concurrency."""
+    replicas = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+            raise LabError(
+                f"Line {number}: write a server URL, then optionally its max concurrency (a number).",
+                field="replicas",
+                line=number,
+            )
+        replicas.append({"base_url": parts[0], "max_concurrency": int(parts[1]) if len(parts) == 2 else 8})
+    return replicas
+
+
+def replicas_text(replicas: list[dict]) -> str:
+    return "\n".join(f"{replica['base_url']} {replica['max_concurrency']}" for replica in replicas or [])
 
 
 def teacher_create(*, user, api_key: str = "", **fields) -> Teacher:

@@ -8,6 +8,7 @@ from generation.views.runs import (
     run_list,
     run_progress,
     run_resume,
+    run_retry_failed,
 )
 from generation.views.samples import sample_detail, sample_list
 from generation.views.teachers import teacher_create, teacher_default, teacher_edit, teacher_remove, teachers
@@ -20,6 +21,7 @@ __all__ = [
     "run_list",
     "run_progress",
     "run_resume",
+    "run_retry_failed",
     "sample_detail",
     "sample_list",
     "teacher_create",

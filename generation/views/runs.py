@@ -1,4 +1,4 @@
-"""Generation runs: the list, the start form, the live monitor, cancel and resume."""
+"""Generation runs: the list, the start form, the live monitor, cancel, resume and retry of failed items."""
 
 import functools
 
@@ -111,6 +111,7 @@ def monitor_context(run: GenerationRun) -> dict:
             same_answers=progress.teacher["same_answers"],
             temperature=run.config.get("sampling", {}).get("temperature", 0),
         ),
+        "can_retry_failed": not run.is_active and progress.states.get("failed", 0) > 0,
     }
 
 
@@ -168,3 +169,9 @@ def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
         resume = functools.partial(run_services.run_resume, with_current_teacher=True)
         return _command(request, pk, resume, "{run} resumed with the teacher as it is now.")
     return _command(request, pk, run_services.run_resume, "{run} resumed.")
+
+
+@require_POST
+@operator_required
+def run_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
+    return _command(request, pk, run_services.run_retry_failed, "{run}: its failed work items are queued again.")

@@ -9,7 +9,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from generation.forms import TeacherForm
 from generation.models import Teacher
-from generation.selectors import teacher_list
+from generation.selectors import teacher_endpoints, teacher_list
 from generation.services.teachers import teacher_create as create_teacher
 from generation.services.teachers import teacher_delete, teacher_ensure_default, teacher_update
 from labweb.errors import LabError
@@ -22,7 +22,10 @@ FORM_TEMPLATE = "generation/teacher_form.html"
 @require_GET
 @any_role_required
 def teachers(request: HttpRequest) -> HttpResponse:
-    return render(request, "generation/teacher_list.html", {"teachers": teacher_list()})
+    teachers = list(teacher_list())
+    for teacher in teachers:
+        teacher.endpoint_views = teacher_endpoints(teacher)
+    return render(request, "generation/teacher_list.html", {"teachers": teachers})
 
 
 def _form_page(request: HttpRequest, form: TeacherForm, *, status: int = 200) -> HttpResponse:

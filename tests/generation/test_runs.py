@@ -314,22 +314,25 @@ def test_an_invalid_leaf_and_a_knowledge_leaf_without_documents_are_reported_whi
     assert Sample.objects.filter(run=run, leaf_path=ARITHMETIC).count() == 3
 
 
-def test_a_teacher_failing_every_request_fails_the_items_and_the_run_with_its_error(
+def test_a_teacher_failing_every_request_fails_the_items_after_their_retries_and_the_run_with_its_error(
     eager, settings, teacher, curator, demo, script
 ):
     settings.LABWEB_TEACHER_ATTEMPTS = 2
     settings.LABWEB_TEACHER_RETRY_DELAY = 0.01
+    settings.LABWEB_ITEM_RETRIES = 1  # eager: the retry runs at once instead of after its delay
     script.fail_every = 1
     run = refreshed(plan(teacher, curator, demo, HAIKU, samples_per_leaf=3))
     items = list(run.items.all())
     assert len(items) == 3
-    assert script.requests == 2 * len(items)  # one question call per item, tried twice
+    assert script.requests == 2 * 2 * len(items)  # one question call per item, tried twice, in each of two tries
     for item in items:
-        assert item.state == State.FAILED
+        assert item.state == State.FAILED and item.failures == 2 and item.attempts == 2
         assert "HTTP 500" in item.error and "scripted internal error" in item.error
         assert item.finished_at and item.kept == 0
-        event = run.events.get(item=item)
-        assert event.level == RunEvent.Level.ERROR and "scripted internal error" in event.message
+        retried, given_up = run.events.filter(item=item).order_by("pk")
+        assert retried.level == RunEvent.Level.WARNING and "try 1 of 2" in retried.message
+        assert given_up.level == RunEvent.Level.ERROR and "after 2 tries" in given_up.message
+        assert "scripted internal error" in given_up.message
     assert run.status == Status.FAILED
     assert run.error.startswith("3 work items failed: the teacher's server kept failing (The teacher at ")
     assert run.error.endswith("answered HTTP 500: scripted internal error).")
@@ -431,7 +434,7 @@ def test_a_teacher_answer_with_a_nul_character_does_not_leave_the_item_running(q
 
 
 def test_a_teacher_edited_mid_run_does_not_change_the_model_that_run_asks(queued, teacher, curator, demo, script):
-    from generation.sdg.teachers.probe import QUESTION
+    from generation.sdg.teachers.answer_format import QUESTION
     from generation.services.teachers import teacher_update
     from labweb.errors import LabError
 

@@ -13,6 +13,7 @@ import pytest
 from generation.sdg import parsing, prompts
 from generation.sdg.chunking import CHARS_PER_TOKEN, chunk_document
 from generation.sdg.dedup import NearDuplicates, rouge_l, tokens
+from generation.sdg.keepable import unkeepable
 from generation.sdg.parsing import MalformedOutput
 from generation.sdg.pipelines import PipelineConfig, Unit, split_target, unit_runner
 from generation.sdg.teachers import (
@@ -649,3 +650,32 @@ def test_cancelling_a_unit_midway_keeps_the_limit_for_the_next_one(make_teacher,
     )
     assert result.kept == 8
     assert script.max_in_flight == 2
+
+
+def test_text_a_person_would_not_keep_is_told_apart_from_short_or_numeric_answers():
+    for kept in ("12 + 7 = 19", "Yes.", "It is the river.", "Use `x = f(a, b)` here", "old pond\nfrog jumps in"):
+        assert unkeepable(kept) is None, kept
+    assert unkeepable("Explain what a monad is", answer=False) is None  # a question may end without a full stop
+    for junk, reason in [
+        ("\x07\x1b[0m junk", "control"),
+        ("caf\u00c3\u00a9 au lait", "mis-decoded"),
+        ("#$%^&*@!~#$%", "symbols"),
+        (" ".join(["the"] * 10), "repeats"),
+        ("It is the", "mid-sentence"),
+        ("", "empty"),
+    ]:
+        assert reason in (unkeepable(junk) or ""), junk
+    assert "token limit" in unkeepable("A whole sentence.", truncated=True)
+
+
+def test_garbage_and_cut_off_answers_never_become_samples_though_the_judges_pass_everything(make_teacher, script):
+    script.junk_every = 4
+    script.cut_every = 7
+    unit = Unit(leaf=demo_leaf(HAIKU), target=6, seed_index=0)
+    result, samples = run_unit(unit, make_teacher(), PipelineConfig(max_rounds=12))
+    assert len(samples) == 6  # what was dropped was made up for
+    assert result.counts["response.unkeepable"] > 0
+    junk_or_cut = {e["text"] for e in script.exchanges if "\x07" in e["text"]}
+    for sample in samples:
+        assert unkeepable(sample.response) is None and unkeepable(sample.question, answer=False) is None
+        assert sample.response not in junk_or_cut

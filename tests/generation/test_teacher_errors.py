@@ -47,12 +47,13 @@ def _run(teacher, curator, demo, samples_per_leaf=3) -> GenerationRun:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_run_whose_teacher_is_unreachable_says_so_in_its_headline(eager, fast_retries, curator, demo):
+def test_a_run_whose_teacher_is_unreachable_says_so_in_its_headline_and_pauses(eager, fast_retries, curator, demo):
     url = closed_port_url()
     teacher = teacher_create(user=curator, name="Gone", base_url=url, model="m", timeout_seconds=2)
     run = _run(teacher, curator, demo)
-    assert run.status == GenerationRun.Status.FAILED
-    assert run.error.startswith("3 work items failed: the teacher was unreachable (Cannot reach the teacher at ")
+    # An unreachable teacher pauses the run (resume it once the server is back), saying why.
+    assert run.status == GenerationRun.Status.PAUSED
+    assert run.error.startswith("Paused: Cannot reach the teacher at ")
     assert url in run.error and "passed the judges" not in run.error
 
 

@@ -63,3 +63,57 @@ def test_the_teacher_page_keeps_the_answer_format_it_was_set_to(client, operator
         "json_schema",
         "json_schema",
     )
+
+
+def test_the_api_takes_replicas_and_shows_every_endpoint_with_its_state(operator):
+    api = APIClient()
+    api.force_authenticate(operator)
+    replicas = [{"base_url": "http://127.0.0.1:10/v1", "max_concurrency": 16}, {"base_url": "http://127.0.0.1:11/v1"}]
+    response = api.post("/api/teachers/", {**NEW, "max_concurrency": 4, "replicas": replicas}, format="json")
+    assert response.status_code == 201, response.json()
+    body = api.get(f"/api/teachers/{response.json()['id']}/").json()
+    assert body["replicas"] == [replicas[0], {**replicas[1], "max_concurrency": 8}]
+    assert [(e["base_url"], e["max_concurrency"], e["state"], e["in_flight"]) for e in body["endpoints"]] == [
+        ("http://127.0.0.1:9/v1", 4, "up", 0),
+        ("http://127.0.0.1:10/v1", 16, "up", 0),
+        ("http://127.0.0.1:11/v1", 8, "up", 0),
+    ]
+    assert Teacher.objects.get().total_concurrency == 28
+
+
+@pytest.mark.parametrize(
+    "replica, says",
+    [
+        ({"base_url": "ftp://elsewhere"}, "http://"),
+        ({"base_url": "http://127.0.0.1:9/v1/"}, "repeats"),
+        ({"base_url": "http://127.0.0.1:10/v1", "max_concurrency": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_the_api_refuses_a_bad_replica_naming_the_field(operator, replica, says):
+    api = APIClient()
+    api.force_authenticate(operator)
+    response = api.post("/api/teachers/", {**NEW, "replicas": [replica]}, format="json")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["field"].startswith("replicas") and says in str(error), error
+    assert not Teacher.objects.exists()
+
+
+def test_the_teacher_form_takes_replicas_one_a_line_and_shows_them_again(client, operator):
+    client.force_login(operator)
+    form = {**NEW, "temperature": 0.7, "top_p": 1, "max_tokens": 512, "max_concurrency": 2}
+    form |= {"timeout_seconds": 60, "context_tokens": 2048}
+    refused = client.post("/generation/teachers/new/", {**form, "replicas": "http://127.0.0.1:10/v1 many"})
+    assert refused.status_code == 422
+    assert "Line 1" in refused.content.decode().split('id="id_replicas_errors"')[1].split("</div>")[0]
+    saved = client.post("/generation/teachers/new/", {**form, "replicas": "http://127.0.0.1:10/v1 6\n\nhttp://h:1/v1"})
+    assert saved.status_code == 302
+    teacher = Teacher.objects.get()
+    assert teacher.replicas == [
+        {"base_url": "http://127.0.0.1:10/v1", "max_concurrency": 6},
+        {"base_url": "http://h:1/v1", "max_concurrency": 8},
+    ]
+    edit = client.get(f"/generation/teachers/{teacher.pk}/").content.decode()
+    assert "http://127.0.0.1:10/v1 6\nhttp://h:1/v1 8" in edit
+    listed = client.get("/generation/teachers/").content.decode()
+    assert 'data-endpoint="http://h:1/v1"' in listed

@@ -14,23 +14,13 @@ from generation.sdg.pipelines import LeafSpec, PipelineConfig, Unit, unit_runner
 from generation.sdg.teachers import CachedTeacher, Completion, OpenAITeacher, RetryPolicy
 from generation.services.runs import requeue_expired, run_create
 from tests.support.sdg import MemoryCache
-from tests.support.worker import Worker, worker_env
+from tests.support.worker import Worker, wait_for, worker_env
 
 # About 10-15 s on two cores, so not marked slow.
 pytestmark = pytest.mark.django_db(transaction=True)
 
 State = WorkItem.State
 Status = GenerationRun.Status
-
-
-def wait_for(condition, *, timeout: float, interval: float = 0.05, what: str, describe=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}\n{describe()}")
 
 
 def describe(run: GenerationRun, worker: "Worker") -> str:

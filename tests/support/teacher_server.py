@@ -3,7 +3,8 @@
 It recognises LabWeb's prompts by their wording and answers each in the format the pipelines expect, with
 text derived from a hash of the request (so the same request always gets the same answer). Faults are
 switched on per server: latency, HTTP 500s, 429s, 400s, hanging requests (timeouts), garbage answers, bodies
-cut off mid-JSON, NUL characters and unfaithful knowledge judgements. Every exchange is logged
+cut off mid-JSON, NUL characters, unfaithful knowledge judgements, prompts that always fail, connections
+dropped unanswered (a teacher out of reach) and answers held back until released. Every exchange is logged
 (`script.exchanges`) so tests can check what the pipelines did with each answer.
 """
 
@@ -42,6 +43,10 @@ class TeacherScript:
         self.broken_json_every = 0  # every Nth request answers HTTP 200 with a body cut off mid-JSON
         self.nul_every = 0  # every Nth answer carries a NUL character (small local models emit them)
         self.unfaithful_every = 0  # about one faithfulness judgement in N answers "NO" (chosen by request hash)
+        self.junk_every = 0  # every Nth answer is control characters and mis-decoded bytes, not text
+        self.cut_every = 0  # every Nth answer stops halfway, at the token limit (finish_reason "length")
+        self.fail_matching = ""  # every request whose prompt contains this answers HTTP 500
+        self.unreachable = False  # every request (and the model list) has its connection closed unanswered
         self.hang_seconds = 30.0  # how long a hanging request hangs (cut short when the server stops)
         self.error_body: dict | str | None = None  # the body of a scripted 400 (a str goes as text/plain)
         self.pinned_model: str | None = None  # answer 400 with FastAPI's `detail` to any other model name
@@ -50,6 +55,9 @@ class TeacherScript:
         self.json_schema = "ignore"
         self.guided = False  # whether it follows vLLM's `guided_json` / `structured_outputs`
         self.same_answer = False  # answer the same text whatever the seed (a server that ignores sampling)
+        self.gate = threading.Event()  # cleared by hold(): requests wait, unanswered, until release()
+        self.gate.set()
+        self.held: list[int] = []  # the numbers of the requests waiting at the gate now
         self.model = "scripted-teacher"
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -68,6 +76,13 @@ class TeacherScript:
             self.statuses.clear()
             self.exchanges.clear()
             self.requests_sent.clear()
+
+    def hold(self) -> None:
+        """Answer nothing more until release(): requests that arrive meanwhile wait (and count as in flight)."""
+        self.gate.clear()
+
+    def release(self) -> None:
+        self.gate.set()
 
     def answer(self, messages: list[dict], seed) -> str:
         prompt = messages[-1]["content"]
@@ -140,6 +155,12 @@ class TeacherServer:
         self.thread.start()
         return self
 
+    def go_down(self) -> None:
+        """What a replica that dies does: no new connection is taken, and open ones are dropped."""
+        self.script.unreachable = True
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
     def __exit__(self, *exc):
         self.script.stopping.set()
         self.httpd.shutdown()
@@ -154,6 +175,27 @@ def _make_handler(script: TeacherScript):
         def log_message(self, *args):
             pass
 
+        def handle(self):
+            try:
+                super().handle()
+            except (ConnectionResetError, BrokenPipeError):
+                pass  # the client went away between requests (a killed worker)
+
+        counted = False  # whether this request is still in script.in_flight
+
+        def _done(self) -> None:
+            # Called under the lock, before the answer goes out: once the client has it, it may send its next
+            # request, which must not find this one still counted in flight.
+            if self.counted:
+                self.counted = False
+                script.in_flight -= 1
+
+        def _drop(self) -> None:
+            """Close the connection without an answer, as a server that went away does."""
+            with script.lock:
+                self._done()
+            self.close_connection = True
+
         def _send(
             self, code: int, body: dict | str, *, number: int = 0, prompt: str = "", text: str = "", model: str = ""
         ) -> None:
@@ -163,6 +205,7 @@ def _make_handler(script: TeacherScript):
                     script.exchanges.append(
                         {"number": number, "status": code, "model": model, "prompt": prompt, "text": text}
                     )
+                self._done()
             data = (json.dumps(body) if isinstance(body, dict) else body).encode()
             self.send_response(code)
             plain = isinstance(body, str) and code >= 400
@@ -172,27 +215,41 @@ def _make_handler(script: TeacherScript):
             self.wfile.write(data)
 
         def do_GET(self):
+            if script.unreachable:
+                return self._drop()
             self._send(200, {"object": "list", "data": [{"id": script.model, "object": "model"}]})
 
         def do_POST(self):
             length = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(length) or b"{}")
+            if script.unreachable:
+                return self._drop()
             with script.lock:
                 script.requests_sent.append(body)
                 script.requests += 1
                 number = script.requests
                 script.in_flight += 1
+                self.counted = True
                 script.max_in_flight = max(script.max_in_flight, script.in_flight)
             started = time.perf_counter()
             messages = body.get("messages") or [{"content": ""}]
             prompt = messages[-1].get("content", "")
             model = body.get("model", "")
             try:
+                if not script.gate.is_set():
+                    with script.lock:
+                        script.held.append(number)
+                    script.gate.wait()
+                    with script.lock:
+                        script.held.remove(number)
+                if script.unreachable:
+                    return self._drop()
                 if script.latency:
                     time.sleep(script.latency)
                 if script.hang_every and number % script.hang_every == 0:
                     script.stopping.wait(script.hang_seconds)
-                if script.fail_every and number % script.fail_every == 0:
+                failing = script.fail_matching and script.fail_matching in prompt
+                if failing or script.fail_every and number % script.fail_every == 0:
                     return self._send(
                         500,
                         {"error": {"message": "scripted internal error"}},
@@ -238,6 +295,11 @@ def _make_handler(script: TeacherScript):
                     text = "lorem ipsum, no format at all"
                 if script.nul_every and number % script.nul_every == 0:
                     text = text.replace(" ", "\x00 ", 1) if " " in text else text + "\x00"
+                finish_reason = "stop"
+                if script.junk_every and number % script.junk_every == 0:
+                    text = "\x07\x1b[0m\x01 Ã©Ã¨ \ufffd\ufffd"
+                if script.cut_every and number % script.cut_every == 0:
+                    text, finish_reason = text[: len(text) // 2], "length"
                 self._send(
                     200,
                     {
@@ -246,7 +308,11 @@ def _make_handler(script: TeacherScript):
                         "created": int(time.time()),
                         "model": body.get("model", script.model),
                         "choices": [
-                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                            {
+                                "index": 0,
+                                "finish_reason": finish_reason,
+                                "message": {"role": "assistant", "content": text},
+                            }
                         ],
                         "usage": {
                             "prompt_tokens": sum(len(m.get("content", "").split()) for m in body.get("messages", [])),
@@ -263,7 +329,7 @@ def _make_handler(script: TeacherScript):
                 pass  # the client gave up (its timeout) before the answer came
             finally:
                 with script.lock:
-                    script.in_flight -= 1
+                    self._done()
                     script.busy_seconds += time.perf_counter() - started
 
     return Handler

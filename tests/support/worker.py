@@ -25,10 +25,31 @@ def worker_env(database_name: str, redis_url: str, **extra: str) -> dict:
     }
 
 
+def wait_for(condition, *, timeout: float = 60, interval: float = 0.05, what: str, describe=lambda: ""):
+    """Poll `condition` until it returns something true (returned), failing the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}\n{describe()}")
+
+
 class Worker:
     """`celery worker` in its own process group, logging to a file."""
 
-    def __init__(self, name: str, log: Path, env: dict, *, queues: str = "generation,default", concurrency: int = 4):
+    def __init__(
+        self,
+        name: str,
+        log: Path,
+        env: dict,
+        *,
+        queues: str = "generation,default",
+        concurrency: int = 4,
+        beat: bool = False,
+    ):
+        """`beat`: the worker runs celery beat too (the periodic reaper), with its schedule file beside the log."""
         self.log = log
         self.handle = log.open("ab")
         self.process = subprocess.Popen(
@@ -50,6 +71,7 @@ class Worker:
                 "INFO",
                 "-n",
                 f"{name}@%h",
+                *(["-B", "--schedule", str(log.with_suffix(".beat"))] if beat else []),
             ],  # fmt: skip
             cwd=REPO,
             env=env,
@@ -67,6 +89,10 @@ class Worker:
                 return
             time.sleep(0.1)
         pytest.fail(f"the worker did not start within {timeout} s:\n{self.tail()}")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def kill(self) -> None:
         if self.process.poll() is None:

@@ -4,6 +4,7 @@ chunk, relevant and well asked."""
 import asyncio
 
 from generation.sdg import parsing
+from generation.sdg.keepable import unkeepable
 from generation.sdg.pipelines.shapes import FAITHFUL, QUESTION_ANSWERS, QUESTION_OK, RELEVANCE
 from generation.sdg.pipelines.spec import GeneratedSample
 from generation.sdg.pipelines.unit import Rejected, UnitRunner, seed_examples
@@ -28,6 +29,9 @@ class KnowledgeUnitRunner(UnitRunner):
             self._count("questions", "malformed")
         chains = []
         for index, (question, answer) in enumerate(pairs):
+            if unkeepable(question, answer=False) or unkeepable(answer):
+                self._count("questions", "unkeepable")  # however the judges would score it: never a sample
+                continue
             if not self.dedup.admit(question):
                 self._count("questions", "duplicate")
                 continue

@@ -4,6 +4,7 @@ judged, answered and the pair judged (score 1-3, kept from `pair_threshold`)."""
 import asyncio
 
 from generation.sdg import parsing
+from generation.sdg.keepable import unkeepable
 from generation.sdg.pipelines.shapes import CONTEXTS, QUESTION_OK, QUESTIONS, RESPONSE_RATING
 from generation.sdg.pipelines.spec import GeneratedSample
 from generation.sdg.pipelines.unit import Rejected, UnitRunner, context_block, seed_examples
@@ -89,12 +90,16 @@ class SkillsUnitRunner(UnitRunner):
             self._count("question_judge", "rejected")
             raise Rejected("question_judge")
         self._count("question_judge", "accepted")
-        response, _, r_ref = await self._ask(
+        response, r_cut, r_ref = await self._ask(
             "skills_response", self._sampling(self.config.sampling, 0, 17), context_block=block, question=question
         )
         if not response.strip():
             self._count("response", "malformed")
             raise Rejected("response", "malformed")
+        if unkeepable(response, truncated=r_cut) or unkeepable(question, answer=False):
+            # Not text a person would keep, however the judges score it: never a sample.
+            self._count("response", "unkeepable")
+            raise Rejected("response", "unkeepable")
         self._count("response", "generated")
         rating, p_text, p_ref = await self._judge(
             "pair_judge",

@@ -109,15 +109,24 @@ class Completion:
 
 
 class TeacherError(LabError):
-    """The teacher failed; `retryable` when waiting and asking again may help (429, 5xx, timeouts).
+    """The teacher failed; `retryable` when waiting and asking again may help (429, 5xx, timeouts);
+    `unreachable` when no answer came at all (no connection, or none within the timeout). `kind` says what went
+    wrong in a word a run's headline can state (see FAILURE_CAUSES)."""
 
-    `kind` says what went wrong in a word a run's headline can state (see FAILURE_CAUSES)."""
-
-    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None, kind: str = "other"):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        status: int | None = None,
+        unreachable: bool = False,
+        kind: str = "other",
+    ):
         super().__init__(message, field="teacher")
-        self.retryable = retryable
+        self.retryable = retryable or unreachable
         self.http_status = status
-        self.kind = kind
+        self.unreachable = unreachable
+        self.kind = "unreachable" if unreachable and kind == "other" else kind
 
 
 # Each kind of teacher failure, as the cause a run's headline states ("4 work items failed: <cause>").

@@ -1,72 +1,63 @@
-"""Finding out, once, whether a server holds its answers to a JSON schema (OpenAI's `response_format`)."""
+"""Asking a teacher whether it can work at all, before a run sends it anything."""
 
-import json
-from dataclasses import dataclass
+from generation.sdg.teachers.base import TeacherError
 
-from generation.sdg.teachers.server import ANSWER_FORMATS, server_message
-
-# A question any model answers in a word, and a schema that only a server holding it to the schema makes JSON:
-# a server that ignores `response_format` answers "Yes." or the like.
-QUESTION = [{"role": "user", "content": "Is two plus two four? Reply in one word."}]
-SCHEMA = {
-    "type": "object",
-    "properties": {"answer": {"type": "string", "enum": ["YES", "NO"]}},
-    "required": ["answer"],
-    "additionalProperties": False,
-}
+PROBE_TIMEOUT = 5.0
 
 
-@dataclass(frozen=True)
-class Probe:
-    """`format`: "json_schema" or "text" when the probe could tell, "" when it could not (unreachable...)."""
+def probe(client, *, timeout: float = PROBE_TIMEOUT) -> None:
+    """Raise TeacherError when the teacher cannot work: `unreachable` when no answer comes at all.
 
-    format: str
-    note: str
+    A local model is loaded (so a run on one that cannot load fails at once); a server is asked for its model
+    list, which costs no tokens and takes no slot of its concurrency limit. Any answer but a refusal of the key
+    or a server error says it is up (some servers have no model list: a 404 still says so). A teacher with
+    replicas can work when any one of them is up; the error of the last is raised when none is.
+    """
+    if hasattr(client, "load"):
+        client.load()
+        return
+    urls = [url for url, _ in getattr(client, "endpoints", ())] or [getattr(client, "base_url", "")]
+    last = None
+    for url in filter(None, urls):
+        try:
+            return _probe_server(url, getattr(client, "api_key", ""), timeout)
+        except TeacherError as error:
+            if not error.unreachable and not error.retryable:
+                raise  # a refused key is refused by every replica alike
+            last = error
+    if last is not None:
+        raise last
 
 
-def probe_answer_format(*, base_url: str, model: str, api_key: str = "", timeout: float = 10.0) -> Probe:
+def _probe_server(base_url: str, api_key: str, timeout: float) -> None:
     import openai
 
-    client = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=0)
-    body = {"model": model, "messages": QUESTION, "max_tokens": 16, "temperature": 0}
+    api = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=0)
     try:
-        try:
-            content = _content(client, body | ANSWER_FORMATS["json_schema"](SCHEMA))
-        except openai.APIStatusError as exc:
-            if not 400 <= exc.status_code < 500:
-                raise
-            _content(client, body)  # is it the schema the server refuses, or the request itself?
-            return Probe(
-                "text", f"The server refused a JSON schema ({server_message(exc)}); answers use the text formats."
-            )
+        api.models.list()
     except openai.APITimeoutError:
-        return Probe("", f"The server did not answer the probe within {timeout:g} s; answers use the text formats.")
-    except openai.APIConnectionError as exc:
-        return Probe("", f"Cannot reach the server to probe it ({exc.__cause__ or exc}); answers use the text formats.")
-    except openai.APIStatusError as exc:
-        return Probe("", f"The server refused the probe: HTTP {exc.status_code}: {server_message(exc)}.")
+        message = f"The teacher at {base_url} did not answer within {timeout:g} s."
+        raise TeacherError(message, unreachable=True) from None
+    except openai.APIConnectionError as error:
+        raise TeacherError(
+            f"Cannot reach the teacher at {base_url}: {error.__cause__ or error}. Check the teacher's URL, or that "
+            "its server is running.",
+            unreachable=True,
+        ) from None
+    except openai.APIStatusError as error:
+        if error.status_code in (401, 403):
+            raise TeacherError(
+                f"The teacher at {base_url} refused the API key (HTTP {error.status_code}); set the right key on "
+                "the teacher.",
+                status=error.status_code,
+            ) from None
+        if error.status_code >= 500:
+            raise TeacherError(
+                f"The teacher at {base_url} answered HTTP {error.status_code}: {str(error.message)[:200]}",
+                retryable=True,
+                status=error.status_code,
+            ) from None
     except (ValueError, openai.APIResponseValidationError):
-        return Probe("", "The server answered the probe with something that is not an OpenAI chat completion.")
-    try:
-        data = json.loads(content or "")
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and data.get("answer") in ("YES", "NO"):
-        return Probe(
-            "json_schema",
-            "The server held its answer to a JSON schema: judges and question lists are asked for structured answers.",
-        )
-    return Probe(
-        "text",
-        f"The server ignored the JSON schema (it answered {(content or '')[:60]!r}); answers use the text formats.",
-    )
-
-
-def _content(client, body: dict) -> str | None:
-    from openai.types.chat import ChatCompletion
-
-    response = client.post("/chat/completions", cast_to=ChatCompletion, body=body)
-    try:
-        return response.choices[0].message.content
-    except (AttributeError, IndexError, TypeError):
-        return None
+        pass  # it answered, if not with a model list we understand: it is up
+    finally:
+        api.close()

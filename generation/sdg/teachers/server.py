@@ -4,7 +4,7 @@ import asyncio
 import time
 
 from generation.sdg.teachers.base import CallStats, Completion, Sampling, Shape, TeacherError
-from generation.sdg.teachers.limits import shared_limit
+from generation.sdg.teachers.limits import Budget, process_budget
 from generation.sdg.teachers.retry import RetryPolicy
 
 
@@ -24,7 +24,11 @@ ANSWER_FORMATS = {"text": None, "json_schema": _json_schema, "vllm": _vllm_guide
 
 
 class OpenAITeacher:
-    """Any server that speaks OpenAI chat completions: vLLM, llama.cpp server, Ollama, OpenAI."""
+    """Any server that speaks OpenAI chat completions: vLLM, llama.cpp server, Ollama, OpenAI.
+
+    `replicas` are more servers of the same model, as (URL, limit), beside `base_url` with `max_concurrency`.
+    Each call takes a slot of `budget` (by default counted in this process), which picks the least loaded
+    endpoint that is up; an endpoint that cannot be reached or answers 5xx is taken out for a while."""
 
     def __init__(
         self,
@@ -36,6 +40,8 @@ class OpenAITeacher:
         max_concurrency: int = 8,
         retry: RetryPolicy | None = None,
         answer_format: str = "text",
+        replicas: list[tuple[str, int]] = (),
+        budget: Budget | None = None,
     ):
         if answer_format not in ANSWER_FORMATS:
             raise TeacherError(f"Unknown answer format {answer_format!r}; one of {', '.join(ANSWER_FORMATS)}.")
@@ -43,23 +49,25 @@ class OpenAITeacher:
         # Held to a shape only where the server takes a schema (see ANSWER_FORMATS); else the prompt states it.
         self.steers = answer_format != "text"
         self.base_url = base_url
+        self.endpoints = [(base_url, max_concurrency), *((url, int(limit)) for url, limit in replicas)]
         self.model = model
         self.api_key = api_key or "not-needed"
         self.timeout = timeout
-        self.max_concurrency = max_concurrency
+        self.max_concurrency = sum(limit for _, limit in self.endpoints)
         self.retry = retry or RetryPolicy()
-        self.limit = shared_limit(f"openai:{base_url}:{model}", max_concurrency)
-        self._clients: dict[int, object] = {}
+        limits = [limit for _, limit in self.endpoints]
+        self.budget = budget or process_budget(budget_name(model, [url for url, _ in self.endpoints]), limits)
+        self._clients: dict[tuple[int, int], object] = {}
 
-    def _client(self):
+    def _client(self, endpoint: int):
         # An AsyncOpenAI client belongs to the event loop it was made in (one for every work item, see loop.py).
         from openai import AsyncOpenAI
 
-        loop_id = id(asyncio.get_running_loop())
-        client = self._clients.get(loop_id)
+        key = (id(asyncio.get_running_loop()), endpoint)
+        client = self._clients.get(key)
         if client is None:
-            client = self._clients[loop_id] = AsyncOpenAI(
-                base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0
+            client = self._clients[key] = AsyncOpenAI(
+                base_url=self.endpoints[endpoint][0], api_key=self.api_key, timeout=self.timeout, max_retries=0
             )
         return client
 
@@ -76,8 +84,11 @@ class OpenAITeacher:
             if attempt:
                 stats.retries += 1
                 await asyncio.sleep(self.retry.delay(attempt - 1))
+            slot, down = None, False
             try:
-                async with self.limit:
+                slot = await self.budget.acquire()
+                url = self.endpoints[slot.endpoint][0]
+                try:
                     started = time.perf_counter()
                     stats.calls += 1
                     try:
@@ -96,27 +107,33 @@ class OpenAITeacher:
                         }
                         if schema is not None:
                             body |= ANSWER_FORMATS[self.answer_format](schema)
-                        response = await self._client().post("/chat/completions", cast_to=ChatCompletion, body=body)
+                        response = await self._client(slot.endpoint).post(
+                            "/chat/completions", cast_to=ChatCompletion, body=body
+                        )
                     finally:
                         stats.seconds += time.perf_counter() - started
+                finally:
+                    self.budget.release(slot)
+            except TeacherError as exc:  # the shared budget could not be reached
+                last = exc
             except openai.APITimeoutError:
+                down = True
                 last = TeacherError(
-                    f"The teacher at {self.base_url} did not answer within {self.timeout:g} s.",
-                    retryable=True,
-                    kind="timeout",
+                    f"The teacher at {url} did not answer within {self.timeout:g} s.", unreachable=True, kind="timeout"
                 )
             except openai.APIConnectionError as exc:
+                down = True
                 stats.calls -= 1  # no server saw it: counted among the errors only
                 last = TeacherError(
-                    f"Cannot reach the teacher at {self.base_url}: {exc.__cause__ or exc}. Check the "
+                    f"Cannot reach the teacher at {url}: {exc.__cause__ or exc}. Check the "
                     "teacher's URL, or that its server is running.",
-                    retryable=True,
-                    kind="unreachable",
+                    unreachable=True,
                 )
             except openai.APIStatusError as exc:
                 retryable = exc.status_code == 429 or exc.status_code >= 500
+                down = exc.status_code >= 500
                 last = TeacherError(
-                    f"The teacher at {self.base_url} answered HTTP {exc.status_code}: {server_message(exc)}",
+                    f"The teacher at {url} answered HTTP {exc.status_code}: {server_message(exc)}",
                     retryable=retryable,
                     status=exc.status_code,
                     kind="server" if retryable else "refused",
@@ -126,7 +143,7 @@ class OpenAITeacher:
                     raise last from None
             except (ValueError, openai.APIResponseValidationError) as exc:
                 last = TeacherError(
-                    f"The teacher at {self.base_url} sent an answer that is not valid JSON ({str(exc)[:200]}).",
+                    f"The teacher at {url} sent an answer that is not valid JSON ({str(exc)[:200]}).",
                     retryable=True,
                     kind="bad_answer",
                 )
@@ -137,6 +154,7 @@ class OpenAITeacher:
                 except (AttributeError, IndexError, TypeError):
                     text = None
                 if isinstance(text, str):
+                    self.budget.endpoint_ok(slot.endpoint)
                     # A structured answer is written back in the text format; one that does not fit its schema
                     # (cut off, or the server ignored the schema) is read as text, as any other answer.
                     text = (shape.render(text) if schema is not None else None) or text
@@ -149,12 +167,19 @@ class OpenAITeacher:
                         finish_reason=getattr(choice, "finish_reason", None),
                     )
                 last = TeacherError(
-                    f"The teacher at {self.base_url} answered without message content.",
-                    retryable=True,
-                    kind="bad_answer",
+                    f"The teacher at {url} answered without message content.", retryable=True, kind="bad_answer"
                 )
             stats.failed(last)
+            if down:
+                # No connection, a timeout, a 5xx: this endpoint is out for a while, and the next attempt goes
+                # to another if the teacher has one that is up.
+                self.budget.endpoint_failed(slot.endpoint, last.message)
         raise last or TeacherError("The teacher failed.")
+
+
+def budget_name(model: str, urls: list[str]) -> str:
+    """What the budget of a teacher is known by: its model on its endpoints, in order."""
+    return "openai:" + model + ":" + " ".join(urls)
 
 
 def server_message(exc) -> str:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('generation', '0005_work_item_lease_owner'),
+        ('generation', '0007_run_paused_partial_item_retries'),
     ]
 
     operations = [

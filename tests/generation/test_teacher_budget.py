@@ -1,0 +1,286 @@
+"""One teacher budget for every worker process, fair between runs, and teachers with several replicas.
+
+The budgets below are real: RedisBudget on the test's Redis (two instances on one key stand for two worker
+processes), and two real Celery workers against the scripted teacher server, which records the most
+requests it had in flight at once.
+"""
+
+import asyncio
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+from django.db import connection
+
+from generation.models import GenerationRun, WorkItem
+from generation.sdg.teachers import OpenAITeacher, ProcessBudget, RetryPolicy, Sampling, Slot, call_share
+from generation.sdg.teachers.limits import Backoff
+from generation.sdg.teachers.shared import RedisBudget, budget_key
+from generation.selectors import teacher_endpoints
+from generation.services.runs import run_create
+from generation.services.teachers import teacher_create
+from tests.support.teacher_server import TeacherServer
+from tests.support.worker import Worker, worker_env
+
+HELLO = [{"role": "user", "content": "Say hello."}]
+
+
+def wait_for(condition, *, timeout: float = 20, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.02)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+class Holder:
+    """Calls that take a slot of `budget` on an event loop of their own and hold it until told to let go."""
+
+    def __init__(self, budget, share: str):
+        self.budget, self.share = budget, share
+        self.loop = asyncio.new_event_loop()
+        self.held: list[Slot] = []
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    def ask(self, n: int) -> None:
+        async def take():
+            call_share.set(self.share)
+            self.held.append(await self.budget.acquire())
+
+        for _ in range(n):
+            asyncio.run_coroutine_threadsafe(take(), self.loop)
+
+    def let_go(self, n: int = 1) -> None:
+        async def release():
+            for _ in range(n):
+                self.budget.release(self.held.pop())
+
+        asyncio.run_coroutine_threadsafe(release(), self.loop).result(5)
+
+    def close(self) -> None:
+        async def stop():
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+            await asyncio.sleep(0.01)
+            self.loop.stop()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop)
+
+
+@pytest.fixture
+def shared_redis(settings):
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    key = f"test:budget:{uuid.uuid4().hex[:8]}"
+    budgets: list[RedisBudget] = []
+
+    def make(limits, **options) -> RedisBudget:
+        options.setdefault("lease", 1.0)
+        options.setdefault("renew", 0.2)
+        budgets.append(RedisBudget(client, key, limits, **options))
+        return budgets[-1]
+
+    yield make
+    for budget in budgets:
+        budget.stop()
+    for name in client.keys(f"{key}:*"):
+        client.delete(name)
+    client.close()
+
+
+def test_two_processes_on_one_budget_never_hold_more_than_its_limit_together(shared_redis):
+    first, second = shared_redis([3, 2]), shared_redis([3, 2])
+    in_flight = {0: 0, 1: 0}
+    most = {0: 0, 1: 0}
+    lock = threading.Lock()
+
+    async def calls(budget, share: str, n: int):
+        async def one():
+            call_share.set(share)
+            slot = await budget.acquire()
+            with lock:
+                in_flight[slot.endpoint] += 1
+                most[slot.endpoint] = max(most[slot.endpoint], in_flight[slot.endpoint])
+            await asyncio.sleep(0.005)
+            with lock:
+                in_flight[slot.endpoint] -= 1
+            budget.release(slot)
+
+        await asyncio.gather(*(one() for _ in range(n)))
+
+    threads = [
+        threading.Thread(target=asyncio.run, args=(calls(budget, share, 60),))
+        for budget, share in [(first, "run:1"), (second, "run:2"), (second, "run:1")]
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert most == {0: 3, 1: 2}  # each endpoint filled to its own limit, never past it
+
+
+def test_a_dead_process_slots_come_back_within_its_lease_and_not_before(shared_redis):
+    doomed, survivor = shared_redis([2]), shared_redis([2])
+    dying, living = Holder(doomed, "run:1"), Holder(survivor, "run:2")
+    try:
+        dying.ask(2)
+        wait_for(lambda: len(dying.held) == 2, what="the first process to take both slots")
+        living.ask(1)
+        time.sleep(2.5)  # more than two leases: the holder is alive and renewing, so its slots stay its own
+        assert living.held == []
+        doomed.stop()  # as a SIGKILL would: no release, no more renewals
+        stopped = time.monotonic()
+        wait_for(lambda: living.held, timeout=10, what="the dead process's slot to come back")
+        assert time.monotonic() - stopped < 5
+    finally:
+        dying.close()
+        living.close()
+
+
+def test_a_run_started_while_another_holds_every_slot_gets_half_of_them_as_they_free_up(shared_redis):
+    busy, late = Holder(shared_redis([4]), "run:busy"), None
+    try:
+        busy.ask(14)  # 4 held, 10 more waiting for the same run
+        wait_for(lambda: len(busy.held) == 4, what="the busy run to take every slot")
+        late = Holder(shared_redis([4]), "run:late")
+        late.ask(4)
+        time.sleep(0.3)  # the late run's wants are known before the first slot frees
+        for released in range(1, 5):
+            busy.let_go()
+            wait_for(lambda: len(busy.held) + len(late.held) == 4, what=f"slot {released} to be taken again")
+        # First come first served would give the late run nothing until the busy run's 10 waiting calls had
+        # gone; a fair budget gives it every freed slot until both hold as many.
+        assert (len(busy.held), len(late.held)) == (2, 2)
+    finally:
+        busy.close()
+        if late:
+            late.close()
+
+
+def test_a_process_budget_shares_its_slots_fairly_between_runs():
+    budget = ProcessBudget([2])
+    busy, late = Holder(budget, "run:busy"), Holder(budget, "run:late")
+    try:
+        busy.ask(6)
+        wait_for(lambda: len(busy.held) == 2, what="the busy run to take both slots")
+        late.ask(2)
+        time.sleep(0.05)
+        busy.let_go()
+        wait_for(lambda: late.held, what="the late run to get the freed slot")
+        assert (len(busy.held), len(late.held)) == (1, 1)
+    finally:
+        busy.close()
+        late.close()
+
+
+def test_calls_go_to_the_least_loaded_replica_and_around_one_that_is_down(make_teacher):
+    with TeacherServer() as first, TeacherServer() as second:
+        first.script.latency = second.script.latency = 0.05
+        budget = ProcessBudget([2, 4], backoff=Backoff(base=60))
+        teacher = OpenAITeacher(
+            base_url=first.url,
+            model="replicated",
+            max_concurrency=2,
+            replicas=[(second.url, 4)],
+            budget=budget,
+            retry=RetryPolicy(attempts=3, base_delay=0.001),
+        )
+
+        async def calls(n: int):
+            return await asyncio.gather(
+                *(teacher.complete(HELLO, Sampling(seed=i)) for i in range(n)), return_exceptions=True
+            )
+
+        answers = asyncio.run(calls(12))
+        assert not [answer for answer in answers if isinstance(answer, Exception)]
+        assert (first.script.max_in_flight, second.script.max_in_flight) == (2, 4)
+        # Both filled in proportion to their limits.
+        assert first.script.requests + second.script.requests == 12 and second.script.requests > first.script.requests
+        second.httpd.shutdown()
+        second.httpd.server_close()
+        before = first.script.requests
+        answers = asyncio.run(calls(12))
+        assert not [answer for answer in answers if isinstance(answer, Exception)]
+        assert first.script.requests - before == 12
+        state = budget.states()[1]
+        assert state.down_seconds > 0 and "Cannot reach" in state.error
+
+
+# --- real worker processes ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_workers(settings, broker, tmp_path):
+    env = worker_env(
+        connection.settings_dict["NAME"],
+        settings.CELERY_BROKER_URL,
+        LABWEB_TEACHER_RETRY_DELAY="0.02",
+        LABWEB_TEACHER_SLOT_LEASE_SECONDS="2",
+        PYTHONUNBUFFERED="1",
+    )
+    workers = [Worker(f"w{n}", tmp_path / f"worker-{n}.log", env, concurrency=8) for n in (1, 2)]
+    try:
+        for worker in workers:
+            worker.wait_ready()
+        yield workers
+    finally:
+        for worker in workers:
+            worker.kill()
+
+
+def wait_run(run: GenerationRun, workers, timeout: float = 120) -> GenerationRun:
+    def finished():
+        run.refresh_from_db()
+        return run.status not in (GenerationRun.Status.QUEUED, GenerationRun.Status.RUNNING)
+
+    deadline = time.monotonic() + timeout
+    while not finished():
+        if time.monotonic() > deadline:
+            pytest.fail(f"the run did not finish: {run.status}\n" + "\n".join(w.tail(15) for w in workers))
+        time.sleep(0.1)
+    return run
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_worker_processes_keep_each_replicas_one_limit_and_finish_when_one_goes_down(
+    queued, two_workers, curator, demo, client
+):
+    with TeacherServer() as first, TeacherServer() as second:
+        first.script.latency = second.script.latency = 0.05
+        teacher = teacher_create(
+            user=curator,
+            name="Replicated",
+            base_url=first.url,
+            model=f"m-{uuid.uuid4().hex[:8]}",
+            max_concurrency=3,
+            replicas=[{"base_url": second.url, "max_concurrency": 2}],
+        )
+        run = run_create(teacher=teacher, user=curator, scope=GenerationRun.Scope.ALL, samples_per_leaf=12)
+        assert run.items.count() > 10  # more than enough for the two workers' 8 threads each
+        wait_for(lambda: second.script.requests >= 30, timeout=60, what="the second replica to take calls")
+        second.go_down()
+        down_at = first.script.requests
+        wait_run(run, two_workers)
+        assert run.status == GenerationRun.Status.SUCCEEDED, run.error
+        assert set(run.items.values_list("state", flat=True)) == {WorkItem.State.DONE}
+        for worker in two_workers:
+            assert "process_item" in worker.log.read_text(errors="replace"), worker.tail()
+        # Both workers together kept to each server's own limit; with a limit per process each server would
+        # have had up to twice as many in flight.
+        assert (first.script.max_in_flight, second.script.max_in_flight) == (3, 2)
+        assert first.script.requests > down_at
+        endpoints = {endpoint.base_url: endpoint for endpoint in teacher_endpoints(teacher)}
+        assert endpoints[second.url].failures >= 1 and "Cannot reach" in endpoints[second.url].error
+        assert endpoints[first.url].state == "up"
+        client.force_login(curator)
+        page = client.get("/generation/teachers/").content.decode()
+        assert second.url in page and "Cannot reach" in page
+
+
+def test_the_budget_key_names_the_model_and_every_endpoint_in_order():
+    assert budget_key("m", ["http://a", "http://b"]) != budget_key("m", ["http://b", "http://a"])
+    assert budget_key("m", ["http://a"]) != budget_key("n", ["http://a"])
