@@ -40,3 +40,19 @@ def best_of(runs: int, fn, setup=None) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def timings_ms(fn, *, requests: int, warmup: int = 5) -> list[float]:
+    """Milliseconds of each of `requests` calls of `fn()` after `warmup`, sorted."""
+    for _ in range(warmup):
+        fn()
+    values = []
+    for _ in range(requests):
+        start = time.perf_counter()
+        fn()
+        values.append((time.perf_counter() - start) * 1000)
+    return sorted(values)
+
+
+def percentile(ordered: list[float], share: float) -> float:
+    return ordered[max(0, -(-int(share * 100) * len(ordered) // 100) - 1)]

@@ -1,5 +1,6 @@
 """Time and peak memory of imports at the edges: the corpus, a 10,000-seed leaf, the largest archive the
-default limits allow (256 MiB unpacked in 2 MiB files), and a prune re-import of that archive.
+default limits allow (256 MiB unpacked in 2 MiB files), a prune re-import of that archive, and 8 leaves whose
+qna.yaml is itself just under 2 MiB (the largest file being a qna.yaml rather than a document).
 
 Run: .venv/bin/python bench/bench_import_limits.py   (each case in a fresh process, so that its peak RSS is its own)
 Baseline: the process's RSS after Django set-up and before the import (peak reset there), beside the peak.
@@ -49,6 +50,20 @@ def seeds_archive(path: Path) -> None:
     seeds = b"".join(b"  - question: question %d?\n    answer: answer %d.\n" % (i, i) for i in range(10_000))
     raw = b"version: 3\ntask_description: many\ncreated_by: bench\nseed_examples:\n" + seeds
     write_tar(path, [("compositional_skills/many/qna.yaml", raw)])
+
+
+def big_qna_archive(path: Path, leaves: int = 8) -> None:
+    """Leaves whose qna.yaml is itself just under 2 MiB (about 9,000 seed examples): memory per parsed leaf."""
+    answer = b"a long answer " * 14
+    files = []
+    for i in range(leaves):
+        raw = b"version: 3\ntask_description: big\ncreated_by: bench\nseed_examples:\n"
+        n = 0
+        while len(raw) < 2 * 1024 * 1024 - 400:
+            raw += b"  - question: question %d of leaf %d?\n    answer: %s%d.\n" % (n, i, answer, n)
+            n += 1
+        files.append((f"compositional_skills/big/leaf{i}/qna.yaml", raw))
+    write_tar(path, files)
 
 
 def largest_archive(path: Path) -> None:
@@ -116,12 +131,14 @@ def main() -> None:
         one(sys.argv[2], sys.argv[3])
         return
     with tempfile.TemporaryDirectory() as tmp:
-        seeds, largest = Path(tmp, "seeds.tar.gz"), Path(tmp, "largest.tar.gz")
+        seeds, largest, big = Path(tmp, "seeds.tar.gz"), Path(tmp, "largest.tar.gz"), Path(tmp, "big.tar.gz")
         seeds_archive(seeds)
         largest_archive(largest)
+        big_qna_archive(big)
         print(f"largest archive: {largest.stat().st_size / 2**20:.0f} MiB compressed")
         print(f"{'case':10} {'seconds':>8} {'RSS before MiB':>15} {'peak RSS MiB':>13}  outcome")
-        for case, archive in [("corpus", ""), ("seeds", seeds), ("largest", largest), ("prune", largest)]:
+        cases = [("corpus", ""), ("seeds", seeds), ("big-qna", big), ("largest", largest), ("prune", largest)]
+        for case, archive in cases:
             out = subprocess.run(
                 [sys.executable, __file__, "--one", case, str(archive)],
                 capture_output=True,

@@ -240,14 +240,9 @@ def p95(values: list[float]) -> float:
 
 def timed(fn, *, requests: int, warmup: int = 5) -> float:
     """p95 milliseconds of `fn()` over `requests` calls after `warmup`."""
-    for _ in range(warmup):
-        fn()
-    values = []
-    for _ in range(requests):
-        start = time.perf_counter()
-        fn()
-        values.append((time.perf_counter() - start) * 1000)
-    return p95(values)
+    from bench._django import timings_ms
+
+    return p95(timings_ms(fn, requests=requests, warmup=warmup))
 
 
 def serve(port: int, ready) -> None:

@@ -159,7 +159,7 @@ class ImportForm(forms.Form):
 
 class ImportArchiveForm(ImportForm):
     kind = "archive"
-    archive = forms.FileField(label="Archive", help_text=".tar.gz, .tgz, .tar or .zip")
+    archive = forms.FileField(label="Archive", help_text=".tar.gz, .tgz, .tar, .tar.bz2, .tar.xz or .zip")
     field_order = ["archive"]
 
     def source(self) -> ImportSource:

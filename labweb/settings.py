@@ -220,3 +220,10 @@ LABWEB_TRAINING_SYSTEM_PROMPT = env_str("LABWEB_TRAINING_SYSTEM_PROMPT", "You ar
 LABWEB_TRAINING_UPLOAD_MAX_BYTES = env_int("LABWEB_TRAINING_UPLOAD_MAX_BYTES", 2 * 1024**3)
 # How long an answer a checkpoint gives on its page may be.
 LABWEB_PROMPT_MAX_TOKENS = env_int("LABWEB_PROMPT_MAX_TOKENS", 128)
+
+# The operators' dashboard and /readyz ask the Celery workers by broadcast: how long to wait for their replies
+# (seconds), how long an answer is reused, and the queues readiness needs a worker on (empty: every queue the
+# task routes and job kinds name).
+LABWEB_MONITOR_TIMEOUT = float(env_str("LABWEB_MONITOR_TIMEOUT", "1.0"))
+LABWEB_MONITOR_CACHE_SECONDS = env_int("LABWEB_MONITOR_CACHE_SECONDS", 5)
+LABWEB_READY_QUEUES = env_list("LABWEB_READY_QUEUES", [])

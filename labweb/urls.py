@@ -8,6 +8,7 @@ from curation.api import urls as curation_api
 from generation.api import urls as generation_api
 from labweb import views
 from labweb.api_root import ApiRouter
+from labweb.monitor import views as monitor_views
 from review.api import urls as review_api
 from training.api import urls as training_api
 
@@ -20,6 +21,9 @@ api.include(review_api.router, review_api.ENDPOINTS)
 urlpatterns = [
     path("", views.home, name="home"),
     path("health/", views.health, name="health"),
+    path("healthz", monitor_views.healthz, name="healthz"),
+    path("readyz", monitor_views.readyz, name="readyz"),
+    path("operations/", include("labweb.monitor.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -1,7 +1,7 @@
 """Every HTML page and form of the curation, generation, review and training apps walked through the role matrix,
 and the query counts of the pages that list the taxonomy.
 
-The table below must name exactly the URL patterns of the curation, generation, review and training URLconfs: a
+The table below must name exactly the URL patterns of the curation, generation, review, training and monitor URLconfs: a
 new view without a row fails `test_role_table_covers_every_html_url`, and a method a view accepts without a row fails
 `test_methods_outside_the_table_are_405`.
 """
@@ -18,6 +18,7 @@ from django.urls import reverse
 from curation import urls as curation_urls
 from curation.models import Document, Leaf
 from generation import urls as generation_urls
+from labweb.monitor import urls as monitor_urls
 from review import urls as review_urls
 from tests import test_api_roles
 from tests.test_api_roles import ALLOWED, OPERATE, POEMS, READ, REVIEW, ROLES, STAFF, WRITE, World, state, targz
@@ -180,6 +181,11 @@ PAGES = [
     P("GET",  "training:dataset_detail",   lambda w: [w.dataset],     READ),
     P("POST", "training:dataset_train",    lambda w: [w.dataset],     OPERATE, 302),
     P("GET",  "training:dataset_download", lambda w: [w.dataset, "all"], READ),
+    P("GET",  "monitor:dashboard",         none,                      OPERATE),
+    P("GET",  "monitor:dashboard",         none,                      OPERATE, htmx=True, label=" live"),
+    P("POST", "monitor:cancel",            lambda w: ["training", w.training_job], OPERATE, 302),
+    P("POST", "monitor:cancel",            lambda w: ["generation", w.run], OPERATE, 302, label=" run"),
+    P("POST", "monitor:retry",             lambda w: ["training", w.stopped_job], OPERATE, 302),
 ]
 # fmt: on
 
@@ -246,6 +252,7 @@ def test_role_table_covers_every_html_url():
     names |= {f"generation:{pattern.name}" for pattern in generation_urls.urlpatterns}
     names |= {f"review:{pattern.name}" for pattern in review_urls.urlpatterns}
     names |= {f"training:{pattern.name}" for pattern in training_urls.urlpatterns}
+    names |= {f"monitor:{pattern.name}" for pattern in monitor_urls.urlpatterns}
     table = {page.name for page in PAGES}
     assert names - table == set(), "HTML URLs without a row in the role table"
     assert table - names == set(), "rows in the role table for URLs that do not exist"

@@ -8,6 +8,10 @@ class TrainingConfig(AppConfig):
     def ready(self) -> None:
         import training.tasks  # noqa: F401 - registers the task names the services send
         from labweb.jobs import register_reaper
+        from labweb.monitor import register_job_kind
+        from training.monitor import job_kinds
         from training.services.nodes import nodes_reap
 
         register_reaper("training", nodes_reap)
+        for kind in job_kinds():
+            register_job_kind(kind)

@@ -179,7 +179,9 @@ class ImportSerializer(serializers.ModelSerializer):
 
 
 class ImportCreateSerializer(serializers.Serializer):
-    archive = serializers.FileField(required=False, help_text=".tar.gz, .tgz or .zip of a taxonomy")
+    archive = serializers.FileField(
+        required=False, help_text=".tar.gz, .tgz, .tar, .tar.bz2, .tar.xz or .zip of a taxonomy"
+    )
     directory = serializers.CharField(required=False, help_text="A directory on the server (staff only)")
     git = serializers.CharField(required=False, help_text="A git repository on the server (staff only)")
     ref = serializers.CharField(required=False, default="HEAD")

@@ -118,18 +118,22 @@ def leaf_move(*, leaf: Leaf, new_path: str, user, expected_revision: int | None)
     return record_change(leaf, user=user, action=LeafRevision.Action.MOVE, before=before)
 
 
-@transaction.atomic
-def leaf_delete(*, leaf: Leaf, user, expected_revision: int | None) -> None:
-    leaf = lock_leaf(leaf, expected_revision)
-    before = leaf_snapshot(leaf)
-    LeafRevision.objects.create(
+def deletion_revision(leaf: Leaf, *, user, reason: str, snapshot: dict | None = None) -> LeafRevision:
+    """The revision (unsaved) that records a leaf's deletion: its last state, which its history keeps showing."""
+    return LeafRevision(
         leaf=leaf,
         path=leaf.path,
         number=leaf.revision + 1,
         action=LeafRevision.Action.DELETE,
         author=user,
-        changes=["deleted"],
-        snapshot=before,
+        changes=[reason],
+        snapshot=leaf_snapshot(leaf) if snapshot is None else snapshot,
         content_hash=leaf.content_hash,
     )
+
+
+@transaction.atomic
+def leaf_delete(*, leaf: Leaf, user, expected_revision: int | None) -> None:
+    leaf = lock_leaf(leaf, expected_revision)
+    deletion_revision(leaf, user=user, reason="deleted").save()
     leaf.delete()

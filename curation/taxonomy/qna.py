@@ -163,9 +163,22 @@ def validate_qna(data: dict, folder: str) -> list[Problem]:
 
 def content_hash(data: Mapping, documents: Mapping[str, str] | None = None, attribution: str = "") -> str:
     """A hash of what a leaf holds, independent of YAML formatting: used by diff and lineage."""
-    payload = {"qna": data, "documents": dict(sorted((documents or {}).items())), "attribution": attribution}
+    payload = {"qna": _numbers_as_read(data), "documents": dict(sorted((documents or {}).items()))}
+    payload["attribution"] = attribution
     encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+def _numbers_as_read(value):
+    """`value` with whole floats as ints: `version: 3.0` is version 3 and a leaf keeps it as 3, so an edit and its
+    revert must hash as the import did (3 is 3.0 to the round trip's `same` as well)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {key: _numbers_as_read(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_numbers_as_read(item) for item in value]
+    return value
 
 
 def _document_version(data: Mapping) -> int:

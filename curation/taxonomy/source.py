@@ -43,7 +43,7 @@ class Limits:
 
 
 class _Spool:
-    """The documents read from a source, in a temporary file rather than in memory until the import reads them:
+    """The files read from a source, in a temporary file rather than in memory until the import reads them:
     an import then holds a few of them at a time, not the whole source."""
 
     def __init__(self):
@@ -84,6 +84,10 @@ class SpooledTexts(Mapping):
     def __len__(self) -> int:
         return len(self._refs)
 
+    def size(self, name: str) -> int:
+        """The bytes of a document, without reading it."""
+        return self._refs[name].size
+
 
 @dataclass
 class LeafSource:
@@ -95,19 +99,86 @@ class LeafSource:
     documents: Mapping[str, str] = field(default_factory=SpooledTexts)
 
 
-@dataclass
 class TaxonomyRead:
-    leaves: list[LeafSource]
-    problems: list[Problem]
-    files_seen: int
+    """The files of a source, spooled and not yet parsed. `leaves()` parses them one leaf at a time, so that an
+    import holds one leaf's data (and a few documents) at a time, not the whole source; `problems` is complete
+    once it has run to the end."""
+
+    def __init__(self, files: dict[str, _Spooled | None], limits: Limits):
+        self._files = files
+        self._limits = limits
+        self.files_seen = len(files)
+        self.problems: list[Problem] = []
+        self._beside: dict[str, list[str]] = {}
+        for rel in files:
+            if posixpath.basename(rel) != QNA:
+                self._beside.setdefault(folder_of(rel), []).append(rel)
+        self._qna_paths = sorted(p for p in files if posixpath.basename(p) == QNA)
 
     @property
-    def valid_leaves(self) -> list[LeafSource]:
-        return [leaf for leaf in self.leaves if leaf.qna.valid]
+    def folders(self) -> set[str]:
+        """Every leaf folder the source holds a qna.yaml for, valid or not: what a prune keeps."""
+        return {folder_of(p) for p in self._qna_paths if folder_of(p) and _place_problem(p, folder_of(p)) is None}
 
     @property
     def rejected_paths(self) -> list[str]:
         return sorted({p.path for p in self.problems if p.level == "error"})
+
+    def leaves(self) -> Iterator[LeafSource]:
+        """Each leaf folder in a taxonomy root, parsed (valid or not; `qna.valid` says), in path order."""
+        self.problems = []
+        for path in self._qna_paths:
+            leaf = self._leaf(path)
+            if leaf is not None:
+                yield leaf
+
+    def _leaf(self, path: str) -> LeafSource | None:
+        ref, folder, limits = self._files[path], folder_of(path), self._limits
+        problems = self.problems
+        if not folder:
+            problems.append(Problem(path, "A qna.yaml must sit in a leaf folder, not at the taxonomy root."))
+            return None
+        if ref is None:
+            problems.append(_too_big(path, limits))
+            return None
+        qna = read_qna(ref.read(), path)
+        place = _place_problem(path, folder)
+        if place is not None:
+            # Say what else is wrong with it too, so that moving the file is not the first of several rounds.
+            problems += [place, *qna.problems]
+            return None
+        problems += qna.problems
+        leaf = LeafSource(folder=folder, qna=qna)
+        for rel in sorted(self._beside.get(folder, ())):
+            ref = self._files[rel]
+            content = ref.read() if ref is not None else None
+            name = posixpath.basename(rel)
+            if content is None:
+                problem = Problem(
+                    rel,
+                    f"The file is larger than the {limits.max_file_bytes // 1024} KiB limit, "
+                    f"so its leaf {folder} is not imported.",
+                )
+            else:
+                try:
+                    text = content.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    problem = Problem(
+                        rel,
+                        f"The file is not UTF-8 text, so its leaf {folder} is not imported.",
+                        line=content[: exc.start].count(b"\n") + 1,
+                    )
+                else:
+                    problem = _stored_file_problem(rel, name, text, folder)
+            if problem is not None:
+                problems.append(problem)
+                leaf.qna.problems.append(problem)
+                continue
+            if name == ATTRIBUTION:
+                leaf.attribution = text
+            else:
+                leaf.documents.add(name, ref)
+        return leaf
 
 
 def _wanted(path: str) -> bool:
@@ -159,7 +230,7 @@ class _Budget:
 
 
 def _keep(files: dict, spool: _Spool, rel: str, data: bytes | None) -> None:
-    files[rel] = spool.put(data) if data is not None and posixpath.basename(rel) != QNA else data
+    files[rel] = spool.put(data) if data is not None else None
 
 
 def _too_big(path: str, limits: Limits) -> Problem:
@@ -171,7 +242,7 @@ def read_directory(root: str | os.PathLike, limits: Limits = Limits()) -> Taxono
     if not root.is_dir():
         raise LabError(f'"{root}" is not a directory.', path=str(root))
     budget = _Budget(limits)
-    files: dict[str, bytes | _Spooled | None] = {}
+    files: dict[str, _Spooled | None] = {}
     spool = _Spool()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
@@ -192,11 +263,16 @@ def read_directory(root: str | os.PathLike, limits: Limits = Limits()) -> Taxono
                     _keep(files, spool, rel, budget.read(stream, rel, full.stat().st_size))
             except OSError as exc:
                 raise LabError(f'Cannot read "{rel}": {exc.strerror or exc}.', path=rel) from None
-    return _assemble(files, limits)
+    return TaxonomyRead(files, limits)
 
 
 NOT_AN_ARCHIVE = "is not a gzip/tar/zip archive"
-_COMPRESSIONS = {b"\x1f\x8b": gzip.GzipFile, b"BZh": bz2.BZ2File, b"\xfd7zXZ\x00": lzma.LZMAFile}
+# Each opener reads a stream: GzipFile takes it as `fileobj`, BZ2File and LZMAFile as their first argument.
+_COMPRESSIONS = {
+    b"\x1f\x8b": lambda stream: gzip.GzipFile(fileobj=stream, mode="rb"),
+    b"BZh": lambda stream: bz2.BZ2File(stream, mode="rb"),
+    b"\xfd7zXZ\x00": lambda stream: lzma.LZMAFile(stream, mode="rb"),
+}
 
 
 def read_archive(stream, filename: str, limits: Limits = Limits()) -> TaxonomyRead:
@@ -210,10 +286,10 @@ def read_archive(stream, filename: str, limits: Limits = Limits()) -> TaxonomyRe
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         if start is None:
             raise LabError(f'Refused: "{filename}" is a zip archive read from a stream; zip needs a file.')
-        return _read_zip(stream, limits)
+        return _read_zip(stream, limits, filename)
     for magic, opener in _COMPRESSIONS.items():
         if head.startswith(magic):
-            return _read_tar(opener(fileobj=stream, mode="rb"), limits, filename)
+            return _read_tar(opener(stream), limits, filename)
     if _is_tar_header(head):
         return _read_tar(stream, limits, filename)
     raise LabError(f'Refused: "{filename}" {NOT_AN_ARCHIVE}.', path=filename)
@@ -298,7 +374,7 @@ class _EndMarked(tarfile.TarInfo):
 
 def _read_tar(stream, limits: Limits, name: str = "the archive") -> TaxonomyRead:
     budget = _Budget(limits)
-    files: dict[str, bytes | _Spooled | None] = {}
+    files: dict[str, _Spooled | None] = {}
     spool = _Spool()
     last = None
     try:
@@ -339,16 +415,18 @@ def _read_tar(stream, limits: Limits, name: str = "the archive") -> TaxonomyRead
         if isinstance(exc, tarfile.ReadError) and str(exc) in ("empty file", "bad checksum", "invalid header"):
             raise LabError(f'Refused: "{name}" {NOT_AN_ARCHIVE} (it holds no tar inside).', path=name) from None
         raise LabError(f'Refused: "{name}" is damaged or cut short and cannot be read: {exc}.', path=name) from None
-    return _assemble(_strip_wrapper(files), limits)
+    return TaxonomyRead(_strip_wrapper(files), limits)
 
 
-def _read_zip(stream, limits: Limits) -> TaxonomyRead:
+def _read_zip(stream, limits: Limits, name: str) -> TaxonomyRead:
     budget = _Budget(limits)
-    files: dict[str, bytes | _Spooled | None] = {}
+    files: dict[str, _Spooled | None] = {}
     spool = _Spool()
     try:
         with zipfile.ZipFile(stream) as archive:
             infos = archive.infolist()
+            if not infos:
+                raise LabError(f'Refused: "{name}" is a zip archive that holds no files.', path=name)
             declared = sum(info.file_size for info in infos)
             if declared > limits.max_total_bytes:
                 raise LabError(
@@ -374,7 +452,7 @@ def _read_zip(stream, limits: Limits) -> TaxonomyRead:
                     _keep(files, spool, rel, budget.read(member, rel, info.file_size))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error) as exc:
         raise LabError(f"Refused: the zip archive is damaged or cut short and cannot be read: {exc}.") from None
-    return _assemble(_strip_wrapper(files), limits)
+    return TaxonomyRead(_strip_wrapper(files), limits)
 
 
 def _strip_wrapper(files: dict) -> dict:
@@ -385,63 +463,6 @@ def _strip_wrapper(files: dict) -> dict:
         if top not in KINDS:
             return {path.split("/", 1)[1]: data for path, data in files.items()}
     return files
-
-
-def _assemble(files: dict[str, bytes | _Spooled | None], limits: Limits) -> TaxonomyRead:
-    leaves: list[LeafSource] = []
-    problems: list[Problem] = []
-    beside: dict[str, list[str]] = {}
-    for rel in files:
-        if posixpath.basename(rel) != QNA:
-            beside.setdefault(folder_of(rel), []).append(rel)
-    for path in sorted(p for p in files if posixpath.basename(p) == QNA):
-        data = files[path]
-        folder = folder_of(path)
-        if not folder:
-            problems.append(Problem(path, "A qna.yaml must sit in a leaf folder, not at the taxonomy root."))
-            continue
-        if data is None:
-            problems.append(_too_big(path, limits))
-            continue
-        qna = read_qna(data, path)
-        place = _place_problem(path, folder)
-        if place is not None:
-            # Say what else is wrong with it too, so that moving the file is not the first of several rounds.
-            problems += [place, *qna.problems]
-            continue
-        problems += qna.problems
-        leaf = LeafSource(folder=folder, qna=qna)
-        for rel in sorted(beside.get(folder, ())):
-            ref = files[rel]
-            content = ref.read() if ref is not None else None
-            name = posixpath.basename(rel)
-            if content is None:
-                problem = Problem(
-                    rel,
-                    f"The file is larger than the {limits.max_file_bytes // 1024} KiB limit, "
-                    f"so its leaf {folder} is not imported.",
-                )
-            else:
-                try:
-                    text = content.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    problem = Problem(
-                        rel,
-                        f"The file is not UTF-8 text, so its leaf {folder} is not imported.",
-                        line=content[: exc.start].count(b"\n") + 1,
-                    )
-                else:
-                    problem = _stored_file_problem(rel, name, text, folder)
-            if problem is not None:
-                problems.append(problem)
-                leaf.qna.problems.append(problem)
-                continue
-            if name == ATTRIBUTION:
-                leaf.attribution = text
-            else:
-                leaf.documents.add(name, ref)
-        leaves.append(leaf)
-    return TaxonomyRead(leaves=leaves, problems=problems, files_seen=len(files))
 
 
 def _place_problem(path: str, folder: str) -> Problem | None:

@@ -290,3 +290,31 @@ def test_a_leaf_made_in_labweb_exports_as_labweb_writes_it(api, tmp_path, monkey
     (tmp_path / JOKES).mkdir(parents=True)
     (tmp_path / JOKES / "qna.yaml").write_bytes(exported)
     assert _official_failures(tmp_path, monkeypatch) == []
+
+
+@pytest.mark.django_db
+def test_an_edit_then_its_revert_leaves_diff_and_export_as_imported(corpus, curator, api, tmp_path):
+    source = _taxonomy(tmp_path / "taxonomy", corpus)
+    call_command("taxonomy_import", str(source), "--user", curator.username)
+    assert api.get("/api/diff/").json()["modified"] == []
+    for folder in (JOKES, ALIASES, WINDOWS, VUE):
+        leaf, seeds = _seeds(api, folder)
+        seed = seeds[0]
+        field = "questions_and_answers" if seed["questions_and_answers"] else "answer"
+        original = seed[field]
+        edited = [{**original[0], "answer": "Edited."}, *original[1:]] if field != "answer" else "Edited."
+        for revision, value in ((leaf["revision"], edited), (leaf["revision"] + 1, original)):
+            response = api.patch(f"/api/seeds/{seed['id']}/", {field: value, "revision": revision}, format="json")
+            assert response.status_code == 200, response.content
+        created_by = Leaf.objects.get(path=folder).created_by
+        for revision, value in ((leaf["revision"] + 2, "someone else"), (leaf["revision"] + 3, created_by)):
+            response = api.patch(
+                f"/api/leaves/{leaf['id']}/", {"created_by": value, "revision": revision}, format="json"
+            )
+            assert response.status_code == 200, response.content
+        assert Leaf.objects.get(path=folder).revision == leaf["revision"] + 4
+    diff = api.get("/api/diff/").json()
+    assert (diff["modified"], diff["unchanged"]) == ([], 4)
+    files = _export(api)
+    for folder in (JOKES, ALIASES, WINDOWS, VUE):
+        assert files[f"{folder}/qna.yaml"] == (source / folder / "qna.yaml").read_bytes(), folder

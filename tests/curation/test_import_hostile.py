@@ -6,14 +6,17 @@ after, and the official parser's verdict on the same file stands beside LabWeb's
 test and stay small: a "1 GiB member" is a tar header that declares it, or a sparse file.
 """
 
+import bz2
 import contextlib
 import gzip
 import io
 import logging
+import lzma
 import os
 import re
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -112,9 +115,40 @@ def test_gzip_cut_short_is_refused(seeded):
     _refused(_post(seeded, whole[:-8]), "damaged or cut short")
 
 
+@pytest.mark.parametrize("compress, suffix", [(bz2.compress, ".tar.bz2"), (lzma.compress, ".tar.xz")])
+def test_bzip2_and_xz_archives_import_and_cut_short_are_refused(seeded, tmp_path, compress, suffix):
+    data = compress(_tar_bytes([*BASE, (TARGET, POEMS)], mode="w"))
+    _refused(_post(seeded, data[:-10], f"taxonomy{suffix}"), "damaged or cut short")
+    (tmp_path / f"cut{suffix}").write_bytes(data[:-10])
+    with pytest.raises(CommandError, match="damaged or cut short"):
+        call_command("taxonomy_import", str(tmp_path / f"cut{suffix}"), "--prune")
+    assert Leaf.objects.count() == 5
+    response = _post(seeded, data, f"taxonomy{suffix}")
+    assert response.status_code == 201 and response.json()["created"] == 1, response.json()
+    (tmp_path / f"whole{suffix}").write_bytes(data)
+    call_command("taxonomy_import", str(tmp_path / f"whole{suffix}"), "--prune")
+    assert Leaf.objects.count() == 6 and TaxonomyImport.objects.first().unchanged == 6
+
+
+def test_a_zip_that_holds_no_files_is_refused(seeded):
+    buffer = io.BytesIO()
+    zipfile.ZipFile(buffer, "w").close()
+    _refused(_post(seeded, buffer.getvalue(), "taxonomy.zip", prune=False), "holds no files")
+
+
 def test_a_non_archive_is_named_as_such(seeded):
     error = _refused(_post(seeded, b"just some text, not an archive\n" * 40), "not a gzip/tar/zip archive")
     assert "checksum" not in error["message"]
+
+
+def test_a_leaf_whose_qna_yaml_is_over_the_limit_keeps_its_content_on_a_prune(seeded):
+    grown = BASE[4][1] + b"# padding\n" * (2 * 1024 * 1024 // 10)
+    response = _post(seeded, _tar_bytes([*BASE[:4], (BASE[4][0], grown)]))
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert (body["removed"], body["rejected"]) == (0, 1)
+    assert body["problems"][0]["path"] == BASE[4][0] and "larger than" in body["problems"][0]["message"]
+    assert Leaf.objects.count() == 5
 
 
 def test_a_member_declared_at_1_gib_is_refused_at_its_header(seeded):

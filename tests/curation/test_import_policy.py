@@ -301,3 +301,29 @@ def test_a_page_prune_that_would_remove_nothing_imports_the_upload_at_once(curat
     assert response.status_code == 302
     record = TaxonomyImport.objects.first()
     assert (record.status, record.created, record.unchanged, record.removed) == ("succeeded", 1, 3, 0)
+
+
+# Written batch by batch, in one transaction
+
+
+def test_an_import_written_in_several_batches_is_the_same_as_one_written_at_once(curator, monkeypatch):
+    from curation.services.imports import write
+
+    paths = [f"compositional_skills/poems/p{i}" for i in range(7)]
+    edited = POEMS.replace(b"answer: a1", b"answer: changed")
+    commented = b"# a comment only\n" + POEMS
+    services.taxonomy_import(source=services.ImportSource.upload(targz(paths[:6]), "t.tar.gz"), user=curator)
+    buffer = io.BytesIO()
+    files = [(paths[0], edited), (paths[1], edited), (paths[2], commented), (paths[3], commented), (paths[4], POEMS)]
+    write_tar([(f"{path}/qna.yaml", content) for path, content in [*files, (paths[6], POEMS)]], buffer)
+    buffer.seek(0)
+    monkeypatch.setattr(write, "BATCH_LEAVES", 2)
+    record = services.taxonomy_import(source=services.ImportSource.upload(buffer, "t.tar.gz"), user=curator, prune=True)
+    assert (record.created, record.updated, record.unchanged, record.removed) == (1, 2, 3, 1)
+    leaves = {leaf.path: leaf for leaf in Leaf.objects.prefetch_related("seeds")}
+    assert sorted(leaves) == [*paths[:5], paths[6]]
+    assert [leaves[p].revision for p in paths[:5]] == [2, 2, 1, 1, 1]
+    assert [s.answer for s in leaves[paths[1]].seeds.all()][:2] == ["changed", "a2"]
+    assert leaves[paths[3]].imported_qna == commented.decode() and leaves[paths[4]].imported_qna == POEMS.decode()
+    assert all(leaf.seeds.count() == 5 for leaf in leaves.values())
+    assert LeafRevision.objects.filter(action=LeafRevision.Action.DELETE).get().path == paths[5]

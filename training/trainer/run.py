@@ -116,6 +116,8 @@ def train(config: TrainConfig, events: Events) -> int:
     model = AutoModelForCausalLM.from_pretrained(
         config.model, gguf_file=config.gguf_file, dtype=torch.float32, attn_implementation=config.attention
     )
+    if config.gguf_file:
+        _dequantized(model, config.gguf_file)
     model.config.use_cache = False
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -320,6 +322,23 @@ def _fsdp(config: TrainConfig) -> dict:
             activation_checkpointing=False,
         )
     }
+
+
+def _dequantized(model, gguf_file: str) -> None:
+    """A model read from a GGUF file (the embedded SmolLM2) comes as plain float weights, but transformers keeps
+    the GGUF quantizer on it, and save_pretrained refuses a quantized model: without it, its checkpoints are
+    ordinary Hugging Face folders. Weights that stayed quantized cannot be trained as they are."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return
+    if not all(parameter.is_floating_point() for parameter in model.parameters()):
+        raise LabError(
+            f"{gguf_file} loaded as quantized weights, which do not train; convert it to a Hugging Face folder.",
+            field="gguf_file",
+        )
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
 
 
 def _with_lora(model, config: TrainConfig):
