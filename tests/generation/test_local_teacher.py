@@ -173,8 +173,9 @@ def test_a_run_with_a_local_teacher_is_steered_into_the_pipeline_formats(eager, 
     assert counts["question_judge.accepted"] + counts["question_judge.rejected"] == counts["questions.generated"]
     assert counts["pair_judge.accepted"] + counts["pair_judge.rejected"] == counts["response.generated"]
     assert not [stage for stage in counts if stage.endswith("judge.malformed")]
-    # A random model's answers run to the token limit: each is cut off, so none reaches the pair judge or review.
-    assert counts["response.unkeepable"] > 0
+    # A random model's answers run to the token limit: each is cut off, so none reaches the pair judge or review
+    # (the questions its judge accepts: a verdict LabWeb chose accepts only where both its readings do).
+    assert counts["response.unkeepable"] == counts["question_judge.accepted"]
     samples = list(Sample.objects.filter(run=run))
     # A verdict LabWeb chose accepts only where the judge's verdict before its reasons and after them both do,
     # which this random judge rarely gives: what it keeps may be nothing.
@@ -187,7 +188,7 @@ def test_a_run_with_a_local_teacher_is_steered_into_the_pipeline_formats(eager, 
     # The random model never writes a verdict: every judge's answer carries LabWeb's, and the cache says so.
     judged = counts["question_judge.accepted"] + counts["question_judge.rejected"] + counts["pair_judge.accepted"]
     judged += counts["pair_judge.rejected"]
-    assert TeacherResponse.objects.filter(model=tiny_model, steered=True).count() == judged
+    assert TeacherResponse.objects.filter(model=tiny_model, steered=True).count() == judged > 0
     assert run.teacher_config["backend"] == "local" and run.teacher_config["model"] == tiny_model
     assert run.events.filter(level=RunEvent.Level.WARNING, message__contains="not training data").exists()
 
