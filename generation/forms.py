@@ -59,6 +59,7 @@ class TeacherForm(forms.Form):
         )
         if teacher is None or not teacher.has_api_key:
             del self.fields["clear_api_key"]
+        self.fields["answer_format"].required = False  # left out: find out (the probe)
         self.fields["replicas"] = forms.CharField(
             required=False,
             label="Replicas",
@@ -74,7 +75,9 @@ class TeacherForm(forms.Form):
             raise forms.ValidationError(error.message) from None
 
     def teacher_fields(self) -> dict[str, Any]:
-        return {name: self.cleaned_data[name] for name in TEACHER_FIELDS}
+        fields = {name: self.cleaned_data[name] for name in TEACHER_FIELDS}
+        fields["answer_format"] = fields["answer_format"] or Teacher.AnswerFormat.AUTO
+        return fields
 
     def api_key_change(self) -> str | None:
         """For `teacher_update`: None keeps the stored key, "" removes it, anything else replaces it."""

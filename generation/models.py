@@ -12,6 +12,12 @@ class Teacher(models.Model):
         OPENAI = "openai", "OpenAI-compatible server"
         LOCAL = "local", "Local transformers model"
 
+    class AnswerFormat(models.TextChoices):
+        AUTO = "auto", "Find out (probe the server)"
+        JSON_SCHEMA = "json_schema", "JSON schema (OpenAI response_format: vLLM, llama.cpp, Ollama, OpenAI)"
+        VLLM = "vllm", "vLLM guided decoding (guided_json)"
+        TEXT = "text", "Text formats only (the prompt states the format)"
+
     name = models.CharField(max_length=100, unique=True)
     backend = models.CharField(max_length=16, choices=Backend.choices, default=Backend.OPENAI)
     base_url = models.CharField(max_length=500, blank=True, help_text="e.g. http://gpu-box:8000/v1 (vLLM)")
@@ -29,6 +35,19 @@ class Teacher(models.Model):
     )
     timeout_seconds = models.FloatField(default=120.0)
     context_tokens = models.PositiveIntegerField(default=4096, help_text="The model's context length")
+    answer_format = models.CharField(
+        max_length=16,
+        choices=AnswerFormat.choices,
+        default=AnswerFormat.AUTO,
+        help_text="How the server is asked for structured answers (a list of questions, a verdict)",
+    )
+    probed_format = models.CharField(
+        max_length=16, blank=True, help_text="What the probe at creation found the server supports"
+    )
+    probe_note = models.TextField(blank=True, help_text="What the probe saw")
+    sampling_note = models.TextField(
+        blank=True, help_text="Set when the teacher answered requests differing in seed with identical text"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -43,6 +62,15 @@ class Teacher(models.Model):
     @property
     def has_api_key(self) -> bool:
         return bool(self.api_key)
+
+    @property
+    def effective_answer_format(self) -> str:
+        """The format the teacher is asked for: the setting, or what the probe found (text when unknown)."""
+        if self.backend == self.Backend.LOCAL:
+            return self.AnswerFormat.TEXT  # the local backend steers its own decoding (teachers.Shape)
+        if self.answer_format != self.AnswerFormat.AUTO:
+            return self.answer_format
+        return self.probed_format or self.AnswerFormat.TEXT
 
     @property
     def endpoints(self) -> list[tuple[str, int]]:
@@ -72,6 +100,7 @@ class Teacher(models.Model):
             "replicas": self.replicas,
             "timeout_seconds": self.timeout_seconds,
             "context_tokens": self.context_tokens,
+            "answer_format": self.effective_answer_format,
         }
 
 
@@ -179,6 +208,11 @@ class Sample(models.Model):
     rationales = models.JSONField(default=dict)
     raw = models.JSONField(default=dict)
     prompts = models.JSONField(default=list, help_text="name@version of every prompt used")
+    steered_verdicts = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The judges whose verdict LabWeb chose (the local teacher's steering), not the judge wrote",
+    )
     teacher = models.ForeignKey(Teacher, null=True, on_delete=models.SET_NULL, related_name="+")
     teacher_model = models.CharField(max_length=500)
     duplicate_of = models.ForeignKey(
@@ -197,6 +231,10 @@ class Sample(models.Model):
     def __str__(self) -> str:
         return self.question[:80]
 
+    @property
+    def verdict_steered(self) -> bool:
+        return bool(self.steered_verdicts)
+
 
 class TeacherResponse(models.Model):
     """The response cache: one teacher answer per (model, messages, sampling, seed)."""
@@ -207,6 +245,7 @@ class TeacherResponse(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     finish_reason = models.CharField(max_length=32, blank=True)
+    steered = models.BooleanField(default=False, help_text="The verdict line was LabWeb's, not the teacher's")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -14,7 +14,7 @@ from generation.sdg.pipelines import KNOWLEDGE, PipelineConfig, plan_run
 from generation.sdg.teachers.shared import budget_key, budget_states, redis_client
 
 STATES = tuple(WorkItem.State.values)
-TEACHER_STATS = ("calls", "cached", "retries", "errors", "prompt_tokens", "completion_tokens")
+TEACHER_STATS = ("calls", "cached", "retries", "errors", "prompt_tokens", "completion_tokens", "same_answers")
 # Pipeline order, so the funnel reads top to bottom; stages a newer pipeline adds follow alphabetically.
 STAGE_ORDER = (
     "contexts",
@@ -81,11 +81,16 @@ class RunProgress:
     target: int = 0
     teacher: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TEACHER_STATS, 0))
     teacher_seconds: float = 0.0
+    error_kinds: Counter = field(default_factory=Counter)  # the teacher's failed calls by TeacherError.kind
     stages: list[StageCounts] = field(default_factory=list)
     leaves: list[LeafProgress] = field(default_factory=list)
     errors: list[ItemError] = field(default_factory=list)
     error_count: int = 0
     in_flight: int = 0
+
+    @property
+    def errors_by_kind(self) -> list[tuple[str, int]]:
+        return self.error_kinds.most_common()
 
     @property
     def processed(self) -> int:
@@ -159,14 +164,19 @@ def run_progress(run: GenerationRun) -> RunProgress:
 
     teacher: Counter = Counter()
     stages: dict[str, Counter] = {}
-    # Pending items have published nothing yet (or only an earlier attempt's counters, which a rerun replaces).
-    published = items.exclude(state=WorkItem.State.PENDING).values_list(
+    published = items.values_list(
         "pk", "leaf_path", "seed_index", "chunk_index", "state", "attempts", "error", "counts", "stats"
     )
     for pk, leaf_path, seed_index, chunk_index, state, attempts, error, counts, stats in published.order_by("pk"):
+        # Teacher counters add up over every attempt (a retry goes on from them); stage counters are the last
+        # attempt's, which a rerun replays and replaces, so a pending item's do not count.
         for name, value in (stats or {}).items():
             if isinstance(value, (int, float)):
                 teacher[name] += value
+            elif name == "error_kinds" and isinstance(value, dict):
+                progress.error_kinds.update({kind: n for kind, n in value.items() if isinstance(n, int)})
+        if state == WorkItem.State.PENDING:
+            continue
         for key, value in (counts or {}).items():
             stage, _, outcome = key.rpartition(".")
             if stage and isinstance(value, int):

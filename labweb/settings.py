@@ -211,6 +211,8 @@ LABWEB_TEACHER_SLOT_LEASE_SECONDS = env_int("LABWEB_TEACHER_SLOT_LEASE_SECONDS",
 # A work item's lease: its worker process renews it four times a lease (labweb.jobs), so it runs out only when
 # the process is gone; with the reaper's period, a dead worker's items are taken over within about 15 s.
 LABWEB_WORK_LEASE_SECONDS = env_int("LABWEB_WORK_LEASE_SECONDS", 10)
+# How long the probe at a teacher's creation waits for the server (does it take a JSON schema?).
+LABWEB_TEACHER_PROBE_SECONDS = float(env_str("LABWEB_TEACHER_PROBE_SECONDS", "10"))
 LABWEB_WORK_MAX_ATTEMPTS = env_int("LABWEB_WORK_MAX_ATTEMPTS", 5)
 # A work item that fails on a teacher error that may pass (5xx, 429, bad JSON) is tried again this many times,
 # after this many seconds, doubling each time; then it is given up ("done with N failed items").

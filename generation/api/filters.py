@@ -26,6 +26,13 @@ class WorkItemFilter(LeafPathFilter):
 
 
 class SampleFilter(LeafPathFilter):
+    verdict_steered = django_filters.BooleanFilter(
+        method="filter_verdict_steered", label="Only samples with (true) or without (false) a verdict LabWeb chose"
+    )
+
+    def filter_verdict_steered(self, queryset, name, value):
+        return queryset.exclude(steered_verdicts=[]) if value else queryset.filter(steered_verdicts=[])
+
     class Meta:
         model = Sample
         fields = ["run", "kind"]

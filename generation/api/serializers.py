@@ -38,8 +38,16 @@ class TeacherSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Teacher
-        fields = ["id", *TEACHER_FIELDS, "api_key", "has_api_key", "endpoints", "created_at", "created_by"]
-        read_only_fields = ["id", "has_api_key", "created_at", "created_by"]
+        read_only_fields = [
+            "id",
+            "has_api_key",
+            "probed_format",
+            "probe_note",
+            "sampling_note",
+            "created_at",
+            "created_by",
+        ]
+        fields = ["id", *TEACHER_FIELDS, "api_key", "endpoints", *read_only_fields[1:]]
         # The services decide what is allowed (a taken name included), so refusals have one wording.
         extra_kwargs = {"name": {"validators": []}}
 
@@ -78,6 +86,9 @@ class TeacherStatsSerializer(serializers.Serializer):
     errors = serializers.IntegerField()
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()
+    same_answers = serializers.IntegerField(
+        help_text="Answers identical to the answer of the same request with another seed (sampling ignored)"
+    )
 
 
 class RunProgressSerializer(serializers.Serializer):
@@ -88,6 +99,10 @@ class RunProgressSerializer(serializers.Serializer):
     target = serializers.IntegerField()
     teacher = TeacherStatsSerializer()
     teacher_seconds = serializers.FloatField()
+    error_kinds = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text='The failed teacher calls by kind: {"unreachable": 4, "refused": 1, "timeout": 0, ...}',
+    )
     stages = serializers.SerializerMethodField(help_text='{"question_judge": {"accepted": 40, "rejected": 3}, ...}')
     leaves = LeafProgressSerializer(many=True)
     errors = ItemErrorSerializer(many=True, help_text="The first failed work items, with the teacher's error")
@@ -197,6 +212,13 @@ class RunCreateSerializer(serializers.Serializer):
     )
 
 
+class RunResumeSerializer(serializers.Serializer):
+    with_current_teacher = serializers.BooleanField(
+        default=False,
+        help_text="Use the teacher's settings as they are now for the remaining work (a run keeps its own)",
+    )
+
+
 class RunEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = RunEvent
@@ -235,6 +257,10 @@ class WorkItemDetailSerializer(WorkItemSerializer):
 
 
 class SampleSerializer(serializers.ModelSerializer):
+    verdict_steered = serializers.BooleanField(
+        read_only=True, help_text="Whether LabWeb chose a verdict of this sample (see steered_verdicts)"
+    )
+
     class Meta:
         model = Sample
         fields = [
@@ -251,6 +277,8 @@ class SampleSerializer(serializers.ModelSerializer):
             "chunk_index",
             "scores",
             "rationales",
+            "steered_verdicts",
+            "verdict_steered",
             "prompts",
             "teacher",
             "teacher_model",

@@ -1,5 +1,7 @@
 """The generation REST API: thin viewsets over the generation services and selectors."""
 
+import functools
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -106,11 +108,14 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         """Cancel a queued or running run; work in flight stops at its next heartbeat and keeps its samples."""
         return self._command(run_services.run_cancel)
 
-    @extend_schema(request=None, responses={200: s.RunDetailSerializer})
+    @extend_schema(request=s.RunResumeSerializer, responses={200: s.RunDetailSerializer})
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, pk=None) -> Response:
-        """Queue again what is not done (paused, cancelled, failed, abandoned work items). Done work stays."""
-        return self._command(run_services.run_resume)
+        """Queue again what is not done (paused, cancelled, failed, abandoned work items). Done work stays. A run asks
+        the teacher as it started with it; `with_current_teacher` uses the teacher as it is now instead."""
+        data = _valid(s.RunResumeSerializer, request.data)
+        resume = functools.partial(run_services.run_resume, with_current_teacher=data["with_current_teacher"])
+        return self._command(resume)
 
     @extend_schema(request=None, responses={200: s.RunDetailSerializer})
     @action(detail=True, methods=["post"], url_path="retry-failed")

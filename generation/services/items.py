@@ -27,9 +27,10 @@ from generation.sdg.pipelines import (
     UnitRunner,
     unit_runner,
 )
-from generation.sdg.teachers import CachedTeacher, Completion, TeacherClient, TeacherError, call_share
+from generation.sdg.teachers import CachedTeacher, CallStats, Completion, TeacherClient, TeacherError, call_share
 from generation.services.runs import run_fail, run_finish_if_done, run_pause, run_teacher
 from generation.services.samples import samples_write
+from generation.services.teachers import teacher_note_ignored_sampling
 from labweb import jobs
 from labweb.errors import LabError
 
@@ -156,6 +157,7 @@ def _answer(key: str) -> Completion | None:
         prompt_tokens=row.prompt_tokens,
         completion_tokens=row.completion_tokens,
         finish_reason=row.finish_reason or None,
+        steered=row.steered,
     )
 
 
@@ -171,6 +173,7 @@ def _write(model: str, answers: list[tuple[str, Completion]], item: WorkItem, sa
                         prompt_tokens=completion.prompt_tokens,
                         completion_tokens=completion.completion_tokens,
                         finish_reason=completion.finish_reason or "",
+                        steered=completion.steered,
                     )
                     for key, completion in answers
                 ],
@@ -213,7 +216,10 @@ def _run_unit(item: WorkItem, owner: str, client: TeacherClient) -> str:
     # The pipeline runs on the process's teacher loop; its database work comes back to this thread.
     bridge = Bridge()
     store = _ItemStore(item, bridge)
-    teacher = CachedTeacher(teacher=client, lookup=store.lookup, store=store.store)
+    # The counters go on from the item's earlier attempts: a run's totals are every call it made.
+    teacher = CachedTeacher(
+        teacher=client, lookup=store.lookup, store=store.store, stats=CallStats.from_dict(item.stats)
+    )
     runner = unit_runner(_unit(item), teacher, PipelineConfig.from_dict(item.run.config), store.flush)
     try:
         result = bridge.run(_drive(runner, teacher, store, owner=owner))
@@ -222,6 +228,12 @@ def _run_unit(item: WorkItem, owner: str, client: TeacherClient) -> str:
         return "stopped"
     except Exception as error:  # noqa: BLE001 - whatever stops an item is recorded on it, never left running
         return _item_error(item, owner, _progress(runner, teacher), error)
+    finally:
+        teacher_note_ignored_sampling(
+            teacher_id=item.run.teacher_id,
+            same_answers=teacher.stats.same_answers,
+            temperature=runner.config.sampling.temperature,
+        )
     _item_done(item, owner, _progress(runner, teacher), result)
     return "done"
 
@@ -262,6 +274,8 @@ def _item_error(item: WorkItem, owner: str, progress: dict, error: Exception) ->
         return "paused"
     if isinstance(error, LabError):
         message = error.message
+        # What stopped it, for the run's headline (run_finish_if_done); the counters stay numbers.
+        progress = {**progress, "stats": {**progress["stats"], "failure": getattr(error, "kind", "other")}}
     else:
         logger.exception("Work item %s failed", item.pk, exc_info=error)
         message = f"{type(error).__name__}: {error}"

@@ -5,6 +5,7 @@ decides), as every other kind of job does.
 """
 
 import secrets
+from collections import Counter
 from dataclasses import asdict
 
 from django.conf import settings
@@ -17,9 +18,9 @@ from curation.selectors import leaf_qna, taxonomy_diff
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
 from generation.sdg.pipelines import KNOWLEDGE, SKILLS, LeafSource, LeafSpec, PipelineConfig, Unit, plan_run
 from generation.sdg.prompts import prompt_versions
-from generation.sdg.teachers import TeacherClient, TeacherError, probe
+from generation.sdg.teachers import FAILURE_CAUSES, TeacherClient, TeacherError, probe
 from generation.services.samples import samples_mark_duplicates
-from generation.services.teachers import TEACHER_FIELDS, teacher_client
+from generation.services.teachers import TEACHER_FIELDS, teacher_client, teacher_quality_warning
 from labweb.errors import ConflictError, LabError
 from labweb.jobs import send_task, send_task_on_commit, transition
 
@@ -156,6 +157,8 @@ def run_create(
         [_work_item(run, by_path[unit.leaf.path], unit) for unit in plan.units], batch_size=1000
     )
     _event(run, f"Planned {len(plan.units)} work items over {plan.leaves} leaves, {samples_per_leaf} samples per leaf.")
+    if warning := teacher_quality_warning(teacher):
+        _event(run, warning, level=RunEvent.Level.WARNING)
     send_task_on_commit("generation.tasks.dispatch_run", run.pk)
     return run
 
@@ -274,16 +277,34 @@ def run_retry_failed_refusal(*, run: GenerationRun) -> str | None:
     return None
 
 
+def run_teacher_changes(*, run: GenerationRun) -> dict[str, tuple]:
+    """The teacher settings that changed since the run recorded them: {name: (the run's, the teacher's now)}."""
+    then = {name: value for name, value in run.teacher_config.items() if name != "earlier"}
+    now = run.teacher.public_config()
+    # A setting the run did not record is newer than the run: it is no change of the teacher's.
+    return {name: (then[name], value) for name, value in now.items() if name in then and then[name] != value}
+
+
 @transaction.atomic
-def run_resume(*, run: GenerationRun, user) -> GenerationRun:
+def run_resume(*, run: GenerationRun, user, with_current_teacher: bool = False) -> GenerationRun:
     """Start again what is not done: paused, cancelled, failed and abandoned items. Done items and samples stay.
 
     A paused run's teacher is asked again before anything is sent (`run_start`): still unreachable, it pauses again.
+    A run asks the teacher as it recorded it when it started; `with_current_teacher` records the teacher as it
+    is now for the remaining work (the settings it replaces stay in `teacher_config["earlier"]`, and every
+    sample names the model that made it).
     """
     run = GenerationRun.objects.select_for_update().get(pk=run.pk)
     refusal = run_resume_refusal(run=run)
     if refusal:
         raise ConflictError(refusal, field="status")
+    changes = run_teacher_changes(run=run) if with_current_teacher else {}
+    if changes:
+        then = {name: value for name, value in run.teacher_config.items() if name != "earlier"}
+        run.teacher_config = run.teacher.public_config() | {"earlier": [*run.teacher_config.get("earlier", []), then]}
+        run.save(update_fields=["teacher_config"])
+        changed = ", ".join(f"{name} {old!r} → {new!r}" for name, (old, new) in changes.items())
+        _event(run, f"The remaining work uses the teacher as it is now ({changed}).", level=RunEvent.Level.WARNING)
     which = _stopped(timezone.now())
     if run.status == Status.CANCELLED:
         # Items a cancel stopped; a worker still finishing one loses its lease at its next heartbeat.
@@ -355,8 +376,8 @@ def run_finish_if_done(*, run_id: int) -> bool:
         )
     else:
         status = Status.FAILED
-        error = f"{failed} work items failed; see the log." if failed else ""
-    if counts["done"] and not kept:
+        error = _failure_headline(run_id, failed) if failed else ""
+    if counts["done"] and not kept and not failed:
         error = (
             "No sample passed the judges: see the stage counters for where candidates were dropped (a small "
             "teacher often ignores the output format)."
@@ -381,6 +402,23 @@ def run_finish_if_done(*, run_id: int) -> bool:
             ),
         )
     return finished
+
+
+def _failure_headline(run_id: int, failed: int) -> str:
+    """ "4 work items failed: the teacher was unreachable (Cannot reach …)": the most common cause, in the
+    words of the first item it stopped."""
+    rows = WorkItem.objects.filter(run_id=run_id, state=WorkItem.State.FAILED).order_by("pk")
+    causes = Counter()
+    first: dict[str, str] = {}
+    for kind, message in rows.values_list("stats__failure", "error"):
+        kind = kind if kind in FAILURE_CAUSES else "other"
+        causes[kind] += 1
+        first.setdefault(kind, message)
+    kind = causes.most_common(1)[0][0] if causes else "other"
+    items = "1 work item" if failed == 1 else f"{failed} work items"
+    if kind == "other":
+        return f"{items} failed; see the log." + (f" The first: {first[kind]}" if first.get(kind) else "")
+    return f"{items} failed: {FAILURE_CAUSES[kind]} ({first[kind].rstrip('.')})."
 
 
 def run_fail(*, run_id: int, message: str) -> None:

@@ -30,6 +30,7 @@ def samples_write(*, item: WorkItem, samples: list[GeneratedSample]) -> int:
             rationales=sample.rationales,
             raw=sample.raw,
             prompts=sample.prompts,
+            steered_verdicts=sample.steered_verdicts,
             teacher_id=item.run.teacher_id,
             teacher_model=item.run.teacher_config["model"],
         )

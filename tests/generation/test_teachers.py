@@ -47,6 +47,24 @@ def test_an_edit_to_a_zero_timeout_is_refused_and_the_teacher_keeps_its_own(clie
     assert teacher.timeout_seconds == 30
 
 
+def test_the_teacher_page_keeps_the_answer_format_it_was_set_to(client, operator):
+    from generation.services.teachers import teacher_create
+
+    teacher = teacher_create(user=operator, **NEW, answer_format="json_schema")
+    client.force_login(operator)
+    page = client.get(f"/generation/teachers/{teacher.pk}/").content.decode()
+    assert 'name="answer_format"' in page and 'value="json_schema" selected' in page
+    form = {**NEW, "temperature": 0.7, "top_p": 1, "max_tokens": 512, "max_concurrency": 1}
+    form |= {"timeout_seconds": 60, "context_tokens": 2048, "answer_format": "json_schema", "name": "renamed"}
+    assert client.post(f"/generation/teachers/{teacher.pk}/", form).status_code == 302
+    teacher.refresh_from_db()
+    assert (teacher.name, teacher.answer_format, teacher.effective_answer_format) == (
+        "renamed",
+        "json_schema",
+        "json_schema",
+    )
+
+
 def test_the_api_takes_replicas_and_shows_every_endpoint_with_its_state(operator):
     api = APIClient()
     api.force_authenticate(operator)

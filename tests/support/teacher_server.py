@@ -48,6 +48,13 @@ class TeacherScript:
         self.fail_matching = ""  # every request whose prompt contains this answers HTTP 500
         self.unreachable = False  # every request (and the model list) has its connection closed unanswered
         self.hang_seconds = 30.0  # how long a hanging request hangs (cut short when the server stops)
+        self.error_body: dict | str | None = None  # the body of a scripted 400 (a str goes as text/plain)
+        self.pinned_model: str | None = None  # answer 400 with FastAPI's `detail` to any other model name
+        # What the server does with OpenAI's `response_format` json_schema: "ignore" it (answer text, as
+        # `transformers serve` does), "follow" it (answer JSON of the schema), or "refuse" it (HTTP 400).
+        self.json_schema = "ignore"
+        self.guided = False  # whether it follows vLLM's `guided_json` / `structured_outputs`
+        self.same_answer = False  # answer the same text whatever the seed (a server that ignores sampling)
         self.gate = threading.Event()  # cleared by hold(): requests wait, unanswered, until release()
         self.gate.set()
         self.held: list[int] = []  # the numbers of the requests waiting at the gate now
@@ -63,6 +70,14 @@ class TeacherScript:
         self.max_in_flight = 0
         self.busy_seconds = 0.0
 
+    def forget_requests(self) -> None:
+        """Start the counts afresh (a test that counts a run's calls, after the probe of its teacher's creation)."""
+        with self.lock:
+            self.requests, self.max_in_flight, self.busy_seconds = 0, 0, 0.0
+            self.statuses.clear()
+            self.exchanges.clear()
+            self.requests_sent.clear()
+
     def hold(self) -> None:
         """Answer nothing more until release(): requests that arrive meanwhile wait (and count as in flight)."""
         self.gate.clear()
@@ -72,6 +87,7 @@ class TeacherScript:
 
     def answer(self, messages: list[dict], seed) -> str:
         prompt = messages[-1]["content"]
+        seed = None if self.same_answer else seed
         rng = random.Random(hashlib.sha256(json.dumps([messages, seed]).encode()).hexdigest())
         count = int(m.group(1)) if (m := re.search(r"Write (\d+) new", prompt)) else 3
         if "Rate the assistant's answer" in prompt:
@@ -113,6 +129,26 @@ def _judgement(prompt: str) -> str:
     share = len(reference & answer) / len(reference) if reference else 0.0
     rating = 1 + round(9 * share)
     return f"The answer has {len(reference & answer)} of the reference's {len(reference)} words.\nRating: [[{rating}]]"
+
+
+def structured(text: str, schema: dict) -> str:
+    """The scripted text answer as the JSON a server held to `schema` (LabWeb's shapes, or its probe) writes."""
+    properties = schema.get("properties", {})
+    if set(properties) == {"answer"}:  # the probe
+        return json.dumps({"answer": "YES"})
+    if "reasons" in properties:
+        (key,) = set(properties) - {"reasons"}
+        found = re.findall(rf"{key}\s*:\s*(\w+)", text, re.I)
+        value = found[-1] if found else ""
+        value = int(value) if properties[key].get("type") == "integer" and value.isdigit() else value.upper()
+        return json.dumps({"reasons": re.split(rf"\n\s*{key}\s*:", text, flags=re.I)[0].strip(), key: value})
+    (key,) = properties
+    tag = key[:-1].capitalize()
+    bodies = re.findall(rf"\[{tag}\]\n(.*?)\n\[End\]", text, re.S)
+    if properties[key]["items"].get("type") == "string":
+        return json.dumps({key: bodies})
+    pairs = [body.split("\n[Answer]\n", 1) for body in bodies]
+    return json.dumps({key: [{"question": q, "answer": a} for q, a in pairs]})
 
 
 class _Server(ThreadingHTTPServer):
@@ -189,7 +225,8 @@ def _make_handler(script: TeacherScript):
                 self._done()
             data = (json.dumps(body) if isinstance(body, dict) else body).encode()
             self.send_response(code)
-            self.send_header("Content-Type", "application/json")
+            plain = isinstance(body, str) and code >= 400
+            self.send_header("Content-Type", "text/plain" if plain else "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -262,19 +299,36 @@ def _make_handler(script: TeacherScript):
                     return self._send(
                         429, {"error": {"message": "scripted rate limit"}}, number=number, prompt=prompt, model=model
                     )
+                if script.pinned_model and model != script.pinned_model:
+                    # What `transformers serve` answers when it serves one model and is asked for another.
+                    detail = f"Server is pinned to {script.pinned_model!r}; requested {model!r}."
+                    return self._send(400, {"detail": detail}, number=number, prompt=prompt, model=model)
                 if script.bad_request_every and number % script.bad_request_every == 0:
-                    return self._send(
-                        400,
-                        {"error": {"message": "scripted bad request: this model does not accept that prompt"}},
-                        number=number,
-                        prompt=prompt,
-                        model=model,
-                    )
+                    body = script.error_body or {
+                        "error": {"message": "scripted bad request: this model does not accept that prompt"}
+                    }
+                    return self._send(400, body, number=number, prompt=prompt, model=model)
                 if script.broken_json_every and number % script.broken_json_every == 0:
                     return self._send(
                         200, '{"id": "chatcmpl-cut", "choices": [{"mess', number=number, prompt=prompt, model=model
                     )
+                response_format = body.get("response_format") or {}
+                schema = (response_format.get("json_schema") or {}).get("schema")
+                if schema is not None and script.json_schema == "refuse":
+                    return self._send(
+                        400,
+                        {"error": {"message": "response_format json_schema is not supported by this server"}},
+                        number=number,
+                        prompt=prompt,
+                        model=model,
+                    )
+                if script.guided and body.get("guided_json"):
+                    schema = body["guided_json"]
+                elif script.json_schema != "follow":
+                    schema = None
                 text = script.replies.get((model, prompt)) or script.answer(body.get("messages", []), body.get("seed"))
+                if schema is not None:
+                    text = structured(text, schema)
                 if body.get("stream"):
                     return self._stream(text, number=number, prompt=prompt, model=model)
                 if script.garbage_every and number % script.garbage_every == 0:

@@ -7,7 +7,15 @@ what a round asks the teacher; `shapes.py` holds the forms the answers take.
 
 from generation.sdg.pipelines.knowledge import KnowledgeUnitRunner
 from generation.sdg.pipelines.plan import LeafSource, RunPlan, SkippedLeaf, chunk_tokens, plan_run, split_target
-from generation.sdg.pipelines.shapes import CONTEXTS, FAITHFUL, QUESTION_OK, QUESTIONS, RELEVANCE, RESPONSE_RATING
+from generation.sdg.pipelines.shapes import (
+    CONTEXTS,
+    FAITHFUL,
+    QUESTION_ANSWERS,
+    QUESTION_OK,
+    QUESTIONS,
+    RELEVANCE,
+    RESPONSE_RATING,
+)
 from generation.sdg.pipelines.skills import SkillsUnitRunner
 from generation.sdg.pipelines.spec import KNOWLEDGE, SKILLS, GeneratedSample, LeafSpec, PipelineConfig, Unit
 from generation.sdg.pipelines.unit import Emit, UnitResult, UnitRunner
@@ -25,6 +33,7 @@ __all__ = [
     "FAITHFUL",
     "KNOWLEDGE",
     "QUESTIONS",
+    "QUESTION_ANSWERS",
     "QUESTION_OK",
     "RELEVANCE",
     "RESPONSE_RATING",

@@ -5,7 +5,7 @@ import asyncio
 
 from generation.sdg import parsing
 from generation.sdg.keepable import unkeepable
-from generation.sdg.pipelines.shapes import FAITHFUL, QUESTION_OK, QUESTIONS, RELEVANCE
+from generation.sdg.pipelines.shapes import FAITHFUL, QUESTION_ANSWERS, QUESTION_OK, RELEVANCE
 from generation.sdg.pipelines.spec import GeneratedSample
 from generation.sdg.pipelines.unit import Rejected, UnitRunner, seed_examples
 
@@ -17,7 +17,7 @@ class KnowledgeUnitRunner(UnitRunner):
         text, cut, ref = await self._ask(
             "knowledge_qa",
             self._sampling(self.config.sampling, round_number),
-            QUESTIONS,
+            QUESTION_ANSWERS,
             domain=leaf.domain,
             document_outline=leaf.document_outline,
             examples=examples,
@@ -41,11 +41,13 @@ class KnowledgeUnitRunner(UnitRunner):
 
     async def _chain(self, key, question, answer, indices, raw, refs) -> GeneratedSample:
         leaf, chunk = self.unit.leaf, self.unit.chunk
+        steered: list[str] = []
         judged = await asyncio.gather(
             self._judge(
                 "faithfulness",
                 FAITHFUL,
                 "knowledge_faithfulness",
+                steered,
                 chunk=chunk,
                 question=question,
                 answer=answer,
@@ -54,6 +56,7 @@ class KnowledgeUnitRunner(UnitRunner):
                 "relevance",
                 RELEVANCE,
                 "knowledge_relevance",
+                steered,
                 question=question,
                 answer=answer,
             ),
@@ -61,6 +64,7 @@ class KnowledgeUnitRunner(UnitRunner):
                 "question_quality",
                 QUESTION_OK,
                 "knowledge_question",
+                steered,
                 domain=leaf.domain,
                 question=question,
             ),
@@ -94,4 +98,5 @@ class KnowledgeUnitRunner(UnitRunner):
             },
             raw={**raw, "faithfulness": f_text, "relevance": r_text, "question_quality": q_text},
             prompts=[*refs, f_ref, r_ref, q_ref],
+            steered_verdicts=sorted(steered),  # in stage order, whichever judge answered first
         )

@@ -5,9 +5,10 @@ from dataclasses import dataclass
 from generation.sdg import parsing
 from generation.sdg.teachers import Shape
 
-# What each kind of answer looks like, for a teacher that steers its decoding (see teachers.Shape).
-QUESTIONS = Shape(start="[Question]\n")
-CONTEXTS = Shape(start="[Context]\n")
+# What each kind of answer looks like, for a teacher that can be held to it (see teachers.Shape).
+QUESTIONS = Shape(start="[Question]\n", parts=("Question",))
+QUESTION_ANSWERS = Shape(start="[Question]\n", parts=("Question", "Answer"))
+CONTEXTS = Shape(start="[Context]\n", parts=("Context",))
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,9 @@ class Verdict:
 
     @property
     def shape(self) -> Shape:
+        # Choices run from the most rejecting to the most accepting (see teachers.Shape).
         if self.scale is None:
-            return Shape(verdict="Answer:", choices=(" YES", " NO"))
+            return Shape(verdict="Answer:", choices=(" NO", " YES"))
         return Shape(verdict="Score:", choices=tuple(f" {value}" for value in self.scale))
 
 

@@ -76,10 +76,12 @@ class SkillsUnitRunner(UnitRunner):
     async def _chain(self, key, question, context, indices, raw, refs) -> GeneratedSample:
         leaf = self.unit.leaf
         block = context_block(context)
+        steered: list[str] = []
         verdict, q_text, q_ref = await self._judge(
             "question_judge",
             QUESTION_OK,
             "question_judge",
+            steered,
             task_description=leaf.task_description,
             context_block=block,
             question=question,
@@ -103,6 +105,7 @@ class SkillsUnitRunner(UnitRunner):
             "pair_judge",
             RESPONSE_RATING,
             "pair_judge",
+            steered,
             task_description=leaf.task_description,
             context_block=block,
             question=question,
@@ -123,4 +126,5 @@ class SkillsUnitRunner(UnitRunner):
             rationales={"question": parsing.rationale(q_text), "pair": parsing.rationale(p_text)},
             raw={**raw, "question_judge": q_text, "response": response, "pair_judge": p_text},
             prompts=[*refs, q_ref, r_ref, p_ref],
+            steered_verdicts=steered,
         )

@@ -80,3 +80,4 @@ class GeneratedSample:
     rationales: dict
     raw: dict
     prompts: list[str]
+    steered_verdicts: list[str] = field(default_factory=list)  # judges whose verdict LabWeb chose (Completion.steered)

@@ -82,13 +82,17 @@ class UnitRunner(ABC):
     async def _ask(
         self, prompt_name: str, sampling: Sampling, shape: Shape | None = None, **values
     ) -> tuple[str, bool, str]:
+        completion, ref = await self._complete(prompt_name, sampling, shape, **values)
+        return completion.text, completion.finish_reason == "length", ref
+
+    async def _complete(self, prompt_name: str, sampling: Sampling, shape: Shape | None, **values):
         prompt = load_prompt(prompt_name)
         depth = call_depth.set(DEPTH.get(prompt_name, 0))
         try:
             completion = await self.teacher.complete(prompt.messages(**values), sampling, shape)
         finally:
             call_depth.reset(depth)
-        return completion.text, completion.finish_reason == "length", prompt.ref
+        return completion, prompt.ref
 
     def _sampling(self, base: Sampling, round_number: int, salt: int = 0) -> Sampling:
         # A distinct seed per round and unit: the same prompt asked again must not return the same answer.
@@ -130,10 +134,15 @@ class UnitRunner(ABC):
                 raise outcome
         return [None if isinstance(o, BaseException) else o for o in outcomes]
 
-    async def _judge(self, stage: str, verdict: Verdict, prompt_name: str, **values) -> tuple[int | bool, str, str]:
-        text, _, ref = await self._ask(prompt_name, self.config.judge_sampling, verdict.shape, **values)
+    async def _judge(
+        self, stage: str, verdict: Verdict, prompt_name: str, steered: list[str], **values
+    ) -> tuple[int | bool, str, str]:
+        """The judge's verdict, its text and prompt; `stage` goes on `steered` when the verdict was LabWeb's."""
+        completion, ref = await self._complete(prompt_name, self.config.judge_sampling, verdict.shape, **values)
+        if completion.steered:
+            steered.append(stage)
         try:
-            return verdict.parse(text), text, ref
+            return verdict.parse(completion.text), completion.text, ref
         except MalformedOutput:
             self._count(stage, "malformed")
             raise Rejected(stage, "malformed") from None

@@ -4,7 +4,9 @@ Every call goes through `CachedTeacher`, which keys the response by (model, mess
 resumed run replays what it already paid for instead of asking again.
 """
 
+from generation.sdg.teachers.answer_format import Probe, probe_answer_format
 from generation.sdg.teachers.base import (
+    FAILURE_CAUSES,
     CallStats,
     Completion,
     Sampling,
@@ -27,9 +29,11 @@ from generation.sdg.teachers.limits import (
 from generation.sdg.teachers.local import LocalTeacher
 from generation.sdg.teachers.probe import probe
 from generation.sdg.teachers.retry import RetryPolicy
-from generation.sdg.teachers.server import OpenAITeacher
+from generation.sdg.teachers.server import ANSWER_FORMATS, OpenAITeacher
 
 __all__ = [
+    "ANSWER_FORMATS",
+    "FAILURE_CAUSES",
     "Budget",
     "CachedTeacher",
     "CallStats",
@@ -38,6 +42,7 @@ __all__ = [
     "EndpointState",
     "LocalTeacher",
     "OpenAITeacher",
+    "Probe",
     "ProcessBudget",
     "RetryPolicy",
     "Sampling",
@@ -46,6 +51,7 @@ __all__ = [
     "TeacherClient",
     "TeacherError",
     "cache_key",
+    "probe_answer_format",
     "call_depth",
     "call_share",
     "process_budget",

@@ -6,7 +6,7 @@ A resumed run replays what it already paid for instead of asking again.
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from generation.sdg.teachers.base import CallStats, Completion, Sampling, Shape, TeacherClient
 
@@ -36,6 +36,8 @@ class CachedTeacher:
     lookup: Callable
     store: Callable
     stats: CallStats = field(default_factory=CallStats)
+    # (request but its seed) -> {seed: hash of the answer}: to notice a teacher that ignores sampling.
+    _answers: dict = field(default_factory=dict, repr=False)
 
     @property
     def model(self) -> str:
@@ -50,9 +52,25 @@ class CachedTeacher:
             self.stats.cached += 1
             found.cached = True
             return found
-        completion = await self.teacher.complete(messages, sampling, self.stats, shape=shape)
-        self.stats.calls += 1
+        completion = await self.teacher.complete(messages, sampling, self.stats, shape=shape)  # counts its calls
+        self._notice_ignored_sampling(messages, sampling, shape, completion.text)
         self.stats.prompt_tokens += completion.prompt_tokens
         self.stats.completion_tokens += completion.completion_tokens
         await self.store(key, completion)
         return completion
+
+    def _notice_ignored_sampling(self, messages: list[dict], sampling: Sampling, shape, text: str) -> None:
+        """Count an answer that repeats, word for word, the answer to the same request with another seed.
+
+        A unit asks a prompt again with a new seed when its first answer was not enough; a teacher that samples
+        answers differently, one that ignores temperature and seed (a server that samples only when its model's
+        own settings say so) answers the same, and every candidate of the later rounds is a duplicate."""
+        if sampling.temperature <= 0 or sampling.seed is None or not text.strip():
+            return
+        seen = self._answers.setdefault(
+            cache_key(self.teacher.model, messages, replace(sampling, seed=None), shape), {}
+        )
+        digest = hashlib.sha256(text.encode("utf-8")).digest()
+        if sampling.seed not in seen and digest in seen.values():
+            self.stats.same_answers += 1
+        seen[sampling.seed] = digest

@@ -39,7 +39,8 @@ class LocalTeacher:
                     raise TeacherError(
                         f"Cannot load the local teacher model {self.model!r}: {str(exc).rstrip('.')}. Install it "
                         "or point LabWeb at a server: add a teacher with an OpenAI-compatible URL (vLLM, llama.cpp, "
-                        "Ollama) and use it for the run."
+                        "Ollama) and use it for the run.",
+                        kind="load",
                     ) from None
                 self._loaded[key] = (tokenizer, model)
             return self._loaded[key]
@@ -67,12 +68,19 @@ class LocalTeacher:
         hit_limit = int(new.shape[0]) >= limit and int(new[-1]) != tokenizer.eos_token_id
         text = tokenizer.decode(new, skip_special_tokens=True)
         completion_tokens = int(new.shape[0])
-        if shape.choices and not _has_verdict(text, shape):
+        steered = bool(shape.choices) and not _has_verdict(text, shape)
+        if steered:
             # The model gave reasons but no usable verdict line: end the answer with the line the prompt asks
-            # for, taking the value the model itself finds most likely after its reasons.
+            # for, taking the value the model itself finds most likely after its reasons. The verdict is then
+            # LabWeb's choice (the Completion says so), and it must not accept what the judge argued against:
+            # it is also asked for first, before any reasons, and where the two readings differ the stricter
+            # one stands (choices run from the most rejecting to the most accepting).
             reasons = text.rstrip()
             lead = f"{reasons}\n{shape.verdict}" if reasons else shape.verdict
             choice = self._most_likely(tokenizer, model, prompt + lead, shape.choices)
+            if reasons:
+                first = self._most_likely(tokenizer, model, prompt + shape.verdict, shape.choices)
+                choice = min(choice, first, key=shape.choices.index)
             text, hit_limit = lead + choice, False
             completion_tokens += len(tokenizer(lead[len(reasons) :] + choice, add_special_tokens=False)["input_ids"])
         return Completion(
@@ -80,6 +88,7 @@ class LocalTeacher:
             prompt_tokens=int(input_ids.shape[1]),
             completion_tokens=completion_tokens,
             finish_reason="length" if hit_limit else "stop",
+            steered=steered,
         )
 
     def _most_likely(self, tokenizer, model, context: str, choices: tuple[str, ...]) -> str:
@@ -105,6 +114,7 @@ class LocalTeacher:
         stats = stats if stats is not None else CallStats()
         async with self.limit:
             started = time.perf_counter()
+            stats.calls += 1
             try:
                 return await asyncio.to_thread(self._generate, messages, sampling, shape or Shape())
             finally:

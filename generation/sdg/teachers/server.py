@@ -8,14 +8,27 @@ from generation.sdg.teachers.limits import Budget, process_budget
 from generation.sdg.teachers.retry import RetryPolicy
 
 
+def _json_schema(schema: dict) -> dict:
+    return {
+        "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+    }
+
+
+def _vllm_guided(schema: dict) -> dict:
+    # vLLM's own parameters: `structured_outputs` from 0.10, `guided_json` before (each ignores the other's).
+    return {"structured_outputs": {"json": schema}, "guided_json": schema}
+
+
+# How each answer format asks a server for an answer of a JSON schema ("text": it is not asked; the prompt says).
+ANSWER_FORMATS = {"text": None, "json_schema": _json_schema, "vllm": _vllm_guided}
+
+
 class OpenAITeacher:
     """Any server that speaks OpenAI chat completions: vLLM, llama.cpp server, Ollama, OpenAI.
 
     `replicas` are more servers of the same model, as (URL, limit), beside `base_url` with `max_concurrency`.
     Each call takes a slot of `budget` (by default counted in this process), which picks the least loaded
     endpoint that is up; an endpoint that cannot be reached or answers 5xx is taken out for a while."""
-
-    steers = False  # servers differ in how (and whether) they take guided decoding; the prompt states the format
 
     def __init__(
         self,
@@ -26,9 +39,15 @@ class OpenAITeacher:
         timeout: float = 120.0,
         max_concurrency: int = 8,
         retry: RetryPolicy | None = None,
+        answer_format: str = "text",
         replicas: list[tuple[str, int]] = (),
         budget: Budget | None = None,
     ):
+        if answer_format not in ANSWER_FORMATS:
+            raise TeacherError(f"Unknown answer format {answer_format!r}; one of {', '.join(ANSWER_FORMATS)}.")
+        self.answer_format = answer_format
+        # Held to a shape only where the server takes a schema (see ANSWER_FORMATS); else the prompt states it.
+        self.steers = answer_format != "text"
         self.base_url = base_url
         self.endpoints = [(base_url, max_concurrency), *((url, int(limit)) for url, limit in replicas)]
         self.model = model
@@ -59,6 +78,7 @@ class OpenAITeacher:
         from openai.types.chat import ChatCompletion
 
         stats = stats if stats is not None else CallStats()
+        schema = shape.schema() if shape is not None and self.steers else None
         last: TeacherError | None = None
         for attempt in range(self.retry.attempts):
             if attempt:
@@ -70,22 +90,25 @@ class OpenAITeacher:
                 url = self.endpoints[slot.endpoint][0]
                 try:
                     started = time.perf_counter()
+                    stats.calls += 1
                     try:
                         # What chat.completions.create() sends, posted as is: create() first walks the body
                         # against its typed schema, a third of the client's CPU a call, and changes nothing in a
                         # body of plain strings and numbers.
+                        body = {
+                            "model": self.model,
+                            "messages": messages,
+                            "temperature": sampling.temperature,
+                            "top_p": sampling.top_p,
+                            "max_tokens": sampling.max_tokens,
+                            "seed": sampling.seed,
+                            # No `n`: several servers ignore it (transformers serve logs so); one answer a
+                            # request is all LabWeb ever asks for.
+                        }
+                        if schema is not None:
+                            body |= ANSWER_FORMATS[self.answer_format](schema)
                         response = await self._client(slot.endpoint).post(
-                            "/chat/completions",
-                            cast_to=ChatCompletion,
-                            body={
-                                "model": self.model,
-                                "messages": messages,
-                                "temperature": sampling.temperature,
-                                "top_p": sampling.top_p,
-                                "max_tokens": sampling.max_tokens,
-                                "seed": sampling.seed,
-                                "n": 1,
-                            },
+                            "/chat/completions", cast_to=ChatCompletion, body=body
                         )
                     finally:
                         stats.seconds += time.perf_counter() - started
@@ -95,9 +118,12 @@ class OpenAITeacher:
                 last = exc
             except openai.APITimeoutError:
                 down = True
-                last = TeacherError(f"The teacher at {url} did not answer within {self.timeout:g} s.", unreachable=True)
+                last = TeacherError(
+                    f"The teacher at {url} did not answer within {self.timeout:g} s.", unreachable=True, kind="timeout"
+                )
             except openai.APIConnectionError as exc:
                 down = True
+                stats.calls -= 1  # no server saw it: counted among the errors only
                 last = TeacherError(
                     f"Cannot reach the teacher at {url}: {exc.__cause__ or exc}. Check the "
                     "teacher's URL, or that its server is running.",
@@ -107,16 +133,19 @@ class OpenAITeacher:
                 retryable = exc.status_code == 429 or exc.status_code >= 500
                 down = exc.status_code >= 500
                 last = TeacherError(
-                    f"The teacher answered HTTP {exc.status_code}: {_error_text(exc)}",
+                    f"The teacher at {url} answered HTTP {exc.status_code}: {server_message(exc)}",
                     retryable=retryable,
                     status=exc.status_code,
+                    kind="server" if retryable else "refused",
                 )
                 if not retryable:
+                    stats.failed(last)
                     raise last from None
             except (ValueError, openai.APIResponseValidationError) as exc:
                 last = TeacherError(
                     f"The teacher at {url} sent an answer that is not valid JSON ({str(exc)[:200]}).",
                     retryable=True,
+                    kind="bad_answer",
                 )
             else:
                 try:
@@ -126,6 +155,9 @@ class OpenAITeacher:
                     text = None
                 if isinstance(text, str):
                     self.budget.endpoint_ok(slot.endpoint)
+                    # A structured answer is written back in the text format; one that does not fit its schema
+                    # (cut off, or the server ignored the schema) is read as text, as any other answer.
+                    text = (shape.render(text) if schema is not None else None) or text
                     usage = response.usage
                     return Completion(
                         # PostgreSQL text cannot hold NUL; no prompt format of ours needs one.
@@ -134,8 +166,10 @@ class OpenAITeacher:
                         completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
                         finish_reason=getattr(choice, "finish_reason", None),
                     )
-                last = TeacherError(f"The teacher at {url} answered without message content.", retryable=True)
-            stats.errors += 1
+                last = TeacherError(
+                    f"The teacher at {url} answered without message content.", retryable=True, kind="bad_answer"
+                )
+            stats.failed(last)
             if down:
                 # No connection, a timeout, a 5xx: this endpoint is out for a while, and the next attempt goes
                 # to another if the teacher has one that is up.
@@ -148,10 +182,32 @@ def budget_name(model: str, urls: list[str]) -> str:
     return "openai:" + model + ":" + " ".join(urls)
 
 
-def _error_text(exc) -> str:
+def server_message(exc) -> str:
+    """The server's own reason for an error answer, whatever the shape of its body: OpenAI's
+    `{"error": {"message": ...}}` (the client hands over the inner object), FastAPI's `{"detail": ...}` (a string,
+    or a list of `{"loc", "msg"}`), `{"error": "..."}`, `{"message": ...}`, or plain text."""
     body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:500]
-    return (str(getattr(exc, "message", "")) or str(exc))[:500]
+    text = _body_text(body)
+    if not text:
+        response = getattr(exc, "response", None)
+        try:
+            text = (response.text or "").strip() if response is not None else ""
+        except Exception:  # noqa: BLE001 - a body that cannot be read leaves the status alone
+            text = ""
+    return (text or "no reason given").replace("\x00", "")[:500]
+
+
+def _body_text(body) -> str:
+    if isinstance(body, str):
+        return body.strip()
+    if isinstance(body, list):
+        return "; ".join(filter(None, (_body_text(part) for part in body)))
+    if not isinstance(body, dict):
+        return ""
+    for name in ("message", "detail", "error", "msg"):
+        value = body.get(name)
+        if isinstance(value, (str, list, dict)) and (text := _body_text(value)):
+            if name == "msg" and body.get("loc"):
+                return f"{'.'.join(map(str, body['loc']))}: {text}"
+            return text
+    return ""
