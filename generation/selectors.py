@@ -9,7 +9,7 @@ from django.db.models.functions import Cast, Coalesce, Now
 
 from curation.models import TaxonomySnapshot
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
-from generation.sdg.pipelines import KNOWLEDGE, PipelineConfig, plan_run
+from generation.sdg.pipelines import PipelineConfig, calls_if_accepted, plan_run
 
 STATES = tuple(WorkItem.State.values)
 TEACHER_STATS = ("calls", "cached", "retries", "errors", "prompt_tokens", "completion_tokens")
@@ -315,21 +315,6 @@ def teacher_seconds_per_call(teacher: Teacher) -> tuple[float | None, int]:
     return (totals["seconds"] / calls if calls and totals["seconds"] else None), calls
 
 
-def _first_round_calls(kind: str, grounded: bool, target: int, config: PipelineConfig) -> int:
-    """Teacher calls of an item's first round, as the pipeline asks them (see UnitRunner._how_many and its
-    rounds): one generating call, then three calls (judge, answer or judges, judge) for each candidate."""
-
-    def how_many(need: int, most: int) -> int:
-        return max(2, min(most, -(-need * 3 // 2)))
-
-    if kind == KNOWLEDGE:
-        return 1 + 3 * how_many(target, config.pairs_per_chunk)
-    if grounded:
-        contexts = how_many(-(-target // config.questions_per_context), config.contexts_per_seed)
-        return 1 + contexts + 3 * contexts * config.questions_per_context
-    return 1 + 3 * how_many(target, config.questions_per_call)
-
-
 def run_estimate(
     *,
     teacher: Teacher,
@@ -347,7 +332,7 @@ def run_estimate(
     leaves = map(_leaf_source, _select_leaves(scope, baseline, leaf_ids))
     plan = plan_run(leaves, samples_per_leaf=samples_per_leaf, context_tokens=teacher.context_tokens)
     items = len(plan.units)
-    calls = sum(_first_round_calls(unit.leaf.kind, unit.leaf.grounded, unit.target, pipeline) for unit in plan.units)
+    calls = sum(calls_if_accepted(unit, pipeline) for unit in plan.units)
     seconds_per_call, measured = teacher_seconds_per_call(teacher)
     return RunEstimate(
         items=items,

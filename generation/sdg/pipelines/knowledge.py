@@ -2,15 +2,17 @@
 chunk, relevant and well asked."""
 
 import asyncio
+import functools
+from collections.abc import AsyncIterator
 
 from generation.sdg import parsing
 from generation.sdg.pipelines.shapes import FAITHFUL, QUESTION_OK, QUESTIONS, RELEVANCE
 from generation.sdg.pipelines.spec import GeneratedSample
-from generation.sdg.pipelines.unit import Rejected, UnitRunner, seed_examples
+from generation.sdg.pipelines.unit import Candidate, Rejected, UnitRunner, seed_examples
 
 
 class KnowledgeUnitRunner(UnitRunner):
-    async def _round(self, round_number: int) -> list[GeneratedSample | None]:
+    async def _candidates(self, round_number: int) -> AsyncIterator[Candidate]:
         leaf, unit = self.unit.leaf, self.unit
         indices, examples = seed_examples(leaf, unit.chunk_index or 0, how_many=1)
         text, cut, ref = await self._ask(
@@ -26,14 +28,13 @@ class KnowledgeUnitRunner(UnitRunner):
         pairs = parsing.qa_blocks(text, truncated=cut)
         if not pairs:
             self._count("questions", "malformed")
-        chains = []
         for index, (question, answer) in enumerate(pairs):
             if not self.dedup.admit(question):
                 self._count("questions", "duplicate")
                 continue
             self._count("questions", "generated")
-            chains.append(self._chain(f"r{round_number}-q{index}", question, answer, indices, {"pairs": text}, [ref]))
-        return await self._gather(chains)
+            key = f"r{round_number}-q{index}"
+            yield functools.partial(self._chain, key, question, answer, indices, {"pairs": text}, [ref])
 
     async def _chain(self, key, question, answer, indices, raw, refs) -> GeneratedSample:
         leaf, chunk = self.unit.leaf, self.unit.chunk
