@@ -197,6 +197,10 @@ def main() -> None:
         connection.settings_dict["TEST"]["NAME"] = f"test_bench_local_{connection.settings_dict['NAME']}"
         with test_database():
             row = first_run(args.threads)
+            print_first_run(args, row)
+
+
+def print_first_run(args, row: dict) -> None:
     print(
         f"\nfirst run (demo taxonomy, 2 samples a leaf, {args.threads} worker threads): {row['wall']:.1f} s "
         f"(target under 180 s: {'met' if row['wall'] < 180 else 'MISSED'}); {row['items']} items {row['outcomes']}, "
