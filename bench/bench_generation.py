@@ -69,7 +69,11 @@ def _sdg_answer(prompt: str, rng) -> str:
     return f"[Start of Response]\nHere is a careful answer: {_words(rng, 40)}.\n[End of Response]"
 
 
-def _serve(conn, latency: float) -> None:
+def _words_in(text) -> int:
+    return len(text.split()) if isinstance(text, str) else 0
+
+
+def _serve(conn, latency: float, reject_every: int = 0) -> None:
     import hashlib
     import random
 
@@ -78,6 +82,8 @@ def _serve(conn, latency: float) -> None:
 
     script = TeacherScript()
     script.latency = latency
+    script.reject_question_every = reject_every
+    legacy_words = [0, 0]  # prompt and completion words of the legacy endpoint's answers
     spans: list[tuple[float, float]] = []
     prompts = [0]
     server = TeacherServer(script)
@@ -117,6 +123,9 @@ def _serve(conn, latency: float) -> None:
                         rng = random.Random(hashlib.sha256(f"{prompt}{len(choices)}".encode()).hexdigest())
                         text = _sdg_answer(prompt, rng)
                         choices.append({"index": len(choices), "text": text, "finish_reason": "stop", "logprobs": None})
+                        with script.lock:
+                            legacy_words[0] += _words_in(prompt)
+                            legacy_words[1] += _words_in(text)
                 self._send(
                     200,
                     {
@@ -145,11 +154,21 @@ def _serve(conn, latency: float) -> None:
                     script.requests = script.max_in_flight = prompts[0] = 0
                     script.busy_seconds = 0.0
                     spans.clear()
-                    getattr(script, "exchanges", []).clear()  # the server logs every exchange; keep memory flat
+                    legacy_words[:] = [0, 0]
+                    # The server logs every exchange and request; keep memory flat.
+                    script.exchanges.clear()
+                    script.requests_sent.clear()
                     conn.send(time.process_time())
                 else:
+                    # Tokens counted as the scripted server's usage counts them, in words, on both endpoints.
+                    chat_prompt = sum(
+                        _words_in(m.get("content")) for body in script.requests_sent for m in body.get("messages") or []
+                    )
+                    chat_completion = sum(_words_in(e["text"]) for e in script.exchanges)
                     conn.send(
                         {
+                            "prompt_words": chat_prompt + legacy_words[0],
+                            "completion_words": chat_completion + legacy_words[1],
                             "requests": script.requests,
                             "prompts": prompts[0],
                             "max_in_flight": script.max_in_flight,
@@ -161,9 +180,11 @@ def _serve(conn, latency: float) -> None:
 
 
 class Server:
-    def __init__(self, latency: float):
+    def __init__(self, latency: float, reject_every: int = 0):
         self.conn, child = multiprocessing.Pipe()
-        self.process = multiprocessing.get_context("fork").Process(target=_serve, args=(child, latency), daemon=True)
+        self.process = multiprocessing.get_context("fork").Process(
+            target=_serve, args=(child, latency, reject_every), daemon=True
+        )
         self.process.start()
         self.url = self.conn.recv()
 
@@ -220,6 +241,8 @@ def measure(server: "Server", work, *, count_prompts: bool = False) -> dict:
         "requests": stats["requests"],
         "rate": calls / wall,
         "max_in_flight": stats["max_in_flight"],
+        "prompt_words": stats["prompt_words"],
+        "completion_words": stats["completion_words"],
         "busy": stats["busy_seconds"],
         "spans": sorted(stats["spans"]),
         "clock": (started, ended),  # perf_counter is CLOCK_MONOTONIC, the teacher server's clock too
@@ -627,6 +650,29 @@ def table(rows: list[tuple[str, dict, dict]]) -> str:
     return "\n".join(lines)
 
 
+def per_kept_table(rows: list[tuple[str, dict, dict]]) -> str:
+    """Calls and teacher tokens (words, as the scripted server counts them) per kept sample, once per way of
+    running (instructlab-sdg's rows repeat for every C)."""
+    lines = [
+        "| what | kept | calls | calls per kept | floor | prompt words per kept | completion words per kept |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    seen = set()
+    for name, row, _ in rows:
+        label = name.split(" ", 1)[1] if "version" in row else name
+        if not row.get("samples") or label in seen:
+            continue
+        seen.add(label)
+        kept = row["samples"]
+        # One question judge, one response, one pair judge a kept sample, and an item's generating call.
+        floor = f"{3 + row['items'] / kept:.2f}" if "items" in row else "-"
+        lines.append(
+            f"| {label} | {kept} | {row['calls']} | {row['calls'] / kept:.2f} | {floor} | "
+            f"{row['prompt_words'] / kept:.0f} | {row['completion_words'] / kept:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def report(args, rows, database: str, load: tuple[str, str]) -> None:
     print()
     print(
@@ -635,6 +681,14 @@ def report(args, rows, database: str, load: tuple[str, str]) -> None:
         f"load average before {load[0]}, after {load[1]}"
     )
     print(table(rows))
+    print()
+    judges = (
+        f"LabWeb's question judge rejects about 1 in {args.reject_questions}"
+        if args.reject_questions
+        else ("every judge accepts")
+    )
+    print(f"Per kept sample ({judges}; instructlab-sdg's judges always accept):")
+    print(per_kept_table(rows))
     print()
     print(DEFINITIONS)
     print()
@@ -691,6 +745,13 @@ def main() -> None:
     parser.add_argument("--leaves", type=int, default=40)
     parser.add_argument("--samples-per-leaf", type=int, default=10)
     parser.add_argument("--workers", type=int, default=0, help="worker threads (default: C)")
+    parser.add_argument(
+        "--reject-questions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="LabWeb's question judge says no to about one question in N (2: half); instructlab-sdg's judges accept",
+    )
     parser.add_argument("--no-sdg", action="store_true")
     parser.add_argument("--sdg-python", default=SDG_PYTHON)
     parser.add_argument("--sdg-leaves", type=int, nargs=2, default=[1, 2], metavar=("ONE_PER_REQUEST", "BATCHED"))
@@ -708,7 +769,7 @@ def main() -> None:
     asyncio_logger.addHandler(errors)
     asyncio_logger.propagate = False
     load = [Path("/proc/loadavg").read_text().split()[0]]
-    server = Server(args.latency)  # forked before Django, its threads or its connections exist
+    server = Server(args.latency, args.reject_questions)  # forked before Django, its threads or its connections exist
     args.sdg_missing = "skipped (--no-sdg)" if args.no_sdg else sdg_available(args.sdg_python)
 
     import tempfile
@@ -719,7 +780,8 @@ def main() -> None:
     django.setup()
     # Not pytest's test_labweb: the test suite may run beside the bench, which ends by closing every
     # connection to its own database.
-    connection.settings_dict["TEST"]["NAME"] = TEST_DATABASE
+    # Named after DATABASE_URL's database, so that benches on two databases of one server do not collide.
+    connection.settings_dict["TEST"]["NAME"] = f"{TEST_DATABASE}_{connection.settings_dict['NAME']}"
     try:
         with test_database() as dbname, tempfile.TemporaryDirectory() as folder:
             from django.contrib.auth.models import User

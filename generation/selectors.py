@@ -4,13 +4,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, FloatField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce, Now
 
 from curation.models import TaxonomySnapshot
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
-from generation.sdg.pipelines import KNOWLEDGE, PipelineConfig, plan_run
+from generation.sdg.pipelines import PipelineConfig, calls_if_accepted, plan_run
 from generation.sdg.teachers.shared import budget_key, budget_states, redis_client
 
 STATES = tuple(WorkItem.State.values)
@@ -132,12 +133,12 @@ def _outcome_key(outcome: str) -> tuple:
 
 
 def run_progress(run: GenerationRun) -> RunProgress:
-    """Everything the progress panel shows, in three queries whatever the size of the run.
+    """Everything the progress panel shows, in seven queries whatever the size of the run.
 
-    Per-leaf and per-state counts are aggregated in the database. Kept samples are counted from the Sample
-    rows, because an item's `kept` is written only when it finishes. Teacher and stage counters live in JSON
-    the workers publish at every heartbeat; they are summed here over one narrow `values_list`.
-    """
+    Per-leaf and per-state counts are aggregated in the database. Kept samples are the done items' `kept`
+    plus the Sample rows of items that ran and are not done, because `kept` is written when an item
+    finishes. Teacher and stage counters live in JSON the workers publish at every heartbeat; the database
+    sums them."""
     progress = RunProgress()
     items = WorkItem.objects.filter(run=run).order_by()
     per_state = {state: Count("pk", filter=Q(state=state)) for state in STATES}
@@ -156,35 +157,36 @@ def run_progress(run: GenerationRun) -> RunProgress:
         for state in STATES:
             progress.states[state] += row[state]
 
-    kept = Sample.objects.filter(run=run).order_by().values("leaf_path").annotate(n=Count("pk"))
-    for row in kept:
-        progress.kept += row["n"]
-        if row["leaf_path"] in leaves:
-            leaves[row["leaf_path"]].kept = row["n"]
-
-    teacher: Counter = Counter()
-    stages: dict[str, Counter] = {}
-    published = items.values_list(
-        "pk", "leaf_path", "seed_index", "chunk_index", "state", "attempts", "error", "counts", "stats"
+    # A done item's `kept` is its samples, counted when it finished; an item that has run and is not done
+    # (running, handed back, given up) may have written more since, so its Sample rows are counted. Counting
+    # every Sample row instead would read a million of them on every poll of a Merlinite-sized run.
+    done = items.filter(state=WorkItem.State.DONE).values("leaf_path").annotate(n=Sum("kept"))
+    unsettled = Sample.objects.filter(
+        item__in=items.exclude(state=WorkItem.State.DONE).filter(attempts__gt=0).values("pk")
     )
-    for pk, leaf_path, seed_index, chunk_index, state, attempts, error, counts, stats in published.order_by("pk"):
-        # Teacher counters add up over every attempt (a retry goes on from them); stage counters are the last
-        # attempt's, which a rerun replays and replaces, so a pending item's do not count.
-        for name, value in (stats or {}).items():
-            if isinstance(value, (int, float)):
-                teacher[name] += value
-            elif name == "error_kinds" and isinstance(value, dict):
-                progress.error_kinds.update({kind: n for kind, n in value.items() if isinstance(n, int)})
-        if state == WorkItem.State.PENDING:
-            continue
-        for key, value in (counts or {}).items():
-            stage, _, outcome = key.rpartition(".")
-            if stage and isinstance(value, int):
-                stages.setdefault(stage, Counter())[outcome] += value
-        if state == WorkItem.State.FAILED or error:
-            progress.error_count += 1
-            if len(progress.errors) < ERROR_ROWS:
-                progress.errors.append(ItemError(pk, leaf_path, _unit(seed_index, chunk_index), state, attempts, error))
+    live = unsettled.order_by().values("leaf_path").annotate(n=Count("pk"))
+    for row in [*done, *live]:
+        progress.kept += row["n"] or 0
+        if row["leaf_path"] in leaves:
+            leaves[row["leaf_path"]].kept += row["n"] or 0
+
+    # Teacher counters add up over every attempt (a retry goes on from them), so every item's count; stage
+    # counters are the last attempt's, which a rerun replays and replaces, so a pending item's do not.
+    teacher = _json_sums(items, "stats")
+    progress.error_kinds.update({kind: int(n) for kind, n in _json_sums(items, "stats", "error_kinds").items()})
+    published = items.exclude(state=WorkItem.State.PENDING)
+    stages: dict[str, Counter] = {}
+    for key, value in _json_sums(published, "counts").items():
+        stage, _, outcome = key.rpartition(".")
+        if stage:
+            stages.setdefault(stage, Counter())[outcome] += int(value)
+    troubled = published.filter(Q(state=WorkItem.State.FAILED) | ~Q(error=""))
+    progress.error_count = troubled.count()
+    rows = troubled.order_by("pk").values_list(
+        "pk", "leaf_path", "seed_index", "chunk_index", "state", "attempts", "error"
+    )
+    for pk, leaf_path, seed_index, chunk_index, state, attempts, error in rows[:ERROR_ROWS]:
+        progress.errors.append(ItemError(pk, leaf_path, _unit(seed_index, chunk_index), state, attempts, error))
 
     progress.teacher = {name: int(teacher[name]) for name in TEACHER_STATS}
     progress.teacher_seconds = round(float(teacher["seconds"]), 1)
@@ -194,6 +196,28 @@ def run_progress(run: GenerationRun) -> RunProgress:
     ]
     progress.leaves = list(leaves.values())
     return progress
+
+
+def _json_sums(items: QuerySet[WorkItem], column: str, inner: str = "") -> Counter:
+    """Every numeric value of the items' JSON `column` (or of its object `inner`) summed by key, in the database:
+    a Merlinite-sized run has 100,000 items, whose counters decoded one by one in Python take seconds."""
+    query, params = items.order_by().values("pk").query.sql_with_params()
+    if connection.vendor == "postgresql":
+        value = f"w.{column} -> '{inner}'" if inner else f"w.{column}"
+        sql = (
+            f"SELECT e.key, SUM((e.value #>> '{{}}')::numeric) FROM generation_workitem w "
+            f"CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof({value}) = 'object' THEN {value} "
+            f"ELSE '{{}}'::jsonb END) e WHERE w.id IN ({query}) AND jsonb_typeof(e.value) = 'number' GROUP BY e.key"
+        )
+    else:
+        path = f", '$.{inner}'" if inner else ""
+        sql = (
+            f"SELECT e.key, SUM(e.value) FROM generation_workitem w, json_each(w.{column}{path}) e "
+            f"WHERE w.id IN ({query}) AND e.type IN ('integer', 'real') GROUP BY e.key"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return Counter({key: float(total) for key, total in cursor.fetchall()})
 
 
 def leaves_for_monitor(leaves: list[LeafProgress]) -> list[LeafProgress]:
@@ -358,21 +382,6 @@ def teacher_seconds_per_call(teacher: Teacher) -> tuple[float | None, int]:
     return (totals["seconds"] / calls if calls and totals["seconds"] else None), calls
 
 
-def _first_round_calls(kind: str, grounded: bool, target: int, config: PipelineConfig) -> int:
-    """Teacher calls of an item's first round, as the pipeline asks them (see UnitRunner._how_many and its
-    rounds): one generating call, then three calls (judge, answer or judges, judge) for each candidate."""
-
-    def how_many(need: int, most: int) -> int:
-        return max(2, min(most, -(-need * 3 // 2)))
-
-    if kind == KNOWLEDGE:
-        return 1 + 3 * how_many(target, config.pairs_per_chunk)
-    if grounded:
-        contexts = how_many(-(-target // config.questions_per_context), config.contexts_per_seed)
-        return 1 + contexts + 3 * contexts * config.questions_per_context
-    return 1 + 3 * how_many(target, config.questions_per_call)
-
-
 def run_estimate(
     *,
     teacher: Teacher,
@@ -390,7 +399,7 @@ def run_estimate(
     leaves = map(_leaf_source, _select_leaves(scope, baseline, leaf_ids))
     plan = plan_run(leaves, samples_per_leaf=samples_per_leaf, context_tokens=teacher.context_tokens)
     items = len(plan.units)
-    calls = sum(_first_round_calls(unit.leaf.kind, unit.leaf.grounded, unit.target, pipeline) for unit in plan.units)
+    calls = sum(calls_if_accepted(unit, pipeline) for unit in plan.units)
     seconds_per_call, measured = teacher_seconds_per_call(teacher)
     return RunEstimate(
         items=items,

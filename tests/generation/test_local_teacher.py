@@ -56,6 +56,7 @@ def build_tiny_model(folder, *, ends: bool = True) -> str:
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=4096,
+        sliding_window=None,
         pad_token_id=fast.pad_token_id,
         bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id if ends else None,
@@ -77,7 +78,7 @@ def endless_model(tmp_path_factory) -> str:
 
 def test_local_teacher_completes_with_tokens_counted(tiny_model):
     teacher = LocalTeacher(model=tiny_model)
-    assert teacher.max_concurrency == 1
+    assert teacher.max_concurrency == LocalTeacher.max_batch
     completion = asyncio.run(teacher.complete(MESSAGES, Sampling(max_tokens=12, seed=7)))
     assert isinstance(completion.text, str)
     assert completion.prompt_tokens > 0
@@ -91,6 +92,45 @@ def test_local_teacher_with_a_seed_repeats_itself_and_greedy_decoding_is_determi
     greedy = [asyncio.run(teacher.complete(MESSAGES, Sampling(max_tokens=10, temperature=0))).text for _ in range(2)]
     assert sampled[0] == sampled[1]
     assert greedy[0] == greedy[1]
+
+
+PROMPTS = [
+    [{"role": "user", "content": text}]
+    for text in (
+        "write a haiku about the moon",
+        "explain the answer step by step",
+        "the sea and the wind",
+        "a short poem about the earth in about a month with three lines",
+        "score the answer",
+    )
+]
+
+
+@pytest.mark.parametrize("model", ["tiny_model", "endless_model"])
+def test_calls_decoded_together_answer_exactly_as_greedy_calls_one_at_a_time(request, model):
+    # Different prompt lengths (left padding), token limits and, with the tiny model, ends (rows leave the
+    # batch at different steps), and judges among them (the verdict chosen after the batch).
+    path = request.getfixturevalue(model)
+    judge = Shape(verdict="Answer:", choices=(" YES", " NO"))
+    calls = [
+        (messages, Sampling(max_tokens=4 + 3 * n, temperature=0), judge if n % 2 else Shape(start="the "))
+        for n, messages in enumerate(PROMPTS)
+    ]
+    alone_teacher = LocalTeacher(model=path, max_concurrency=1)
+    alone = [asyncio.run(alone_teacher.complete(m, s, shape=shape)) for m, s, shape in calls]
+    assert alone_teacher.load()[2].widest == 1
+
+    together_teacher = LocalTeacher(model=path)
+
+    async def all_at_once():
+        return await asyncio.gather(*(together_teacher.complete(m, s, shape=shape) for m, s, shape in calls))
+
+    together = asyncio.run(all_at_once())
+    engine = together_teacher.load()[2]
+    assert engine.widest > 1, "the calls should have been decoded in one batch"
+    assert [(c.text, c.completion_tokens, c.finish_reason) for c in together] == [
+        (c.text, c.completion_tokens, c.finish_reason) for c in alone
+    ]
 
 
 def test_local_teacher_reports_an_answer_cut_off_by_the_token_limit(endless_model):
@@ -117,7 +157,7 @@ def test_local_judge_without_a_verdict_ends_with_the_choice_the_model_finds_most
     assert completion.finish_reason == "stop"  # the reasons were cut at the limit, the verdict was not
     assert completion.steered
 
-    tokenizer, model = teacher.load()
+    tokenizer, model, _ = teacher.load()
     prompt = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
 
     def likeliest(context: str) -> str:

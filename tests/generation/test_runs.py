@@ -507,3 +507,28 @@ def test_the_run_page_offers_resume_exactly_when_resume_would_take_the_run(
     assert offers_resume()
     run_resume(run=run, user=curator)
     assert run.items.order_by("pk").first().attempts == 2
+
+
+def test_run_progress_sums_counters_and_kept_samples_in_the_database_as_the_items_hold_them(
+    eager, teacher, curator, demo
+):
+    from generation.selectors import run_progress
+
+    run = plan(teacher, curator, demo, HAIKU, MOONS, samples_per_leaf=4)
+    assert_complete(run)
+    # One item "still running": it has written its samples, but its `kept` is written only when it finishes.
+    running = run.items.order_by("pk").first()
+    WorkItem.objects.filter(pk=running.pk).update(state=State.RUNNING, kept=0, error="slow teacher")
+    items = list(run.items.all())
+    progress = run_progress(run)
+
+    assert progress.kept == Sample.objects.filter(run=run).count() == expected_total(run)
+    per_leaf = Counter(Sample.objects.filter(run=run).values_list("leaf_path", flat=True))
+    assert {leaf.leaf_path: leaf.kept for leaf in progress.leaves} == per_leaf
+    stages = Counter()
+    for item in items:
+        stages.update(item.counts)
+    assert {f"{s.stage}.{o}": n for s in progress.stages for o, n in s.outcomes.items()} == stages
+    assert progress.teacher["calls"] == sum(item.stats["calls"] for item in items) > 0
+    assert progress.teacher_seconds == round(sum(item.stats["seconds"] for item in items), 1)
+    assert progress.error_count == 1 and progress.errors[0].id == running.pk

@@ -6,6 +6,7 @@ import re
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import asdict
 
 import pytest
@@ -15,7 +16,7 @@ from generation.sdg.chunking import CHARS_PER_TOKEN, chunk_document
 from generation.sdg.dedup import NearDuplicates, rouge_l, tokens
 from generation.sdg.keepable import unkeepable
 from generation.sdg.parsing import MalformedOutput
-from generation.sdg.pipelines import PipelineConfig, Unit, split_target, unit_runner
+from generation.sdg.pipelines import PipelineConfig, Unit, ask_count, calls_if_accepted, split_target, unit_runner
 from generation.sdg.teachers import (
     CachedTeacher,
     Completion,
@@ -339,6 +340,74 @@ def test_rejected_questions_are_not_kept_and_more_rounds_make_up_for_them(make_t
     assert result.kept == len(samples) == 8
 
 
+def _calls_by_prompt(script) -> Counter:
+    kinds = {
+        "Is this instruction clear": "question_judge",
+        "Rate the response": "pair_judge",
+        "instructions about this context": "grounded_questions",
+        "[Context]": "contexts",
+        "[Question]": "questions",
+    }
+    return Counter(
+        next((kind for text, kind in kinds.items() if text in e["prompt"]), "response") for e in script.exchanges
+    )
+
+
+@pytest.mark.parametrize("target", [1, 6, 15])
+def test_with_every_judge_accepting_a_unit_asks_only_the_chains_of_the_samples_it_keeps(make_teacher, script, target):
+    # The pipeline's floor: one question judge, one response and one pair judge a kept sample, plus the
+    # generating calls (one a round: 10 questions at most a call, so 15 samples take two).
+    result, samples = run_unit(Unit(leaf=demo_leaf(HAIKU), target=target, seed_index=0), make_teacher())
+    rounds = -(-target // 10)
+    assert result.kept == len(samples) == target and result.rounds == rounds
+    calls = _calls_by_prompt(script)
+    assert calls == {"questions": rounds, "question_judge": target, "response": target, "pair_judge": target}
+    assert script.requests == rounds + 3 * target
+    assert script.requests == calls_if_accepted(Unit(leaf=demo_leaf(HAIKU), target=target), PipelineConfig())
+
+
+def test_a_grounded_unit_asks_for_a_context_s_questions_only_when_the_contexts_before_it_fell_short(
+    make_teacher, script
+):
+    leaf = demo_leaf(MEETINGS)
+    result, _ = run_unit(Unit(leaf=leaf, target=4, seed_index=0), make_teacher())
+    assert result.kept == 4
+    # ceil(4 / 3) = 2 contexts' questions: 1 + 2 generating calls, then 3 calls each for 4 samples.
+    assert _calls_by_prompt(script) == {
+        "contexts": 1,
+        "grounded_questions": 2,
+        "question_judge": 4,
+        "response": 4,
+        "pair_judge": 4,
+    }
+    assert script.requests == calls_if_accepted(Unit(leaf=leaf, target=4), PipelineConfig()) == 15
+
+
+def test_with_half_the_questions_rejected_a_unit_still_reaches_its_target_paying_a_judge_call_per_rejection(
+    make_teacher, script
+):
+    script.reject_question_every = 2  # the question judge says no to about half, by request hash
+    result, samples = run_unit(Unit(leaf=demo_leaf(HAIKU), target=6, seed_index=0), make_teacher())
+    calls = _calls_by_prompt(script)
+    rejected = result.counts["question_judge.rejected"]
+    assert result.kept == len(samples) == 6
+    assert rejected >= 3, "the script should have rejected about half"
+    # Only an accepted question goes on to a response and a pair judge; a rejected one costs its judge call.
+    assert calls["response"] == calls["pair_judge"] == 6
+    assert calls["question_judge"] == 6 + rejected
+    assert calls["questions"] == result.rounds <= 3
+    assert script.requests / 6 <= 3 + rejected / 6 + 3 / 6
+
+
+def test_a_round_asks_for_half_again_before_any_verdict_and_after_by_the_pass_rate_so_far():
+    assert ask_count(6, 10) == 9
+    assert ask_count(1, 10) == 2  # never fewer than two: one spare
+    assert ask_count(8, 10) == 10  # never more than a call may ask
+    assert ask_count(2, 10, settled=9, passed=5) == 5  # 2 x 1.25 / (5/9) = 4.5
+    assert ask_count(2, 10, settled=6, passed=6) == 3
+    assert ask_count(3, 10, settled=4, passed=0) == 10  # none passed: the rate taken as 1 in 10
+
+
 def _instruction(prompt: str) -> str:
     return re.search(r"Instruction(?: to review)?:\n(.*?)\n\n", prompt, re.S).group(1)
 
@@ -352,10 +421,12 @@ def test_grounded_unit_generates_contexts_first_and_samples_carry_their_context(
     assert "[Context]" in first["prompt"] and leaf.seeds[1]["context"].strip() in first["prompt"]
     contexts = parsing.blocks(first["text"], "Context")
     assert len(contexts) == 3
+    # Three questions a context: the first two contexts give the six candidates; the third is never asked about.
     question_prompts = [e["prompt"] for e in script.exchanges if "instructions about this context" in e["prompt"]]
-    assert len(question_prompts) == len(contexts)
+    assert len(question_prompts) == 2
+    assert [contexts[0] in question_prompts[0], contexts[1] in question_prompts[1]] == [True, True]
     for sample in samples:
-        assert sample.context in contexts
+        assert sample.context in contexts[:2]
         assert sample.context != leaf.seeds[1]["context"]
         assert sample.prompts[:2] == ["skills_contexts@v1", "skills_grounded_questions@v1"]
         assert sample.raw["contexts"] == first["text"]

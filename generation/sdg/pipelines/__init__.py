@@ -18,7 +18,7 @@ from generation.sdg.pipelines.shapes import (
 )
 from generation.sdg.pipelines.skills import SkillsUnitRunner
 from generation.sdg.pipelines.spec import KNOWLEDGE, SKILLS, GeneratedSample, LeafSpec, PipelineConfig, Unit
-from generation.sdg.pipelines.unit import Emit, UnitResult, UnitRunner
+from generation.sdg.pipelines.unit import Candidate, Emit, UnitResult, UnitRunner, ask_count, calls_if_accepted
 from generation.sdg.teachers import CachedTeacher
 
 
@@ -38,6 +38,7 @@ __all__ = [
     "RELEVANCE",
     "RESPONSE_RATING",
     "SKILLS",
+    "Candidate",
     "Emit",
     "GeneratedSample",
     "KnowledgeUnitRunner",
@@ -50,6 +51,8 @@ __all__ = [
     "Unit",
     "UnitResult",
     "UnitRunner",
+    "ask_count",
+    "calls_if_accepted",
     "chunk_tokens",
     "plan_run",
     "split_target",

@@ -2,16 +2,18 @@
 chunk, relevant and well asked."""
 
 import asyncio
+import functools
+from collections.abc import AsyncIterator
 
 from generation.sdg import parsing
 from generation.sdg.keepable import unkeepable
 from generation.sdg.pipelines.shapes import FAITHFUL, QUESTION_ANSWERS, QUESTION_OK, RELEVANCE
 from generation.sdg.pipelines.spec import GeneratedSample
-from generation.sdg.pipelines.unit import Rejected, UnitRunner, seed_examples
+from generation.sdg.pipelines.unit import Candidate, Rejected, UnitRunner, seed_examples
 
 
 class KnowledgeUnitRunner(UnitRunner):
-    async def _round(self, round_number: int) -> list[GeneratedSample | None]:
+    async def _candidates(self, round_number: int) -> AsyncIterator[Candidate]:
         leaf, unit = self.unit.leaf, self.unit
         indices, examples = seed_examples(leaf, unit.chunk_index or 0, how_many=1)
         text, cut, ref = await self._ask(
@@ -27,7 +29,6 @@ class KnowledgeUnitRunner(UnitRunner):
         pairs = parsing.qa_blocks(text, truncated=cut)
         if not pairs:
             self._count("questions", "malformed")
-        chains = []
         for index, (question, answer) in enumerate(pairs):
             if unkeepable(question, answer=False) or unkeepable(answer):
                 self._count("questions", "unkeepable")  # however the judges would score it: never a sample
@@ -36,8 +37,8 @@ class KnowledgeUnitRunner(UnitRunner):
                 self._count("questions", "duplicate")
                 continue
             self._count("questions", "generated")
-            chains.append(self._chain(f"r{round_number}-q{index}", question, answer, indices, {"pairs": text}, [ref]))
-        return await self._gather(chains)
+            key = f"r{round_number}-q{index}"
+            yield functools.partial(self._chain, key, question, answer, indices, {"pairs": text}, [ref])
 
     async def _chain(self, key, question, answer, indices, raw, refs) -> GeneratedSample:
         leaf, chunk = self.unit.leaf, self.unit.chunk

@@ -1,55 +1,22 @@
 """The skills pipeline: questions from the seed examples (new contexts first for grounded skills), each
 judged, answered and the pair judged (score 1-3, kept from `pair_threshold`)."""
 
-import asyncio
+import functools
+from collections.abc import AsyncIterator, Iterator
 
 from generation.sdg import parsing
 from generation.sdg.keepable import unkeepable
 from generation.sdg.pipelines.shapes import CONTEXTS, QUESTION_OK, QUESTIONS, RESPONSE_RATING
 from generation.sdg.pipelines.spec import GeneratedSample
-from generation.sdg.pipelines.unit import Rejected, UnitRunner, context_block, seed_examples
+from generation.sdg.pipelines.unit import Candidate, Rejected, UnitRunner, context_block, seed_examples
 
 
 class SkillsUnitRunner(UnitRunner):
-    async def _round(self, round_number: int) -> list[GeneratedSample | None]:
+    async def _candidates(self, round_number: int) -> AsyncIterator[Candidate]:
         leaf, unit = self.unit.leaf, self.unit
         seed_index = unit.seed_index or 0
         indices, examples = seed_examples(leaf, seed_index)
-        groups: list[tuple[str | None, list[str], dict, list[str]]] = []
-        if leaf.grounded:
-            text, cut, ref = await self._ask(
-                "skills_contexts",
-                self._sampling(self.config.sampling, round_number),
-                CONTEXTS,
-                task_description=leaf.task_description,
-                context=leaf.seeds[seed_index]["context"],
-                count=self._how_many(-(-self.need // self.config.questions_per_context), self.config.contexts_per_seed),
-            )
-            contexts = parsing.blocks(text, "Context", truncated=cut)
-            self._count("contexts", "generated" if contexts else "malformed")
-            example = f"[Question]\n{leaf.seeds[seed_index].get('question', '')}\n[End]"
-            asks = [
-                self._ask(
-                    "skills_grounded_questions",
-                    self._sampling(self.config.sampling, round_number, n + 1),
-                    QUESTIONS,
-                    task_description=leaf.task_description,
-                    examples=example,
-                    context=context,
-                    count=self.config.questions_per_context,
-                )
-                for n, context in enumerate(contexts)
-            ]
-            for context, (q_text, q_cut, q_ref) in zip(contexts, await asyncio.gather(*asks), strict=True):
-                groups.append(
-                    (
-                        context,
-                        parsing.blocks(q_text, "Question", truncated=q_cut),
-                        {"contexts": text, "questions": q_text},
-                        [ref, q_ref],
-                    )
-                )
-        else:
+        if not leaf.grounded:
             text, cut, ref = await self._ask(
                 "skills_questions",
                 self._sampling(self.config.sampling, round_number),
@@ -58,20 +25,47 @@ class SkillsUnitRunner(UnitRunner):
                 examples=examples,
                 count=self._how_many(self.need, self.config.questions_per_call),
             )
-            groups.append((None, parsing.blocks(text, "Question", truncated=cut), {"questions": text}, [ref]))
+            questions = parsing.blocks(text, "Question", truncated=cut)
+            for candidate in self._group(round_number, 0, None, questions, indices, {"questions": text}, [ref]):
+                yield candidate
+            return
+        text, cut, ref = await self._ask(
+            "skills_contexts",
+            self._sampling(self.config.sampling, round_number),
+            CONTEXTS,
+            task_description=leaf.task_description,
+            context=leaf.seeds[seed_index]["context"],
+            count=self._how_many(-(-self.need // self.config.questions_per_context), self.config.contexts_per_seed),
+        )
+        contexts = parsing.blocks(text, "Context", truncated=cut)
+        self._count("contexts", "generated" if contexts else "malformed")
+        example = f"[Question]\n{leaf.seeds[seed_index].get('question', '')}\n[End]"
+        # A context's questions are asked for only when the contexts before it have not given enough.
+        for n, context in enumerate(contexts):
+            q_text, q_cut, q_ref = await self._ask(
+                "skills_grounded_questions",
+                self._sampling(self.config.sampling, round_number, n + 1),
+                QUESTIONS,
+                task_description=leaf.task_description,
+                examples=example,
+                context=context,
+                count=self.config.questions_per_context,
+            )
+            questions = parsing.blocks(q_text, "Question", truncated=q_cut)
+            raw = {"contexts": text, "questions": q_text}
+            for candidate in self._group(round_number, n, context, questions, indices, raw, [ref, q_ref]):
+                yield candidate
 
-        chains = []
-        for group_index, (context, questions, raw, refs) in enumerate(groups):
-            if not questions:
-                self._count("questions", "malformed")
-            for question_index, question in enumerate(questions):
-                key = f"r{round_number}-g{group_index}-q{question_index}"
-                if not self.dedup.admit(question):
-                    self._count("questions", "duplicate")
-                    continue
-                self._count("questions", "generated")
-                chains.append(self._chain(key, question, context, indices, raw, refs))
-        return await self._gather(chains)
+    def _group(self, round_number, group_index, context, questions, indices, raw, refs) -> Iterator[Candidate]:
+        if not questions:
+            self._count("questions", "malformed")
+        for question_index, question in enumerate(questions):
+            if not self.dedup.admit(question):
+                self._count("questions", "duplicate")
+                continue
+            self._count("questions", "generated")
+            key = f"r{round_number}-g{group_index}-q{question_index}"
+            yield functools.partial(self._chain, key, question, context, indices, raw, refs)
 
     async def _chain(self, key, question, context, indices, raw, refs) -> GeneratedSample:
         leaf = self.unit.leaf

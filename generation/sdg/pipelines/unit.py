@@ -1,16 +1,21 @@
 """Running one unit: rounds until its target, the teacher calls and judgements every pipeline makes.
 
 Within a unit every candidate moves through its judge, respond and judge steps on its own, so the teacher
-always has work in flight instead of waiting at a barrier between stages. Rounds repeat (with a new sampling
-seed) until the unit reaches its target; what a round keeps is chosen in candidate order, so a resumed unit,
-replaying its cached teacher answers, keeps exactly the same samples. The skills and knowledge pipelines say
-what a round asks (`skills.py`, `knowledge.py`).
+always has work in flight instead of waiting at a barrier between stages. A round carries only as many
+candidates as the unit still needs; a rejected one makes room for the next, and a round ends when the target
+is met or its candidates are spent, so that with judges that accept, each kept sample costs its own chain and
+its share of the generating calls, nothing more. Which candidates a round carries is the shortest prefix of
+its candidates holding what the unit needs, whatever order their chains end in, so a resumed unit, replaying
+its cached teacher answers, asks and keeps exactly the same. Rounds repeat (with a new sampling seed) until
+the unit reaches its target. The skills and knowledge pipelines say what a round asks (`skills.py`,
+`knowledge.py`).
 """
 
 import asyncio
+import math
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from generation.sdg.dedup import NearDuplicates
@@ -33,6 +38,8 @@ DEPTH = {
 
 
 Emit = Callable[[list[GeneratedSample]], Awaitable[None]]
+# A candidate not yet carried: called, it starts the candidate's chain, which returns its sample or raises Rejected.
+Candidate = Callable[[], Awaitable[GeneratedSample]]
 
 
 @dataclass
@@ -64,6 +71,38 @@ def seed_examples(leaf: LeafSpec, first: int, how_many: int = 3) -> tuple[list[i
     return indices, "\n".join(parts)
 
 
+def ask_count(need: int, most: int, *, settled: int = 0, passed: int = 0) -> int:
+    """Candidates a generating call asks for: half again what is still needed before any verdict; after,
+    enough that the judges' pass rate so far (`passed` of `settled`) leaves `need`, plus a quarter. A spare
+    that is never carried costs only its tokens; one too few costs another round."""
+    if not settled:
+        return max(2, min(most, -(-need * 3 // 2)))
+    rate = max(0.1, passed / settled)
+    return max(2, min(most, math.ceil(need * 1.25 / rate)))
+
+
+def calls_if_accepted(unit: Unit, config: PipelineConfig) -> int:
+    """The teacher calls a unit makes when every judge accepts and no question is a near-duplicate: each round's
+    generating calls, then one chain a sample (question judge, response, pair judge; or three judges)."""
+    calls, kept, settled = 0, 0, 0
+    for _ in range(config.max_rounds):
+        need = unit.target - kept
+        if need <= 0:
+            break
+        if unit.leaf.kind == KNOWLEDGE:
+            calls, found = calls + 1, ask_count(need, config.pairs_per_chunk, settled=settled, passed=settled)
+        elif unit.leaf.grounded:
+            per = config.questions_per_context
+            contexts = ask_count(-(-need // per), config.contexts_per_seed, settled=settled, passed=settled)
+            used = min(contexts, -(-need // per))  # a context's questions are asked for only when needed
+            calls, found = calls + 1 + used, used * per
+        else:
+            calls, found = calls + 1, ask_count(need, config.questions_per_call, settled=settled, passed=settled)
+        carried = min(need, found)
+        calls, kept, settled = calls + 3 * carried, kept + carried, settled + carried
+    return calls
+
+
 def context_block(context: str | None) -> str:
     return f"\nContext:\n{context}\n" if context else ""
 
@@ -75,6 +114,7 @@ class UnitRunner(ABC):
         self.unit, self.teacher, self.config, self.emit = unit, teacher, config, emit
         self.result = UnitResult()
         self.dedup = NearDuplicates(unit.leaf.seed_questions, config.dedup_threshold)
+        self._settled = self._passed = 0  # candidates whose chains ended, and those of them kept
 
     def _count(self, stage: str, outcome: str) -> None:
         self.result.counts[f"{stage}.{outcome}"] += 1
@@ -106,8 +146,7 @@ class UnitRunner(ABC):
         return replace(base, seed=seed)
 
     def _how_many(self, need: int, most: int) -> int:
-        # Ask for half again what is still needed: judges reject some, and unused candidates cost calls.
-        return max(2, min(most, -(-need * 3 // 2)))
+        return ask_count(need, most, settled=self._settled, passed=self._passed)
 
     async def run(self) -> UnitResult:
         for round_number in range(self.config.max_rounds):
@@ -116,23 +155,53 @@ class UnitRunner(ABC):
                 break
             self.need = need
             self.result.rounds += 1
-            candidates = await self._round(round_number)
-            kept = [sample for sample in candidates if sample is not None][:need]
+            kept = await self._carry(self._candidates(round_number), need)
             if kept:
                 await self.emit(kept)
             self.result.kept += len(kept)
         return self.result
 
     @abstractmethod
-    async def _round(self, round_number: int) -> list[GeneratedSample | None]:
-        """Every candidate of a round, in order: a sample, or None where a judge rejected it."""
+    def _candidates(self, round_number: int) -> AsyncIterator[Candidate]:
+        """A round's candidates, in order; each is asked for (a generating call) only when it is pulled."""
 
-    async def _gather(self, chains) -> list[GeneratedSample | None]:
-        outcomes = await asyncio.gather(*chains, return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException) and not isinstance(outcome, Rejected):
-                raise outcome
-        return [None if isinstance(o, BaseException) else o for o in outcomes]
+    async def _carry(self, candidates: AsyncIterator[Candidate], need: int) -> list[GeneratedSample]:
+        """Carry candidates through their chains, never more than `need` less those kept so far at once,
+        until `need` are kept or none is left; the kept ones in candidate order."""
+        kept: dict[int, GeneratedSample] = {}
+        running: dict[asyncio.Future, int] = {}
+        pulled, spent = 0, False
+        try:
+            while True:
+                # In flight counts as kept until its chain says otherwise: a candidate is pulled only when the
+                # ones before it cannot keep `need` however their chains end.
+                while not spent and len(kept) + len(running) < need:
+                    try:
+                        candidate = await anext(candidates)
+                    except StopAsyncIteration:
+                        spent = True
+                    else:
+                        running[asyncio.ensure_future(candidate())] = pulled
+                        pulled += 1
+                if not running:
+                    break
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for future in sorted(done, key=running.__getitem__):
+                    position = running.pop(future)
+                    try:
+                        kept[position] = future.result()
+                    except Rejected:
+                        pass
+                    else:
+                        self._passed += 1
+                    self._settled += 1
+        finally:
+            for future in running:
+                future.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+            await candidates.aclose()
+        return [kept[position] for position in sorted(kept)]
 
     async def _judge(
         self, stage: str, verdict: Verdict, prompt_name: str, steered: list[str], **values

@@ -10,27 +10,36 @@ from generation.sdg.teachers.limits import shared_limit
 
 
 class LocalTeacher:
-    """A transformers model in the worker process (small models and the embedded default)."""
+    """A transformers model in the worker process (small models and the embedded default).
+
+    Every call of the process to one model goes into one batch (`batching.BatchEngine`): up to `max_batch`
+    answers are decoded together, each joining and leaving between steps."""
 
     _loaded: dict[tuple, tuple] = {}
     _load_lock = threading.Lock()
     steers = True
     reasons_tokens = 96  # a judge's reasons before its verdict: enough to say why, short enough for a CPU
+    max_batch = 8
 
-    def __init__(self, *, model: str, gguf_file: str | None = None, max_concurrency: int = 1, device: str = "cpu"):
+    def __init__(self, *, model: str, gguf_file: str | None = None, max_concurrency: int = 0, device: str = "cpu"):
         self.model = model if not gguf_file else f"{model}#{gguf_file}"
         self.path = model
         self.gguf_file = gguf_file
         self.device = device
-        self.max_concurrency = 1
-        self.limit = shared_limit(f"local:{self.model}", 1)
+        # The batch is the limit: more calls in flight would only wait in the engine, out of the deepest-first
+        # order the concurrency limit keeps.
+        self.max_concurrency = max_concurrency or self.max_batch
+        self.limit = shared_limit(f"local:{self.model}", self.max_concurrency)
 
     def load(self):
-        key = (self.path, self.gguf_file, self.device)
+        """(tokenizer, model, engine), loaded once per process."""
+        key = (self.path, self.gguf_file, self.device, self.max_concurrency)
         with self._load_lock:
             if key not in self._loaded:
                 try:
                     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                    from generation.sdg.teachers.batching import BatchEngine
 
                     kwargs = {"gguf_file": self.gguf_file} if self.gguf_file else {}
                     tokenizer = AutoTokenizer.from_pretrained(self.path, **kwargs)
@@ -42,32 +51,24 @@ class LocalTeacher:
                         "Ollama) and use it for the run.",
                         kind="load",
                     ) from None
-                self._loaded[key] = (tokenizer, model)
+                stop = model.generation_config.eos_token_id
+                stop_ids = set(stop if isinstance(stop, list) else [] if stop is None else [stop])
+                pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+                engine = BatchEngine(model, pad_id=pad or 0, stop_ids=stop_ids, max_batch=self.max_concurrency)
+                self._loaded[key] = (tokenizer, model, engine)
             return self._loaded[key]
 
-    def _generate(self, messages: list[dict], sampling: Sampling, shape: Shape) -> Completion:
-        import torch
-
-        tokenizer, model = self.load()
+    async def _generate(self, messages: list[dict], sampling: Sampling, shape: Shape) -> Completion:
+        tokenizer, _, engine = await asyncio.to_thread(self.load)
         prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + shape.start
-        encoded = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
-        input_ids = encoded["input_ids"].to(self.device)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         limit = min(sampling.max_tokens, self.reasons_tokens) if shape.choices else sampling.max_tokens
-        generator_kwargs = {"max_new_tokens": limit, "pad_token_id": tokenizer.eos_token_id}
-        if sampling.temperature > 0:
-            generator_kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
-        else:
-            generator_kwargs.update(do_sample=False)
-        with torch.inference_mode():
-            output = model.generate(
-                input_ids, attention_mask=encoded["attention_mask"].to(self.device), **generator_kwargs
-            )
-        new = output[0][input_ids.shape[1] :]
-        hit_limit = int(new.shape[0]) >= limit and int(new[-1]) != tokenizer.eos_token_id
-        text = tokenizer.decode(new, skip_special_tokens=True)
-        completion_tokens = int(new.shape[0])
+        temperature = sampling.temperature if sampling.temperature > 0 else 0.0
+        generated = await asyncio.wrap_future(
+            engine.generate(prompt_ids, limit=limit, temperature=temperature, top_p=sampling.top_p, seed=sampling.seed)
+        )
+        text = tokenizer.decode(generated.tokens, skip_special_tokens=True)
+        hit_limit, completion_tokens = generated.hit_limit, len(generated.tokens)
         steered = bool(shape.choices) and not _has_verdict(text, shape)
         if steered:
             # The model gave reasons but no usable verdict line: end the answer with the line the prompt asks
@@ -77,35 +78,39 @@ class LocalTeacher:
             # one stands (choices run from the most rejecting to the most accepting).
             reasons = text.rstrip()
             lead = f"{reasons}\n{shape.verdict}" if reasons else shape.verdict
-            choice = self._most_likely(tokenizer, model, prompt + lead, shape.choices)
+            choice = await self._most_likely(tokenizer, engine, prompt + lead, shape.choices)
             if reasons:
-                first = self._most_likely(tokenizer, model, prompt + shape.verdict, shape.choices)
+                first = await self._most_likely(tokenizer, engine, prompt + shape.verdict, shape.choices)
                 choice = min(choice, first, key=shape.choices.index)
             text, hit_limit = lead + choice, False
             completion_tokens += len(tokenizer(lead[len(reasons) :] + choice, add_special_tokens=False)["input_ids"])
         return Completion(
             text=(shape.start + text).replace("\x00", ""),
-            prompt_tokens=int(input_ids.shape[1]),
+            prompt_tokens=len(prompt_ids),
             completion_tokens=completion_tokens,
             finish_reason="length" if hit_limit else "stop",
             steered=steered,
         )
 
-    def _most_likely(self, tokenizer, model, context: str, choices: tuple[str, ...]) -> str:
-        import torch
-
+    async def _most_likely(self, tokenizer, engine, context: str, choices: tuple[str, ...]) -> str:
         base = tokenizer(context, add_special_tokens=False)["input_ids"]
-        scores = []
-        for choice in choices:
-            ids = tokenizer(context + choice, add_special_tokens=False)["input_ids"]
-            # The choice's own tokens start where the two tokenisations part (a merge may swallow a space).
-            shared = next((n for n, (a, b) in enumerate(zip(base, ids, strict=False)) if a != b), len(base))
-            shared = max(1, min(shared, len(ids) - 1))
-            with torch.inference_mode():
-                logits = model(torch.tensor([ids], device=self.device)).logits[0, shared - 1 : -1].float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            targets = torch.tensor(ids[shared:], device=self.device).unsqueeze(1)
-            scores.append(float(logprobs.gather(1, targets).sum()))
+        sequences = [tokenizer(context + choice, add_special_tokens=False)["input_ids"] for choice in choices]
+        # A choice's own tokens start where its tokenisation parts from the context's (a merge may swallow a
+        # space); the context the choices share is scored once.
+        starts = [
+            max(
+                1,
+                min(
+                    next((n for n, (a, b) in enumerate(zip(base, ids, strict=False)) if a != b), len(base)),
+                    len(ids) - 1,
+                ),
+            )
+            for ids in sequences
+        ]
+        shared = min(starts)
+        continuations = [ids[shared:] for ids in sequences]
+        skips = [start - shared for start in starts]
+        scores = await asyncio.wrap_future(engine.score(sequences[0][:shared], continuations, skips))
         return choices[scores.index(max(scores))]
 
     async def complete(
@@ -116,7 +121,7 @@ class LocalTeacher:
             started = time.perf_counter()
             stats.calls += 1
             try:
-                return await asyncio.to_thread(self._generate, messages, sampling, shape or Shape())
+                return await self._generate(messages, sampling, shape or Shape())
             finally:
                 stats.seconds += time.perf_counter() - started
 
