@@ -127,7 +127,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
-        "RunStatusEnum": "generation.models.GenerationRun.Status",
+        "RunStatusEnum": "generation.models.RunStatus",
+        "JobStatusEnum": "labweb.jobs.Status",
+        "BulkJobStatusEnum": "review.models.BulkJob.Status",
+        "ImportStatusEnum": "curation.models.TaxonomyImport.Status",
         "WorkItemStateEnum": "generation.models.WorkItem.State",
         "ReviewStateEnum": "review.models.State",
         "ReviewActionEnum": "review.models.Decision.Action",

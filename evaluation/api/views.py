@@ -1,6 +1,7 @@
 """The evaluation REST API: operators start, cancel and resume; every role reads."""
 
 from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -90,7 +91,7 @@ class EvaluationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
     @extend_schema(
         parameters=[OpenApiParameter("as", str, enum=["json", "csv"], description="json (default) or csv")],
-        responses={(200, "application/json"): bytes, (200, "text/csv"): bytes},
+        responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/csv"): OpenApiTypes.STR},
     )
     @action(detail=True, methods=["get"], filter_backends=[])
     def export(self, request: Request, pk=None):

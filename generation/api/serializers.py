@@ -32,7 +32,7 @@ class TeacherSerializer(serializers.ModelSerializer):
         write_only=True, required=False, allow_blank=True, allow_null=True, max_length=500, trim_whitespace=True
     )
     has_api_key = serializers.BooleanField(read_only=True)
-    created_by = serializers.StringRelatedField()
+    created_by = serializers.StringRelatedField(allow_null=True)
     replicas = ReplicaSerializer(many=True, required=False)
     endpoints = serializers.SerializerMethodField()
 
@@ -116,7 +116,7 @@ class RunSerializer(serializers.ModelSerializer):
     """A run in a list: its totals come from `selectors.run_list()` annotations."""
 
     teacher_name = serializers.CharField(source="teacher.name", read_only=True)
-    created_by = serializers.StringRelatedField()
+    created_by = serializers.StringRelatedField(allow_null=True)
     is_active = serializers.BooleanField(read_only=True)
     items_total = serializers.IntegerField(read_only=True)
     items_done = serializers.IntegerField(read_only=True)
@@ -157,7 +157,7 @@ class RunSerializer(serializers.ModelSerializer):
 
 class RunDetailSerializer(serializers.ModelSerializer):
     teacher_name = serializers.CharField(source="teacher.name", read_only=True)
-    created_by = serializers.StringRelatedField()
+    created_by = serializers.StringRelatedField(allow_null=True)
     is_active = serializers.BooleanField(read_only=True)
     progress = serializers.SerializerMethodField()
 
