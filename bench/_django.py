@@ -27,6 +27,13 @@ def test_database():
     try:
         yield name
     finally:
+        if connection.vendor == "postgresql":
+            # Threads a bench ran work on (and generation's event-loop thread) keep connections of their own.
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
         connection.creation.destroy_test_db(name, verbosity=0)
 
 
