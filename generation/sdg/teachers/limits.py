@@ -6,6 +6,7 @@ the fewest slots goes first (so one run cannot starve another), inside a run the
 waiting on its answer, then the earliest; a slot goes to the least loaded endpoint that is up.
 """
 
+import abc
 import asyncio
 import contextvars
 import heapq
@@ -127,7 +128,7 @@ def least_loaded(limits: list[int], used: list[int], up: list[bool]) -> int | No
     return best
 
 
-class Budget:
+class Budget(abc.ABC):
     """Slots on a teacher's endpoints. `acquire` waits for one; `release` gives it back (from any thread)."""
 
     def __init__(self, limits: list[int]):
@@ -166,25 +167,27 @@ class Budget:
         waiter.slot = slot
         waiter.loop.call_soon_threadsafe(_wake, waiter.future)
 
+    @abc.abstractmethod
     def release(self, slot: Slot) -> None:
-        raise NotImplementedError
+        """Give the slot back, waking the next waiter with a claim on it."""
 
-    def endpoint_failed(self, index: int, error: str) -> None:
+    def endpoint_failed(self, index: int, error: str) -> None:  # noqa: B027 - an optional hook: a budget with nothing to track keeps it
         """The endpoint failed a call (no connection, 5xx, timeout): take it out for a while."""
 
-    def endpoint_ok(self, index: int) -> None:
+    def endpoint_ok(self, index: int) -> None:  # noqa: B027 - an optional hook: a budget with nothing to track keeps it
         """The endpoint answered."""
 
+    @abc.abstractmethod
     def states(self) -> list[EndpointState]:
-        raise NotImplementedError
+        """Each endpoint's calls in flight and whether it is out after failing."""
 
     def _take_now(self, share: str) -> Slot | None:
         return None
 
-    def _queued(self) -> None:
+    def _queued(self) -> None:  # noqa: B027 - an optional hook: a budget with nothing to track keeps it
         pass
 
-    def _limits_changed(self) -> None:
+    def _limits_changed(self) -> None:  # noqa: B027 - an optional hook: a budget with nothing to track keeps it
         pass
 
 
