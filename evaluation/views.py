@@ -17,7 +17,7 @@ from evaluation.services import playground as playground_service
 from evaluation.services import results
 from labweb.errors import LabError
 from labweb.roles import any_role_required, operator_required
-from labweb.web import add_lab_error, is_partial, render_fragments
+from labweb.web import add_lab_error, is_partial, job_command, render_fragments
 
 DETAIL = "evaluation/job_detail.html"
 ANSWERS_PER_PAGE = 25
@@ -129,14 +129,7 @@ def job_compare(request: HttpRequest) -> HttpResponse:
 
 
 def _command(request: HttpRequest, pk: int, service, done: str) -> HttpResponse:
-    job = _job(pk)
-    try:
-        job = service(job=job, user=request.user)
-    except LabError as error:
-        messages.error(request, error.message)
-    else:
-        messages.success(request, done.format(job=job))
-    return redirect("evaluation:job_detail", pk=pk)
+    return job_command(request, _job(pk), service, done, "evaluation:job_detail")
 
 
 @require_POST

@@ -3,8 +3,10 @@
 from collections.abc import Callable
 from typing import TypeVar
 
+from django.contrib import messages
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.template.loader import render_to_string
 
 from labweb.errors import LabError
@@ -65,3 +67,14 @@ def add_lab_error(form: Form, error: LabError, aliases: dict[str, str] | None = 
     field = (aliases or {}).get(error.field or "", error.field)
     form.add_error(field if field in form.fields else None, error.message)
     return error_status(error)
+
+
+def job_command(request: HttpRequest, job, service: Callable, done: str, url_name: str) -> HttpResponse:
+    """A job's button (cancel, resume): call `service(job=, user=)`, say what happened, back to the job's page."""
+    try:
+        job = service(job=job, user=request.user)
+    except LabError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, done.format(job=job))
+    return redirect(url_name, pk=job.pk)

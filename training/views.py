@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from generation.models import GenerationRun
 from labweb.errors import LabError
 from labweb.roles import OPERATOR, any_role_required, has_role, operator_required
-from labweb.web import add_lab_error, is_partial, render_fragments
+from labweb.web import add_lab_error, is_partial, job_command, render_fragments
 from training.forms import DatasetForm, JobForm, PromptForm, UploadForm, form_field
 from training.models import Checkpoint, Dataset, DatasetFile, TrainingJob
 from training.services import datasets as dataset_services
@@ -111,14 +111,7 @@ def job_progress(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _command(request: HttpRequest, pk: int, service, done: str) -> HttpResponse:
-    job = _get_job(pk)
-    try:
-        job = service(job=job, user=request.user)
-    except LabError as error:
-        messages.error(request, error.message)
-    else:
-        messages.success(request, done.format(job=job))
-    return redirect("training:job_detail", pk=pk)
+    return job_command(request, _get_job(pk), service, done, "training:job_detail")
 
 
 @require_POST
