@@ -4,6 +4,7 @@ import json
 
 from django.db.models import QuerySet
 
+from curation.models import Leaf
 from evaluation.models import EvaluationJob
 from evaluation.services.results import export_rows, leaf_rows
 from labweb.errors import LabError
@@ -53,3 +54,8 @@ def export_json(job: EvaluationJob):
     for index, row in enumerate(export_rows(job)):
         yield ("," if index else "") + json.dumps(row)
     yield "]}"
+
+
+def playground_leaves() -> list[str]:
+    """The leaves whose seed questions the playground offers as prompts: those that have seeds."""
+    return list(Leaf.objects.filter(seeds__isnull=False).distinct().order_by("path").values_list("path", flat=True))

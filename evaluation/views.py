@@ -8,7 +8,6 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from curation.models import Leaf
 from evaluation import selectors
 from evaluation.forms import EvaluationForm
 from evaluation.models import EvaluationJob
@@ -150,7 +149,7 @@ def playground(request: HttpRequest) -> HttpResponse:
     """Two models, one conversation. With JavaScript the page streams both answers (`playground_stream`); without
     it, the form posts here and the page comes back with both answers whole."""
     data = request.POST if request.method == "POST" else request.GET
-    leaves = list(Leaf.objects.filter(seeds__isnull=False).distinct().order_by("path").values_list("path", flat=True))
+    leaves = selectors.playground_leaves()
     leaf = data.get("leaf") or ""
     context = {
         "models": playground_service.model_choices(),
