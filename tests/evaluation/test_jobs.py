@@ -2,8 +2,6 @@
 its base by the scripted judge (one judgement in seven unparseable); then an evaluation whose judge is down,
 resumed once it answers, paying for no answer twice."""
 
-import time
-
 import pytest
 
 from evaluation.models import EvaluationJob, LeafResult, Measurement
@@ -12,6 +10,7 @@ from evaluation.services.results import tree_counts
 from generation.services.teachers import teacher_create, teacher_update
 from labweb import jobs
 from tests.evaluation.conftest import KNOWLEDGE, SKILLS
+from tests.support.worker import wait_for
 from training.models import Checkpoint
 from training.services.jobs import job_create
 
@@ -25,16 +24,6 @@ SETTINGS = {
     "scheduler": "constant",
     "seed": 3,
 }
-
-
-def wait_for(condition, *, timeout: float, what: str, worker):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}\n{worker.tail(40)}")
 
 
 def finished(job):

@@ -22,18 +22,9 @@ from generation.selectors import teacher_endpoints
 from generation.services.runs import run_create
 from generation.services.teachers import teacher_create
 from tests.support.teacher_server import TeacherServer
-from tests.support.worker import Worker, worker_env
+from tests.support.worker import Worker, wait_for, worker_env
 
 HELLO = [{"role": "user", "content": "Say hello."}]
-
-
-def wait_for(condition, *, timeout: float = 20, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.02)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 class Holder:

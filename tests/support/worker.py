@@ -25,15 +25,17 @@ def worker_env(database_name: str, redis_url: str, **extra: str) -> dict:
     }
 
 
-def wait_for(condition, *, timeout: float = 60, interval: float = 0.05, what: str, describe=lambda: ""):
-    """Poll `condition` until it returns something true (returned), failing the test after `timeout` s."""
+def wait_for(condition, *, timeout: float = 60, interval: float = 0.05, what: str, describe=lambda: "", worker=None):
+    """Poll `condition` until it returns something true (returned), failing the test after `timeout` s with
+    `describe()`, or the tail of `worker`'s log."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}\n{describe()}")
+    told = worker.tail(40) if worker is not None else describe()
+    pytest.fail(f"timed out after {timeout} s waiting for {what}\n{told}")
 
 
 class Worker:

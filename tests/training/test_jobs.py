@@ -1,7 +1,6 @@
 """Training jobs through a real Celery worker on the training queue, launching real torchrun processes (gloo)."""
 
 import json
-import time
 
 import pytest
 from django.db import connection
@@ -9,7 +8,7 @@ from django.db.models.functions import Now
 
 from labweb import jobs
 from tests.support.tiny_model import build_tiny_model
-from tests.support.worker import Worker, worker_env
+from tests.support.worker import Worker, wait_for, worker_env
 from training.models import Checkpoint, StepMetric, TrainingJob, TrainingNode
 from training.services.jobs import job_cancel, job_create, job_resume
 
@@ -58,16 +57,6 @@ def worker(storage, queued, settings, tmp_path):
     process.wait_ready()
     yield process
     process.kill()
-
-
-def wait_for(condition, *, timeout: float, what: str, worker: Worker):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}\n{worker.tail(30)}")
 
 
 def recipe(path: str, size=1.0) -> str:
