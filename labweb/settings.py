@@ -149,6 +149,10 @@ REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 LABWEB_LOGIN_MAX_FAILURES = env_int("LABWEB_LOGIN_MAX_FAILURES", 5)
 LABWEB_LOGIN_LOCKOUT_SECONDS = env_int("LABWEB_LOGIN_LOCKOUT_SECONDS", 15 * 60)
+# How many proxies in front of the app append the address they saw to X-Forwarded-For. Behind them REMOTE_ADDR is
+# the nearest proxy's, the same for every client, so failed sign-ins are counted by the address the outermost
+# trusted proxy saw. 0 (the default) trusts no such header: a client could write any address into it.
+LABWEB_PROXY_COUNT = env_int("LABWEB_PROXY_COUNT", 1 if env_bool("LABWEB_BEHIND_PROXY", False) else 0)
 CELERY_BROKER_URL = REDIS_URL
 # Nothing reads a task's return value: job state lives in our own models.
 CELERY_TASK_IGNORE_RESULT = True

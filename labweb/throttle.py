@@ -18,7 +18,16 @@ def _key(address: str, username: str) -> str:
 
 
 def client_address(request) -> str:
-    return request.META.get("REMOTE_ADDR") or "unknown"
+    """The client's address as the outermost of `LABWEB_PROXY_COUNT` trusted proxies saw it. Entries left of
+    that one were written by the client and are ignored; a header shorter than the proxy chain is not trusted."""
+    remote = request.META.get("REMOTE_ADDR") or "unknown"
+    proxies = settings.LABWEB_PROXY_COUNT
+    if proxies <= 0:
+        return remote
+    forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+    if len(forwarded) < proxies:
+        return remote
+    return forwarded[-proxies][:64]
 
 
 def login_refusal(address: str, username: str) -> str | None:

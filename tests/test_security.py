@@ -135,6 +135,33 @@ def test_sign_in_is_refused_after_five_failures_from_one_address_and_name(curato
     assert elsewhere.post("/accounts/login/", {"username": "carla", "password": "pw-carla"}).status_code == 302
 
 
+def test_behind_a_proxy_failures_count_per_forwarded_client_not_per_proxy(curator, settings, clear_failures):
+    settings.LABWEB_PROXY_COUNT = 1
+    for address in ("203.0.113.7", "198.51.100.4", "127.0.0.1"):
+        clear_failures(address, "carla")
+    # Every request comes from the proxy (REMOTE_ADDR 127.0.0.1); the client may prepend whatever it likes.
+    guesser = Client(HTTP_X_FORWARDED_FOR="10.9.9.9, 203.0.113.7")
+    for _ in range(settings.LABWEB_LOGIN_MAX_FAILURES):
+        guesser.post("/accounts/login/", {"username": "carla", "password": "wrong"})
+    response = guesser.post("/accounts/login/", {"username": "carla", "password": "pw-carla"})
+    assert "Too many failed sign-ins" in response.content.decode()
+    spoofed = Client(HTTP_X_FORWARDED_FOR="10.1.1.1, 203.0.113.7")  # a new left-hand entry does not escape
+    assert (
+        "Too many failed sign-ins"
+        in spoofed.post("/accounts/login/", {"username": "carla", "password": "pw-carla"}).content.decode()
+    )
+    colleague = Client(HTTP_X_FORWARDED_FOR="198.51.100.4")  # another client behind the same proxy
+    assert colleague.post("/accounts/login/", {"username": "carla", "password": "pw-carla"}).status_code == 302
+    settings.LABWEB_PROXY_COUNT = 0  # with no proxy trusted the header is the client's word and is ignored
+    for _ in range(settings.LABWEB_LOGIN_MAX_FAILURES):
+        Client(HTTP_X_FORWARDED_FOR="10.2.2.2").post("/accounts/login/", {"username": "carla", "password": "no"})
+    renamed = Client(HTTP_X_FORWARDED_FOR="10.3.3.3")
+    assert (
+        "Too many failed sign-ins"
+        in renamed.post("/accounts/login/", {"username": "carla", "password": "pw-carla"}).content.decode()
+    )
+
+
 def test_failed_token_requests_count_as_failed_sign_ins(curator, settings, clear_failures):
     clear_failures("127.0.0.1", "carla")
     api = APIClient()
