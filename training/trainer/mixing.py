@@ -66,8 +66,11 @@ def check_sampling_size(size, *, field: str = "sampling_size", path: str | None 
 
 
 def sample_count(size: float | int, available: int) -> int:
-    """InstructLab's rule: an integer is a count, a float a fraction of what the source holds."""
-    return int(size) if isinstance(size, int) else int(round(available * size))
+    """InstructLab's rule (instructlab-sdg's data mixing): 1 or 1.0 takes the whole source, another integer is a
+    count, another float a fraction of what the source holds, rounded down."""
+    if size == 1:
+        return available
+    return size if isinstance(size, int) else int(available * size)
 
 
 def choose(available: int, size: float | int, seed: int) -> np.ndarray:
