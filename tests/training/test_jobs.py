@@ -152,6 +152,32 @@ def test_a_job_outside_the_training_storage_or_with_a_bad_setting_is_refused_nam
     assert not TrainingJob.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("change", "resources", "field"),
+    [
+        ({"fsdp": True}, {}, "phases[0].config.fsdp"),
+        ({"effective_batch_size": 3}, {"processes_per_node": 2, "nodes": 2}, "phases[0].config.effective_batch_size"),
+        ({"max_seq_len": 8192, "max_tokens_per_device": 8192}, {}, "phases[0].config.max_seq_len"),
+        ({"lora": {"rank": 0}}, {}, "phases[0].config.lora.rank"),
+    ],
+)
+def test_settings_the_model_or_the_processes_cannot_train_are_refused_naming_the_field(
+    storage, operator, change, resources, field
+):
+    from labweb.errors import LabError
+
+    phase = {"name": "p", "recipe": recipe("uploads/facts.jsonl"), "config": {**SETTINGS, **change}}
+    with pytest.raises(LabError) as error:  # the tiny Mistral takes 4096 positions
+        job_create(name="x", base_model=str(storage / "base"), user=operator, phases=[phase], start=False, **resources)
+    assert error.value.field == field
+    assert not TrainingJob.objects.exists()
+    fits = {
+        **phase,
+        "config": {**SETTINGS, "max_seq_len": 4096, "max_tokens_per_device": 4096, "effective_batch_size": 4},
+    }
+    job_create(name="x", base_model=str(storage / "base"), user=operator, phases=[fits], start=False, **resources)
+
+
 def test_a_worker_killed_mid_phase_loses_nothing_and_another_resumes_from_the_saved_state(
     storage, queued, settings, operator, tmp_path
 ):

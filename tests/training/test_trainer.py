@@ -122,6 +122,7 @@ def test_a_bad_sample_names_its_file_line_and_field(tmp_path):
         ({"max_tokens_per_device": 100, "max_seq_len": 200}, "max_tokens_per_device"),
         ({"effective_batch_size": "8"}, "effective_batch_size"),
         ({"lora": {"rank": 0}}, "lora.rank"),
+        ({"lora": {"rank": 8, "alpha": 0}}, "lora.alpha"),
         ({"lora": {"rank": 8}, "fsdp": True}, "fsdp"),
         ({"momentum": 0.9}, "momentum"),
     ],

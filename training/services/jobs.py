@@ -56,6 +56,45 @@ def _checked_phase(index: int, phase: dict) -> tuple[str, str, dict]:
     return name, recipe_text, config
 
 
+def _context_length(base_model: str, gguf_file: str) -> int | None:
+    """The longest sequence the base model takes, where this process can read its configuration (a local folder
+    or a hub name in the cache); None where only the training workers have the model."""
+    if gguf_file or base_model.startswith("pypi:"):
+        return None
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(base_model, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    return getattr(config, "max_position_embeddings", None)
+
+
+def _check_resources(checked: list[tuple[str, str, dict]], base_model: str, gguf_file: str, processes: int) -> None:
+    """What a phase's settings cannot do with this model on this many processes, refused naming the field."""
+    limit = _context_length(base_model, gguf_file)
+    defaults = TrainConfig(model="", data=("",), output_dir="")
+    for index, (_, _, config) in enumerate(checked):
+        where = f"phases[{index}].config"
+        if config.get("fsdp") and processes == 1:
+            raise LabError(
+                "FSDP shards the model over several processes; this job has one. Turn fsdp off.", field=f"{where}.fsdp"
+            )
+        batch = config.get("effective_batch_size", defaults.effective_batch_size)
+        if batch < processes:
+            raise LabError(
+                f"effective_batch_size ({batch}) is smaller than the job's {processes} processes: some would have "
+                "no sample in any step.",
+                field=f"{where}.effective_batch_size",
+            )
+        length = config.get("max_seq_len", defaults.max_seq_len)
+        if limit is not None and length > limit:
+            raise LabError(
+                f"max_seq_len ({length}) is longer than {base_model} takes ({limit} positions).",
+                field=f"{where}.max_seq_len",
+            )
+
+
 @transaction.atomic
 def job_create(
     *,
@@ -80,6 +119,7 @@ def job_create(
     if processes_per_node < 1 or nodes < 1:
         raise LabError("A job needs at least one process on one node.", field="processes_per_node")
     checked = [_checked_phase(index, phase) for index, phase in enumerate(phases)]
+    _check_resources(checked, base_model.strip(), gguf_file, processes_per_node * nodes)
     job = TrainingJob.objects.create(
         name=name.strip() or base_model,
         base_model=base_model.strip(),
