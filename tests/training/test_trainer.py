@@ -212,27 +212,41 @@ def test_two_processes_learn_a_memorised_set_and_leave_checkpoints_that_load_and
     assert answer.split()[:2] == ["bees", "make"]
 
 
-def test_cancel_saves_a_checkpoint_and_resume_continues_the_step_count(model, facts_file, tmp_path):
-    output = tmp_path / "run"
-    config = train_config(model, facts_file, output, epochs=400)
-    process = launch(config, tmp_path)
-    deadline = time.monotonic() + 120
-    while not any(e["event"] == "step" and e["step"] >= 3 for e in events_of(output)):
-        assert process.poll() is None and time.monotonic() < deadline, finish(process)
-        time.sleep(0.1)
-    (output / "STOP").touch()  # what the Celery task does on cancel
-    log = finish(process)
-    assert process.returncode == 0, log
-    first = events_of(output)
-    assert first[-1]["event"] == "cancelled"
-    stopped = first[-1]["step"]
-    assert [e for e in first if e["event"] == "checkpoint"][-1]["step"] == stopped
+def test_cancel_saves_a_checkpoint_and_resume_goes_on_as_if_the_run_had_never_stopped(model, facts_file, tmp_path):
+    """Stopped after its first step and resumed, a run takes the very steps of a run never stopped: the step count,
+    the data position inside the epoch, the optimizer's moments and the scheduler's warm-up all carry over (any
+    one of them lost changes the losses or learning rates that follow)."""
+    from transformers import AutoModelForCausalLM
 
-    resumed = launch({**config, "max_steps": stopped + 5}, tmp_path)
+    settings = {"epochs": 3, "effective_batch_size": 2, "scheduler": "cosine", "warmup_steps": 3}  # 3 steps an epoch
+    straight = launch(train_config(model, facts_file, tmp_path / "straight", **settings), tmp_path)
+    output = tmp_path / "stopped"
+    output.mkdir()
+    (output / "STOP").touch()  # what the Celery task does on cancel; the trainer reads it after each step
+    config = train_config(model, facts_file, output, **settings)
+    stopped = launch(config, tmp_path)
+    assert stopped.wait(240) == 0, finish(stopped)
+    first = events_of(output)
+    assert first[-1]["event"] == "cancelled" and first[-1]["step"] == 1
+    (saved,) = [e for e in first if e["event"] == "checkpoint"]
+    assert saved["step"] == 1 and AutoModelForCausalLM.from_pretrained(saved["path"]) is not None
+    assert not (output / "STOP").exists()
+
+    resumed = launch(config, tmp_path)
     assert resumed.wait(240) == 0, finish(resumed)
+    assert straight.wait(240) == 0, finish(straight)
     later = events_of(output)[len(first) :]
-    assert later[0]["event"] == "start" and later[0]["resumed_at"] == stopped
-    assert [e["step"] for e in later if e["event"] == "step"] == list(range(stopped + 1, stopped + 6))
+    assert later[0]["event"] == "start" and later[0]["resumed_at"] == 1 and later[-1]["event"] == "done"
+
+    def steps(events):
+        return [e for e in events if e["event"] == "step"]
+
+    reference, got = steps(events_of(tmp_path / "straight")), steps(first) + steps(later)
+    assert [e["step"] for e in reference] == list(range(1, 10))
+    for key in ("step", "epoch", "samples_seen"):
+        assert [e[key] for e in got] == [e[key] for e in reference]
+    for key in ("learning_rate", "loss"):
+        assert [e[key] for e in got] == pytest.approx([e[key] for e in reference], rel=1e-4)
 
 
 def test_a_trainer_that_fails_says_why_and_exits_non_zero(model, tmp_path):
