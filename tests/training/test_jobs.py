@@ -1,6 +1,7 @@
 """Training jobs through a real Celery worker on the training queue, launching real torchrun processes (gloo)."""
 
 import json
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -11,6 +12,7 @@ from tests.support.tiny_model import build_tiny_model
 from tests.support.worker import Worker, wait_for, worker_env
 from training.models import Checkpoint, StepMetric, TrainingJob, TrainingNode
 from training.services.jobs import job_cancel, job_create, job_resume
+from training.trainer.events import read_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 FACTS = [
@@ -44,15 +46,21 @@ def storage(tmp_path, settings):
     return root
 
 
-@pytest.fixture
-def worker(storage, queued, settings, tmp_path):
-    env = worker_env(
+def trainer_env(storage, settings, **extra: str) -> dict:
+    """A training worker's environment: the test's database, broker and training storage."""
+    return worker_env(
         connection.settings_dict["NAME"],
         settings.CELERY_BROKER_URL,
         PYTHONUNBUFFERED="1",
         LABWEB_TRAINING_DIR=str(storage),
         OMP_NUM_THREADS="1",
+        **extra,
     )
+
+
+@pytest.fixture
+def worker(storage, queued, settings, tmp_path):
+    env = trainer_env(storage, settings)
     process = Worker("trainer", tmp_path / "worker.log", env, queues="training,default", concurrency=2)
     process.wait_ready()
     yield process
@@ -183,14 +191,7 @@ def test_a_worker_killed_mid_phase_loses_nothing_and_another_resumes_from_the_sa
 ):
     from training.services.nodes import nodes_reap
 
-    env = worker_env(
-        connection.settings_dict["NAME"],
-        settings.CELERY_BROKER_URL,
-        PYTHONUNBUFFERED="1",
-        LABWEB_TRAINING_DIR=str(storage),
-        OMP_NUM_THREADS="1",
-        LABWEB_TRAINING_LEASE_SECONDS="2",
-    )
+    env = trainer_env(storage, settings, LABWEB_TRAINING_LEASE_SECONDS="2")
     doomed = Worker("doomed", tmp_path / "doomed.log", env, queues="training", concurrency=1)
     doomed.wait_ready()
     job = job_create(
@@ -227,3 +228,36 @@ def test_a_worker_killed_mid_phase_loses_nothing_and_another_resumes_from_the_sa
     steps = list(StepMetric.objects.filter(phase=phase).values_list("step", flat=True))
     assert steps == list(range(1, 41))  # every step once: those repeated after the last saved state overwrote
     assert job.events.filter(message__contains="stopped answering").exists()
+
+
+def test_two_nodes_each_a_worker_of_its_own_train_one_job_over_one_rendezvous(
+    storage, queued, settings, operator, tmp_path
+):
+    """Two "machines" on one: two workers of one thread each take one rank each, and their two torchrun launches
+    (one process each) meet at the c10d endpoint rank 0 published."""
+    env = trainer_env(storage, settings, LABWEB_TRAINING_RENDEZVOUS_HOST="127.0.0.1")
+    machines = [Worker(name, tmp_path / f"{name}.log", env, queues="training", concurrency=1) for name in "ab"]
+    try:
+        for machine in machines:
+            machine.wait_ready()
+        job = job_create(
+            name="two nodes",
+            base_model=str(storage / "base"),
+            user=operator,
+            nodes=2,
+            phases=[{"name": "only", "recipe": recipe("uploads/facts.jsonl"), "config": {**SETTINGS, "epochs": 2}}],
+        )
+        wait_for(lambda: done(job), timeout=240, what="the two-node job", worker=machines[0])
+    finally:
+        for machine in machines:
+            machine.kill()
+    assert job.status == jobs.Status.SUCCEEDED, (job.error, machines[0].tail(30), machines[1].tail(30))
+    phase = job.phases.get()
+    assert [(n.rank, n.exit_code) for n in phase.nodes.order_by("rank")] == [(0, 0), (1, 0)]
+    logs = [machine.log.read_text() for machine in machines]
+    assert sorted("rank 0 exited 0" in log for log in logs) == [False, True]  # one rank each
+    assert sorted("rank 1 exited 0" in log for log in logs) == [False, True]
+    events = read_events(Path(phase.output_dir) / "events.jsonl")[0]
+    assert events[0]["event"] == "start" and events[0]["processes"] == 2
+    assert phase.step == phase.total_steps == 4  # 4 samples, 2 a step, 2 epochs: one step of both nodes each
+    assert StepMetric.objects.filter(phase=phase).count() == 4

@@ -138,6 +138,9 @@ def _rendezvous(phase: TrainingPhase, node: TrainingNode) -> list[str]:
         "--rdzv-backend=c10d",
         f"--rdzv-endpoint={endpoint}",
         f"--rdzv-id=labweb-phase-{phase.pk}-{node.attempts}",
+        # Rank 0 hosts the store: torchrun's own guess compares the endpoint with the machine's names and
+        # addresses, and misses a name it has only through DNS (then no node hosts it and every node waits).
+        f"--rdzv-conf=is_host={int(node.rank == 0)}",
     ]
 
 
