@@ -265,6 +265,17 @@ def test_a_trainer_that_fails_says_why_and_exits_non_zero(model, tmp_path):
     assert events_of(tmp_path / "run2")[-1]["event"] == "error"
 
 
+def test_running_out_of_host_memory_is_told_apart_from_a_crash():
+    """On a GPU torch raises OutOfMemoryError; on a CPU its allocator raises a RuntimeError, which was a "crash"."""
+    from training.trainer.run import out_of_memory
+
+    with pytest.raises(RuntimeError) as host:
+        torch.empty(2**62, dtype=torch.uint8)  # more than any machine has: the allocator refuses at once
+    assert out_of_memory(host.value)
+    assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
 def test_two_nodes_with_one_rendezvous_train_one_job_together(model, facts_file, tmp_path):
     output = tmp_path / "run"
     port = free_port()
