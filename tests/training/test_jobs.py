@@ -128,18 +128,37 @@ def test_cancel_stops_after_a_step_with_a_checkpoint_and_resume_continues_the_co
     assert steps == list(range(1, stopped + 5))
 
 
-def test_a_trainer_that_fails_fails_its_job_with_the_reason(worker, storage, operator):
+@pytest.mark.parametrize(
+    ("spoil", "kind", "said"),
+    [
+        ("data", "bad_input", "Not JSON"),  # the bad line is named: bad.jsonl:2
+        ("weights", "crash", "SafetensorError"),
+    ],
+)
+def test_a_trainer_that_fails_fails_its_job_with_its_kind_and_the_reason_on_the_page(
+    worker, storage, operator, client, spoil, kind, said
+):
+    import shutil
+
     (storage / "uploads" / "bad.jsonl").write_text(json.dumps(messages("q", "a")) + "\n{not json\n")
+    shutil.copytree(storage / "base", storage / "broken")
+    (storage / "broken" / "model.safetensors").write_bytes(b"not the weights")
+    data, base = ("uploads/bad.jsonl", "base") if spoil == "data" else ("uploads/facts.jsonl", "broken")
     job = job_create(
         name="bad",
-        base_model=str(storage / "base"),
+        base_model=str(storage / base),
         user=operator,
-        phases=[{"name": "only", "recipe": recipe("uploads/bad.jsonl"), "config": SETTINGS}],
+        phases=[{"name": "only", "recipe": recipe(data), "config": SETTINGS}],
     )
     wait_for(lambda: done(job), timeout=120, what="the job to fail", worker=worker)
     assert job.status == jobs.Status.FAILED
     phase = job.phases.get()
-    assert phase.exit_kind == "bad_input" and "Not JSON" in phase.error and ":2" in phase.error
+    assert phase.exit_kind == kind and said in phase.error, phase.error
+    if spoil == "data":
+        assert ":2" in phase.error
+    client.force_login(operator)
+    page = client.get(f"/training/jobs/{job.pk}/").content.decode()
+    assert kind in page and said in page
 
 
 def test_a_job_outside_the_training_storage_or_with_a_bad_setting_is_refused_naming_the_field(storage, operator):
