@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -235,10 +235,14 @@ def dataset_train(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @any_role_required
 def dataset_download(request: HttpRequest, pk: int, role: str) -> FileResponse:
-    file = get_object_or_404(DatasetFile, dataset_id=pk, role=role)
-    return FileResponse(
-        open(file.path, "rb"),
-        as_attachment=True,
-        filename=f"dataset-{pk}-{role}.jsonl",
-        content_type="application/jsonl",
-    )
+    return dataset_file_response(get_object_or_404(DatasetFile, dataset_id=pk, role=role))
+
+
+def dataset_file_response(file: DatasetFile) -> FileResponse:
+    """A build's file as an attachment, streamed from the training storage (the page's link and the API's)."""
+    try:
+        handle = open(file.path, "rb")
+    except FileNotFoundError:
+        raise Http404("The file is gone from the training storage.") from None
+    name = f"dataset-{file.dataset_id}-{file.role}.jsonl"
+    return FileResponse(handle, as_attachment=True, filename=name, content_type="application/jsonl")

@@ -1,5 +1,6 @@
 """Dataset builds from what reviewers kept: exact counts, stable hashes, lineage, held-out split, and a job over it."""
 
+import hashlib
 import json
 
 import pytest
@@ -43,7 +44,7 @@ def decide(sample_ids, reviewer, action, **extra):
 
 
 def test_a_build_takes_exactly_the_kept_samples_with_their_edits_and_names_each_member(
-    make_samples, reviewer, eager, storage, build
+    make_samples, reviewer, eager, storage, build, client
 ):
     run = make_samples(2)  # 3 leaves x 5 items x 2 = 30 samples
     ids = list(ReviewItem.objects.order_by("pk").values_list("pk", flat=True))
@@ -67,6 +68,14 @@ def test_a_build_takes_exactly_the_kept_samples_with_their_edits_and_names_each_
 
     again = build(name="again", user=reviewer, plan="stacked", held_out_fraction=0.0)
     assert again.files.get(role="all").sha256 == all_file.sha256  # same selection, same seed: same bytes
+
+    # Downloadable from the page and from the API, byte for byte what training reads.
+    client.force_login(reviewer)
+    for url in (f"/training/datasets/{dataset.pk}/files/all.jsonl", f"/api/datasets/{dataset.pk}/files/all/"):
+        response = client.get(url)
+        assert response.status_code == 200 and response["Content-Type"] == "application/jsonl"
+        assert hashlib.sha256(b"".join(response.streaming_content)).hexdigest() == all_file.sha256
+    assert client.get(f"/api/datasets/{dataset.pk}/files/skills/").status_code == 404  # a phased role
 
 
 def test_a_phased_build_holds_samples_out_per_leaf_and_offers_lab_phases(make_samples, reviewer, eager, storage, build):

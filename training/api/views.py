@@ -21,6 +21,7 @@ from training.models import Checkpoint, Dataset, TrainingJob
 from training.services import datasets as dataset_services
 from training.services import jobs as job_services
 from training.services import uploads
+from training.views import dataset_file_response
 
 OperatorWrites = role_permission(write=OPERATOR)
 
@@ -142,8 +143,8 @@ class UploadViewSet(viewsets.ViewSet):
 
 
 class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Dataset builds of approved samples; `POST` queues one (operators). Files download from the page, or read
-    them where training reads them (the paths are relative to the training storage)."""
+    """Dataset builds of approved samples; `POST` queues one (operators). `files/{role}` downloads a file (the
+    paths in `files` are relative to the training storage, where training reads them)."""
 
     serializer_class = s.DatasetSerializer
     permission_classes = [OperatorWrites]
@@ -159,3 +160,15 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         data = {k: v for k, v in serializer.validated_data.items() if k not in ("files", "created_by")}
         dataset = dataset_services.dataset_create(user=request.user, **data)
         return Response(s.DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("role", str, OpenApiParameter.PATH, description="A file's role, as in files")],
+        responses={(200, "application/jsonl"): bytes},
+    )
+    @action(detail=True, methods=["get"], url_path=r"files/(?P<role>[a-z_]+)", filter_backends=[])
+    def file(self, request: Request, pk=None, role: str = ""):
+        """One file of the build, messages JSONL as InstructLab reads it."""
+        file = self.get_object().files.filter(role=role).first()
+        if file is None:
+            raise Http404(f"This dataset has no {role} file.")
+        return dataset_file_response(file)
