@@ -16,6 +16,7 @@ from generation.models import GenerationRun
 from labweb.errors import LabError
 from labweb.roles import OPERATOR, any_role_required, has_role, operator_required
 from labweb.web import add_lab_error, is_partial, job_command, render_fragments
+from training import selectors
 from training.forms import DatasetForm, JobForm, PromptForm, UploadForm, form_field
 from training.models import Checkpoint, Dataset, DatasetFile, TrainingJob
 from training.services import datasets as dataset_services
@@ -69,6 +70,8 @@ def _get_job(pk: int) -> TrainingJob:
 
 def monitor_context(job: TrainingJob) -> dict:
     phases = list(job.phases.all())
+    for phase in phases:
+        phase.latest, phase.seconds_left = selectors.phase_pace(phase)
     running = next((phase for phase in phases if phase.is_active), None)
     log_phase = running or next((phase for phase in reversed(phases) if phase.started_at), None)
     return {

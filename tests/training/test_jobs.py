@@ -100,7 +100,7 @@ def test_a_two_phase_job_trains_on_the_worker_each_phase_from_the_last_checkpoin
     assert job.events.filter(message__contains="Every phase is done").exists()
 
 
-def test_cancel_stops_after_a_step_with_a_checkpoint_and_resume_continues_the_count(worker, storage, operator):
+def test_cancel_stops_after_a_step_with_a_checkpoint_and_resume_continues_the_count(worker, storage, operator, client):
     long = {**SETTINGS, "epochs": 300}
     job = job_create(
         name="long",
@@ -110,6 +110,16 @@ def test_cancel_stops_after_a_step_with_a_checkpoint_and_resume_continues_the_co
     )
     phase = job.phases.get()
     wait_for(lambda: StepMetric.objects.filter(phase=phase).count() >= 3, timeout=120, what="3 steps", worker=worker)
+    # While it runs, the page and the API show the last step's figures and the time the rest should take.
+    client.force_login(operator)
+    live = client.get(f"/api/training-jobs/{job.pk}/").json()["phases"][0]
+    assert live["seconds_left"] > 0
+    assert {"loss", "learning_rate", "grad_norm", "tokens_per_second", "samples_per_second", "memory_mb"} <= set(
+        live["latest"]
+    )
+    panel = client.get(f"/training/jobs/{job.pk}/progress/", HTTP_HX_REQUEST="true").content.decode()
+    for shown in ("left</span>", "loss ", "lr ", "grad norm", "tokens/s", "samples/s", " MB"):
+        assert shown in panel, shown
     job_cancel(job=job, user=operator)
     wait_for(
         lambda: job.phases.get().status == jobs.Status.CANCELLED, timeout=120, what="the phase to stop", worker=worker

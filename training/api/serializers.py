@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from training.models import Checkpoint, Dataset, DatasetFile, StepMetric, TrainingEvent, TrainingJob, TrainingPhase
+from training.selectors import phase_pace
 
 
 class PhaseInputSerializer(serializers.Serializer):
@@ -43,6 +44,7 @@ class CheckpointSerializer(serializers.ModelSerializer):
 class PhaseSerializer(serializers.ModelSerializer):
     percent = serializers.IntegerField(read_only=True)
     latest = serializers.SerializerMethodField()
+    seconds_left = serializers.SerializerMethodField(help_text="While it runs: its remaining steps at its recent pace")
 
     class Meta:
         model = TrainingPhase
@@ -66,11 +68,23 @@ class PhaseSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "latest",
+            "seconds_left",
         ]
 
+    def pace(self, phase) -> tuple:
+        """One query for both fields, per phase."""
+        paces = self.__dict__.setdefault("_paces", {})
+        if phase.pk not in paces:
+            paces[phase.pk] = phase_pace(phase)
+        return paces[phase.pk]
+
     def get_latest(self, phase) -> dict | None:
-        metric = phase.metrics.order_by("-step").first()
+        metric = self.pace(phase)[0]
         return StepMetricSerializer(metric).data if metric else None
+
+    def get_seconds_left(self, phase) -> float | None:
+        left = self.pace(phase)[1]
+        return round(left, 1) if left is not None else None
 
 
 class JobSerializer(serializers.ModelSerializer):
