@@ -239,6 +239,7 @@ ENDPOINTS = [
     E("GET",    "review-agreement", "/api/review/agreement/",     READ),
     E("GET",    "training-job-list", "/api/training-jobs/",       READ),
     E("POST",   "training-job-list", "/api/training-jobs/",       OPERATE, 201, new_training_job),
+    E("POST",   "training-job-mix", "/api/training-jobs/mix/",    OPERATE, 200, new_training_job),
     E("GET",    "training-job-detail", TRAINING_JOB,              READ),
     E("POST",   "training-job-cancel", TRAINING_JOB + "cancel/",  OPERATE),
     E("POST",   "training-job-resume", "/api/training-jobs/{w.stopped_job}/resume/", OPERATE),

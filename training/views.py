@@ -21,7 +21,7 @@ from training.forms import DatasetForm, JobForm, PromptForm, UploadForm, form_fi
 from training.models import Checkpoint, Dataset, DatasetFile, TrainingJob
 from training.services import datasets as dataset_services
 from training.services import jobs as job_services
-from training.services import prompts, uploads
+from training.services import mixes, prompts, uploads
 
 LIST = "training/job_list.html"
 DETAIL = "training/job_detail.html"
@@ -48,6 +48,9 @@ def job_create(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             try:
+                if "mix" in request.POST:  # "Show the mix": what each phase would train on, nothing started
+                    mix = mixes.job_mix(base_model=data["base_model"], phases=form.phases())
+                    return render(request, "training/job_create.html", {"form": form, "mix": mix})
                 job = job_services.job_create(
                     name=data["name"] or "",
                     base_model=data["base_model"],
@@ -211,6 +214,15 @@ def dataset_create(request: HttpRequest) -> HttpResponse:
 def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
     dataset = get_object_or_404(Dataset.objects.select_related("created_by", "run"), pk=pk)
     context = {"dataset": dataset, "files": dataset.files.all(), "per_leaf": sorted(dataset.per_leaf.items())}
+    if dataset.status == "succeeded":  # what Train on it would train on, before it starts
+        base_model = settings.LABWEB_DEFAULT_BASE_MODEL
+        try:
+            context["mix"] = mixes.job_mix(
+                base_model=base_model, phases=dataset_services.dataset_phases(dataset, base_model=base_model)
+            )
+        except LabError as error:
+            context["mix_error"] = error.message
+        context["base_model"] = base_model
     return render(request, "training/dataset_detail.html", context)
 
 

@@ -78,7 +78,9 @@ def test_a_build_takes_exactly_the_kept_samples_with_their_edits_and_names_each_
     assert client.get(f"/api/datasets/{dataset.pk}/files/skills/").status_code == 404  # a phased role
 
 
-def test_a_phased_build_holds_samples_out_per_leaf_and_offers_lab_phases(make_samples, reviewer, eager, storage, build):
+def test_a_phased_build_holds_samples_out_per_leaf_and_offers_lab_phases(
+    make_samples, reviewer, eager, storage, build, client
+):
     make_samples(4)  # 20 a leaf
     decide(ReviewItem.objects.values_list("pk", flat=True), reviewer, "approve")
     dataset = build(name="lab", user=reviewer, plan="phased", held_out_fraction=0.1, seed=3)
@@ -92,6 +94,12 @@ def test_a_phased_build_holds_samples_out_per_leaf_and_offers_lab_phases(make_sa
     (phase,) = dataset_phases(dataset)
     assert phase["name"] == "skills"
     assert phase["recipe"] == f"datasets:\n- path: datasets/dataset-{dataset.pk}/skills.jsonl\n  sampling_size: 1.0\n"
+    # The page shows the mix Train on it would train on, before it starts: the tokens are the build's own count.
+    client.force_login(reviewer)
+    page = client.get(f"/training/datasets/{dataset.pk}/").content.decode()
+    assert f"skills: <span data-total>54 samples, {files['skills'].tokens} tokens</span>" in page
+    for leaf, counts in dataset.per_leaf.items():
+        assert f'<code>{leaf}</code></th><td class="num">{counts["skills"]}</td>' in page
 
 
 def test_a_build_with_nothing_approved_fails_saying_what_to_do(make_samples, reviewer, eager, storage, build):

@@ -189,6 +189,66 @@ def test_a_job_outside_the_training_storage_or_with_a_bad_setting_is_refused_nam
     assert not TrainingJob.objects.exists()
 
 
+def test_the_mix_is_shown_before_a_job_starts_per_phase_source_and_leaf_as_the_task_writes_it(
+    storage, operator, client
+):
+    from transformers import AutoTokenizer
+
+    from training.services.jobs import stored_recipe
+    from training.trainer.mixing import metadata_leaf, mix
+
+    with open(storage / "uploads" / "leaves.jsonl", "w") as handle:
+        for n, (q, a) in enumerate(FACTS * 3):  # 12 samples, 6 a leaf
+            handle.write(json.dumps({**messages(q, a), "metadata": {"leaf": f"knowledge/leaf{n % 2}"}}) + "\n")
+    replay = recipe("uploads/leaves.jsonl", 0.5) + "- path: uploads/facts.jsonl\n  sampling_size: 6\n"
+    body = {
+        "base_model": str(storage / "base"),
+        "phases": [
+            {"name": "knowledge", "recipe": recipe("uploads/leaves.jsonl"), "config": SETTINGS},
+            {"name": "replay", "recipe": replay, "config": {**SETTINGS, "seed": 9}},
+        ],
+    }
+    client.force_login(operator)
+    response = client.post("/api/training-jobs/mix/", body, content_type="application/json")
+    assert response.status_code == 200, response.content
+    first, second = response.json()
+    assert [(s["path"], s["available"], s["samples"]) for s in second["sources"]] == [
+        ("uploads/leaves.jsonl", 12, 6),  # a float is a fraction
+        ("uploads/facts.jsonl", 4, 6),  # an integer a count, repeating past the whole
+    ]
+    assert {leaf["leaf"]: leaf["samples"] for leaf in first["leaves"]} == {"knowledge/leaf0": 6, "knowledge/leaf1": 6}
+    assert sum(leaf["samples"] for leaf in second["leaves"]) == second["samples"] == 12
+    assert [leaf["leaf"] for leaf in second["leaves"]][0] == ""  # facts.jsonl names no leaf
+
+    # The same samples and tokens as the mix the task writes with the phase's seed, counted on its file.
+    tokenizer = AutoTokenizer.from_pretrained(storage / "base")
+    template = tokenizer.apply_chat_template
+    for phase, shown in zip(body["phases"], (first, second), strict=True):
+        written = mix(
+            stored_recipe(phase["recipe"], path="r"), storage / "mixed.jsonl", seed=phase["config"]["seed"],
+            leaf_of=metadata_leaf,
+        )  # fmt: skip
+        tokens = sum(
+            len(tokenizer(template(json.loads(line)["messages"], tokenize=False), add_special_tokens=False).input_ids)
+            for line in open(storage / "mixed.jsonl")
+        )
+        assert (shown["samples"], shown["tokens"]) == (written.samples, tokens)
+        named = {leaf["leaf"]: leaf["samples"] for leaf in shown["leaves"] if leaf["leaf"]}
+        assert named == written.per_leaf
+
+    # The page shows it from the job form's "Show the mix", and starts nothing.
+    form = {
+        "base_model": str(storage / "base"), "processes_per_node": 1, "nodes": 1, "mix": "1",
+        "phase0_recipe": replay, "phase0_epochs": 1, "phase0_effective_batch_size": 2,
+        "phase0_max_seq_len": 64, "phase0_max_tokens_per_device": 64,
+    }  # fmt: skip
+    page = client.post("/training/jobs/new/", form)
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert 'id="mix"' in text and "knowledge/leaf0" in text and "uploads/facts.jsonl" in text
+    assert not TrainingJob.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("change", "resources", "field"),
     [

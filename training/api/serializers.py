@@ -195,3 +195,25 @@ class DatasetSerializer(serializers.ModelSerializer):
             "system_prompt": {"required": False, "allow_blank": True},
             "tokenizer": {"required": False, "allow_blank": True},
         }
+
+
+class MixSourceSerializer(serializers.Serializer):
+    path = serializers.CharField(help_text="As the recipe names it, in the training storage")
+    sampling_size = serializers.FloatField(help_text="A fraction (float) or a count (integer), as in the recipe")
+    available = serializers.IntegerField(help_text="Samples the source holds")
+    samples = serializers.IntegerField(help_text="Samples the mix takes from it")
+    tokens = serializers.IntegerField(allow_null=True, help_text="Their tokens; null where no tokenizer is at hand")
+
+
+class MixLeafSerializer(serializers.Serializer):
+    leaf = serializers.CharField(allow_blank=True, help_text="Blank: samples whose metadata names no leaf")
+    samples = serializers.IntegerField()
+    tokens = serializers.IntegerField(allow_null=True)
+
+
+class MixPhaseSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    samples = serializers.IntegerField()
+    tokens = serializers.IntegerField(allow_null=True)
+    sources = MixSourceSerializer(many=True)
+    leaves = MixLeafSerializer(many=True)

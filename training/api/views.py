@@ -20,7 +20,7 @@ from training.api import serializers as s
 from training.models import Checkpoint, Dataset, TrainingJob
 from training.services import datasets as dataset_services
 from training.services import jobs as job_services
-from training.services import uploads
+from training.services import mixes, uploads
 from training.views import dataset_file_response
 
 OperatorWrites = role_permission(write=OPERATOR)
@@ -49,6 +49,16 @@ class TrainingJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         serializer.is_valid(raise_exception=True)
         job = job_services.job_create(user=request.user, **serializer.validated_data)
         return Response(s.JobDetailSerializer(job).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.JobCreateSerializer, responses=s.MixPhaseSerializer(many=True))
+    @action(detail=False, methods=["post"])
+    def mix(self, request: Request) -> Response:
+        """The mix the job would train on, before it starts (operators): per phase, samples and tokens per source
+        and per leaf. Takes what `POST /api/training-jobs/` takes; creates nothing."""
+        serializer = s.JobCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        return Response(mixes.job_mix(base_model=data["base_model"], phases=data["phases"]))
 
     @extend_schema(request=None, responses=s.JobDetailSerializer)
     @action(detail=True, methods=["post"])

@@ -9,7 +9,7 @@ from labweb import jobs
 from labweb.errors import ConflictError, LabError
 from training.models import TrainingEvent, TrainingJob, TrainingPhase
 from training.trainer.config import TrainConfig
-from training.trainer.mixing import Recipe
+from training.trainer.mixing import Recipe, Source
 
 # Settings a phase may set; model, data and output folder are LabWeb's to choose.
 PHASE_SETTINGS = tuple(name for name in TrainConfig.__dataclass_fields__ if name not in ("model", "data", "output_dir"))
@@ -19,11 +19,23 @@ def storage_root() -> Path:
     return Path(settings.LABWEB_TRAINING_DIR).resolve()
 
 
+def stored_recipe(text: str, *, path: str) -> Recipe:
+    """A phase's recipe with its sources' paths in the training storage (recipes name them relative to it)."""
+    recipe = Recipe.from_yaml(text, path=path)
+    root = storage_root()
+    return Recipe(tuple(Source(str(root / s.path), s.sampling_size) for s in recipe.sources), recipe.sys_prompt)
+
+
+def phase_seed(config: dict) -> int:
+    """The seed a phase's mix is sampled with: the trainer's, so one number fixes the data and the training."""
+    return config.get("seed", TrainConfig.__dataclass_fields__["seed"].default)
+
+
 def event(job: TrainingJob, message: str, *, level: str = TrainingEvent.Level.INFO, phase=None) -> None:
     TrainingEvent.objects.create(job=job, phase=phase, level=level, message=message)
 
 
-def _checked_phase(index: int, phase: dict) -> tuple[str, str, dict]:
+def checked_phase(index: int, phase: dict) -> tuple[str, str, dict]:
     where = f"phases[{index}]"
     name = (phase.get("name") or "").strip() or f"phase {index + 1}"
     config = dict(phase.get("config") or {})
@@ -118,7 +130,7 @@ def job_create(
         raise LabError("A job needs at least one phase.", field="phases")
     if processes_per_node < 1 or nodes < 1:
         raise LabError("A job needs at least one process on one node.", field="processes_per_node")
-    checked = [_checked_phase(index, phase) for index, phase in enumerate(phases)]
+    checked = [checked_phase(index, phase) for index, phase in enumerate(phases)]
     _check_resources(checked, base_model.strip(), gguf_file, processes_per_node * nodes)
     job = TrainingJob.objects.create(
         name=name.strip() or base_model,

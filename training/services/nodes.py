@@ -23,11 +23,11 @@ from django.utils import timezone
 from labweb import jobs
 from labweb.errors import LabError
 from training.models import Checkpoint, StepMetric, TrainingEvent, TrainingJob, TrainingNode, TrainingPhase
-from training.services.jobs import event, job_dispatch, storage_root
+from training.services.jobs import event, job_dispatch, phase_seed, stored_recipe
 from training.signals import phase_succeeded
 from training.trainer.config import TrainConfig
 from training.trainer.events import EVENTS, read_events
-from training.trainer.mixing import Recipe, Source, mix
+from training.trainer.mixing import mix
 
 POLL_SECONDS = 1.0
 RENDEZVOUS_WAIT_SECONDS = 600
@@ -90,10 +90,8 @@ def _prepare(phase: TrainingPhase) -> Path:
     config = dict(phase.config)
     data = out / "data.jsonl"
     if not (phase.data_sha256 and data.exists()):
-        recipe = Recipe.from_yaml(phase.recipe, path=f"{phase.name} recipe")
-        root = storage_root()
-        recipe = Recipe(tuple(Source(str(root / s.path), s.sampling_size) for s in recipe.sources), recipe.sys_prompt)
-        written = mix(recipe, data, seed=config.get("seed", 42))
+        recipe = stored_recipe(phase.recipe, path=f"{phase.name} recipe")
+        written = mix(recipe, data, seed=phase_seed(config))
         TrainingPhase.objects.filter(pk=phase.pk).update(
             data_path=str(data), data_sha256=written.sha256, data_samples=written.samples
         )
