@@ -217,9 +217,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if dataset.status == "succeeded":  # what Train on it would train on, before it starts
         base_model = settings.LABWEB_DEFAULT_BASE_MODEL
         try:
-            context["mix"] = mixes.job_mix(
-                base_model=base_model, phases=dataset_services.dataset_phases(dataset, base_model=base_model)
-            )
+            context["mix"] = mixes.dataset_mix(dataset, base_model=base_model)
         except LabError as error:
             context["mix_error"] = error.message
         context["base_model"] = base_model

@@ -2,8 +2,11 @@
 
 from pathlib import Path
 
+from django.core.cache import cache
+
 from labweb.errors import LabError
-from training.services.datasets import token_counter
+from training.models import Dataset
+from training.services.datasets import dataset_phases, token_counter
 from training.services.jobs import checked_phase, phase_seed, storage_root, stored_recipe
 from training.trainer.mixing import metadata_leaf, mix_counts
 
@@ -63,3 +66,14 @@ def job_mix(*, base_model: str, phases: list[dict]) -> list[dict]:
             }
         )
     return result
+
+
+def dataset_mix(dataset: Dataset, *, base_model: str) -> list[dict]:
+    """The mix Train on it would train on. A finished build never changes, so it is counted once (loading the
+    tokenizer of the embedded model alone takes seconds) and kept in the shared cache."""
+    key = f"training:dataset-mix:{dataset.pk}:{dataset.created_at.timestamp()}:{base_model}"  # not a new database's
+    mix = cache.get(key)
+    if mix is None:
+        mix = job_mix(base_model=base_model, phases=dataset_phases(dataset, base_model=base_model))
+        cache.set(key, mix, timeout=7 * 24 * 3600)
+    return mix
