@@ -1,5 +1,6 @@
 """Training jobs through a real Celery worker on the training queue, launching real torchrun processes (gloo)."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def done(job: TrainingJob):
     return not job.is_active and job
 
 
-def test_a_two_phase_job_trains_on_the_worker_each_phase_from_the_last_checkpoint(worker, storage, operator):
+def test_a_two_phase_job_trains_on_the_worker_each_phase_from_the_last_checkpoint(worker, storage, operator, client):
     job = job_create(
         name="knowledge then skills",
         base_model=str(storage / "base"),
@@ -95,6 +96,16 @@ def test_a_two_phase_job_trains_on_the_worker_each_phase_from_the_last_checkpoin
     last = Checkpoint.objects.get(phase=first, name="epoch-004")
     assert second.model_path == last.path
     assert last.lineage["data_sha256"] == first.data_sha256 and last.lineage["config"] == SETTINGS
+    # Lineage: the checkpoint names its job, phase, recipe, settings, and each source with the hash of its bytes.
+    facts = hashlib.sha256((storage / "uploads" / "facts.jsonl").read_bytes()).hexdigest()
+    assert (last.lineage["job"], last.lineage["phase"], last.lineage["recipe"]) == (job.pk, "knowledge", first.recipe)
+    assert last.lineage["sources"] == [{"path": "uploads/facts.jsonl", "sha256": facts, "samples": 4}]
+    (then,) = Checkpoint.objects.filter(phase=second)
+    assert then.lineage["sources"] == [{"path": "uploads/facts.jsonl", "sha256": facts, "samples": 2}]
+    assert then.lineage["started_from"] == last.path
+    client.force_login(operator)
+    page = client.get(f"/training/checkpoints/{last.pk}/").content.decode()
+    assert "uploads/facts.jsonl" in page and facts[:12] in page and "sampling_size: 1.0" in page
     losses = list(StepMetric.objects.filter(phase=first).values_list("loss", flat=True))
     assert len(losses) == 8 and losses[-1] < losses[0]
     assert job.events.filter(message__contains="Every phase is done").exists()

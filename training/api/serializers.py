@@ -57,6 +57,7 @@ class PhaseSerializer(serializers.ModelSerializer):
             "config",
             "data_sha256",
             "data_samples",
+            "data_sources",
             "model_path",
             "step",
             "total_steps",

@@ -19,6 +19,14 @@ def storage_root() -> Path:
     return Path(settings.LABWEB_TRAINING_DIR).resolve()
 
 
+def storage_name(path: str) -> str:
+    """A path as recipes name it: relative to the training storage (an absolute one outside it as it is)."""
+    try:
+        return str(Path(path).relative_to(storage_root()))
+    except ValueError:
+        return path
+
+
 def stored_recipe(text: str, *, path: str) -> Recipe:
     """A phase's recipe with its sources' paths in the training storage (recipes name them relative to it)."""
     recipe = Recipe.from_yaml(text, path=path)

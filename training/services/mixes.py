@@ -1,13 +1,11 @@
 """The mix a job's phases would train on, shown before it starts: samples and tokens per source and per leaf."""
 
-from pathlib import Path
-
 from django.core.cache import cache
 
 from labweb.errors import LabError
 from training.models import Dataset
 from training.services.datasets import dataset_phases, token_counter
-from training.services.jobs import checked_phase, phase_seed, storage_root, stored_recipe
+from training.services.jobs import checked_phase, phase_seed, storage_name, stored_recipe
 from training.trainer.mixing import metadata_leaf, mix_counts
 
 
@@ -25,7 +23,6 @@ def job_mix(*, base_model: str, phases: list[dict]) -> list[dict]:
         count = token_counter(base_model.strip(), local_files_only=True)  # a web request downloads nothing
     except (LabError, ValueError):
         count = None
-    root = storage_root()
     result = []
     for index, (name, recipe, config) in enumerate(checked):
         shares = mix_counts(
@@ -51,7 +48,7 @@ def job_mix(*, base_model: str, phases: list[dict]) -> list[dict]:
                 "tokens": tokens(sum(share.tokens for share in shares)),
                 "sources": [
                     {
-                        "path": str(Path(share.path).relative_to(root)),
+                        "path": storage_name(share.path),
                         "sampling_size": share.sampling_size,
                         "available": share.available,
                         "samples": share.samples,

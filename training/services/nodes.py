@@ -23,7 +23,7 @@ from django.utils import timezone
 from labweb import jobs
 from labweb.errors import LabError
 from training.models import Checkpoint, StepMetric, TrainingEvent, TrainingJob, TrainingNode, TrainingPhase
-from training.services.jobs import event, job_dispatch, phase_seed, stored_recipe
+from training.services.jobs import event, job_dispatch, phase_seed, storage_name, stored_recipe
 from training.signals import phase_succeeded
 from training.trainer.config import TrainConfig
 from training.trainer.events import EVENTS, read_events
@@ -92,8 +92,9 @@ def _prepare(phase: TrainingPhase) -> Path:
     if not (phase.data_sha256 and data.exists()):
         recipe = stored_recipe(phase.recipe, path=f"{phase.name} recipe")
         written = mix(recipe, data, seed=phase_seed(config))
+        sources = [{**source, "path": storage_name(source["path"])} for source in written.sources]
         TrainingPhase.objects.filter(pk=phase.pk).update(
-            data_path=str(data), data_sha256=written.sha256, data_samples=written.samples
+            data_path=str(data), data_sha256=written.sha256, data_samples=written.samples, data_sources=sources
         )
         event(phase.job, f"{phase.name}: {written.samples} samples mixed ({written.sha256[:12]}).", phase=phase)
     model, gguf = _starting_model(phase)
@@ -276,12 +277,13 @@ def _ingest(phase: TrainingPhase) -> dict | None:
 
 
 def _lineage(phase: TrainingPhase, item: dict) -> dict:
-    phase.refresh_from_db(fields=["data_sha256", "data_samples", "model_path"])
+    phase.refresh_from_db(fields=["data_sha256", "data_samples", "data_sources", "model_path"])
     return {
         "job": phase.job_id,
         "phase": phase.name,
         "data_sha256": phase.data_sha256,
         "data_samples": phase.data_samples,
+        "sources": phase.data_sources,
         "recipe": phase.recipe,
         "config": phase.config,
         "started_from": phase.model_path,

@@ -94,6 +94,7 @@ class Written:
     bytes: int = 0
     per_leaf: Counter = field(default_factory=Counter)
     per_source: Counter = field(default_factory=Counter)
+    sources: list[dict] = field(default_factory=list)  # a mix's sources in order: path, sha256, samples taken
 
 
 class JsonlWriter:
@@ -132,9 +133,14 @@ class JsonlWriter:
             self.partial.unlink(missing_ok=True)
 
 
-def count_lines(path: str) -> int:
+def count_lines(path: str) -> tuple[int, str]:
+    """The samples a JSONL file holds, and the sha256 of its bytes (a source's identity in a checkpoint's lineage)."""
+    digest, count = hashlib.sha256(), 0
     with open(path, "rb") as handle:
-        return sum(1 for line in handle if line.strip())
+        for line in handle:
+            digest.update(line)
+            count += 1 if line.strip() else 0
+    return count, digest.hexdigest()
 
 
 def mix(recipe: Recipe, output: str | Path, *, seed: int, leaf_of=None) -> Written:
@@ -145,6 +151,7 @@ def mix(recipe: Recipe, output: str | Path, *, seed: int, leaf_of=None) -> Writt
     """
     with JsonlWriter(output) as writer:
         for source, lines in _chosen(recipe, seed):
+            writer.result.sources.append({"path": source.path, "sha256": lines.sha256, "samples": len(lines.chosen)})
             for number, line, repeats in lines:
                 leaf = leaf_of(_record(line, source.path, number)) if leaf_of is not None else None
                 for _ in range(repeats):
@@ -187,8 +194,8 @@ class _Lines:
     """A source's chosen lines as (line number, line, times chosen), read in one pass; `available` is how many
     samples it holds."""
 
-    def __init__(self, path: str, available: int, chosen: np.ndarray):
-        self.path, self.available, self.chosen = path, available, chosen
+    def __init__(self, path: str, available: int, sha256: str, chosen: np.ndarray):
+        self.path, self.available, self.sha256, self.chosen = path, available, sha256, chosen
 
     def __iter__(self):
         if not len(self.chosen):
@@ -213,12 +220,12 @@ class _Lines:
 def _chosen(recipe: Recipe, seed: int):
     for number, source in enumerate(recipe.sources):
         try:
-            available = count_lines(source.path)
+            available, sha256 = count_lines(source.path)
         except OSError as error:
             raise LabError(
                 f"Cannot read {source.path}: {error.strerror}.", field=f"datasets[{number}].path", path=source.path
             ) from None
-        yield source, _Lines(source.path, available, choose(available, source.sampling_size, seed + number))
+        yield source, _Lines(source.path, available, sha256, choose(available, source.sampling_size, seed + number))
 
 
 def _record(line: bytes, path: str, number: int) -> dict:
