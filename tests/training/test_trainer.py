@@ -125,6 +125,7 @@ def test_a_bad_sample_names_its_file_line_and_field(tmp_path):
         ({"lora": {"rank": 8, "alpha": 0}}, "lora.alpha"),
         ({"lora": {"rank": 8}, "fsdp": True}, "fsdp"),
         ({"momentum": 0.9}, "momentum"),
+        ({"deepspeed": True}, "deepspeed"),  # FSDP through accelerate is the sharding offered
     ],
 )
 def test_an_impossible_configuration_is_refused_naming_the_field(change, field):
@@ -279,13 +280,17 @@ def test_running_out_of_host_memory_is_told_apart_from_a_crash():
 def test_two_nodes_with_one_rendezvous_train_one_job_together(model, facts_file, tmp_path):
     output = tmp_path / "run"
     port = free_port()
-    config = train_config(model, facts_file, output, epochs=2)
+    config = train_config(model, facts_file, output, epochs=2, save_every_samples=4)
     nodes = [launch(config, tmp_path, node=(rank, 2, port)) for rank in (0, 1)]
     logs = [finish(node) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], logs
     events = events_of(output)
     assert events[0]["processes"] == 2
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4]
+    # 3 samples a step: a checkpoint each time the count passes a multiple of 4, and one at each epoch's end.
+    names = [e["name"] for e in events if e["event"] == "checkpoint"]
+    assert names == ["samples-000000006", "epoch-001", "samples-000000009", "samples-000000012", "epoch-002"]
+    assert all((output / "checkpoints" / name / "model.safetensors").is_file() for name in names)
 
 
 def test_a_lora_job_trains_adapters_only_and_its_checkpoint_loads(model, facts_file, tmp_path):
