@@ -260,6 +260,26 @@ def test_the_mix_is_shown_before_a_job_starts_per_phase_source_and_leaf_as_the_t
     assert not TrainingJob.objects.exists()
 
 
+def test_the_job_form_sets_every_phase_setting_and_shows_a_refusal(storage, operator, client, queued):
+    form = {
+        "base_model": str(storage / "base"), "processes_per_node": 1, "nodes": 1,
+        "phase0_recipe": recipe("uploads/facts.jsonl"), "phase0_epochs": 2, "phase0_effective_batch_size": 2,
+        "phase0_max_seq_len": 64, "phase0_max_tokens_per_device": 64, "phase0_precision": "bf16",
+        "phase0_gradient_checkpointing": "on", "phase0_seed": 7, "phase0_save_every_samples": 100,
+        "phase0_lora_rank": 4, "phase0_scheduler": "linear", "phase0_warmup_steps": 3,
+    }  # fmt: skip
+    client.force_login(operator)
+    refused = client.post("/training/jobs/new/", {**form, "phase0_fsdp": "on", "phase0_lora_rank": 0})  # 1 process
+    assert refused.status_code == 422 and "FSDP shards the model" in refused.content.decode()
+    assert not TrainingJob.objects.exists()
+    assert client.post("/training/jobs/new/", form).status_code == 302
+    assert TrainingJob.objects.get().phases.get().config == {
+        "epochs": 2, "effective_batch_size": 2, "max_seq_len": 64,
+        "max_tokens_per_device": 64, "scheduler": "linear", "warmup_steps": 3, "precision": "bf16", "seed": 7,
+        "save_every_samples": 100, "gradient_checkpointing": True, "lora": {"rank": 4, "alpha": 8},
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("change", "resources", "field"),
     [
