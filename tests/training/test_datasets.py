@@ -6,11 +6,13 @@ import json
 import pytest
 
 from labweb import jobs
+from labweb.errors import LabError
 from review.models import ReviewItem
 from review.services.decisions import sample_decide
 from tests.support.tiny_model import build_tiny_model
 from training.models import Dataset, DatasetSample
 from training.services.datasets import dataset_create, dataset_phases
+from training.services.jobs import job_create
 from training.trainer.mixing import Recipe
 
 pytestmark = pytest.mark.django_db
@@ -94,6 +96,13 @@ def test_a_phased_build_holds_samples_out_per_leaf_and_offers_lab_phases(
     (phase,) = dataset_phases(dataset)
     assert phase["name"] == "skills"
     assert phase["recipe"] == f"datasets:\n- path: datasets/dataset-{dataset.pk}/skills.jsonl\n  sampling_size: 1.0\n"
+    # No recipe trains on the held-out split, not even one a person writes.
+    with pytest.raises(LabError) as error:
+        job_create(
+            name="peek", base_model=str(storage.parent / "tokenizer"), user=reviewer, start=False,
+            phases=[{"recipe": f"datasets:\n- path: {files['held_out'].storage_path}\n  sampling_size: 1.0\n"}],
+        )  # fmt: skip
+    assert error.value.field == "phases[0].recipe.datasets[0].path" and "held-out" in error.value.message
     # The page shows the mix Train on it would train on, before it starts: the tokens are the build's own count.
     client.force_login(reviewer)
     page = client.get(f"/training/datasets/{dataset.pk}/").content.decode()

@@ -7,9 +7,9 @@ from django.db import transaction
 
 from labweb import jobs
 from labweb.errors import ConflictError, LabError
-from training.models import TrainingEvent, TrainingJob, TrainingPhase
+from training.models import DatasetFile, TrainingEvent, TrainingJob, TrainingPhase
 from training.trainer.config import TrainConfig
-from training.trainer.mixing import Recipe, Source
+from training.trainer.mixing import HELD_OUT, Recipe, Source
 
 # Settings a phase may set; model, data and output folder are LabWeb's to choose.
 PHASE_SETTINGS = tuple(name for name in TrainConfig.__dataclass_fields__ if name not in ("model", "data", "output_dir"))
@@ -71,6 +71,11 @@ def checked_phase(index: int, phase: dict) -> tuple[str, str, dict]:
         if not resolved.is_file():
             raise LabError(
                 f"{source.path} does not exist in the training storage.",
+                field=f"{where}.recipe.datasets[{number}].path",
+            )
+        if DatasetFile.objects.filter(path=str(resolved), role=HELD_OUT).exists():
+            raise LabError(
+                f"{source.path} is a build's held-out split, kept out of training for evaluation.",
                 field=f"{where}.recipe.datasets[{number}].path",
             )
     return name, recipe_text, config
