@@ -58,7 +58,7 @@ def build(storage: str, queue) -> None:
     from training.models import Dataset
     from training.services import datasets
 
-    counter = datasets._token_counter(datasets.EMBEDDED)  # loaded once here so the baseline holds a tokenizer
+    counter = datasets.token_counter(datasets.EMBEDDED)  # loaded once here so the baseline holds a tokenizer
     counter({"messages": [{"role": "user", "content": "warm"}]})
     user = User.objects.get_or_create(username="bench-operator")[0]
     with django.db.transaction.atomic():

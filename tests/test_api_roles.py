@@ -239,6 +239,7 @@ ENDPOINTS = [
     E("GET",    "review-agreement", "/api/review/agreement/",     READ),
     E("GET",    "training-job-list", "/api/training-jobs/",       READ),
     E("POST",   "training-job-list", "/api/training-jobs/",       OPERATE, 201, new_training_job),
+    E("POST",   "training-job-mix", "/api/training-jobs/mix/",    OPERATE, 200, new_training_job),
     E("GET",    "training-job-detail", TRAINING_JOB,              READ),
     E("POST",   "training-job-cancel", TRAINING_JOB + "cancel/",  OPERATE),
     E("POST",   "training-job-resume", "/api/training-jobs/{w.stopped_job}/resume/", OPERATE),
@@ -252,6 +253,7 @@ ENDPOINTS = [
     E("GET",    "dataset-list",    "/api/datasets/",              READ),
     E("POST",   "dataset-list",    "/api/datasets/",              OPERATE, 201, {"name": "kept", "plan": "stacked"}),
     E("GET",    "dataset-detail",  "/api/datasets/{w.dataset}/",  READ),
+    E("GET",    "dataset-file",    "/api/datasets/{w.dataset}/files/all/", READ),
     E("GET",    "evaluation-list", "/api/evaluations/",           READ),
     E("POST",   "evaluation-list", "/api/evaluations/",           OPERATE, 201, new_evaluation),
     E("GET",    "evaluation-detail", EVALUATION,                  READ),
@@ -264,8 +266,8 @@ ENDPOINTS = [
     E("GET",    "evaluation-compare", "/api/evaluations/compare/?first={w.evaluation}&second={w.evaluation}", READ),
 ]
 # fmt: on
-# The OpenAPI document, the Swagger UI page and checkpoint archives answer in their own formats.
-NOT_JSON = {"api-schema", "api-docs", "checkpoint-download", "evaluation-export"}
+# The OpenAPI document, the Swagger UI page, checkpoint archives and dataset files answer in their own formats.
+NOT_JSON = {"api-schema", "api-docs", "checkpoint-download", "dataset-file", "evaluation-export"}
 
 
 def training_world(tmp_path: Path, settings, user) -> dict:

@@ -3,7 +3,7 @@
 from django import forms
 from django.conf import settings
 
-from training.trainer.config import SCHEDULERS, TrainConfig
+from training.trainer.config import PRECISIONS, SCHEDULERS, TrainConfig
 
 DEFAULTS = TrainConfig(model="", data=("",), output_dir="")
 PHASES = 3  # phases the page offers; the API takes any number
@@ -69,6 +69,23 @@ class JobForm(forms.Form):
             self.fields[prefix + "lora_rank"] = forms.IntegerField(
                 min_value=0, initial=0, required=False, label="LoRA rank", help_text="0 trains every weight."
             )
+            self.fields[prefix + "precision"] = forms.ChoiceField(
+                choices=[(name, name) for name in PRECISIONS], initial=DEFAULTS.precision, required=False
+            )
+            self.fields[prefix + "gradient_checkpointing"] = forms.BooleanField(
+                required=False, label="Gradient checkpointing", help_text="Less memory, more compute."
+            )
+            self.fields[prefix + "fsdp"] = forms.BooleanField(
+                required=False, label="FSDP", help_text="Shard the model over the job's GPUs (accelerate's FSDP)."
+            )
+            self.fields[prefix + "seed"] = forms.IntegerField(min_value=0, initial=DEFAULTS.seed, required=False)
+            self.fields[prefix + "save_every_samples"] = forms.IntegerField(
+                min_value=0,
+                initial=0,
+                required=False,
+                label="Checkpoint every (samples)",
+                help_text="0: at each epoch's end only.",
+            )
 
     def phase_fields(self, index: int):
         return [
@@ -84,6 +101,11 @@ class JobForm(forms.Form):
                 "scheduler",
                 "warmup_steps",
                 "lora_rank",
+                "precision",
+                "gradient_checkpointing",
+                "fsdp",
+                "seed",
+                "save_every_samples",
             )
         ]
 
@@ -111,9 +133,13 @@ class JobForm(forms.Form):
                     "max_tokens_per_device",
                     "scheduler",
                     "warmup_steps",
+                    "precision",
+                    "seed",
+                    "save_every_samples",
                 )
                 if data.get(key) not in (None, "")
             }
+            config.update({key: True for key in ("gradient_checkpointing", "fsdp") if data.get(key)})
             if data.get("lora_rank"):
                 config["lora"] = {"rank": data["lora_rank"], "alpha": 2 * data["lora_rank"]}
             phases.append({"name": data.get("name") or "", "recipe": data["recipe"], "config": config})

@@ -39,6 +39,9 @@ class TrainingPhase(jobs.Job):
     data_path = models.CharField(max_length=1000, blank=True)
     data_sha256 = models.CharField(max_length=64, blank=True)
     data_samples = models.PositiveIntegerField(null=True, blank=True)
+    data_sources = models.JSONField(
+        default=list, blank=True, help_text="The recipe's sources as mixed: path, sha256 of its bytes, samples taken"
+    )
     model_path = models.CharField(max_length=1000, blank=True, help_text="What this phase started from")
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)

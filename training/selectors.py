@@ -3,7 +3,11 @@
 from django.db.models import QuerySet
 
 from labweb.errors import LabError
-from training.models import StepMetric, TrainingJob
+from training.models import StepMetric, TrainingJob, TrainingPhase
+from training.trainer.config import TrainConfig
+
+PACE_STEPS = 10
+DEFAULT_BATCH = TrainConfig.__dataclass_fields__["effective_batch_size"].default
 
 
 def int_param(params, name: str, *, default: int) -> int:
@@ -24,3 +28,16 @@ def job_metrics(job: TrainingJob, *, phase_id: int | None = None, after: int = 0
     if phase_id is not None:
         metrics = metrics.filter(phase_id=phase_id, step__gt=after)
     return metrics
+
+
+def phase_pace(phase: TrainingPhase) -> tuple[StepMetric | None, float | None]:
+    """The phase's last step (loss, learning rate, gradient norm, throughput, memory) and, while it runs, the
+    seconds its remaining steps take at the pace of its last ten (their compute; checkpoints add to it)."""
+    recent = list(phase.metrics.order_by("-step")[:PACE_STEPS])
+    if not recent:
+        return None, None
+    if not phase.is_active or not phase.total_steps or not all(m.samples_per_second > 0 for m in recent):
+        return recent[0], None
+    batch = phase.config.get("effective_batch_size", DEFAULT_BATCH)
+    per_step = sum(batch / m.samples_per_second for m in recent) / len(recent)
+    return recent[0], max(0, phase.total_steps - phase.step) * per_step

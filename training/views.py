@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -16,11 +16,12 @@ from generation.models import GenerationRun
 from labweb.errors import LabError
 from labweb.roles import OPERATOR, any_role_required, has_role, operator_required
 from labweb.web import add_lab_error, is_partial, job_command, render_fragments
+from training import selectors
 from training.forms import DatasetForm, JobForm, PromptForm, UploadForm, form_field
 from training.models import Checkpoint, Dataset, DatasetFile, TrainingJob
 from training.services import datasets as dataset_services
 from training.services import jobs as job_services
-from training.services import prompts, uploads
+from training.services import mixes, prompts, uploads
 
 LIST = "training/job_list.html"
 DETAIL = "training/job_detail.html"
@@ -47,6 +48,9 @@ def job_create(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             try:
+                if "mix" in request.POST:  # "Show the mix": what each phase would train on, nothing started
+                    mix = mixes.job_mix(base_model=data["base_model"], phases=form.phases())
+                    return render(request, "training/job_create.html", {"form": form, "mix": mix})
                 job = job_services.job_create(
                     name=data["name"] or "",
                     base_model=data["base_model"],
@@ -69,6 +73,8 @@ def _get_job(pk: int) -> TrainingJob:
 
 def monitor_context(job: TrainingJob) -> dict:
     phases = list(job.phases.all())
+    for phase in phases:
+        phase.latest, phase.seconds_left = selectors.phase_pace(phase)
     running = next((phase for phase in phases if phase.is_active), None)
     log_phase = running or next((phase for phase in reversed(phases) if phase.started_at), None)
     return {
@@ -208,6 +214,13 @@ def dataset_create(request: HttpRequest) -> HttpResponse:
 def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
     dataset = get_object_or_404(Dataset.objects.select_related("created_by", "run"), pk=pk)
     context = {"dataset": dataset, "files": dataset.files.all(), "per_leaf": sorted(dataset.per_leaf.items())}
+    if dataset.status == "succeeded":  # what Train on it would train on, before it starts
+        base_model = settings.LABWEB_DEFAULT_BASE_MODEL
+        try:
+            context["mix"] = mixes.dataset_mix(dataset, base_model=base_model)
+        except LabError as error:
+            context["mix_error"] = error.message
+        context["base_model"] = base_model
     return render(request, "training/dataset_detail.html", context)
 
 
@@ -235,10 +248,14 @@ def dataset_train(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @any_role_required
 def dataset_download(request: HttpRequest, pk: int, role: str) -> FileResponse:
-    file = get_object_or_404(DatasetFile, dataset_id=pk, role=role)
-    return FileResponse(
-        open(file.path, "rb"),
-        as_attachment=True,
-        filename=f"dataset-{pk}-{role}.jsonl",
-        content_type="application/jsonl",
-    )
+    return dataset_file_response(get_object_or_404(DatasetFile, dataset_id=pk, role=role))
+
+
+def dataset_file_response(file: DatasetFile) -> FileResponse:
+    """A build's file as an attachment, streamed from the training storage (the page's link and the API's)."""
+    try:
+        handle = open(file.path, "rb")
+    except FileNotFoundError:
+        raise Http404("The file is gone from the training storage.") from None
+    name = f"dataset-{file.dataset_id}-{file.role}.jsonl"
+    return FileResponse(handle, as_attachment=True, filename=name, content_type="application/jsonl")

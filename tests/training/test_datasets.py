@@ -1,15 +1,18 @@
 """Dataset builds from what reviewers kept: exact counts, stable hashes, lineage, held-out split, and a job over it."""
 
+import hashlib
 import json
 
 import pytest
 
 from labweb import jobs
+from labweb.errors import LabError
 from review.models import ReviewItem
 from review.services.decisions import sample_decide
 from tests.support.tiny_model import build_tiny_model
 from training.models import Dataset, DatasetSample
 from training.services.datasets import dataset_create, dataset_phases
+from training.services.jobs import job_create
 from training.trainer.mixing import Recipe
 
 pytestmark = pytest.mark.django_db
@@ -43,7 +46,7 @@ def decide(sample_ids, reviewer, action, **extra):
 
 
 def test_a_build_takes_exactly_the_kept_samples_with_their_edits_and_names_each_member(
-    make_samples, reviewer, eager, storage, build
+    make_samples, reviewer, eager, storage, build, client
 ):
     run = make_samples(2)  # 3 leaves x 5 items x 2 = 30 samples
     ids = list(ReviewItem.objects.order_by("pk").values_list("pk", flat=True))
@@ -68,8 +71,18 @@ def test_a_build_takes_exactly_the_kept_samples_with_their_edits_and_names_each_
     again = build(name="again", user=reviewer, plan="stacked", held_out_fraction=0.0)
     assert again.files.get(role="all").sha256 == all_file.sha256  # same selection, same seed: same bytes
 
+    # Downloadable from the page and from the API, byte for byte what training reads.
+    client.force_login(reviewer)
+    for url in (f"/training/datasets/{dataset.pk}/files/all.jsonl", f"/api/datasets/{dataset.pk}/files/all/"):
+        response = client.get(url)
+        assert response.status_code == 200 and response["Content-Type"] == "application/jsonl"
+        assert hashlib.sha256(b"".join(response.streaming_content)).hexdigest() == all_file.sha256
+    assert client.get(f"/api/datasets/{dataset.pk}/files/skills/").status_code == 404  # a phased role
 
-def test_a_phased_build_holds_samples_out_per_leaf_and_offers_lab_phases(make_samples, reviewer, eager, storage, build):
+
+def test_a_phased_build_holds_samples_out_per_leaf_and_offers_lab_phases(
+    make_samples, reviewer, eager, storage, build, client
+):
     make_samples(4)  # 20 a leaf
     decide(ReviewItem.objects.values_list("pk", flat=True), reviewer, "approve")
     dataset = build(name="lab", user=reviewer, plan="phased", held_out_fraction=0.1, seed=3)
@@ -83,6 +96,19 @@ def test_a_phased_build_holds_samples_out_per_leaf_and_offers_lab_phases(make_sa
     (phase,) = dataset_phases(dataset)
     assert phase["name"] == "skills"
     assert phase["recipe"] == f"datasets:\n- path: datasets/dataset-{dataset.pk}/skills.jsonl\n  sampling_size: 1.0\n"
+    # No recipe trains on the held-out split, not even one a person writes.
+    with pytest.raises(LabError) as error:
+        job_create(
+            name="peek", base_model=str(storage.parent / "tokenizer"), user=reviewer, start=False,
+            phases=[{"recipe": f"datasets:\n- path: {files['held_out'].storage_path}\n  sampling_size: 1.0\n"}],
+        )  # fmt: skip
+    assert error.value.field == "phases[0].recipe.datasets[0].path" and "held-out" in error.value.message
+    # The page shows the mix Train on it would train on, before it starts: the tokens are the build's own count.
+    client.force_login(reviewer)
+    page = client.get(f"/training/datasets/{dataset.pk}/").content.decode()
+    assert f"skills: <span data-total>54 samples, {files['skills'].tokens} tokens</span>" in page
+    for leaf, counts in dataset.per_leaf.items():
+        assert f'<code>{leaf}</code></th><td class="num">{counts["skills"]}</td>' in page
 
 
 def test_a_build_with_nothing_approved_fails_saying_what_to_do(make_samples, reviewer, eager, storage, build):

@@ -50,6 +50,8 @@ def test_a_bad_recipe_names_the_field_or_line(text, field, line):
 
 def test_a_float_is_a_fraction_and_an_integer_a_count_repeating_past_the_whole():
     assert sample_count(0.25, 100) == 25 and sample_count(30, 100) == 30 and sample_count(1.0, 7) == 7
+    # As instructlab-sdg counts: a fraction rounds down, and 1 (an integer) is the whole source as 1.0 is.
+    assert sample_count(0.5, 15) == 7 and sample_count(0.29, 100) == 28 and sample_count(1, 7) == 7
     upsampled = choose(10, 25, seed=3)
     assert len(upsampled) == 25 and all((upsampled == i).sum() in (2, 3) for i in range(10))
     assert list(choose(10, 4, seed=3)) == list(choose(10, 4, seed=3))

@@ -122,8 +122,10 @@ def test_a_bad_sample_names_its_file_line_and_field(tmp_path):
         ({"max_tokens_per_device": 100, "max_seq_len": 200}, "max_tokens_per_device"),
         ({"effective_batch_size": "8"}, "effective_batch_size"),
         ({"lora": {"rank": 0}}, "lora.rank"),
+        ({"lora": {"rank": 8, "alpha": 0}}, "lora.alpha"),
         ({"lora": {"rank": 8}, "fsdp": True}, "fsdp"),
         ({"momentum": 0.9}, "momentum"),
+        ({"deepspeed": True}, "deepspeed"),  # FSDP through accelerate is the sharding offered
     ],
 )
 def test_an_impossible_configuration_is_refused_naming_the_field(change, field):
@@ -211,27 +213,41 @@ def test_two_processes_learn_a_memorised_set_and_leave_checkpoints_that_load_and
     assert answer.split()[:2] == ["bees", "make"]
 
 
-def test_cancel_saves_a_checkpoint_and_resume_continues_the_step_count(model, facts_file, tmp_path):
-    output = tmp_path / "run"
-    config = train_config(model, facts_file, output, epochs=400)
-    process = launch(config, tmp_path)
-    deadline = time.monotonic() + 120
-    while not any(e["event"] == "step" and e["step"] >= 3 for e in events_of(output)):
-        assert process.poll() is None and time.monotonic() < deadline, finish(process)
-        time.sleep(0.1)
-    (output / "STOP").touch()  # what the Celery task does on cancel
-    log = finish(process)
-    assert process.returncode == 0, log
-    first = events_of(output)
-    assert first[-1]["event"] == "cancelled"
-    stopped = first[-1]["step"]
-    assert [e for e in first if e["event"] == "checkpoint"][-1]["step"] == stopped
+def test_cancel_saves_a_checkpoint_and_resume_goes_on_as_if_the_run_had_never_stopped(model, facts_file, tmp_path):
+    """Stopped after its first step and resumed, a run takes the very steps of a run never stopped: the step count,
+    the data position inside the epoch, the optimizer's moments and the scheduler's warm-up all carry over (any
+    one of them lost changes the losses or learning rates that follow)."""
+    from transformers import AutoModelForCausalLM
 
-    resumed = launch({**config, "max_steps": stopped + 5}, tmp_path)
+    settings = {"epochs": 3, "effective_batch_size": 2, "scheduler": "cosine", "warmup_steps": 3}  # 3 steps an epoch
+    straight = launch(train_config(model, facts_file, tmp_path / "straight", **settings), tmp_path)
+    output = tmp_path / "stopped"
+    output.mkdir()
+    (output / "STOP").touch()  # what the Celery task does on cancel; the trainer reads it after each step
+    config = train_config(model, facts_file, output, **settings)
+    stopped = launch(config, tmp_path)
+    assert stopped.wait(240) == 0, finish(stopped)
+    first = events_of(output)
+    assert first[-1]["event"] == "cancelled" and first[-1]["step"] == 1
+    (saved,) = [e for e in first if e["event"] == "checkpoint"]
+    assert saved["step"] == 1 and AutoModelForCausalLM.from_pretrained(saved["path"]) is not None
+    assert not (output / "STOP").exists()
+
+    resumed = launch(config, tmp_path)
     assert resumed.wait(240) == 0, finish(resumed)
+    assert straight.wait(240) == 0, finish(straight)
     later = events_of(output)[len(first) :]
-    assert later[0]["event"] == "start" and later[0]["resumed_at"] == stopped
-    assert [e["step"] for e in later if e["event"] == "step"] == list(range(stopped + 1, stopped + 6))
+    assert later[0]["event"] == "start" and later[0]["resumed_at"] == 1 and later[-1]["event"] == "done"
+
+    def steps(events):
+        return [e for e in events if e["event"] == "step"]
+
+    reference, got = steps(events_of(tmp_path / "straight")), steps(first) + steps(later)
+    assert [e["step"] for e in reference] == list(range(1, 10))
+    for key in ("step", "epoch", "samples_seen"):
+        assert [e[key] for e in got] == [e[key] for e in reference]
+    for key in ("learning_rate", "loss"):
+        assert [e[key] for e in got] == pytest.approx([e[key] for e in reference], rel=1e-4)
 
 
 def test_a_trainer_that_fails_says_why_and_exits_non_zero(model, tmp_path):
@@ -250,16 +266,31 @@ def test_a_trainer_that_fails_says_why_and_exits_non_zero(model, tmp_path):
     assert events_of(tmp_path / "run2")[-1]["event"] == "error"
 
 
+def test_running_out_of_host_memory_is_told_apart_from_a_crash():
+    """On a GPU torch raises OutOfMemoryError; on a CPU its allocator raises a RuntimeError, which was a "crash"."""
+    from training.trainer.run import out_of_memory
+
+    with pytest.raises(RuntimeError) as host:
+        torch.empty(2**62, dtype=torch.uint8)  # more than any machine has: the allocator refuses at once
+    assert out_of_memory(host.value)
+    assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
 def test_two_nodes_with_one_rendezvous_train_one_job_together(model, facts_file, tmp_path):
     output = tmp_path / "run"
     port = free_port()
-    config = train_config(model, facts_file, output, epochs=2)
+    config = train_config(model, facts_file, output, epochs=2, save_every_samples=4)
     nodes = [launch(config, tmp_path, node=(rank, 2, port)) for rank in (0, 1)]
     logs = [finish(node) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], logs
     events = events_of(output)
     assert events[0]["processes"] == 2
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4]
+    # 3 samples a step: a checkpoint each time the count passes a multiple of 4, and one at each epoch's end.
+    names = [e["name"] for e in events if e["event"] == "checkpoint"]
+    assert names == ["samples-000000006", "epoch-001", "samples-000000009", "samples-000000012", "epoch-002"]
+    assert all((output / "checkpoints" / name / "model.safetensors").is_file() for name in names)
 
 
 def test_a_lora_job_trains_adapters_only_and_its_checkpoint_loads(model, facts_file, tmp_path):

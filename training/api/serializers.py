@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from training.models import Checkpoint, Dataset, DatasetFile, StepMetric, TrainingEvent, TrainingJob, TrainingPhase
+from training.selectors import phase_pace
 
 
 class PhaseInputSerializer(serializers.Serializer):
@@ -43,6 +44,7 @@ class CheckpointSerializer(serializers.ModelSerializer):
 class PhaseSerializer(serializers.ModelSerializer):
     percent = serializers.IntegerField(read_only=True)
     latest = serializers.SerializerMethodField()
+    seconds_left = serializers.SerializerMethodField(help_text="While it runs: its remaining steps at its recent pace")
 
     class Meta:
         model = TrainingPhase
@@ -55,6 +57,7 @@ class PhaseSerializer(serializers.ModelSerializer):
             "config",
             "data_sha256",
             "data_samples",
+            "data_sources",
             "model_path",
             "step",
             "total_steps",
@@ -66,11 +69,23 @@ class PhaseSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "latest",
+            "seconds_left",
         ]
 
+    def pace(self, phase) -> tuple:
+        """One query for both fields, per phase."""
+        paces = self.__dict__.setdefault("_paces", {})
+        if phase.pk not in paces:
+            paces[phase.pk] = phase_pace(phase)
+        return paces[phase.pk]
+
     def get_latest(self, phase) -> dict | None:
-        metric = phase.metrics.order_by("-step").first()
+        metric = self.pace(phase)[0]
         return StepMetricSerializer(metric).data if metric else None
+
+    def get_seconds_left(self, phase) -> float | None:
+        left = self.pace(phase)[1]
+        return round(left, 1) if left is not None else None
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -181,3 +196,25 @@ class DatasetSerializer(serializers.ModelSerializer):
             "system_prompt": {"required": False, "allow_blank": True},
             "tokenizer": {"required": False, "allow_blank": True},
         }
+
+
+class MixSourceSerializer(serializers.Serializer):
+    path = serializers.CharField(help_text="As the recipe names it, in the training storage")
+    sampling_size = serializers.FloatField(help_text="A fraction (float) or a count (integer), as in the recipe")
+    available = serializers.IntegerField(help_text="Samples the source holds")
+    samples = serializers.IntegerField(help_text="Samples the mix takes from it")
+    tokens = serializers.IntegerField(allow_null=True, help_text="Their tokens; null where no tokenizer is at hand")
+
+
+class MixLeafSerializer(serializers.Serializer):
+    leaf = serializers.CharField(allow_blank=True, help_text="Blank: samples whose metadata names no leaf")
+    samples = serializers.IntegerField()
+    tokens = serializers.IntegerField(allow_null=True)
+
+
+class MixPhaseSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    samples = serializers.IntegerField()
+    tokens = serializers.IntegerField(allow_null=True)
+    sources = MixSourceSerializer(many=True)
+    leaves = MixLeafSerializer(many=True)

@@ -20,7 +20,8 @@ from training.api import serializers as s
 from training.models import Checkpoint, Dataset, TrainingJob
 from training.services import datasets as dataset_services
 from training.services import jobs as job_services
-from training.services import uploads
+from training.services import mixes, uploads
+from training.views import dataset_file_response
 
 OperatorWrites = role_permission(write=OPERATOR)
 
@@ -48,6 +49,16 @@ class TrainingJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         serializer.is_valid(raise_exception=True)
         job = job_services.job_create(user=request.user, **serializer.validated_data)
         return Response(s.JobDetailSerializer(job).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.JobCreateSerializer, responses=s.MixPhaseSerializer(many=True))
+    @action(detail=False, methods=["post"])
+    def mix(self, request: Request) -> Response:
+        """The mix the job would train on, before it starts (operators): per phase, samples and tokens per source
+        and per leaf. Takes what `POST /api/training-jobs/` takes; creates nothing."""
+        serializer = s.JobCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        return Response(mixes.job_mix(base_model=data["base_model"], phases=data["phases"]))
 
     @extend_schema(request=None, responses=s.JobDetailSerializer)
     @action(detail=True, methods=["post"])
@@ -142,8 +153,8 @@ class UploadViewSet(viewsets.ViewSet):
 
 
 class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Dataset builds of approved samples; `POST` queues one (operators). Files download from the page, or read
-    them where training reads them (the paths are relative to the training storage)."""
+    """Dataset builds of approved samples; `POST` queues one (operators). `files/{role}` downloads a file (the
+    paths in `files` are relative to the training storage, where training reads them)."""
 
     serializer_class = s.DatasetSerializer
     permission_classes = [OperatorWrites]
@@ -159,3 +170,15 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         data = {k: v for k, v in serializer.validated_data.items() if k not in ("files", "created_by")}
         dataset = dataset_services.dataset_create(user=request.user, **data)
         return Response(s.DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("role", str, OpenApiParameter.PATH, description="A file's role, as in files")],
+        responses={(200, "application/jsonl"): bytes},
+    )
+    @action(detail=True, methods=["get"], url_path=r"files/(?P<role>[a-z_]+)", filter_backends=[])
+    def file(self, request: Request, pk=None, role: str = ""):
+        """One file of the build, messages JSONL as InstructLab reads it."""
+        file = self.get_object().files.filter(role=role).first()
+        if file is None:
+            raise Http404(f"This dataset has no {role} file.")
+        return dataset_file_response(file)

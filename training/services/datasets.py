@@ -92,7 +92,7 @@ def dataset_build(*, dataset_id: int) -> Dataset:
     folder = storage_root() / "datasets" / f"dataset-{dataset.pk}"
     DatasetSample.objects.filter(dataset=dataset).delete()
     DatasetFile.objects.filter(dataset=dataset).delete()
-    count = _token_counter(dataset.tokenizer)
+    count = token_counter(dataset.tokenizer)
     tokens: dict[str, int] = {}
     members: list[DatasetSample] = []
     progress = {"samples": 0}
@@ -151,8 +151,9 @@ def dataset_build(*, dataset_id: int) -> Dataset:
     return dataset
 
 
-def _token_counter(name: str):
-    """Tokens of a record as the trainer will see them: the chat template of the named model's tokenizer."""
+def token_counter(name: str, *, local_files_only: bool = False):
+    """Tokens of a record as the trainer will see them: the chat template of the named model's tokenizer
+    (`local_files_only`: one on this machine, never a download)."""
     from transformers import AutoTokenizer
 
     from generation.services.teachers import resolve_local_model
@@ -160,7 +161,7 @@ def _token_counter(name: str):
 
     path, gguf = resolve_local_model(name, "")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf)
+        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf, local_files_only=local_files_only)
     except OSError as error:
         raise LabError(f"The tokenizer of {name} cannot be loaded: {error}", field="tokenizer") from None
     ensure_chat_template(tokenizer)

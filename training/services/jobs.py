@@ -7,9 +7,9 @@ from django.db import transaction
 
 from labweb import jobs
 from labweb.errors import ConflictError, LabError
-from training.models import TrainingEvent, TrainingJob, TrainingPhase
+from training.models import DatasetFile, TrainingEvent, TrainingJob, TrainingPhase
 from training.trainer.config import TrainConfig
-from training.trainer.mixing import Recipe
+from training.trainer.mixing import HELD_OUT, Recipe, Source
 
 # Settings a phase may set; model, data and output folder are LabWeb's to choose.
 PHASE_SETTINGS = tuple(name for name in TrainConfig.__dataclass_fields__ if name not in ("model", "data", "output_dir"))
@@ -19,11 +19,31 @@ def storage_root() -> Path:
     return Path(settings.LABWEB_TRAINING_DIR).resolve()
 
 
+def storage_name(path: str) -> str:
+    """A path as recipes name it: relative to the training storage (an absolute one outside it as it is)."""
+    try:
+        return str(Path(path).relative_to(storage_root()))
+    except ValueError:
+        return path
+
+
+def stored_recipe(text: str, *, path: str) -> Recipe:
+    """A phase's recipe with its sources' paths in the training storage (recipes name them relative to it)."""
+    recipe = Recipe.from_yaml(text, path=path)
+    root = storage_root()
+    return Recipe(tuple(Source(str(root / s.path), s.sampling_size) for s in recipe.sources), recipe.sys_prompt)
+
+
+def phase_seed(config: dict) -> int:
+    """The seed a phase's mix is sampled with: the trainer's, so one number fixes the data and the training."""
+    return config.get("seed", TrainConfig.__dataclass_fields__["seed"].default)
+
+
 def event(job: TrainingJob, message: str, *, level: str = TrainingEvent.Level.INFO, phase=None) -> None:
     TrainingEvent.objects.create(job=job, phase=phase, level=level, message=message)
 
 
-def _checked_phase(index: int, phase: dict) -> tuple[str, str, dict]:
+def checked_phase(index: int, phase: dict) -> tuple[str, str, dict]:
     where = f"phases[{index}]"
     name = (phase.get("name") or "").strip() or f"phase {index + 1}"
     config = dict(phase.get("config") or {})
@@ -53,7 +73,51 @@ def _checked_phase(index: int, phase: dict) -> tuple[str, str, dict]:
                 f"{source.path} does not exist in the training storage.",
                 field=f"{where}.recipe.datasets[{number}].path",
             )
+        if DatasetFile.objects.filter(path=str(resolved), role=HELD_OUT).exists():
+            raise LabError(
+                f"{source.path} is a build's held-out split, kept out of training for evaluation.",
+                field=f"{where}.recipe.datasets[{number}].path",
+            )
     return name, recipe_text, config
+
+
+def _context_length(base_model: str, gguf_file: str) -> int | None:
+    """The longest sequence the base model takes, where this process can read its configuration (a local folder
+    or a hub name in the cache); None where only the training workers have the model."""
+    if gguf_file or base_model.startswith("pypi:"):
+        return None
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(base_model, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    return getattr(config, "max_position_embeddings", None)
+
+
+def _check_resources(checked: list[tuple[str, str, dict]], base_model: str, gguf_file: str, processes: int) -> None:
+    """What a phase's settings cannot do with this model on this many processes, refused naming the field."""
+    limit = _context_length(base_model, gguf_file)
+    defaults = TrainConfig(model="", data=("",), output_dir="")
+    for index, (_, _, config) in enumerate(checked):
+        where = f"phases[{index}].config"
+        if config.get("fsdp") and processes == 1:
+            raise LabError(
+                "FSDP shards the model over several processes; this job has one. Turn fsdp off.", field=f"{where}.fsdp"
+            )
+        batch = config.get("effective_batch_size", defaults.effective_batch_size)
+        if batch < processes:
+            raise LabError(
+                f"effective_batch_size ({batch}) is smaller than the job's {processes} processes: some would have "
+                "no sample in any step.",
+                field=f"{where}.effective_batch_size",
+            )
+        length = config.get("max_seq_len", defaults.max_seq_len)
+        if limit is not None and length > limit:
+            raise LabError(
+                f"max_seq_len ({length}) is longer than {base_model} takes ({limit} positions).",
+                field=f"{where}.max_seq_len",
+            )
 
 
 @transaction.atomic
@@ -79,7 +143,8 @@ def job_create(
         raise LabError("A job needs at least one phase.", field="phases")
     if processes_per_node < 1 or nodes < 1:
         raise LabError("A job needs at least one process on one node.", field="processes_per_node")
-    checked = [_checked_phase(index, phase) for index, phase in enumerate(phases)]
+    checked = [checked_phase(index, phase) for index, phase in enumerate(phases)]
+    _check_resources(checked, base_model.strip(), gguf_file, processes_per_node * nodes)
     job = TrainingJob.objects.create(
         name=name.strip() or base_model,
         base_model=base_model.strip(),

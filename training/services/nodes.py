@@ -23,11 +23,11 @@ from django.utils import timezone
 from labweb import jobs
 from labweb.errors import LabError
 from training.models import Checkpoint, StepMetric, TrainingEvent, TrainingJob, TrainingNode, TrainingPhase
-from training.services.jobs import event, job_dispatch, storage_root
+from training.services.jobs import event, job_dispatch, phase_seed, storage_name, stored_recipe
 from training.signals import phase_succeeded
 from training.trainer.config import TrainConfig
 from training.trainer.events import EVENTS, read_events
-from training.trainer.mixing import Recipe, Source, mix
+from training.trainer.mixing import mix
 
 POLL_SECONDS = 1.0
 RENDEZVOUS_WAIT_SECONDS = 600
@@ -90,12 +90,11 @@ def _prepare(phase: TrainingPhase) -> Path:
     config = dict(phase.config)
     data = out / "data.jsonl"
     if not (phase.data_sha256 and data.exists()):
-        recipe = Recipe.from_yaml(phase.recipe, path=f"{phase.name} recipe")
-        root = storage_root()
-        recipe = Recipe(tuple(Source(str(root / s.path), s.sampling_size) for s in recipe.sources), recipe.sys_prompt)
-        written = mix(recipe, data, seed=config.get("seed", 42))
+        recipe = stored_recipe(phase.recipe, path=f"{phase.name} recipe")
+        written = mix(recipe, data, seed=phase_seed(config))
+        sources = [{**source, "path": storage_name(source["path"])} for source in written.sources]
         TrainingPhase.objects.filter(pk=phase.pk).update(
-            data_path=str(data), data_sha256=written.sha256, data_samples=written.samples
+            data_path=str(data), data_sha256=written.sha256, data_samples=written.samples, data_sources=sources
         )
         event(phase.job, f"{phase.name}: {written.samples} samples mixed ({written.sha256[:12]}).", phase=phase)
     model, gguf = _starting_model(phase)
@@ -138,6 +137,9 @@ def _rendezvous(phase: TrainingPhase, node: TrainingNode) -> list[str]:
         "--rdzv-backend=c10d",
         f"--rdzv-endpoint={endpoint}",
         f"--rdzv-id=labweb-phase-{phase.pk}-{node.attempts}",
+        # Rank 0 hosts the store: torchrun's own guess compares the endpoint with the machine's names and
+        # addresses, and misses a name it has only through DNS (then no node hosts it and every node waits).
+        f"--rdzv-conf=is_host={int(node.rank == 0)}",
     ]
 
 
@@ -275,12 +277,13 @@ def _ingest(phase: TrainingPhase) -> dict | None:
 
 
 def _lineage(phase: TrainingPhase, item: dict) -> dict:
-    phase.refresh_from_db(fields=["data_sha256", "data_samples", "model_path"])
+    phase.refresh_from_db(fields=["data_sha256", "data_samples", "data_sources", "model_path"])
     return {
         "job": phase.job_id,
         "phase": phase.name,
         "data_sha256": phase.data_sha256,
         "data_samples": phase.data_samples,
+        "sources": phase.data_sources,
         "recipe": phase.recipe,
         "config": phase.config,
         "started_from": phase.model_path,

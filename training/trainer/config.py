@@ -108,8 +108,9 @@ class TrainConfig:
         if self.max_grad_norm <= 0:
             raise LabError("max_grad_norm must be positive.", field="max_grad_norm")
         if self.lora is not None:
-            if self.lora.rank < 1 or self.lora.alpha < 1:
-                raise LabError("LoRA rank and alpha must be at least 1.", field="lora.rank")
+            for name in ("rank", "alpha"):
+                if getattr(self.lora, name) < 1:
+                    raise LabError(f"LoRA {name} must be at least 1.", field=f"lora.{name}")
             if not 0 <= self.lora.dropout < 1:
                 raise LabError("LoRA dropout must be in [0, 1).", field="lora.dropout")
             if not self.lora.target_modules:

@@ -66,8 +66,11 @@ def check_sampling_size(size, *, field: str = "sampling_size", path: str | None 
 
 
 def sample_count(size: float | int, available: int) -> int:
-    """InstructLab's rule: an integer is a count, a float a fraction of what the source holds."""
-    return int(size) if isinstance(size, int) else int(round(available * size))
+    """InstructLab's rule (instructlab-sdg's data mixing): 1 or 1.0 takes the whole source, another integer is a
+    count, another float a fraction of what the source holds, rounded down."""
+    if size == 1:
+        return available
+    return size if isinstance(size, int) else int(available * size)
 
 
 def choose(available: int, size: float | int, seed: int) -> np.ndarray:
@@ -91,6 +94,7 @@ class Written:
     bytes: int = 0
     per_leaf: Counter = field(default_factory=Counter)
     per_source: Counter = field(default_factory=Counter)
+    sources: list[dict] = field(default_factory=list)  # a mix's sources in order: path, sha256, samples taken
 
 
 class JsonlWriter:
@@ -129,9 +133,14 @@ class JsonlWriter:
             self.partial.unlink(missing_ok=True)
 
 
-def count_lines(path: str) -> int:
+def count_lines(path: str) -> tuple[int, str]:
+    """The samples a JSONL file holds, and the sha256 of its bytes (a source's identity in a checkpoint's lineage)."""
+    digest, count = hashlib.sha256(), 0
     with open(path, "rb") as handle:
-        return sum(1 for line in handle if line.strip())
+        for line in handle:
+            digest.update(line)
+            count += 1 if line.strip() else 0
+    return count, digest.hexdigest()
 
 
 def mix(recipe: Recipe, output: str | Path, *, seed: int, leaf_of=None) -> Written:
@@ -141,45 +150,102 @@ def mix(recipe: Recipe, output: str | Path, *, seed: int, leaf_of=None) -> Writt
     in their metadata). The trainer shuffles every epoch, so the order here only has to be reproducible.
     """
     with JsonlWriter(output) as writer:
-        for number, source in enumerate(recipe.sources):
-            try:
-                available = count_lines(source.path)
-            except OSError as error:
-                raise LabError(
-                    f"Cannot read {source.path}: {error.strerror}.", field=f"datasets[{number}].path", path=source.path
-                ) from None
-            chosen = choose(available, source.sampling_size, seed + number)
-            _copy_lines(source.path, chosen, writer, source=source.path, leaf_of=leaf_of)
+        for source, lines in _chosen(recipe, seed):
+            writer.result.sources.append({"path": source.path, "sha256": lines.sha256, "samples": len(lines.chosen)})
+            for number, line, repeats in lines:
+                leaf = leaf_of(_record(line, source.path, number)) if leaf_of is not None else None
+                for _ in range(repeats):
+                    writer.write_line(line, leaf=leaf, source=source.path)
     return writer.result
 
 
-def _copy_lines(path: str, chosen: np.ndarray, writer: JsonlWriter, *, source: str, leaf_of) -> None:
-    if not len(chosen):
-        return
-    position = 0
-    with open(path, "rb") as handle:
-        index = 0
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            repeats = 0
-            while position < len(chosen) and chosen[position] == index:
-                repeats += 1
-                position += 1
-            if repeats:
-                if not line.endswith(b"\n"):
-                    line += b"\n"
-                leaf = None
-                if leaf_of is not None:
-                    try:
-                        leaf = leaf_of(json.loads(line))
-                    except json.JSONDecodeError:
-                        raise LabError("Not JSON.", path=path, line=number) from None
-                for _ in range(repeats):
-                    writer.write_line(line, leaf=leaf, source=source)
-            index += 1
-            if position >= len(chosen):
-                return
+@dataclass
+class Share:
+    samples: int = 0
+    tokens: int = 0
+
+
+@dataclass
+class SourceShare(Share):
+    path: str = ""
+    sampling_size: float | int = 1.0
+    available: int = 0
+    per_leaf: dict[str, Share] = field(default_factory=dict)
+
+
+def mix_counts(recipe: Recipe, *, seed: int, tokens_of=None, leaf_of=None) -> list[SourceShare]:
+    """What `mix` would write, counted and not written: per source (in recipe order) its samples and tokens, and
+    the same per leaf. `tokens_of(record) -> int` counts a sample's tokens (None: tokens stay 0)."""
+    shares = []
+    for source, lines in _chosen(recipe, seed):
+        share = SourceShare(path=source.path, sampling_size=source.sampling_size, available=lines.available)
+        for number, line, repeats in lines:
+            record = _record(line, source.path, number) if (tokens_of or leaf_of) else None
+            leaf = leaf_of(record) if leaf_of is not None else None
+            tokens = tokens_of(record) if tokens_of is not None else 0
+            for counted in (share, share.per_leaf.setdefault(leaf or "", Share())):
+                counted.samples += repeats
+                counted.tokens += repeats * tokens
+        shares.append(share)
+    return shares
+
+
+class _Lines:
+    """A source's chosen lines as (line number, line, times chosen), read in one pass; `available` is how many
+    samples it holds."""
+
+    def __init__(self, path: str, available: int, sha256: str, chosen: np.ndarray):
+        self.path, self.available, self.sha256, self.chosen = path, available, sha256, chosen
+
+    def __iter__(self):
+        if not len(self.chosen):
+            return
+        position = 0
+        with open(self.path, "rb") as handle:
+            index = 0
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                repeats = 0
+                while position < len(self.chosen) and self.chosen[position] == index:
+                    repeats += 1
+                    position += 1
+                if repeats:
+                    yield number, (line if line.endswith(b"\n") else line + b"\n"), repeats
+                index += 1
+                if position >= len(self.chosen):
+                    return
+
+
+def _chosen(recipe: Recipe, seed: int):
+    for number, source in enumerate(recipe.sources):
+        try:
+            available, sha256 = count_lines(source.path)
+        except OSError as error:
+            raise LabError(
+                f"Cannot read {source.path}: {error.strerror}.", field=f"datasets[{number}].path", path=source.path
+            ) from None
+        yield source, _Lines(source.path, available, sha256, choose(available, source.sampling_size, seed + number))
+
+
+def _record(line: bytes, path: str, number: int) -> dict:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        raise LabError("Not JSON.", path=path, line=number) from None
+
+
+def metadata_leaf(record: dict) -> str | None:
+    """The leaf a sample came from, where its metadata says (LabWeb's builds; InstructLab writes metadata as a
+    JSON string, and community sets often have none)."""
+    metadata = record.get("metadata") if isinstance(record, dict) else None
+    if isinstance(metadata, str):
+        try:
+            metadata = json.loads(metadata)
+        except json.JSONDecodeError:
+            return None
+    leaf = metadata.get("leaf") if isinstance(metadata, dict) else None
+    return leaf if isinstance(leaf, str) else None
 
 
 def held_out(ids_by_leaf: dict[str, list[int]], fraction: float, seed: int) -> set[int]:

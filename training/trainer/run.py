@@ -78,19 +78,26 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as error:
         events.emit("error", kind="bad_input", **error.as_dict())
         return EXIT_BAD_INPUT
-    except torch.OutOfMemoryError as error:
-        events.emit(
-            "error",
-            kind="out_of_memory",
-            message=f"Out of device memory: {error}. Lower "
-            "max_tokens_per_device, turn on gradient_checkpointing or fsdp, or use more devices.",
-        )
-        return EXIT_OUT_OF_MEMORY
     except Exception as error:
+        if out_of_memory(error):
+            events.emit(
+                "error",
+                kind="out_of_memory",
+                message=f"Out of memory: {error}. Lower "
+                "max_tokens_per_device, turn on gradient_checkpointing or fsdp, or use more devices.",
+            )
+            return EXIT_OUT_OF_MEMORY
         events.emit(
             "error", kind="crash", message=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-4000:]
         )
         return 1
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """A device out of memory (CUDA's own error), or the host: torch's CPU allocator raises a plain RuntimeError."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(error)
 
 
 def train(config: TrainConfig, events: Events) -> int:
