@@ -158,9 +158,10 @@ class BulkJob(models.Model):
 
 
 class BulkSlice(models.Model):
-    """A share of a bulk job (or of its undo) that one worker takes at a time: the keys in (low, high], sample
-    ids for the job and decision ids for its undo, worked in chunks. `cursor` is the key the next chunk starts
-    after, moved in the chunk's own transaction, so a worker that dies resumes where the slice stood."""
+    """A share of a bulk job (or of its undo) that one worker takes at a time: the samples with ids in
+    (low, high], worked in chunks. `cursor` is where the next chunk starts after, a sample id for the job and
+    a decision id for its undo (which reads the job's decisions by id), moved in the chunk's own transaction,
+    so a worker that dies resumes where the slice stood."""
 
     job = models.ForeignKey(BulkJob, on_delete=models.CASCADE, related_name="slices")
     undo = models.BooleanField(default=False)

@@ -154,18 +154,19 @@ def _slices(job: BulkJob, *, undo: bool, bounds: list[int]) -> None:
 
 
 def _plan(job: BulkJob, *, undo: bool) -> None:
-    """Cut the job's undo into WORKERS slices of its decision ids (or a job made without slices into shares of
-    its samples), once; the caller holds the job's row lock."""
+    """Cut the job (or its undo) into slices once, the caller holding the job's row lock. A job made without
+    slices gets WORKERS shares of its samples; its undo gets the job's slices again, so two workers take back
+    disjoint ranges of samples (and write to far apart pages of each index) as the job's workers did."""
     if job.slices.filter(undo=undo).exists():
         return
     if not undo:
         _slices(job, undo=False, bounds=[0, *_census(_items(job))[1], job.ceiling])
-    elif job.first_decision is None:
-        _slices(job, undo=True, bounds=[0])
-    else:
-        low, high = job.first_decision - 1, job.last_decision
-        step = max(1, -(-(high - low) // WORKERS))
-        _slices(job, undo=True, bounds=[*range(low, high, step), high])
+        return
+    shares = list(job.slices.filter(undo=False).order_by("low").values_list("low", "high")) or [(0, job.ceiling)]
+    start = (job.first_decision or 1) - 1
+    BulkSlice.objects.bulk_create(
+        BulkSlice(job=job, undo=True, low=low, high=high, cursor=start) for low, high in shares
+    )
 
 
 def _chunk_sql(job: BulkJob, part: BulkSlice, chunk: int) -> tuple[str, list]:
@@ -216,19 +217,22 @@ _RESULT = """
 
 
 def _undo_chunk_sql(job: BulkJob, part: BulkSlice, chunk: int) -> tuple[str, list]:
-    """The undo of a chunk of the job's decisions, by decision id (a range of the primary key), each item
-    looked up once by its key and taken back only while that decision is still in force."""
+    """The undo of a chunk of the job's decisions on the slice's samples, found by decision id (a range of
+    the primary key: the job's, from the slice's cursor), each item looked up once by its key, in key order,
+    and taken back only while that decision is still in force."""
     sql = f"""
         WITH picked AS MATERIALIZED (
             SELECT d.id, d.item_id FROM review_decision d
             WHERE d.id > %s AND d.id <= %s AND d.job_id = %s AND d.action <> 'undo'
+                AND d.item_id > %s AND d.item_id <= %s
             ORDER BY d.id LIMIT {int(chunk)}
         ),
         changed AS (
             UPDATE review_reviewitem i
             SET state = 'pending', version = i.version + 1, decided_at = NULL, votes = 0,
                 decision_id = nextval(pg_get_serial_sequence('review_decision', 'id'))
-            FROM picked p WHERE i.sample_id = p.item_id AND i.decision_id = p.id
+            FROM (SELECT id, item_id FROM picked ORDER BY item_id) p
+            WHERE i.sample_id = p.item_id AND i.decision_id = p.id
             RETURNING i.sample_id, i.decision_id, p.id AS undone_id, i.run_id, i.leaf_path
         ),
         made AS (
@@ -239,7 +243,8 @@ def _undo_chunk_sql(job: BulkJob, part: BulkSlice, chunk: int) -> tuple[str, lis
         )
         {_RESULT.format(key="id")}
     """
-    return sql, [part.cursor, part.high, job.pk, job.reviewer_id, job.pk, timezone.now()]
+    params = [part.cursor, job.last_decision or 0, job.pk, part.low, part.high, job.reviewer_id, job.pk]
+    return sql, [*params, timezone.now()]
 
 
 def _counters_sql(cursor, moves: list[dict], before: str, after: str) -> None:
@@ -297,7 +302,8 @@ def _chunk_orm(job: BulkJob, part: BulkSlice, chunk: int) -> tuple:
 def _undo_chunk_orm(job: BulkJob, part: BulkSlice, chunk: int) -> tuple:
     now = timezone.now()
     decisions = list(
-        Decision.objects.filter(job=job, pk__gt=part.cursor, pk__lte=part.high)
+        Decision.objects.filter(job=job, pk__gt=part.cursor, pk__lte=job.last_decision or 0)
+        .filter(item_id__gt=part.low, item_id__lte=part.high)
         .exclude(action=rules.UNDO)
         .select_related("item")
         .order_by("pk")[:chunk]
@@ -364,7 +370,7 @@ def bulk_step(job_id: int, *, chunk: int = CHUNK) -> bool:
                 _counters_sql(cursor, json.loads(moves or "[]"), before, after)
         else:
             picked, last, made, first_id, last_id = (_undo_chunk_orm if undo else _chunk_orm)(job, part, chunk)
-        part.cursor = part.high if last is None else last
+        part.cursor = part.cursor if last is None else last
         part.count += made
         part.finished = picked < chunk
         part.save(update_fields=["cursor", "count", "finished"])
