@@ -132,13 +132,15 @@ class BulkJob(models.Model):
     ceiling = models.BigIntegerField(help_text="The newest sample id when confirmed: later samples are not included")
     expected = models.PositiveIntegerField(help_text="How many the confirmation showed")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    cursor = models.BigIntegerField(default=0, help_text="Sample id the next chunk starts after")
     done = models.PositiveIntegerField(default=0)
     undone = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     undone_at = models.DateTimeField(null=True, blank=True)
+    # The ids of the job's decisions (not of its undo) lie in this range: its undo finds them by primary key.
+    first_decision = models.BigIntegerField(null=True, blank=True)
+    last_decision = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -153,6 +155,27 @@ class BulkJob(models.Model):
         if self.status == self.Status.DONE:
             return 100
         return min(99, int(100 * self.done / max(self.expected, 1)))
+
+
+class BulkSlice(models.Model):
+    """A share of a bulk job (or of its undo) that one worker takes at a time: the samples with ids in
+    (low, high], worked in chunks. `cursor` is where the next chunk starts after, a sample id for the job and
+    a decision id for its undo (which reads the job's decisions by id), moved in the chunk's own transaction,
+    so a worker that dies resumes where the slice stood."""
+
+    job = models.ForeignKey(BulkJob, on_delete=models.CASCADE, related_name="slices")
+    undo = models.BooleanField(default=False)
+    low = models.BigIntegerField()
+    high = models.BigIntegerField()
+    cursor = models.BigIntegerField()
+    count = models.PositiveIntegerField(default=0, help_text="Decisions this slice made")
+    finished = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "undo", "low"], name="review_bulkslice_once")]
+
+    def __str__(self) -> str:
+        return f"{'Undo of ' if self.undo else ''}{self.job}: ({self.low}, {self.high}]"
 
 
 class Decision(models.Model):
@@ -193,18 +216,23 @@ class Decision(models.Model):
         on_delete=models.PROTECT,
         related_name="decisions",
         db_constraint=False,
-        db_index=False,  # review_decision_job serves every lookup by job
+        db_index=False,  # the job's decisions are found by id (BulkJob.first_decision, last_decision)
     )
     state_after = models.CharField(max_length=16, choices=State.choices)
     created_at = models.DateTimeField()
 
     class Meta:
         ordering = ["-id"]
+        # A bulk job's decisions (and those of its undo) write two index entries each, the primary key and the
+        # item's: its undo finds them by id range, and a reviewer's own last decisions (what undo from the
+        # keyboard takes back) are one index; their bulk jobs are found through BulkJob.
         indexes = [
-            models.Index(fields=["reviewer", "-id"], name="review_decision_reviewer"),
-            models.Index(fields=["job", "item"], name="review_decision_job", condition=models.Q(job__isnull=False)),
-            # Only undos name a decision: an index of every row's null would cost each bulk decision an entry.
-            models.Index(fields=["undoes"], name="review_decision_undoes", condition=models.Q(undoes__isnull=False)),
+            models.Index(fields=["reviewer", "id"], name="review_decision_own", condition=models.Q(job__isnull=True)),
+            models.Index(
+                fields=["undoes"],
+                name="review_decision_undoes",
+                condition=models.Q(undoes__isnull=False, job__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -9,7 +9,7 @@ from django.db.models import Q, Sum
 from review.core import rules
 from review.core.agreement import cohen_kappa, krippendorff_alpha
 from review.core.diff import word_diff
-from review.models import Counter, Decision, ReviewItem, Vote
+from review.models import Counter, ReviewItem, Vote
 from review.queue import Queue, after
 
 
@@ -239,7 +239,3 @@ def approved_samples(*, run: int | None = None, path: str = ""):
 
         items = under_path(items, path.strip("/"))
     return items.order_by("sample_id")
-
-
-def recent_decisions(*, reviewer, limit: int = 10):
-    return Decision.objects.filter(reviewer=reviewer).select_related("item").order_by("-id")[:limit]

@@ -1,25 +1,32 @@
 """Bulk decisions: approve or reject a selection, or all that a queue matches minus some, as a tracked job.
 
-A job works in chunks of sample ids. Each chunk is one set-based statement on PostgreSQL (pick the pending
-rows, insert their decisions, update the items, move the counters) and records the job's cursor in the same
-transaction, so a job that stops resumes where it stood and a chunk is never applied twice. Samples that need
-more than one reviewer are left to individual votes. Undo takes back every decision of the job still in force.
+A job is cut into slices of sample ids (`BulkSlice`), worked at once on separate database connections, each in
+chunks. A chunk is one transaction: one set-based statement on PostgreSQL (pick the pending rows, update
+them, insert their decisions), then the counters, the slice's cursor and the job's progress. So a job that
+stops resumes where each slice stood and no chunk is applied twice. Samples that need more than one reviewer
+are left to individual votes. Undo takes back every decision of the job still in force, sliced by decision id.
 """
 
+import json
+import threading
 from collections import Counter as Tally
 
 from django.db import connection, transaction
-from django.db.models import Max, Q
+from django.db.models import F, Max, Q
+from django.db.models.functions import Coalesce, Greatest, Least
 from django.utils import timezone
 
 from labweb.errors import ConflictError, LabError
 from review.core import rules
-from review.models import BulkJob, Decision, ReviewItem
+from review.models import BulkJob, BulkSlice, Decision, ReviewItem
 from review.queue import Queue
 from review.services.counters import counters_move
 from review.services.decisions import REASON_CODES
 
-CHUNK = 100_000
+CHUNK = 50_000
+# Slices a job is cut into, each worked on a database connection of its own: on the 2 cores the app is sized
+# for, two statements at once take the job's writing in half the time (bench/RESULTS.md).
+WORKERS = 2
 MAX_SELECTION = 10_000
 
 
@@ -78,12 +85,12 @@ def bulk_create(
     if reason and (action != rules.REJECT or reason not in REASON_CODES):
         raise LabError(f"Unknown reason {reason!r} for a bulk {action}.", field="reason")
     selected, excluded = _ids(selected, "selected"), _ids(excluded, "excluded")
-    count, top = bulk_preview(queue=queue, selected=selected, excluded=excluded, reviewer=reviewer)
+    top = ReviewItem.objects.aggregate(top=Max("sample_id"))["top"] or 0
     ceiling = top if ceiling is None else min(ceiling, top)
-    if ceiling != top:
-        count = bulk_items(
-            queue=queue, selected=selected, excluded=excluded, reviewer=reviewer, ceiling=ceiling
-        ).count()
+    items = bulk_items(queue=queue, selected=selected, excluded=excluded, reviewer=reviewer, ceiling=ceiling)
+    count, cuts = _census(items)
+    if not count:
+        raise LabError("No pending sample matches this selection: nothing to decide.", field="filters")
     if count != expected:
         raise ConflictError(
             f"The selection now holds {count} pending samples, not the {expected} you confirmed: confirm again.",
@@ -101,6 +108,7 @@ def bulk_create(
             ceiling=ceiling,
             expected=count,
         )
+        _slices(job, undo=False, bounds=[0, *cuts, ceiling])
         transaction.on_commit(lambda: tasks.bulk_run.delay(job.pk))
     return job
 
@@ -112,16 +120,66 @@ def _tune(cursor) -> None:
     cursor.execute("SET LOCAL work_mem = '64MB'")
 
 
-def _chunk_sql(job: BulkJob, items) -> tuple[str, list]:
+def _items(job: BulkJob):
+    queue = Queue.from_params(job.filters)
+    return bulk_items(
+        queue=queue, selected=job.selected, excluded=job.excluded, reviewer=job.reviewer, ceiling=job.ceiling
+    )
+
+
+def _census(items) -> tuple[int, list[int]]:
+    """How many `items` there are, and the sample ids that cut them into WORKERS shares of about equal size
+    (one scan of the matching rows, the count the confirmation needs anyway)."""
+    fractions = [n / WORKERS for n in range(1, WORKERS)]
+    if connection.vendor == "postgresql":
+        sql, params = items.order_by().values("sample_id").query.sql_with_params()
+        with transaction.atomic(), connection.cursor() as cursor:
+            _tune(cursor)
+            cursor.execute(
+                f"SELECT count(*), percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY m.sample_id) FROM ({sql}) m",
+                [fractions, *params],
+            )
+            count, cuts = cursor.fetchone()
+    else:
+        ids = list(items.order_by("sample_id").values_list("sample_id", flat=True))
+        count, cuts = len(ids), [ids[int(len(ids) * f)] for f in fractions] if ids else []
+    return count, [cut for cut in cuts or [] if cut is not None]
+
+
+def _slices(job: BulkJob, *, undo: bool, bounds: list[int]) -> None:
+    """The job's slices (or its undo's) between consecutive `bounds`: keys in (low, high]."""
+    bounds = sorted({bound for bound in bounds if bounds[0] <= bound <= bounds[-1]})
+    pairs = list(zip(bounds, bounds[1:], strict=False)) or [(bounds[0], bounds[0])]
+    BulkSlice.objects.bulk_create(BulkSlice(job=job, undo=undo, low=low, high=high, cursor=low) for low, high in pairs)
+
+
+def _plan(job: BulkJob, *, undo: bool) -> None:
+    """Cut the job (or its undo) into slices once, the caller holding the job's row lock. A job made without
+    slices gets WORKERS shares of its samples; its undo gets the job's slices again, so two workers take back
+    disjoint ranges of samples (and write to far apart pages of each index) as the job's workers did."""
+    if job.slices.filter(undo=undo).exists():
+        return
+    if not undo:
+        _slices(job, undo=False, bounds=[0, *_census(_items(job))[1], job.ceiling])
+        return
+    shares = list(job.slices.filter(undo=False).order_by("low").values_list("low", "high")) or [(0, job.ceiling)]
+    start = (job.first_decision or 1) - 1
+    BulkSlice.objects.bulk_create(
+        BulkSlice(job=job, undo=True, low=low, high=high, cursor=start) for low, high in shares
+    )
+
+
+def _chunk_sql(job: BulkJob, part: BulkSlice, chunk: int) -> tuple[str, list]:
     """One chunk as one statement. The picked rows are updated by their physical address (a TID scan: no
     second index lookup per row), each taking its decision's id as it changes, and decisions are inserted for
     exactly the rows the UPDATE changed. A row another reviewer decided meanwhile has a new address and is no
     longer pending, so the UPDATE (which re-checks both) leaves it and no decision is made for it."""
     picked_sql, picked_params = (
-        items.filter(sample_id__gt=job.cursor)
+        _items(job)
+        .filter(sample_id__gt=part.cursor, sample_id__lte=part.high)
         .extra(select={"tid": f"{ReviewItem._meta.db_table}.ctid"})
         .order_by("sample_id")
-        .values("tid", "sample_id")[:CHUNK]
+        .values("tid", "sample_id")[:chunk]
         .query.sql_with_params()
     )
     state = rules.state_after(job.action)
@@ -140,26 +198,81 @@ def _chunk_sql(job: BulkJob, items) -> tuple[str, list]:
                 created_at)
             SELECT decision_id, sample_id, %s, %s, %s, %s, %s, %s, %s FROM changed
             RETURNING id
-        ),
-        tally AS (
-            UPDATE review_counter c SET pending = c.pending - t.n, {state} = c.{state} + t.n
-            FROM (SELECT run_id, leaf_path, count(*) AS n FROM changed GROUP BY run_id, leaf_path) t
-            WHERE c.run_id = t.run_id AND c.leaf_path = t.leaf_path
-            RETURNING c.id
         )
-        SELECT (SELECT count(*) FROM made), (SELECT max(sample_id) FROM picked), (SELECT count(*) FROM tally)
+        {_RESULT.format(key="sample_id")}
     """
     now = timezone.now()
     params = [*picked_params, state, now, job.reviewer_id, job.action, job.reason, job.note, job.pk, state, now]
     return sql, params
 
 
-def _chunk_orm(job: BulkJob, items) -> tuple[int, int | None]:
+# What a chunk's statement answers: rows picked, the last key picked, decisions made and their id range, and
+# the moves per counter as JSON.
+_RESULT = """
+        SELECT (SELECT count(*) FROM picked), (SELECT max({key}) FROM picked), (SELECT count(*) FROM made),
+            (SELECT min(id) FROM made), (SELECT max(id) FROM made),
+            (SELECT json_agg(t)::text FROM (
+                SELECT run_id, leaf_path, count(*) AS n FROM changed GROUP BY run_id, leaf_path) t)
+"""
+
+
+def _undo_chunk_sql(job: BulkJob, part: BulkSlice, chunk: int) -> tuple[str, list]:
+    """The undo of a chunk of the job's decisions on the slice's samples, found by decision id (a range of
+    the primary key: the job's, from the slice's cursor), each item looked up once by its key, in key order,
+    and taken back only while that decision is still in force."""
+    sql = f"""
+        WITH picked AS MATERIALIZED (
+            SELECT d.id, d.item_id FROM review_decision d
+            WHERE d.id > %s AND d.id <= %s AND d.job_id = %s AND d.action <> 'undo'
+                AND d.item_id > %s AND d.item_id <= %s
+            ORDER BY d.id LIMIT {int(chunk)}
+        ),
+        changed AS (
+            UPDATE review_reviewitem i
+            SET state = 'pending', version = i.version + 1, decided_at = NULL, votes = 0,
+                decision_id = nextval(pg_get_serial_sequence('review_decision', 'id'))
+            FROM (SELECT id, item_id FROM picked ORDER BY item_id) p
+            WHERE i.sample_id = p.item_id AND i.decision_id = p.id
+            RETURNING i.sample_id, i.decision_id, p.id AS undone_id, i.run_id, i.leaf_path
+        ),
+        made AS (
+            INSERT INTO review_decision (id, item_id, reviewer_id, action, reason, note, job_id, undoes_id,
+                state_after, created_at)
+            SELECT decision_id, sample_id, %s, 'undo', '', '', %s, undone_id, 'pending', %s FROM changed
+            RETURNING id
+        )
+        {_RESULT.format(key="id")}
+    """
+    params = [part.cursor, job.last_decision or 0, job.pk, part.low, part.high, job.reviewer_id, job.pk]
+    return sql, [*params, timezone.now()]
+
+
+def _counters_sql(cursor, moves: list[dict], before: str, after: str) -> None:
+    """Move the counters of a chunk in one statement, locking them in id order (two workers lock the same
+    counters, so one order keeps them from deadlocking; the second waits for the first's commit)."""
+    if not moves:
+        return
+    cursor.execute(
+        f"""
+        WITH moved AS (SELECT * FROM json_to_recordset(%s::json) AS m(run_id bigint, leaf_path text, n integer)),
+        locked AS (
+            SELECT c.id, m.n FROM review_counter c JOIN moved m ON c.run_id = m.run_id AND c.leaf_path = m.leaf_path
+            ORDER BY c.id FOR UPDATE OF c
+        )
+        UPDATE review_counter c SET {before} = c.{before} - l.n, {after} = c.{after} + l.n
+        FROM locked l WHERE c.id = l.id
+        """,
+        [json.dumps(moves)],
+    )
+
+
+def _chunk_orm(job: BulkJob, part: BulkSlice, chunk: int) -> tuple:
     """The same chunk, row by row, for SQLite (which has no UPDATE … FROM over a data-modifying CTE)."""
     now = timezone.now()
     state = rules.state_after(job.action)
-    rows = list(items.filter(sample_id__gt=job.cursor).order_by("sample_id")[:CHUNK])
+    rows = list(_items(job).filter(sample_id__gt=part.cursor, sample_id__lte=part.high).order_by("sample_id")[:chunk])
     moves: Tally = Tally()
+    made = []
     for item in rows:
         decision = Decision.objects.create(
             item=item,
@@ -181,107 +294,19 @@ def _chunk_orm(job: BulkJob, items) -> tuple[int, int | None]:
             claimed_until=None,
         )
         moves[(item.run_id, item.leaf_path, item.leaf_id, rules.PENDING, state)] += 1
+        made.append(decision.pk)
     counters_move(moves)
-    return len(rows), rows[-1].pk if rows else None
+    return len(rows), rows[-1].pk if rows else None, len(made), min(made, default=None), max(made, default=None)
 
 
-def bulk_run(*, job_id: int) -> BulkJob:
-    """Work the job to its end, chunk by chunk; safe to call again (a finished job is left as it is)."""
-    job = BulkJob.objects.get(pk=job_id)
-    if job.status not in (BulkJob.Status.QUEUED, BulkJob.Status.RUNNING):
-        return job
-    BulkJob.objects.filter(pk=job.pk, status=BulkJob.Status.QUEUED).update(status=BulkJob.Status.RUNNING)
-    queue = Queue.from_params(job.filters)
-    while True:
-        with transaction.atomic():
-            job = BulkJob.objects.select_for_update().get(pk=job_id)
-            if job.status != BulkJob.Status.RUNNING:
-                return job
-            items = bulk_items(
-                queue=queue, selected=job.selected, excluded=job.excluded, reviewer=job.reviewer, ceiling=job.ceiling
-            )
-            if connection.vendor == "postgresql":
-                sql, params = _chunk_sql(job, items)
-                with connection.cursor() as cursor:
-                    _tune(cursor)
-                    cursor.execute(sql, params)
-                    count, last, _ = cursor.fetchone()
-            else:
-                count, last = _chunk_orm(job, items)
-            if last is None:
-                job.status = BulkJob.Status.DONE
-                job.finished_at = timezone.now()
-                job.save(update_fields=["status", "finished_at"])
-                return job
-            job.done += count
-            job.cursor = last
-            job.save(update_fields=["done", "cursor"])
-
-
-def bulk_undo(*, job: BulkJob, reviewer) -> BulkJob:
-    """Queue the undo of a whole job. Only its reviewer may, and only once the job is done."""
-    from review import tasks
-
-    if job.reviewer_id != reviewer.pk and not reviewer.is_superuser:
-        raise ConflictError(f"Bulk job {job.pk} is {job.reviewer}'s; only they can undo it.", field="job")
-    if job.status in (BulkJob.Status.UNDOING, BulkJob.Status.UNDONE):
-        raise ConflictError(f"Bulk job {job.pk} is already {job.status}.", field="job")
-    if job.status != BulkJob.Status.DONE:
-        raise ConflictError(f"Bulk job {job.pk} is still {job.status}; undo it when it is done.", field="job")
-    updated = BulkJob.objects.filter(pk=job.pk, status=BulkJob.Status.DONE).update(
-        status=BulkJob.Status.UNDOING, cursor=0
-    )
-    if not updated:
-        raise ConflictError(f"Bulk job {job.pk} changed under you; look at it again.", field="job")
-    transaction.on_commit(lambda: tasks.bulk_undo_run.delay(job.pk))
-    job.refresh_from_db()
-    return job
-
-
-def _undo_chunk_sql(job: BulkJob) -> tuple[str, list]:
-    """The undo of a chunk of the job's decisions still in force, built as `_chunk_sql` is."""
-    now = timezone.now()
-    state = rules.state_after(job.action)
-    sql = f"""
-        WITH picked AS (
-            SELECT d.id AS undone_id, d.item_id, nextval(pg_get_serial_sequence('review_decision', 'id')) AS undo_id
-            FROM (
-                SELECT d.id, d.item_id FROM review_decision d
-                JOIN review_reviewitem i ON i.sample_id = d.item_id AND i.decision_id = d.id
-                WHERE d.job_id = %s AND d.item_id > %s AND d.action <> 'undo'
-                ORDER BY d.item_id LIMIT {CHUNK}
-            ) d
-        ),
-        changed AS (
-            UPDATE review_reviewitem i
-            SET state = 'pending', version = i.version + 1, decision_id = picked.undo_id, decided_at = NULL, votes = 0
-            FROM picked WHERE i.sample_id = picked.item_id AND i.decision_id = picked.undone_id
-            RETURNING i.sample_id, i.run_id, i.leaf_path, picked.undo_id, picked.undone_id
-        ),
-        made AS (
-            INSERT INTO review_decision (id, item_id, reviewer_id, action, reason, note, job_id, undoes_id,
-                state_after, created_at)
-            SELECT undo_id, sample_id, %s, 'undo', '', '', %s, undone_id, 'pending', %s FROM changed
-            RETURNING id
-        ),
-        tally AS (
-            UPDATE review_counter c SET pending = c.pending + t.n, {state} = c.{state} - t.n
-            FROM (SELECT run_id, leaf_path, count(*) AS n FROM changed GROUP BY run_id, leaf_path) t
-            WHERE c.run_id = t.run_id AND c.leaf_path = t.leaf_path
-            RETURNING c.id
-        )
-        SELECT (SELECT count(*) FROM made), (SELECT max(item_id) FROM picked), (SELECT count(*) FROM tally)
-    """
-    return sql, [job.pk, job.cursor, job.reviewer_id, job.pk, now]
-
-
-def _undo_chunk_orm(job: BulkJob) -> tuple[int, int | None]:
+def _undo_chunk_orm(job: BulkJob, part: BulkSlice, chunk: int) -> tuple:
     now = timezone.now()
     decisions = list(
-        Decision.objects.filter(job=job, item_id__gt=job.cursor)
+        Decision.objects.filter(job=job, pk__gt=part.cursor, pk__lte=job.last_decision or 0)
+        .filter(item_id__gt=part.low, item_id__lte=part.high)
         .exclude(action=rules.UNDO)
         .select_related("item")
-        .order_by("item_id")[:CHUNK]
+        .order_by("pk")[:chunk]
     )
     moves: Tally = Tally()
     count = 0
@@ -304,29 +329,139 @@ def _undo_chunk_orm(job: BulkJob) -> tuple[int, int | None]:
         moves[(item.run_id, item.leaf_path, item.leaf_id, item.state, rules.PENDING)] += 1
         count += 1
     counters_move(moves)
-    return count, decisions[-1].item_id if decisions else None
+    return len(decisions), decisions[-1].pk if decisions else None, count, None, None
 
 
-def bulk_undo_run(*, job_id: int) -> BulkJob:
-    """Take back the job's decisions still in force, chunk by chunk; safe to call again."""
-    while True:
-        with transaction.atomic():
-            job = BulkJob.objects.select_for_update().get(pk=job_id)
-            if job.status != BulkJob.Status.UNDOING:
-                return job
-            if connection.vendor == "postgresql":
-                sql, params = _undo_chunk_sql(job)
-                with connection.cursor() as cursor:
-                    _tune(cursor)
-                    cursor.execute(sql, params)
-                    count, last, _ = cursor.fetchone()
-            else:
-                count, last = _undo_chunk_orm(job)
-            if last is None:
-                job.status = BulkJob.Status.UNDONE
-                job.undone_at = timezone.now()
-                job.save(update_fields=["status", "undone_at"])
-                return job
-            job.undone += count
-            job.cursor = last
-            job.save(update_fields=["undone", "cursor"])
+def bulk_step(job_id: int, *, chunk: int = CHUNK) -> bool:
+    """One chunk of a job's work (or of its undo) in one transaction, what a worker does between two commits:
+    the next chunk of the first unfinished slice that no other worker holds. False when none is left to take."""
+    with transaction.atomic():
+        job = BulkJob.objects.select_related("reviewer").get(pk=job_id)
+        if job.status == BulkJob.Status.QUEUED:
+            BulkJob.objects.filter(pk=job.pk, status=BulkJob.Status.QUEUED).update(status=BulkJob.Status.RUNNING)
+            job.status = BulkJob.Status.RUNNING
+        if job.status not in (BulkJob.Status.RUNNING, BulkJob.Status.UNDOING):
+            return False
+        undo = job.status == BulkJob.Status.UNDOING
+        part = (
+            BulkSlice.objects.select_for_update(skip_locked=True)
+            .filter(job=job, undo=undo, finished=False)
+            .order_by("low")
+            .first()
+        )
+        if part is None:
+            return False
+        state = rules.state_after(job.action)
+        before, after = (state, rules.PENDING) if undo else (rules.PENDING, state)
+        if connection.vendor == "postgresql":
+            sql, params = (_undo_chunk_sql if undo else _chunk_sql)(job, part, chunk)
+            with connection.cursor() as cursor:
+                _tune(cursor)
+                if undo:
+                    # The chunk's decisions are looked up by key, one item each: PostgreSQL would rather hash
+                    # the whole item table (it costs a cached index lookup as a disk read).
+                    cursor.execute("SET LOCAL enable_hashjoin = off")
+                    cursor.execute("SET LOCAL enable_mergejoin = off")
+                cursor.execute(sql, params)
+                picked, last, made, first_id, last_id, moves = cursor.fetchone()
+                if undo:
+                    cursor.execute("SET LOCAL enable_hashjoin = on")
+                    cursor.execute("SET LOCAL enable_mergejoin = on")
+                _counters_sql(cursor, json.loads(moves or "[]"), before, after)
+        else:
+            picked, last, made, first_id, last_id = (_undo_chunk_orm if undo else _chunk_orm)(job, part, chunk)
+        part.cursor = part.cursor if last is None else last
+        part.count += made
+        part.finished = picked < chunk
+        part.save(update_fields=["cursor", "count", "finished"])
+        progress = {"undone": F("undone") + made} if undo else {"done": F("done") + made}
+        if first_id is not None:
+            progress["first_decision"] = Least(Coalesce(F("first_decision"), first_id), first_id)
+            progress["last_decision"] = Greatest(Coalesce(F("last_decision"), last_id), last_id)
+        BulkJob.objects.filter(pk=job.pk).update(**progress)
+    return True
+
+
+def _work(job_id: int, *, chunk: int, workers: int) -> None:
+    """Work the job's slices to their end: on `workers` threads with database connections of their own, or in
+    this one where that cannot be (SQLite, or inside a transaction: other connections would not see its rows)."""
+
+    def steps() -> None:
+        while bulk_step(job_id, chunk=chunk):
+            pass
+
+    if workers > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                steps()
+            except BaseException as error:  # noqa: BLE001 - handed to the caller below
+                errors.append(error)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=worker, name=f"bulk-{job_id}-{n}") for n in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+    steps()  # what a worker found locked and left, if anything
+
+
+def _drive(job_id: int, *, undo: bool, chunk: int, workers: int | None) -> BulkJob:
+    """Plan the job's slices (or its undo's) if it has none, work them, and mark the job done (undone) once
+    every slice is finished; safe to call again (a job in another state is left as it is)."""
+    working, finished, stamp = (
+        (BulkJob.Status.UNDOING, BulkJob.Status.UNDONE, "undone_at")
+        if undo
+        else (BulkJob.Status.RUNNING, BulkJob.Status.DONE, "finished_at")
+    )
+    with transaction.atomic():
+        job = BulkJob.objects.select_for_update().get(pk=job_id)
+        if not undo and job.status == BulkJob.Status.QUEUED:
+            job.status = working
+            job.save(update_fields=["status"])
+        if job.status != working:
+            return job
+        _plan(job, undo=undo)
+    _work(job_id, chunk=chunk, workers=workers or WORKERS)
+    with transaction.atomic():
+        job = BulkJob.objects.select_for_update().get(pk=job_id)
+        if job.status == working and not job.slices.filter(undo=undo, finished=False).exists():
+            job.status = finished
+            setattr(job, stamp, timezone.now())
+            job.save(update_fields=["status", stamp])
+    return job
+
+
+def bulk_run(*, job_id: int, chunk: int = CHUNK, workers: int | None = None) -> BulkJob:
+    """Work the job to its end, slice by slice; safe to call again (a finished job is left as it is)."""
+    return _drive(job_id, undo=False, chunk=chunk, workers=workers)
+
+
+def bulk_undo(*, job: BulkJob, reviewer) -> BulkJob:
+    """Queue the undo of a whole job. Only its reviewer may, and only once the job is done."""
+    from review import tasks
+
+    if job.reviewer_id != reviewer.pk and not reviewer.is_superuser:
+        raise ConflictError(f"Bulk job {job.pk} is {job.reviewer}'s; only they can undo it.", field="job")
+    if job.status in (BulkJob.Status.UNDOING, BulkJob.Status.UNDONE):
+        raise ConflictError(f"Bulk job {job.pk} is already {job.status}.", field="job")
+    if job.status != BulkJob.Status.DONE:
+        raise ConflictError(f"Bulk job {job.pk} is still {job.status}; undo it when it is done.", field="job")
+    with transaction.atomic():
+        updated = BulkJob.objects.filter(pk=job.pk, status=BulkJob.Status.DONE).update(status=BulkJob.Status.UNDOING)
+        if not updated:
+            raise ConflictError(f"Bulk job {job.pk} changed under you; look at it again.", field="job")
+        job.refresh_from_db()
+        _plan(job, undo=True)
+        transaction.on_commit(lambda: tasks.bulk_undo_run.delay(job.pk))
+    return job
+
+
+def bulk_undo_run(*, job_id: int, chunk: int = CHUNK, workers: int | None = None) -> BulkJob:
+    """Take back the job's decisions still in force, slice by slice; safe to call again."""
+    return _drive(job_id, undo=True, chunk=chunk, workers=workers)

@@ -188,26 +188,27 @@ def _in_force(decision: Decision) -> bool:
 
 
 def last_decisions(*, reviewer, limit: int = 1) -> list[Decision]:
-    """The reviewer's latest decisions still in force, newest first (a bulk job counts once, by its last row)."""
+    """The reviewer's latest decisions still in force, newest first; a bulk job that is done counts once, by its
+    last decision (its rows are not in the reviewer's index of decisions: the job stands for them)."""
     found: list[Decision] = []
-    jobs: set[int] = set()
     recent = (
-        Decision.objects.filter(reviewer=reviewer)
+        Decision.objects.filter(reviewer=reviewer, job__isnull=True)
         .exclude(action=rules.UNDO)
-        .select_related("item", "job")
+        .select_related("item")
         .order_by("-id")[:UNDO_SCAN]
     )
     for decision in recent:
         if len(found) >= limit:
             break
-        if decision.job_id:
-            if decision.job_id in jobs or decision.job.status != BulkJob.Status.DONE:
-                continue
-            jobs.add(decision.job_id)
+        if _in_force(decision):
             found.append(decision)
-        elif _in_force(decision):
-            found.append(decision)
-    return found
+    jobs = list(
+        BulkJob.objects.filter(reviewer=reviewer, status=BulkJob.Status.DONE, last_decision__isnull=False)
+        .order_by("-last_decision")
+        .values_list("last_decision", flat=True)[:limit]
+    )
+    found += Decision.objects.filter(pk__in=jobs).select_related("item", "job")
+    return sorted(found, key=lambda decision: -decision.pk)[:limit]
 
 
 def _undo_one(decision: Decision, reviewer, now: datetime) -> Decision:

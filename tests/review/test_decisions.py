@@ -215,6 +215,70 @@ def test_bulk_by_filter_minus_some_and_its_undo(make_samples, reviewer, eager, d
         bulk.bulk_undo(job=job, reviewer=reviewer)
 
 
+def job_decisions(job, action: str) -> list[int]:
+    return list(Decision.objects.filter(job=job, action=action).values_list("item_id", flat=True))
+
+
+def one_chunk_then_die(job, chunk: int) -> tuple[str, int, int]:
+    """What a worker leaves that commits one chunk and is killed: (status, done, undone), counters in step."""
+    assert bulk.bulk_step(job.pk, chunk=chunk)
+    job.refresh_from_db()
+    assert_consistent()
+    return job.status, job.done, job.undone
+
+
+def test_a_bulk_interrupted_between_chunks_resumes_without_duplicates_and_undoes_as_a_whole(
+    make_samples, reviewer, django_capture_on_commit_callbacks
+):
+    make_samples(2)  # 30 samples
+    queue = Queue(path="compositional_skills/writing")
+    count, ceiling = bulk.bulk_preview(queue=queue, selected=[], excluded=[], reviewer=reviewer)
+    with django_capture_on_commit_callbacks(execute=False):  # queued, and no worker has taken it yet
+        job = bulk.bulk_create(reviewer=reviewer, action="reject", queue=queue, expected=count, ceiling=ceiling)
+    assert job.slices.filter(undo=False).count() == bulk.WORKERS
+
+    # A worker commits one chunk of 4 and dies: the job shows its progress, and the counters hold.
+    assert one_chunk_then_die(job, 4) == ("running", 4, 0)
+
+    # The task is delivered again: the job resumes from each slice's cursor, and no sample is decided twice.
+    job = bulk.bulk_run(job_id=job.pk, chunk=4)
+    decided = job_decisions(job, "reject")
+    assert (job.status, job.done, len(decided)) == ("done", 20, 20)
+    assert len(set(decided)) == 20
+    assert ReviewItem.objects.filter(state="rejected").count() == 20
+    assert_consistent()
+    assert bulk.bulk_run(job_id=job.pk, chunk=4).done == 20
+
+    # Its undo, interrupted the same way, then resumed: every decision taken back once, and only once.
+    with django_capture_on_commit_callbacks(execute=False):
+        bulk.bulk_undo(job=job, reviewer=reviewer)
+    assert one_chunk_then_die(job, 3) == ("undoing", 20, 3)
+    job = bulk.bulk_undo_run(job_id=job.pk, chunk=3)
+    undone = job_decisions(job, "undo")
+    assert (job.status, job.undone, sorted(undone)) == ("undone", 20, sorted(decided))
+    assert ReviewItem.objects.filter(state="pending").count() == 30
+    assert_consistent()
+    assert bulk.bulk_undo_run(job_id=job.pk, chunk=3).undone == 20
+    assert len(job_decisions(job, "undo")) == 20
+
+
+def test_undo_from_the_keyboard_finds_a_decision_made_before_a_bulk_job(
+    make_samples, reviewer, eager, django_capture_on_commit_callbacks
+):
+    make_samples(2)
+    own = first(leaf_path="compositional_skills/other/x")
+    sample_decide(sample_id=own.pk, reviewer=reviewer, action="approve", expected_version=1)
+    queue = Queue(path="compositional_skills/writing")
+    count, ceiling = bulk.bulk_preview(queue=queue, selected=[], excluded=[], reviewer=reviewer)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = bulk.bulk_create(reviewer=reviewer, action="approve", queue=queue, expected=count, ceiling=ceiling)
+    with django_capture_on_commit_callbacks(execute=True):
+        undone = decision_undo(reviewer=reviewer, steps=2)  # newest first: the bulk job, then the approval
+    assert [d.job_id for d in undone] == [job.pk, None] and undone[1].item_id == own.pk
+    assert ReviewItem.objects.filter(state="pending").count() == 30
+    assert_consistent()
+
+
 def test_bulk_that_matches_nothing_or_a_moved_count_is_refused(make_samples, reviewer):
     make_samples(1)
     before = snapshot()
@@ -316,4 +380,22 @@ def test_review_sync_opens_items_for_samples_written_before_review(make_samples)
     call_command("review_sync", stdout=io.StringIO())
     assert ReviewItem.objects.count() == Sample.objects.count() == 15
     assert ReviewItem.objects.get(pk=sample.pk).score == sample.scores["pair"]
+    assert_consistent()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bulk_and_its_undo_run_on_two_connections_and_the_counters_equal_a_recount(make_samples, reviewer, eager):
+    make_samples(4)  # 60 samples; the branch's 40 lie on both sides of the cut between the two slices
+    queue = Queue(path="compositional_skills/writing")
+    count, ceiling = bulk.bulk_preview(queue=queue, selected=[], excluded=[], reviewer=reviewer)
+    job = bulk.bulk_create(reviewer=reviewer, action="approve", queue=queue, expected=count, ceiling=ceiling)
+    job.refresh_from_db()
+    parts = list(job.slices.filter(undo=False).order_by("low").values_list("count", flat=True))
+    assert (job.status, job.done, len(parts)) == ("done", 40, 2) and all(parts)
+    assert len(set(job_decisions(job, "approve"))) == 40
+    assert_consistent()
+    bulk.bulk_undo(job=job, reviewer=reviewer)
+    job.refresh_from_db()
+    assert (job.status, job.undone, job.slices.filter(undo=True).count()) == ("undone", 40, 2)
+    assert ReviewItem.objects.filter(state="pending").count() == 60
     assert_consistent()
