@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 from curation.models import Leaf, TaxonomySnapshot
 from labweb import jobs
@@ -147,6 +148,10 @@ class GenerationRun(jobs.Job):
         return self.name or f"Run {self.pk}"
 
 
+# Work items that failed, or whose last try failed: the run page's list of errors (indexed: few, read often).
+TROUBLED = Q(state="failed") | ~Q(error="")
+
+
 class WorkItem(jobs.Leased):
     """One unit of a run (a seed example of a skills leaf, a chunk of a knowledge leaf), claimed with a lease."""
 
@@ -186,7 +191,11 @@ class WorkItem(jobs.Leased):
         constraints = [models.UniqueConstraint(fields=["run", "leaf_path", "unit"], name="unique_work_item_unit")]
         # A run's items by state (the unsettled ones, the failed ones, what is pending): without it every
         # progress read scans the run's items, wide with their frozen specs (100,000 at Merlinite scale).
-        indexes = [models.Index(fields=["run", "state"], name="work_item_run_state")]
+        indexes = [
+            models.Index(fields=["run", "state"], name="work_item_run_state"),
+            # The run page's list of troubled items (failed, or that failed a try): few, read on every poll.
+            models.Index(fields=["run", "id"], condition=TROUBLED, name="work_item_troubled"),
+        ]
 
     def __str__(self) -> str:
         unit = f"seed {self.seed_index + 1}" if self.seed_index is not None else f"chunk {self.chunk_index + 1}"
@@ -264,3 +273,46 @@ class RunEvent(jobs.Event):
 
     class Meta(jobs.Event.Meta):
         pass
+
+
+class RunCounter(models.Model):
+    """A run-wide total kept as its items change (generation.services.counters): work items by state, their
+    targets, kept samples, the teacher's counters and the stage counters of every item not running (a running
+    item's are read live). `name` is "items", "target", "kept", "state:done", "stats:calls",
+    "error_kinds:timeout", "counts:question_judge.accepted", ...; each name has a few rows (`shard`) so that
+    workers finishing items at once do not queue on one row. A read sums them."""
+
+    run = models.ForeignKey(GenerationRun, on_delete=models.CASCADE, related_name="counters")
+    shard = models.PositiveSmallIntegerField(default=0)
+    name = models.CharField(max_length=200)
+    value = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "name", "shard"], name="unique_run_counter")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.name}={self.value}"
+
+
+class LeafCounter(models.Model):
+    """A run's work items of one leaf, by state, with their targets and the samples kept by those not running,
+    kept as the items change (generation.services.counters): the run page's per-leaf table without a scan of
+    the run's items."""
+
+    run = models.ForeignKey(GenerationRun, on_delete=models.CASCADE, related_name="leaf_counters")
+    leaf_path = models.CharField(max_length=1000)
+    kind = models.CharField(max_length=16)
+    items = models.IntegerField(default=0)
+    target = models.BigIntegerField(default=0)
+    pending = models.IntegerField(default=0)
+    running = models.IntegerField(default=0)
+    done = models.IntegerField(default=0)
+    failed = models.IntegerField(default=0)
+    cancelled = models.IntegerField(default=0)
+    kept = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "leaf_path"], name="unique_leaf_counter")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.leaf_path}"

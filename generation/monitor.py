@@ -1,25 +1,17 @@
 """Generation runs on the operators' dashboard (registered in GenerationConfig.ready())."""
 
-from django.db.models import Count, Q, Sum
-
 from labweb.monitor import JobKind, Progress
 
 
 def run_progress(runs: list) -> dict[int, Progress]:
-    from generation.models import WorkItem
+    from generation.selectors import run_totals
 
-    finished = [WorkItem.State.DONE, WorkItem.State.FAILED, WorkItem.State.CANCELLED]
-    rows = (
-        WorkItem.objects.filter(run__in=[run.pk for run in runs])
-        .values("run")
-        .annotate(total=Count("id"), done=Count("id", filter=Q(state__in=finished)), kept=Sum("kept"))
-    )
-    return {
-        row["run"]: Progress(
-            row["done"], row["total"], f"{row['done']} of {row['total']} work items, {row['kept'] or 0} samples kept"
-        )
-        for row in rows
-    }
+    progress = {}
+    for run_id, totals in run_totals([run.pk for run in runs]).items():
+        if totals["items"]:
+            done, total = totals["finished"], totals["items"]
+            progress[run_id] = Progress(done, total, f"{done} of {total} work items, {totals['kept']} samples kept")
+    return progress
 
 
 def _cancel(*, job, user):

@@ -4,15 +4,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Count, FloatField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Coalesce, Now
+from django.db.models import BigIntegerField, Case, Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.db.models.functions import Cast, Coalesce
 
 from curation.models import TaxonomySnapshot
-from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
+from generation.models import TROUBLED, GenerationRun, LeafCounter, RunCounter, RunEvent, Sample, Teacher, WorkItem
 from generation.sdg.pipelines import PipelineConfig, calls_if_accepted, plan_run
 from generation.sdg.teachers.shared import budget_key, budget_states, redis_client
+from generation.services.counters import json_numbers
 
 STATES = tuple(WorkItem.State.values)
 TEACHER_STATS = ("calls", "cached", "retries", "errors", "prompt_tokens", "completion_tokens", "same_answers")
@@ -29,6 +28,7 @@ STAGE_ORDER = (
 )
 OUTCOME_ORDER = ("generated", "accepted", "rejected", "duplicate", "malformed")
 ERROR_ROWS = 50
+LEAF_ROWS = 200  # leaves the run page and the API's run detail show; the rest page through /api/runs/N/leaves/
 
 
 @dataclass
@@ -88,6 +88,7 @@ class RunProgress:
     errors: list[ItemError] = field(default_factory=list)
     error_count: int = 0
     in_flight: int = 0
+    leaf_count: int = 0  # every leaf of the run; `leaves` may hold the first few
 
     @property
     def errors_by_kind(self) -> list[tuple[str, int]]:
@@ -132,55 +133,66 @@ def _outcome_key(outcome: str) -> tuple:
     return (OUTCOME_ORDER.index(outcome), "") if outcome in OUTCOME_ORDER else (len(OUTCOME_ORDER), outcome)
 
 
-def run_progress(run: GenerationRun) -> RunProgress:
-    """Everything the progress panel shows, in seven queries whatever the size of the run.
+# LeafProgress's own order, so that a row makes one without naming its fields (a run has 20,000 leaves).
+LEAF_COLUMNS = ("leaf_path", "kind", "items", "done", "failed", "running", "pending", "cancelled", "target", "kept")
+# What an operator looks at first: leaves with failures, then those in flight, then waiting, then done.
+LEAF_RANK = Case(
+    When(failed__gt=0, then=Value(0)),
+    When(running__gt=0, then=Value(1)),
+    When(items__gt=F("done") + F("failed"), then=Value(2)),
+    default=Value(3),
+)
 
-    Per-leaf and per-state counts are aggregated in the database. Kept samples are the done items' `kept`
-    plus the Sample rows of items that ran and are not done, because `kept` is written when an item
-    finishes. Teacher and stage counters live in JSON the workers publish at every heartbeat; the database
-    sums them."""
+
+def run_progress(run: GenerationRun, *, leaves: int | None = None) -> RunProgress:
+    """Everything the progress panel shows, in six small queries whatever the size of the run.
+
+    What every item not running holds is summed in the run's counters (generation.services.counters): per leaf
+    the items by state, targets and kept samples, per run the same totals and the teacher's and the stages'
+    counters. The running items' own counters, which they publish at every heartbeat, are added here.
+
+    `leaves`: only that many leaves, those an operator looks at first (failures, then work in flight, then
+    waiting, then done); `leaf_count` says how many there are. Without it every leaf, by path."""
     progress = RunProgress()
-    items = WorkItem.objects.filter(run=run).order_by()
-    per_state = {state: Count("pk", filter=Q(state=state)) for state in STATES}
-    # A cancelled run's items stop at their next heartbeat: until then they run, or hold a lease, and change.
-    in_flight = Count("pk", filter=Q(state=WorkItem.State.RUNNING) | Q(lease_until__gt=Now()))
-    rows = items.values("leaf_path", "kind").annotate(
-        items=Count("pk"), target=Sum("target"), in_flight=in_flight, **per_state
-    )
-    leaves: dict[str, LeafProgress] = {}
-    for row in rows.order_by("leaf_path"):
-        leaf = LeafProgress(**row)
-        leaves.setdefault(leaf.leaf_path, leaf)
-        progress.items += leaf.items
-        progress.target += leaf.target or 0
-        progress.in_flight += leaf.in_flight
-        for state in STATES:
-            progress.states[state] += row[state]
+    totals = Counter()
+    rows = RunCounter.objects.filter(run=run).order_by().values("name").annotate(total=Sum("value"))
+    for name, total in rows.values_list("name", "total"):
+        totals[name] += total
+    live: dict[str, int] = Counter()
+    running = WorkItem.objects.filter(run=run, state=WorkItem.State.RUNNING).order_by()
+    for leaf_path, kept, stats, counts in running.values_list("leaf_path", "kept", "stats", "counts"):
+        live[leaf_path] += kept
+        totals["kept"] += kept
+        totals.update({f"stats:{key}": value for key, value in json_numbers(stats)})
+        totals.update({f"error_kinds:{key}": value for key, value in json_numbers((stats or {}).get("error_kinds"))})
+        totals.update({f"counts:{key}": value for key, value in json_numbers(counts)})
 
-    # A done item's `kept` is its samples, counted when it finished; an item that has run and is not done
-    # (running, handed back, given up) may have written more since, so its Sample rows are counted. Counting
-    # every Sample row instead would read a million of them on every poll of a Merlinite-sized run.
-    done = items.filter(state=WorkItem.State.DONE).values("leaf_path").annotate(n=Sum("kept"))
-    unsettled = Sample.objects.filter(
-        item__in=items.exclude(state=WorkItem.State.DONE).filter(attempts__gt=0).values("pk")
-    )
-    live = unsettled.order_by().values("leaf_path").annotate(n=Count("pk"))
-    for row in [*done, *live]:
-        progress.kept += row["n"] or 0
-        if row["leaf_path"] in leaves:
-            leaves[row["leaf_path"]].kept += row["n"] or 0
+    progress.items, progress.target, progress.kept = (round(totals[name]) for name in ("items", "target", "kept"))
+    progress.states = {state: round(totals[f"state:{state}"]) for state in STATES}
+    progress.in_flight = progress.states[WorkItem.State.RUNNING]
+    counters = LeafCounter.objects.filter(run=run)
+    if leaves is None:
+        counters = counters.order_by("leaf_path")
+    else:
+        progress.leaf_count = counters.count()
+        counters = counters.alias(rank=LEAF_RANK).order_by("rank", "leaf_path")[:leaves]
+    for row in counters.values_list(*LEAF_COLUMNS):
+        progress.leaves.append(LeafProgress(*row[:-1], in_flight=row[5], kept=row[-1] + live[row[0]]))
+    if leaves is None:
+        progress.leaf_count = len(progress.leaves)
 
-    # Teacher counters add up over every attempt (a retry goes on from them), so every item's count; stage
-    # counters are the last attempt's, which a rerun replays and replaces, so a pending item's do not.
-    teacher = _json_sums(items, "stats")
-    progress.error_kinds.update({kind: int(n) for kind, n in _json_sums(items, "stats", "error_kinds").items()})
-    published = items.exclude(state=WorkItem.State.PENDING)
     stages: dict[str, Counter] = {}
-    for key, value in _json_sums(published, "counts").items():
-        stage, _, outcome = key.rpartition(".")
-        if stage:
-            stages.setdefault(stage, Counter())[outcome] += int(value)
-    troubled = published.filter(Q(state=WorkItem.State.FAILED) | ~Q(error=""))
+    for name, value in totals.items():
+        prefix, _, key = name.partition(":")
+        if prefix == "error_kinds" and value:
+            progress.error_kinds[key] = round(value)
+        elif prefix == "counts":
+            stage, _, outcome = key.rpartition(".")
+            if stage:
+                stages.setdefault(stage, Counter())[outcome] += round(value)
+
+    # Failed, or failed a try: the index of troubled items holds just these.
+    troubled = WorkItem.objects.filter(TROUBLED, run=run).exclude(state=WorkItem.State.PENDING)
     progress.error_count = troubled.count()
     rows = troubled.order_by("pk").values_list(
         "pk", "leaf_path", "seed_index", "chunk_index", "state", "attempts", "error"
@@ -188,73 +200,75 @@ def run_progress(run: GenerationRun) -> RunProgress:
     for pk, leaf_path, seed_index, chunk_index, state, attempts, error in rows[:ERROR_ROWS]:
         progress.errors.append(ItemError(pk, leaf_path, _unit(seed_index, chunk_index), state, attempts, error))
 
-    progress.teacher = {name: int(teacher[name]) for name in TEACHER_STATS}
-    progress.teacher_seconds = round(float(teacher["seconds"]), 1)
+    progress.teacher = {name: round(totals[f"stats:{name}"]) for name in TEACHER_STATS}
+    progress.teacher_seconds = round(float(totals["stats:seconds"]), 1)
     progress.stages = [
         StageCounts(stage, {outcome: counts[outcome] for outcome in sorted(counts, key=_outcome_key)})
         for stage, counts in sorted(stages.items(), key=lambda pair: _stage_key(pair[0]))
     ]
-    progress.leaves = list(leaves.values())
     return progress
 
 
-def _json_sums(items: QuerySet[WorkItem], column: str, inner: str = "") -> Counter:
-    """Every numeric value of the items' JSON `column` (or of its object `inner`) summed by key, in the database:
-    a Merlinite-sized run has 100,000 items, whose counters decoded one by one in Python take seconds."""
-    query, params = items.order_by().values("pk").query.sql_with_params()
-    if connection.vendor == "postgresql":
-        value = f"w.{column} -> '{inner}'" if inner else f"w.{column}"
-        sql = (
-            f"SELECT e.key, SUM((e.value #>> '{{}}')::numeric) FROM generation_workitem w "
-            f"CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof({value}) = 'object' THEN {value} "
-            f"ELSE '{{}}'::jsonb END) e WHERE w.id IN ({query}) AND jsonb_typeof(e.value) = 'number' GROUP BY e.key"
+def run_leaves(run: GenerationRun, counters: list[LeafCounter]) -> list[LeafProgress]:
+    """Leaves of the run from their counters (a page of its `LeafCounter` rows), running items' kept samples added."""
+    running = WorkItem.objects.filter(
+        run=run, state=WorkItem.State.RUNNING, leaf_path__in=[c.leaf_path for c in counters]
+    )
+    live = Counter()
+    for leaf_path, kept in running.order_by().values_list("leaf_path", "kept"):
+        live[leaf_path] += kept
+    return [
+        LeafProgress(
+            *(getattr(counter, name) for name in LEAF_COLUMNS[:-1]),
+            in_flight=counter.running,
+            kept=counter.kept + live[counter.leaf_path],
         )
-    else:
-        path = f", '$.{inner}'" if inner else ""
-        sql = (
-            f"SELECT e.key, SUM(e.value) FROM generation_workitem w, json_each(w.{column}{path}) e "
-            f"WHERE w.id IN ({query}) AND e.type IN ('integer', 'real') GROUP BY e.key"
-        )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return Counter({key: float(total) for key, total in cursor.fetchall()})
+        for counter in counters
+    ]
 
 
-def leaves_for_monitor(leaves: list[LeafProgress]) -> list[LeafProgress]:
-    """What an operator looks at first: leaves with failures, then those in flight, then waiting, then done."""
-
-    def rank(leaf: LeafProgress) -> tuple:
-        if leaf.failed:
-            return (0, leaf.leaf_path)
-        if leaf.running:
-            return (1, leaf.leaf_path)
-        if not leaf.finished:
-            return (2, leaf.leaf_path)
-        return (3, leaf.leaf_path)
-
-    return sorted(leaves, key=rank)
+def _counted(name: str) -> Coalesce:
+    """A run's counter `name` (the sum of its rows), as an annotation of runs."""
+    rows = RunCounter.objects.filter(run=OuterRef("pk"), name=name).order_by().values("run")
+    total = rows.annotate(total=Cast(Sum("value"), BigIntegerField())).values("total")
+    return Coalesce(Subquery(total[:1], output_field=BigIntegerField()), Value(0))
 
 
-def _per_run(queryset: QuerySet, aggregate) -> Coalesce:
-    subquery = queryset.filter(run=OuterRef("pk")).order_by().values("run").annotate(value=aggregate).values("value")
-    return Coalesce(Subquery(subquery[:1], output_field=IntegerField()), Value(0))
+def _kept_live() -> Coalesce:
+    """The samples a run's running items published at their last heartbeat, as an annotation."""
+    running = WorkItem.objects.filter(run=OuterRef("pk"), state=WorkItem.State.RUNNING).order_by().values("run")
+    rows = running.annotate(n=Sum("kept")).values("n")
+    return Coalesce(Subquery(rows[:1], output_field=BigIntegerField()), Value(0))
 
 
 def run_list() -> QuerySet[GenerationRun]:
-    """Runs, newest first, each with its item and sample totals (correlated subqueries: no row multiplication)."""
-    items = WorkItem.objects.all()
+    """Runs, newest first, each with its item and sample totals, from the run's counters."""
     return GenerationRun.objects.select_related("teacher", "created_by", "baseline").annotate(
-        items_total=_per_run(items, Count("pk")),
-        items_done=_per_run(items.filter(state=WorkItem.State.DONE), Count("pk")),
-        items_failed=_per_run(items.filter(state=WorkItem.State.FAILED), Count("pk")),
-        target_total=_per_run(items, Sum("target")),
-        kept_total=_per_run(Sample.objects.all(), Count("pk")),
+        items_total=_counted("items"),
+        items_done=_counted("state:done"),
+        items_failed=_counted("state:failed"),
+        target_total=_counted("target"),
+        kept_total=_counted("kept") + _kept_live(),
     )
 
 
 def run_percent(run: GenerationRun) -> int:
     """Percent processed for a run from `run_list()`."""
     return _percent(run.items_done + run.items_failed, run.items_total)
+
+
+def run_totals(run_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Each run's items, finished items (done, failed or cancelled) and kept samples, from its counters, in one
+    query."""
+    rows = GenerationRun.objects.filter(pk__in=run_ids).annotate(
+        items_total=_counted("items"),
+        items_finished=_counted("state:done") + _counted("state:failed") + _counted("state:cancelled"),
+        kept_total=_counted("kept") + _kept_live(),
+    )
+    return {
+        pk: {"items": items, "finished": finished, "kept": kept}
+        for pk, items, finished, kept in rows.values_list("pk", "items_total", "items_finished", "kept_total")
+    }
 
 
 def run_events(run: GenerationRun, *, limit: int | None = 20) -> QuerySet[RunEvent]:
@@ -374,12 +388,13 @@ def _duration(seconds: float | None) -> str:
 
 
 def teacher_seconds_per_call(teacher: Teacher) -> tuple[float | None, int]:
-    """The teacher's measured time a call over every earlier run (the calls, not the waits for a slot)."""
-    totals = WorkItem.objects.filter(run__teacher=teacher).aggregate(
-        seconds=Sum(Cast(KT("stats__seconds"), FloatField())), calls=Sum(Cast(KT("stats__calls"), IntegerField()))
-    )
-    calls = totals["calls"] or 0
-    return (totals["seconds"] / calls if calls and totals["seconds"] else None), calls
+    """The teacher's measured time a call over every earlier run (the calls, not the waits for a slot), from the
+    runs' counters (items still running are left out)."""
+    rows = RunCounter.objects.filter(run__teacher=teacher, name__in=["stats:seconds", "stats:calls"]).order_by()
+    totals = dict(rows.values("name").annotate(total=Sum("value")).values_list("name", "total"))
+    calls = round(totals.get("stats:calls") or 0)
+    seconds = totals.get("stats:seconds")
+    return (seconds / calls if calls and seconds else None), calls
 
 
 def run_estimate(

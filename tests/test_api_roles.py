@@ -220,6 +220,7 @@ ENDPOINTS = [
     E("POST",   "run-resume",      "/api/runs/{w.stopped_run}/resume/", OPERATE),
     E("POST",   "run-retry-failed", "/api/runs/{w.stopped_run}/retry-failed/", OPERATE),
     E("GET",    "run-events",      RUN + "events/",               READ),
+    E("GET",    "run-leaves",      RUN + "leaves/",               READ),
     E("GET",    "work-item-list",  "/api/work-items/",            READ),
     E("GET",    "work-item-detail", "/api/work-items/{w.item}/",  READ),
     E("GET",    "sample-list",     "/api/samples/",               READ),

@@ -5,7 +5,7 @@ from rest_framework import serializers
 
 from curation.models import TaxonomySnapshot
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
-from generation.selectors import run_percent, run_progress, teacher_endpoints
+from generation.selectors import LEAF_ROWS, run_percent, run_progress, teacher_endpoints
 from generation.services.teachers import TEACHER_FIELDS
 
 
@@ -104,12 +104,20 @@ class RunProgressSerializer(serializers.Serializer):
         help_text='The failed teacher calls by kind: {"unreachable": 4, "refused": 1, "timeout": 0, ...}',
     )
     stages = serializers.SerializerMethodField(help_text='{"question_judge": {"accepted": 40, "rejected": 3}, ...}')
-    leaves = LeafProgressSerializer(many=True)
+    leaves = serializers.SerializerMethodField(
+        help_text=f"The first {LEAF_ROWS} leaves: failed ones, then in flight, waiting, done; "
+        "every leaf: /api/runs/{id}/leaves/"
+    )
+    leaf_count = serializers.IntegerField(help_text="The run's leaves")
     errors = ItemErrorSerializer(many=True, help_text="The first failed work items, with the teacher's error")
     error_count = serializers.IntegerField()
 
     def get_stages(self, progress) -> dict[str, dict[str, int]]:
         return {stage.stage: stage.outcomes for stage in progress.stages}
+
+    @extend_schema_field(LeafProgressSerializer(many=True))
+    def get_leaves(self, progress) -> list[dict]:
+        return LeafProgressSerializer(progress.leaves, many=True).data
 
 
 class RunSerializer(serializers.ModelSerializer):
@@ -187,7 +195,7 @@ class RunDetailSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(RunProgressSerializer)
     def get_progress(self, run) -> dict:
-        return RunProgressSerializer(run_progress(run)).data
+        return RunProgressSerializer(run_progress(run, leaves=LEAF_ROWS)).data
 
 
 class RunCreateSerializer(serializers.Serializer):

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from generation import selectors
 from generation.api import serializers as s
 from generation.api.filters import RunEventFilter, RunFilter, SampleFilter, WorkItemFilter
-from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
+from generation.models import GenerationRun, LeafCounter, RunEvent, Sample, Teacher, WorkItem
 from generation.services import runs as run_services
 from generation.services import teachers as teacher_services
 from labweb.errors import ConflictError, LabError
@@ -27,6 +27,11 @@ class IdCursor(CursorPagination):
 
 class NewestCursor(CursorPagination):
     ordering = "-id"
+
+
+class LeafCursor(CursorPagination):
+    ordering = "leaf_path"
+    page_size = 500
 
 
 def _valid(serializer_class, data, **kwargs) -> dict:
@@ -122,6 +127,14 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def retry_failed(self, request: Request, pk=None) -> Response:
         """Try a finished run's failed work items again (each with its full count of retries); 409 when none failed."""
         return self._command(run_services.run_retry_failed)
+
+    @extend_schema(responses=s.LeafProgressSerializer(many=True))
+    @action(detail=True, methods=["get"], pagination_class=LeafCursor, filter_backends=[])
+    def leaves(self, request: Request, pk=None) -> Response:
+        """Every leaf of the run with its work items by state, target and kept samples, by path."""
+        run = self.get_object()
+        page = self.paginate_queryset(LeafCounter.objects.filter(run=run))
+        return self.get_paginated_response(s.LeafProgressSerializer(selectors.run_leaves(run, page), many=True).data)
 
     @extend_schema(
         parameters=[OpenApiParameter("level", str, enum=RunEvent.Level.values, description="Only this level")],

@@ -12,11 +12,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import Count, F, Q, Subquery
+from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from generation.models import GenerationRun, RunEvent, Sample, TeacherResponse, WorkItem
+from generation.models import GenerationRun, RunEvent, TeacherResponse, WorkItem
 from generation.sdg.loop import Bridge
 from generation.sdg.pipelines import (
     GeneratedSample,
@@ -28,8 +28,9 @@ from generation.sdg.pipelines import (
     unit_runner,
 )
 from generation.sdg.teachers import CachedTeacher, CallStats, Completion, TeacherClient, TeacherError, call_share
+from generation.services.counters import items_change
 from generation.services.runs import run_fail, run_finish_if_done, run_pause, run_teacher
-from generation.services.samples import samples_write
+from generation.services.samples import samples_kept, samples_write
 from generation.services.teachers import teacher_note_ignored_sampling
 from labweb import jobs
 from labweb.errors import LabError
@@ -45,16 +46,15 @@ def _lease_until(now):
 def item_claim(*, item_id: int, owner: str) -> WorkItem | None:
     """Take the item if it is pending, or running under a lease that expired (its worker died)."""
     now = timezone.now()
-    claimed = (
-        WorkItem.objects.filter(pk=item_id, run__status__in=ACTIVE_RUN)
-        .filter(Q(state=WorkItem.State.PENDING) | Q(state=WorkItem.State.RUNNING, lease_until__lt=now))
-        .update(
-            state=WorkItem.State.RUNNING,
-            lease_owner=owner,
-            lease_until=_lease_until(now),
-            attempts=F("attempts") + 1,
-            started_at=Coalesce(F("started_at"), now),
-        )
+    claimed = items_change(
+        WorkItem.objects.filter(pk=item_id, run__status__in=ACTIVE_RUN).filter(
+            Q(state=WorkItem.State.PENDING) | Q(state=WorkItem.State.RUNNING, lease_until__lt=now)
+        ),
+        state=WorkItem.State.RUNNING,
+        lease_owner=owner,
+        lease_until=_lease_until(now),
+        attempts=F("attempts") + 1,
+        started_at=Coalesce(F("started_at"), now),
     )
     if not claimed:
         return None
@@ -65,11 +65,12 @@ def item_claim(*, item_id: int, owner: str) -> WorkItem | None:
 
 
 def item_heartbeat(*, item_id: int, owner: str, counts: dict, stats: dict) -> bool:
-    """Extend the lease and publish progress. False when the item is no longer ours or the run stopped."""
+    """Extend the lease and publish progress (its counters, the samples it kept so far). False when the item is no
+    longer ours or the run stopped."""
     return bool(
         WorkItem.objects.filter(
             pk=item_id, lease_owner=owner, state=WorkItem.State.RUNNING, run__status__in=ACTIVE_RUN
-        ).update(lease_until=_lease_until(timezone.now()), counts=counts, stats=stats)
+        ).update(lease_until=_lease_until(timezone.now()), counts=counts, stats=stats, kept=samples_kept())
     )
 
 
@@ -238,26 +239,31 @@ def _run_unit(item: WorkItem, owner: str, client: TeacherClient) -> str:
     return "done"
 
 
-def _kept(item: WorkItem) -> Coalesce:
-    """The item's samples, every attempt's, counted inside the UPDATE that records them."""
-    count = Sample.objects.filter(item_id=item.pk).order_by().values("item_id").annotate(n=Count("pk")).values("n")
-    return Coalesce(Subquery(count[:1]), 0)
-
-
 def _item_hand_back(item: WorkItem, owner: str, progress: dict) -> None:
     """The run was cancelled or paused (or another worker took the item over): hand the item back, keep its
     samples. A paused run's item waits, pending, for the resume; a cancelled run's is cancelled."""
     paused = GenerationRun.objects.filter(pk=item.run_id, status=GenerationRun.Status.PAUSED).exists()
     state = WorkItem.State.PENDING if paused else WorkItem.State.CANCELLED
-    WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(
-        state=state, queued_at=None, lease_owner="", lease_until=None, kept=_kept(item), **progress
+    items_change(
+        _held(item, owner),
+        state=state,
+        queued_at=None,
+        lease_owner="",
+        lease_until=None,
+        kept=samples_kept(),
+        **progress,
     )
 
 
+def _held(item: WorkItem, owner: str):
+    return WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING)
+
+
 def _finish(item: WorkItem, owner: str, state: str, progress: dict, *, error: str = "") -> None:
-    WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(
+    items_change(
+        _held(item, owner),
         state=state,
-        kept=_kept(item),
+        kept=samples_kept(),
         error=error[:5000],
         finished_at=timezone.now(),
         lease_until=None,
@@ -284,14 +290,15 @@ def _item_error(item: WorkItem, owner: str, progress: dict, error: Exception) ->
     if passing and failures <= settings.LABWEB_ITEM_RETRIES:
         delay = settings.LABWEB_ITEM_RETRY_DELAY * 2 ** (failures - 1) * (0.75 + random.random() / 2)
         now = timezone.now()
-        retried = WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(
+        retried = items_change(
+            _held(item, owner),
             state=WorkItem.State.PENDING,
             failures=failures,
             retry_at=now + timedelta(seconds=delay),
             queued_at=now,
             lease_owner="",
             lease_until=None,
-            kept=_kept(item),
+            kept=samples_kept(),
             error=message[:5000],
             **progress,
         )
@@ -306,7 +313,7 @@ def _item_error(item: WorkItem, owner: str, progress: dict, error: Exception) ->
             jobs.send_task_on_commit("generation.tasks.process_item", item.pk, countdown=delay)
             return "retrying"
         return "stopped"
-    WorkItem.objects.filter(pk=item.pk, lease_owner=owner, state=WorkItem.State.RUNNING).update(failures=failures)
+    _held(item, owner).update(failures=failures)
     _finish(item, owner, WorkItem.State.FAILED, progress, error=message)
     given_up = f" after {failures} tries" if passing else ""
     _log(item, f"Work item failed{given_up}: {message}", level=RunEvent.Level.ERROR)

@@ -19,7 +19,9 @@ from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
 from generation.sdg.pipelines import KNOWLEDGE, SKILLS, LeafSource, LeafSpec, PipelineConfig, Unit, plan_run
 from generation.sdg.prompts import prompt_versions
 from generation.sdg.teachers import FAILURE_CAUSES, TeacherClient, TeacherError, probe
-from generation.services.samples import samples_mark_duplicates
+from generation.services.bulk import bulk_insert
+from generation.services.counters import counters_planned, items_change
+from generation.services.samples import samples_kept, samples_mark_duplicates
 from generation.services.teachers import TEACHER_FIELDS, teacher_client, teacher_quality_warning
 from labweb.errors import ConflictError, LabError
 from labweb.jobs import send_task, send_task_on_commit, transition
@@ -86,19 +88,26 @@ def _pipeline_config(teacher: Teacher, config: dict | None) -> PipelineConfig:
         raise LabError(f"Bad pipeline configuration: {exc}.", field="config") from None
 
 
-def _work_item(run: GenerationRun, leaf: Leaf, unit: Unit) -> WorkItem:
-    return WorkItem(
-        run=run,
-        leaf=leaf,
-        leaf_path=leaf.path,
-        leaf_hash=leaf.content_hash,
-        kind=unit.leaf.kind,
-        seed_index=unit.seed_index,
-        chunk_index=unit.chunk_index,
-        unit=unit.name,
-        spec={"leaf": asdict(unit.leaf), "chunk": unit.chunk},
-        target=unit.target,
-    )
+def _work_item(run: GenerationRun, leaf: Leaf, unit: Unit, specs: dict) -> dict:
+    """A planned item's fields. A leaf's skills units share one frozen spec (`specs`, by leaf path), which is then
+    made, and encoded for the database, once."""
+    spec = specs.get(leaf.path) if unit.chunk is None else None
+    if spec is None:
+        frozen = specs[leaf.path]["leaf"] if leaf.path in specs else asdict(unit.leaf)
+        spec = {"leaf": frozen, "chunk": unit.chunk}
+        specs.setdefault(leaf.path, spec)
+    return {
+        "run_id": run.pk,
+        "leaf_id": leaf.pk,
+        "leaf_path": leaf.path,
+        "leaf_hash": leaf.content_hash,
+        "kind": unit.leaf.kind,
+        "seed_index": unit.seed_index,
+        "chunk_index": unit.chunk_index,
+        "unit": unit.name,
+        "spec": spec,
+        "target": unit.target,
+    }
 
 
 @transaction.atomic
@@ -153,9 +162,10 @@ def run_create(
         )
         return run
     by_path = {leaf.path: leaf for leaf in leaves}
-    WorkItem.objects.bulk_create(
-        [_work_item(run, by_path[unit.leaf.path], unit) for unit in plan.units], batch_size=1000
-    )
+    specs: dict[str, dict] = {}
+    items = [_work_item(run, by_path[unit.leaf.path], unit, specs) for unit in plan.units]
+    bulk_insert(WorkItem, items)
+    counters_planned(run.pk, items)
     _event(run, f"Planned {len(plan.units)} work items over {plan.leaves} leaves, {samples_per_leaf} samples per leaf.")
     if warning := teacher_quality_warning(teacher):
         _event(run, warning, level=RunEvent.Level.WARNING)
@@ -229,7 +239,7 @@ def run_cancel(*, run: GenerationRun, user) -> GenerationRun:
         refusal="The run is {status}; only a queued, running or paused run can be cancelled.",
     )
     # Running items see the cancellation at their next heartbeat and stop there, keeping what they wrote.
-    WorkItem.objects.filter(run=run, state=WorkItem.State.PENDING).update(state=WorkItem.State.CANCELLED)
+    items_change(WorkItem.objects.filter(run=run, state=WorkItem.State.PENDING), state=WorkItem.State.CANCELLED)
     _event(run, f"Cancelled by {user}.", level=RunEvent.Level.WARNING)
     return run
 
@@ -330,7 +340,8 @@ def run_retry_failed(*, run: GenerationRun, user) -> GenerationRun:
 
 
 def _restart(run: GenerationRun, items, why: str) -> GenerationRun:
-    reset = items.update(
+    reset = items_change(
+        items,
         state=WorkItem.State.PENDING,
         queued_at=None,
         retry_at=None,
@@ -426,7 +437,8 @@ def run_fail(*, run_id: int, message: str) -> None:
     with transaction.atomic():
         run = GenerationRun(pk=run_id)
         if transition(run, to=Status.FAILED, allowed=ACTIVE, error=message):
-            WorkItem.objects.filter(run_id=run_id, state=WorkItem.State.PENDING).update(state=WorkItem.State.CANCELLED)
+            pending = WorkItem.objects.filter(run_id=run_id, state=WorkItem.State.PENDING)
+            items_change(pending, state=WorkItem.State.CANCELLED)
             _event(run, message, level=RunEvent.Level.ERROR)
 
 
@@ -441,11 +453,13 @@ def requeue_expired() -> int:
     # Attempts that ended in a failure of their own (and a retry) are not abandonments.
     doomed = list(expired.filter(attempts__gte=F("failures") + settings.LABWEB_WORK_MAX_ATTEMPTS).select_related("run"))
     for item in doomed:
-        if WorkItem.objects.filter(pk=item.pk, state=WorkItem.State.RUNNING, lease_until__lt=now).update(
+        if items_change(
+            WorkItem.objects.filter(pk=item.pk, state=WorkItem.State.RUNNING, lease_until__lt=now),
             state=WorkItem.State.FAILED,
             lease_owner="",
             lease_until=None,
             finished_at=now,
+            kept=samples_kept(),
             error=f"Abandoned {item.attempts - item.failures} times: the worker died each time it ran this item.",
         ):
             _event(
@@ -457,9 +471,14 @@ def requeue_expired() -> int:
             run_finish_if_done(run_id=item.run_id)
     pairs = list(expired.values_list("pk", "run_id"))
     if pairs:
-        WorkItem.objects.filter(
-            pk__in=[pk for pk, _ in pairs], state=WorkItem.State.RUNNING, lease_until__lt=now
-        ).update(state=WorkItem.State.PENDING, lease_owner="", lease_until=None)
+        # What the dead worker wrote is kept: the samples are counted in, as a hand-back counts them.
+        items_change(
+            WorkItem.objects.filter(pk__in=[pk for pk, _ in pairs], state=WorkItem.State.RUNNING, lease_until__lt=now),
+            state=WorkItem.State.PENDING,
+            lease_owner="",
+            lease_until=None,
+            kept=samples_kept(),
+        )
         # The tasks a dead worker had taken and not yet started died with it, and nothing says which they were:
         # every pending item of its runs is sent again (an item claimed meanwhile skips the second message).
         WorkItem.objects.filter(run_id__in={run_id for _, run_id in pairs}, state=WorkItem.State.PENDING).update(

@@ -4,11 +4,19 @@ from itertools import groupby
 from operator import attrgetter
 
 from django.db import transaction
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 
 from generation.models import Sample, WorkItem
 from generation.sdg.dedup import earlier_repeats
 from generation.sdg.pipelines import GeneratedSample
 from generation.signals import duplicates_marked, samples_written
+
+
+def samples_kept() -> Coalesce:
+    """A work item's samples, every attempt's, counted inside the UPDATE of the item that records them."""
+    count = Sample.objects.filter(item_id=OuterRef("pk")).order_by().values("item_id").annotate(n=Count("pk"))
+    return Coalesce(Subquery(count.values("n")[:1]), 0)
 
 
 def samples_write(*, item: WorkItem, samples: list[GeneratedSample]) -> int:

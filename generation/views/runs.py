@@ -21,7 +21,6 @@ from labweb.roles import any_role_required, operator_required
 from labweb.web import add_lab_error, is_partial, render_fragments
 
 DETAIL = "generation/run_detail.html"
-LEAF_ROWS = 200
 
 
 @require_GET
@@ -94,15 +93,14 @@ def _get_run(pk: int) -> GenerationRun:
 
 
 def monitor_context(run: GenerationRun) -> dict:
-    progress = selectors.run_progress(run)
-    leaves = selectors.leaves_for_monitor(progress.leaves)
+    progress = selectors.run_progress(run, leaves=selectors.LEAF_ROWS)
     return {
         "run": run,
         "progress": progress,
         # Polled until the run is at rest: a cancelled run's items in flight still finish or stop.
         "live": run.is_active or progress.in_flight > 0,
-        "leaves": leaves[:LEAF_ROWS],
-        "leaves_hidden": max(0, len(leaves) - LEAF_ROWS),
+        "leaves": progress.leaves,
+        "leaves_hidden": progress.leaf_count - len(progress.leaves),
         "events": selectors.run_events(run),
         "can_cancel": run.is_active,
         "can_resume": run_services.run_resume_refusal(run=run) is None,
