@@ -21,3 +21,26 @@ def test_a_first_run_on_the_embedded_cpu_teacher_offers_a_target_it_can_reach_in
 def test_a_run_on_a_teacher_server_offers_a_lab_sized_target(client, operator, curator):
     teacher_create(user=curator, name="A vLLM server", base_url="http://127.0.0.1:9/v1", model="m")
     assert offered_samples_per_leaf(client, operator) == "30"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_samples_page_counts_up_to_its_cap_and_then_says_more(eager, teacher, curator, demo, monkeypatch):
+    from django.test import Client
+
+    from curation.models import Leaf
+    from generation.models import Sample
+    from generation.services.runs import run_create
+    from generation.views import samples
+
+    leaves = [leaf.pk for leaf in Leaf.objects.filter(kind="compositional_skills")[:2]]
+    run = run_create(teacher=teacher, user=curator, scope="selected", leaf_ids=leaves, samples_per_leaf=2)
+    made = Sample.objects.filter(run=run).count()
+    assert made >= 3
+    client = Client()
+    client.force_login(curator)
+    monkeypatch.setattr(samples, "COUNT_UP_TO", made)
+    page = client.get("/generation/samples/", {"run": run.pk}).content.decode()
+    assert f"{made} samples" in page and "More than" not in page
+    monkeypatch.setattr(samples, "COUNT_UP_TO", made - 1)
+    page = client.get("/generation/samples/", {"run": run.pk}).content.decode()
+    assert f"More than {made - 1} samples" in page
