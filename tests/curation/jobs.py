@@ -5,6 +5,7 @@ does, not about the job)."""
 import io
 
 from django.db import connection
+from django.urls import resolve
 
 from curation.services.imports.jobs import import_job_run
 from curation.taxonomy.source import write_tar
@@ -47,3 +48,12 @@ def start_worker(name: str, tmp_path, settings, *, beat: bool = False, **env) ->
     worker = Worker(name, tmp_path / f"{name}.log", environment, queues="default", concurrency=2, beat=beat)
     worker.wait_ready()
     return worker
+
+
+def run_page(client, response):
+    """The job a post to the import page queued (a redirect to its page), run here; the page it ends on."""
+    assert response.status_code == 302, response.content[:500]
+    found = resolve(response["Location"])
+    assert found.url_name == "import_job", response["Location"]
+    import_job_run(job_id=int(found.kwargs["pk"]))
+    return client.get(response["Location"], follow=True)
