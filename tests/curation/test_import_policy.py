@@ -13,7 +13,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from curation import services
-from curation.models import Leaf, LeafRevision, TaxonomyImport, TaxonomySnapshot
+from curation.models import ImportJob, Leaf, LeafRevision, TaxonomyImport, TaxonomySnapshot
 from curation.selectors import latest_import_snapshot, taxonomy_diff
 from curation.taxonomy.source import write_tar
 from tests.curation.jobs import run_here, run_page
@@ -335,3 +335,12 @@ def test_an_import_written_in_several_batches_is_the_same_as_one_written_at_once
     assert leaves[paths[3]].imported_qna == commented.decode() and leaves[paths[4]].imported_qna == POEMS.decode()
     assert all(leaf.seeds.count() == 5 for leaf in leaves.values())
     assert LeafRevision.objects.filter(action=LeafRevision.Action.DELETE).get().path == paths[5]
+
+
+def test_the_command_runs_in_its_process_printing_its_progress_on_stderr_and_its_report_on_stdout(db, tmp_path):
+    root = folder(tmp_path / "taxonomy", PAIR)
+    out, err = io.StringIO(), io.StringIO()
+    call_command("taxonomy_import", str(root), stdout=out, stderr=err)
+    assert err.getvalue().splitlines() == ["Reading the files…", "2 files read; validating and writing the leaves…"]
+    assert "leaves 2 created" in out.getvalue() and "Reading" not in out.getvalue()
+    assert Leaf.objects.count() == 2 and not ImportJob.objects.exists()

@@ -4,9 +4,10 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from curation.management.commands._report import write_import, write_plan
-from curation.models import TaxonomyImport
+from curation.models import ImportJob, TaxonomyImport
 from curation.services import ImportSource, taxonomy_import, taxonomy_import_preview
 from curation.services.imports import Progress
+from labweb import jobs
 from labweb.errors import LabError
 
 
@@ -22,7 +23,7 @@ class Printed(Progress):
 
     def begin(self, stage: str) -> None:
         super().begin(stage)
-        if stage == "reading":
+        if stage == ImportJob.Stage.READING:
             self.out.write("Reading the files…")
         else:
             self.out.write(f"{self.files_read} files read; validating and writing the leaves…")
@@ -30,7 +31,7 @@ class Printed(Progress):
     def changed(self) -> None:
         if time.monotonic() - self.last >= self.EVERY:
             self.last = time.monotonic()
-            if self.stage == "reading":
+            if self.stage == ImportJob.Stage.READING:
                 self.out.write(f"  {self.files_read} files read")
             else:
                 self.out.write(
@@ -79,6 +80,9 @@ class Command(BaseCommand):
                 return
         except LabError as error:
             raise CommandError(error.message) from None
+        running = ImportJob.objects.filter(status=jobs.Status.RUNNING, dry_run=False).first()
+        if running is not None:
+            self.stderr.write(f"{running} is running on a worker: this import waits until it has finished.")
         record = taxonomy_import(
             source=found,
             user=author,
