@@ -1,8 +1,9 @@
 """Import an InstructLab taxonomy: every valid leaf in, every invalid file reported, nothing partial.
 
-Every front door (the import page, `POST /api/imports/`, `manage.py taxonomy_import`) describes its source as an
-`ImportSource` and calls `taxonomy_import` (or `taxonomy_import_preview` for a dry run); what may be read, how,
-within which limits, and the label recorded are decided here once.
+Every front door describes its source as an `ImportSource`. The import page and `POST /api/imports/` queue a job
+(`jobs.import_job_create`) whose worker calls `taxonomy_import` (or `taxonomy_import_preview` for a dry run);
+`manage.py taxonomy_import` calls them in its own process. What may be read, how, within which limits, and the
+label recorded are decided here once.
 """
 
 import time
