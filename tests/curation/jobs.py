@@ -41,7 +41,7 @@ def start_worker(name: str, tmp_path, settings, *, beat: bool = False, **env) ->
         connection.settings_dict["NAME"],
         settings.CELERY_BROKER_URL,
         PYTHONUNBUFFERED="1",
-        LABWEB_WORK_LEASE_SECONDS="2",
+        LABWEB_WORK_LEASE_SECONDS="3",
         LABWEB_REAP_SECONDS="1",
         **env,
     )
