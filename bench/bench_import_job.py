@@ -12,27 +12,15 @@ import time
 
 from _django import test_database
 
-POEMS = """version: 3
-task_description: Write short poems.
-created_by: someone
-seed_examples:
-  - question: question {n}
-    answer: a1
-  - question: q2
-    answer: a2
-  - question: q3
-    answer: a3
-  - question: q4
-    answer: a4
-  - question: q5
-    answer: a5
-"""
-
 
 def archive(count: int) -> bytes:
     from curation.taxonomy.source import write_tar
+    from tests.support.qna import POEMS
 
-    files = [(f"compositional_skills/many/leaf_{n:05d}/qna.yaml", POEMS.format(n=n).encode()) for n in range(count)]
+    files = [
+        (f"compositional_skills/many/leaf_{n:05d}/qna.yaml", POEMS.replace(b"q1", f"question {n}".encode()))
+        for n in range(count)
+    ]
     buffer = io.BytesIO()
     write_tar(files, buffer)
     return buffer.getvalue()
