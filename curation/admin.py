@@ -4,7 +4,17 @@ by hand. Changes go through the services: the pages, the API or the commands."""
 
 from django.contrib import admin
 
-from curation.models import Document, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
+from curation.models import (
+    Document,
+    ImportChunk,
+    ImportEvent,
+    ImportJob,
+    Leaf,
+    LeafRevision,
+    SeedExample,
+    TaxonomyImport,
+    TaxonomySnapshot,
+)
 from labweb.admin import ReadOnlyAdmin, ReadOnlyInline
 
 
@@ -58,3 +68,33 @@ class TaxonomySnapshotAdmin(ReadOnlyAdmin):
 class TaxonomyImportAdmin(ReadOnlyAdmin):
     list_display = ["source", "status", "created", "updated", "unchanged", "rejected", "duration_ms", "created_at"]
     list_filter = ["status"]
+
+
+class ImportEventInline(ReadOnlyInline, admin.TabularInline):
+    model = ImportEvent
+    fields = ["created_at", "level", "message"]
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(ReadOnlyAdmin):
+    """An import as a job: its state moves only through the import services (queue, run, cancel, reap)."""
+
+    list_display = ["pk", "label", "dry_run", "status", "stage", "leaves_validated", "leaves_total", "created_at"]
+    list_filter = ["status", "dry_run"]
+    search_fields = ["label"]
+    exclude = ["plan"]
+    inlines = [ImportEventInline]
+
+
+@admin.register(ImportEvent)
+class ImportEventAdmin(ReadOnlyAdmin):
+    list_display = ["job", "level", "message", "created_at"]
+    list_filter = ["level"]
+
+
+@admin.register(ImportChunk)
+class ImportChunkAdmin(ReadOnlyAdmin):
+    """A spooled piece of an upload (bytes): listed, not shown."""
+
+    list_display = ["job", "seq"]
+    exclude = ["data"]

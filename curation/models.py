@@ -10,6 +10,7 @@ from curation.taxonomy.storage import (
     DOMAIN_MAX,
     LEAF_PATH_MAX,
 )
+from labweb import jobs
 
 
 class Kind(models.TextChoices):
@@ -195,3 +196,66 @@ class TaxonomyImport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} ({self.created_at:%Y-%m-%d %H:%M})"
+
+
+class ImportJob(jobs.Job, jobs.Leased):
+    """An import (or its dry run) as a job on a worker: where from, what to do, how far it got, and the result.
+
+    The write is one transaction, so a job that stops anywhere (cancelled, its worker killed) changed nothing,
+    and its next attempt reads the source again from the start. Only one job that writes may be active at a
+    time (the constraint below); dry runs read and may run beside it.
+    """
+
+    class Stage(models.TextChoices):
+        QUEUED = "", "Waiting for a worker"
+        READING = "reading", "Reading the files"
+        IMPORTING = "importing", "Validating and writing the leaves"
+        DONE = "done", "Done"
+
+    source_kind = models.CharField(max_length=16)
+    location = models.CharField(max_length=1000, help_text="The upload's file name, or the path on the server")
+    ref = models.CharField(max_length=200, blank=True)
+    label = models.CharField(max_length=1000)
+    dry_run = models.BooleanField(default=False)
+    prune = models.BooleanField(default=False)
+    allow_remove_all = models.BooleanField(default=False)
+    upload_bytes = models.PositiveBigIntegerField(default=0)
+    stage = models.CharField(max_length=16, choices=Stage.choices, blank=True, default=Stage.QUEUED)
+    files_read = models.PositiveIntegerField(default=0)
+    leaves_total = models.PositiveIntegerField(default=0, help_text="qna.yaml files found, once read")
+    leaves_validated = models.PositiveIntegerField(default=0)
+    leaves_written = models.PositiveIntegerField(default=0)
+    record = models.OneToOneField(TaxonomyImport, null=True, blank=True, on_delete=models.SET_NULL, related_name="job")
+    plan = models.JSONField(null=True, blank=True, help_text="A dry run's result: what the import would do")
+    problems = models.JSONField(default=list, blank=True, help_text="Why a job with no import record failed")
+
+    class Meta(jobs.Job.Meta):
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dry_run"],
+                condition=models.Q(status__in=[s.value for s in jobs.ACTIVE], dry_run=False),
+                name="one_active_import_that_writes",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{'Dry run' if self.dry_run else 'Import'} {self.pk} of {self.label}"
+
+
+class ImportChunk(models.Model):
+    """A piece of an uploaded archive, spooled in the request for the worker to read (any machine may run it)."""
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="chunks")
+    seq = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        ordering = ["job", "seq"]
+        constraints = [models.UniqueConstraint(fields=["job", "seq"], name="unique_import_chunk")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} #{self.seq}"
+
+
+class ImportEvent(jobs.Event):
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="events")

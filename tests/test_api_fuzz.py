@@ -41,6 +41,7 @@ PATH_OBJECT = {
     "seeds": "seed",
     "documents": "document",
     "imports": "record",
+    "import-jobs": "import_job",
     "snapshots": "snapshot",
     "teachers": "teacher",
     "runs": "run",

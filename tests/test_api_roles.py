@@ -21,6 +21,7 @@ from rest_framework.test import APIClient
 
 from curation import services
 from curation.models import Document, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
+from curation.services.imports.jobs import import_job_create, import_job_run
 from curation.taxonomy.source import write_tar
 from evaluation.models import EvaluationJob
 from generation.models import GenerationRun, Sample, Teacher
@@ -65,6 +66,8 @@ class World:
     evaluation: int
     stopped_evaluation: int
     job: int = 0  # a bulk review job, done: its undo can run
+    import_job: int = 0  # a queued dry run: it can be cancelled
+    dry_run: int = 0  # a dry run that has run: its import can be confirmed
 
     @cached_property
     def directory(self) -> str:
@@ -194,10 +197,13 @@ ENDPOINTS = [
     E("GET",    "document-detail", DOCUMENT,                      READ),
     E("DELETE", "document-detail", DOCUMENT,                      WRITE, 204),
     E("GET",    "import-list",     "/api/imports/",               READ),
-    E("POST",   "import-list",     "/api/imports/",               WRITE, 201, archive, True, " archive"),
-    E("POST",   "import-list",     "/api/imports/",               STAFF, 201, directory, label=" directory"),
-    E("POST",   "import-list",     "/api/imports/",               STAFF, 201, git_main, label=" git"),
+    E("POST",   "import-list",     "/api/imports/",               WRITE, 202, archive, True, " archive"),
+    E("POST",   "import-list",     "/api/imports/",               STAFF, 202, directory, label=" directory"),
+    E("POST",   "import-list",     "/api/imports/",               STAFF, 202, git_main, label=" git"),
     E("GET",    "import-detail",   "/api/imports/{w.record}/",    READ),
+    E("GET",    "import-job-list", "/api/import-jobs/",           READ),
+    E("GET",    "import-job-detail", "/api/import-jobs/{w.import_job}/", READ),
+    E("POST",   "import-job-cancel", "/api/import-jobs/{w.import_job}/cancel/", WRITE, 200),
     E("GET",    "snapshot-list",   "/api/snapshots/",             READ),
     E("POST",   "snapshot-list",   "/api/snapshots/",             WRITE, 201, {"name": "baseline"}),
     E("GET",    "snapshot-detail", "/api/snapshots/{w.snapshot}/", READ),
@@ -320,14 +326,13 @@ def training_world(tmp_path: Path, settings, user) -> dict:
     }
 
 
+def poems_upload() -> services.ImportSource:
+    return services.ImportSource.upload(io.BytesIO(targz([("compositional_skills/poems/qna.yaml", POEMS)])), "t.tar.gz")
+
+
 @pytest.fixture
 def world(curator, reviewer, tmp_path, settings) -> World:
-    services.taxonomy_import(
-        source=services.ImportSource.upload(
-            io.BytesIO(targz([("compositional_skills/poems/qna.yaml", POEMS)])), "t.tar.gz"
-        ),
-        user=curator,
-    )
+    services.taxonomy_import(source=poems_upload(), user=curator)
     leaf = Leaf.objects.get()
     knowledge = services.leaf_create(path="knowledge/astronomy/planets", user=curator)
     document = services.document_add(leaf=knowledge, user=curator, expected_revision=None, name="a.md", content="# A")
@@ -360,6 +365,10 @@ def world(curator, reviewer, tmp_path, settings) -> World:
     second = item.samples.get(idempotency_key__endswith=":k2").pk
     job = bulk_create(reviewer=reviewer, action="approve", queue=Queue(), selected=[second], expected=1)
     bulk_run(job_id=job.pk)
+    # Import jobs queue their task when the transaction commits, too: the dry run is run here.
+    dry_run = import_job_create(source=poems_upload(), user=curator, dry_run=True)
+    import_job_run(job_id=dry_run.pk)
+    import_job = import_job_create(source=poems_upload(), user=curator, dry_run=True)
     return World(
         tmp_path=tmp_path,
         leaf=leaf.pk,
@@ -375,6 +384,8 @@ def world(curator, reviewer, tmp_path, settings) -> World:
         item=item.pk,
         sample=item.samples.get(idempotency_key__endswith=":k").pk,
         job=job.pk,
+        import_job=import_job.pk,
+        dry_run=dry_run.pk,
         **training_world(tmp_path, settings, curator),
     )
 

@@ -12,6 +12,7 @@ def test_api_root_lists_the_endpoints_of_every_app_and_each_link_answers(api):
         "seeds",
         "documents",
         "imports",
+        "import-jobs",
         "snapshots",
         "tree",
         "diff",

@@ -199,6 +199,7 @@ def test_teacher_api_keys_are_never_rendered_or_logged(operator, caplog):
 
 def test_every_upload_has_a_limit_and_a_clear_refusal(world, curator, operator, settings, tmp_path):  # noqa: F811
     from curation.services.documents import MAX_DOCUMENT_BYTES
+    from tests.curation.jobs import run_here
     from tests.test_api_roles import targz
 
     curation_api, training_api = APIClient(), APIClient()
@@ -214,7 +215,8 @@ def test_every_upload_has_a_limit_and_a_clear_refusal(world, curator, operator, 
     imported = curation_api.post(
         "/api/imports/", {"archive": SimpleUploadedFile("t.tar.gz", archive)}, format="multipart"
     )
-    assert imported.status_code == 400 and imported.json()["error"]["message"]
+    job = run_here(curation_api, imported)  # read through by the job: refused there, the refusal on the job
+    assert job["status"] == "failed" and "unpacks to more than" in job["error"]
 
     settings.LABWEB_TRAINING_UPLOAD_MAX_BYTES = 100
     line = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'

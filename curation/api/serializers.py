@@ -1,7 +1,19 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.reverse import reverse
 
-from curation.models import Document, Kind, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
+from curation.models import (
+    Document,
+    ImportJob,
+    Kind,
+    Leaf,
+    LeafRevision,
+    SeedExample,
+    TaxonomyImport,
+    TaxonomySnapshot,
+)
 from curation.qna_map import EDITABLE_LEAF_FIELDS, SEED_FIELDS
+from curation.services.imports import ImportPlan
 from labweb.api import ErrorSerializer
 
 
@@ -179,6 +191,54 @@ class ImportSerializer(serializers.ModelSerializer):
         ]
 
 
+class ImportJobSerializer(serializers.ModelSerializer):
+    """An import (or dry run) as a job: its progress while it runs, then its result: the import's record, or a
+    dry run's plan, or the error of a job that ended without either."""
+
+    url = serializers.SerializerMethodField()
+    created_by = serializers.StringRelatedField()
+    problems = ProblemSerializer(many=True)
+    source = serializers.CharField(source="label")
+    stage = serializers.ChoiceField(choices=ImportJob.Stage.choices)
+    # The import's record once it is written (null before, and for a dry run).
+    import_record = ImportSerializer(source="record", allow_null=True)
+    plan = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ImportJob
+        fields = [
+            "id",
+            "url",
+            "status",
+            "stage",
+            "source",
+            "dry_run",
+            "prune",
+            "allow_remove_all",
+            "created_at",
+            "created_by",
+            "started_at",
+            "finished_at",
+            "attempts",
+            "files_read",
+            "leaves_total",
+            "leaves_validated",
+            "leaves_written",
+            "error",
+            "problems",
+            "import_record",
+            "plan",
+        ]
+
+    def get_url(self, job) -> str:
+        return reverse("import-job-detail", args=[job.pk], request=self.context.get("request"))
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_plan(self, job) -> dict | None:
+        """A finished dry run: what the import would create, update and remove (removed_paths)."""
+        return ImportPlan(**job.plan).as_dict() if job.plan else None
+
+
 class ImportCreateSerializer(serializers.Serializer):
     archive = serializers.FileField(
         required=False, help_text=".tar.gz, .tgz, .tar, .tar.bz2, .tar.xz or .zip of a taxonomy"
@@ -192,7 +252,7 @@ class ImportCreateSerializer(serializers.Serializer):
     dry_run = serializers.BooleanField(
         required=False,
         default=False,
-        help_text="Change nothing: answer 200 with what the import would create, update and remove (removed_paths)",
+        help_text="Change nothing: the job's plan says what the import would create, update and remove (removed_paths)",
     )
     allow_remove_all = serializers.BooleanField(
         required=False, default=False, help_text="Let a prune remove every leaf (refused otherwise)"

@@ -9,6 +9,7 @@ router.register("leaves", views.LeafViewSet, basename="leaf")
 router.register("seeds", views.SeedViewSet, basename="seed")
 router.register("documents", views.DocumentViewSet, basename="document")
 router.register("imports", views.ImportViewSet, basename="import")
+router.register("import-jobs", views.ImportJobViewSet, basename="import-job")
 router.register("snapshots", views.SnapshotViewSet, basename="snapshot")
 
 urlpatterns = [

@@ -14,13 +14,14 @@ from rest_framework.response import Response
 from curation import selectors, services
 from curation.api import serializers as s
 from curation.api.filters import DocumentFilter, LeafFilter, SeedFilter
-from curation.models import Document, Leaf, SeedExample, TaxonomyImport, TaxonomySnapshot
+from curation.models import Document, ImportJob, Leaf, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.services import ImportSource
 from curation.services.documents import MAX_DOCUMENT_BYTES
+from curation.services.imports.jobs import ImportRefused, import_job_cancel, import_job_create
 from curation.taxonomy import dump_qna
 from curation.tree import Folder, taxonomy_tree
 from curation.views.exports import export_response
-from labweb.api import call_with_precondition, expected_revision
+from labweb.api import ErrorSerializer, call_with_precondition, expected_revision
 from labweb.errors import LabError
 from labweb.roles import CURATOR, role_permission
 
@@ -280,9 +281,17 @@ class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     @extend_schema(
         request={"multipart/form-data": s.ImportCreateSerializer, "application/json": s.ImportCreateSerializer},
-        responses={201: s.ImportSerializer, 200: dict, 400: s.ImportRefusedSerializer},
+        responses={
+            202: s.ImportJobSerializer,
+            400: s.ImportRefusedSerializer,
+            403: ErrorSerializer,
+            409: ErrorSerializer,
+        },
     )
     def create(self, request):
+        """Queue an import (or its dry run): 202 with the job, whose URL (also in Location) tells its progress and
+        then its result. A source refused at once (not an archive, too big, no such folder) is 400, recorded as a
+        refused import; while another import that writes is queued or running, 409."""
         data = LeafViewSet._valid(s.ImportCreateSerializer, request.data)
         if data.get("archive"):
             source = ImportSource.upload(data["archive"], data["archive"].name)
@@ -290,21 +299,41 @@ class ImportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             source = ImportSource.git(data["git"], data["ref"])
         else:
             source = ImportSource.directory(data["directory"])
-        if data["dry_run"]:
-            plan = services.taxonomy_import_preview(source=source, user=request.user, prune=data["prune"])
-            return Response(plan.as_dict())
-        record = services.taxonomy_import(
-            source=source, user=request.user, prune=data["prune"], allow_remove_all=data["allow_remove_all"]
-        )
-        body = s.ImportSerializer(record).data
-        if record.status == TaxonomyImport.Status.REFUSED:
-            body = {"error": record.problems[0], "errors": record.problems, "import": body}
+        try:
+            job = import_job_create(
+                source=source,
+                user=request.user,
+                prune=data["prune"],
+                allow_remove_all=data["allow_remove_all"],
+                dry_run=data["dry_run"],
+            )
+        except ImportRefused as refused:
+            body = {"error": refused.record.problems[0], "errors": refused.record.problems}
+            body["import"] = s.ImportSerializer(refused.record).data
             return Response(body, status=status.HTTP_400_BAD_REQUEST)
-        if record.status == TaxonomyImport.Status.FAILED:
-            error = {"message": record.message, "field": None, "line": None, "path": None}
-            body = {"error": error, "errors": [error, *record.problems], "import": body}
-            return Response(body, status=status.HTTP_400_BAD_REQUEST)
-        return Response(body, status=status.HTTP_201_CREATED)
+        body = s.ImportJobSerializer(job, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+class ImportJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Import jobs, newest first: progress while they run (files read, leaves validated, leaves written), then
+    the import's record, the dry run's plan, or the error. Curators cancel one that is queued or running."""
+
+    queryset = ImportJob.objects.select_related("created_by", "record__created_by")
+    serializer_class = s.ImportJobSerializer
+    permission_classes = [CuratorWrites]
+    pagination_class = None
+
+    def get_queryset(self):
+        if self.action == "list":
+            return super().get_queryset()[:100]
+        return super().get_queryset()
+
+    @extend_schema(request=None, responses={200: s.ImportJobSerializer, 409: ErrorSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        job = import_job_cancel(job=self.get_object(), user=request.user)
+        return Response(s.ImportJobSerializer(job, context={"request": request}).data)
 
 
 class SnapshotViewSet(

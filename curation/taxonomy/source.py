@@ -20,7 +20,7 @@ import tempfile
 import time
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,10 @@ class Limits:
     max_file_bytes: int = 2 * 1024 * 1024
     max_total_bytes: int = 256 * 1024 * 1024
     max_files: int = 50_000
+
+
+# Told the count of files read so far as each one is counted, so that whoever runs a long read can show it.
+OnFile = Callable[[int], None] | None
 
 
 class _Spool:
@@ -114,6 +118,11 @@ class TaxonomyRead:
             if posixpath.basename(rel) != QNA:
                 self._beside.setdefault(folder_of(rel), []).append(rel)
         self._qna_paths = sorted(p for p in files if posixpath.basename(p) == QNA)
+
+    @property
+    def leaf_count(self) -> int:
+        """The qna.yaml files the source holds, each one leaf to validate."""
+        return len(self._qna_paths)
 
     @property
     def folders(self) -> set[str]:
@@ -198,15 +207,18 @@ def _clean(name: str) -> str:
 
 
 class _Budget:
-    def __init__(self, limits: Limits):
+    def __init__(self, limits: Limits, on_file: OnFile = None):
         self.limits = limits
         self.files = 0
         self.total = 0
+        self.on_file = on_file
 
     def count(self, name: str) -> None:
         self.files += 1
         if self.files > self.limits.max_files:
             raise LabError(f"Refused: the source holds more than {self.limits.max_files} files.", path=name)
+        if self.on_file is not None:
+            self.on_file(self.files)
 
     def add(self, size: int, name: str) -> None:
         """Count bytes the source unpacks to, read or skipped; refuse before reading past the total limit."""
@@ -237,11 +249,11 @@ def _too_big(path: str, limits: Limits) -> Problem:
     return Problem(path, f"The file is larger than the {limits.max_file_bytes // 1024} KiB limit.", line=None)
 
 
-def read_directory(root: str | os.PathLike, limits: Limits = Limits()) -> TaxonomyRead:
+def read_directory(root: str | os.PathLike, limits: Limits = Limits(), on_file: OnFile = None) -> TaxonomyRead:
     root = Path(root).resolve()
     if not root.is_dir():
         raise LabError(f'"{root}" is not a directory.', path=str(root))
-    budget = _Budget(limits)
+    budget = _Budget(limits, on_file)
     files: dict[str, _Spooled | None] = {}
     spool = _Spool()
     for dirpath, dirnames, filenames in os.walk(root):
@@ -275,7 +287,7 @@ _COMPRESSIONS = {
 }
 
 
-def read_archive(stream, filename: str, limits: Limits = Limits()) -> TaxonomyRead:
+def read_archive(stream, filename: str, limits: Limits = Limits(), on_file: OnFile = None) -> TaxonomyRead:
     """A `.tar.gz`/`.tgz`/`.tar` or `.zip` archive, streamed without touching the disk; its content decides."""
     start = stream.tell() if _seekable(stream) else None
     head = stream.read(512)
@@ -286,12 +298,19 @@ def read_archive(stream, filename: str, limits: Limits = Limits()) -> TaxonomyRe
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         if start is None:
             raise LabError(f'Refused: "{filename}" is a zip archive read from a stream; zip needs a file.')
-        return _read_zip(stream, limits, filename)
+        return _read_zip(stream, limits, filename, on_file)
     for magic, opener in _COMPRESSIONS.items():
         if head.startswith(magic):
-            return _read_tar(opener(stream), limits, filename)
+            return _read_tar(opener(stream), limits, filename, on_file)
     if _is_tar_header(head):
-        return _read_tar(stream, limits, filename)
+        return _read_tar(stream, limits, filename, on_file)
+    raise LabError(f'Refused: "{filename}" {NOT_AN_ARCHIVE}.', path=filename)
+
+
+def check_archive_head(head: bytes, filename: str) -> None:
+    """Refuse at once what `read_archive` would refuse from its first 512 bytes: not an archive at all."""
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06", *_COMPRESSIONS)) or _is_tar_header(head):
+        return
     raise LabError(f'Refused: "{filename}" {NOT_AN_ARCHIVE}.', path=filename)
 
 
@@ -329,7 +348,9 @@ class _Replay(io.RawIOBase):
         return len(chunk)
 
 
-def read_git(repo: str | os.PathLike, ref: str = "HEAD", limits: Limits = Limits()) -> TaxonomyRead:
+def read_git(
+    repo: str | os.PathLike, ref: str = "HEAD", limits: Limits = Limits(), on_file: OnFile = None
+) -> TaxonomyRead:
     """The tree of `ref` in a local git repository (committed content, not the working copy)."""
     repo = Path(repo)
     if not repo.is_dir():
@@ -351,7 +372,7 @@ def read_git(repo: str | os.PathLike, ref: str = "HEAD", limits: Limits = Limits
             process.wait(timeout=300)
             message = process.stderr.read().decode("utf-8", "replace").strip()
             raise LabError(f'Cannot read revision "{ref}" of the git repository "{repo}": {message}', path=str(repo))
-        return _read_tar(_Replay(head, process.stdout), limits, f"{repo}@{ref}")
+        return _read_tar(_Replay(head, process.stdout), limits, f"{repo}@{ref}", on_file)
     finally:
         process.stdout.close()
         if process.poll() is None:
@@ -372,8 +393,8 @@ class _EndMarked(tarfile.TarInfo):
             raise
 
 
-def _read_tar(stream, limits: Limits, name: str = "the archive") -> TaxonomyRead:
-    budget = _Budget(limits)
+def _read_tar(stream, limits: Limits, name: str = "the archive", on_file: OnFile = None) -> TaxonomyRead:
+    budget = _Budget(limits, on_file)
     files: dict[str, _Spooled | None] = {}
     spool = _Spool()
     last = None
@@ -418,8 +439,8 @@ def _read_tar(stream, limits: Limits, name: str = "the archive") -> TaxonomyRead
     return TaxonomyRead(_strip_wrapper(files), limits)
 
 
-def _read_zip(stream, limits: Limits, name: str) -> TaxonomyRead:
-    budget = _Budget(limits)
+def _read_zip(stream, limits: Limits, name: str, on_file: OnFile = None) -> TaxonomyRead:
+    budget = _Budget(limits, on_file)
     files: dict[str, _Spooled | None] = {}
     spool = _Spool()
     try:

@@ -2,7 +2,14 @@
 
 from curation.views.documents import document_add, document_delete, document_detail
 from curation.views.exports import export
-from curation.views.imports import import_detail, import_list, import_start
+from curation.views.imports import (
+    import_confirm,
+    import_detail,
+    import_job,
+    import_job_cancel,
+    import_list,
+    import_start,
+)
 from curation.views.leaves import (
     deleted_list,
     leaf_create,
@@ -25,7 +32,10 @@ __all__ = [
     "document_delete",
     "document_detail",
     "export",
+    "import_confirm",
     "import_detail",
+    "import_job",
+    "import_job_cancel",
     "import_list",
     "import_start",
     "leaf_create",

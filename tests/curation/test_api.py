@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 from curation.models import Leaf, LeafRevision, TaxonomyImport
 from curation.taxonomy import KINDS, read_qna
 from curation.taxonomy.source import write_tar
+from tests.curation.jobs import run_here
 
 JOKE = "compositional_skills/writing/freeform/jokes/puns/elephant_joke"
 SPEECH = "compositional_skills/writing/freeform/jokes/speech"
@@ -55,9 +56,10 @@ def post_archive(client: APIClient, upload: SimpleUploadedFile, **fields):
 
 
 def import_files(client: APIClient, files: list[tuple[str, bytes]]) -> dict:
-    response = post_archive(client, targz(files))
-    assert response.status_code == 201, response.json()
-    return response.json()
+    """Import `files` through the API, the job run here; the import's record."""
+    job = run_here(client, post_archive(client, targz(files)))
+    assert job["status"] == "succeeded", job
+    return job["import_record"]
 
 
 def create_leaf(client: APIClient, path: str, **fields) -> dict:
@@ -137,10 +139,9 @@ def haiku(api) -> dict:
 
 def test_archive_import_creates_valid_leaves_and_reports_every_rejected_file(api, corpus):
     files = corpus_files(corpus, JOKE, SPEECH, EGYPT, NO_CREATED_BY, NUMBER_ANSWER)
-    response = post_archive(api, targz(files))
+    job = run_here(api, post_archive(api, targz(files)))
 
-    assert response.status_code == 201, response.json()
-    body = response.json()
+    body = job["import_record"]
     assert body["status"] == "succeeded"
     assert body["source"] == "upload taxonomy.tar.gz"  # as the import page records it
     assert body["created_by"] == "carla"
@@ -180,12 +181,12 @@ def test_reimport_of_an_invalid_file_keeps_the_leaf_as_it_was(api, corpus):
     before = get_leaf(api, leaf_id(api, JOKE)).json()
     broken = (corpus / JOKE / "qna.yaml").read_bytes().replace(b"created_by: mletalie\n", b"")
 
-    response = post_archive(api, targz([(f"{JOKE}/qna.yaml", broken)]))
+    job = run_here(api, post_archive(api, targz([(f"{JOKE}/qna.yaml", broken)])))
 
     # Every file rejected: the import failed (imported nothing), and says so.
-    error = assert_error(response, 400, contains="Every file was rejected")
-    body = response.json()["import"]
-    assert body["status"] == "failed" and body["message"] == error["message"]
+    assert job["status"] == "failed" and "Every file was rejected" in job["error"]
+    body = job["import_record"]
+    assert body["status"] == "failed" and body["message"] == job["error"]
     assert (body["created"], body["updated"], body["unchanged"], body["rejected"]) == (0, 0, 0, 1)
     assert body["problems"][0]["field"] == "created_by"
     assert get_leaf(api, before["id"]).json() == before
@@ -197,33 +198,31 @@ def test_zip_archive_imports_like_a_tarball(api, corpus):
         for path, data in corpus_files(corpus, JOKE, EGYPT):
             archive.writestr(f"taxonomy-main/{path}", data)
 
-    response = post_archive(api, SimpleUploadedFile("taxonomy-main.zip", buffer.getvalue()))
+    job = run_here(api, post_archive(api, SimpleUploadedFile("taxonomy-main.zip", buffer.getvalue())))
 
-    assert response.status_code == 201, response.json()
-    assert response.json()["created"] == 2
+    assert job["import_record"]["created"] == 2
     assert sorted(Leaf.objects.values_list("path", flat=True)) == sorted([JOKE, EGYPT])
 
 
 def test_import_with_prune_removes_leaves_missing_from_the_archive(api, corpus):
     import_files(api, corpus_files(corpus, JOKE, SPEECH, YES_NO))
 
-    response = post_archive(api, targz(corpus_files(corpus, JOKE)), prune="true")
+    job = run_here(api, post_archive(api, targz(corpus_files(corpus, JOKE)), prune="true"))
 
-    assert response.status_code == 201, response.json()
-    assert response.json()["removed"] == 2
+    assert job["import_record"]["removed"] == 2
     assert [leaf["path"] for leaf in all_pages(api, "/api/leaves/")] == [JOKE]
 
 
-def test_archive_with_path_traversal_is_400_with_error_shape_and_changes_nothing(api, corpus):
+def test_archive_with_path_traversal_is_refused_naming_the_member_and_changes_nothing(api, corpus):
     import_files(api, corpus_files(corpus, JOKE))
     before = list(Leaf.objects.values_list("path", "revision", "content_hash"))
     good = (corpus / SPEECH / "qna.yaml").read_bytes()
 
-    response = post_archive(api, raw_targz([(f"{SPEECH}/qna.yaml", good), ("../../etc/evil/qna.yaml", good)]))
+    job = run_here(api, post_archive(api, raw_targz([(f"{SPEECH}/qna.yaml", good), ("../../etc/evil/qna.yaml", good)])))
 
-    error = assert_error(response, 400, contains="path traversal")
-    assert error["path"] == "../../etc/evil/qna.yaml"
-    assert response.json()["import"]["status"] == "refused"
+    assert job["status"] == "failed" and "path traversal" in job["error"]
+    assert job["import_record"]["status"] == "refused"
+    assert job["import_record"]["problems"][0]["path"] == "../../etc/evil/qna.yaml"
     assert list(Leaf.objects.values_list("path", "revision", "content_hash")) == before
     statuses = [record["status"] for record in api.get("/api/imports/").json()]
     assert statuses == ["refused", "succeeded"]
@@ -259,10 +258,9 @@ def test_staff_curator_imports_a_directory_on_the_server(staff_api, corpus, tmp_
         (tmp_path / path).parent.mkdir(parents=True)
         (tmp_path / path).write_bytes(data)
 
-    response = staff_api.post("/api/imports/", {"directory": str(tmp_path)}, format="json")
+    body = run_here(staff_api, staff_api.post("/api/imports/", {"directory": str(tmp_path)}, format="json"))
 
-    assert response.status_code == 201, response.json()
-    body = response.json()
+    body = body["import_record"]
     assert (body["source"], body["created"], body["rejected"]) == (str(tmp_path), 2, 1)
     assert body["problems"][0]["path"] == f"{NO_CREATED_BY}/qna.yaml"
     assert sorted(Leaf.objects.values_list("path", flat=True)) == sorted([EGYPT, JOKE])
@@ -288,24 +286,24 @@ def test_staff_curator_imports_committed_files_of_a_git_ref(staff_api, corpus, t
     (repo / YES_NO).mkdir(parents=True)
     (repo / YES_NO / "qna.yaml").write_bytes((corpus / YES_NO / "qna.yaml").read_bytes())  # not committed
 
-    response = staff_api.post("/api/imports/", {"git": str(repo), "ref": first}, format="json")
-    assert response.status_code == 201, response.json()
-    assert (response.json()["source"], response.json()["created"]) == (f"{repo}@{first}", 1)
+    body = run_here(staff_api, staff_api.post("/api/imports/", {"git": str(repo), "ref": first}, format="json"))
+    assert (body["import_record"]["source"], body["import_record"]["created"]) == (f"{repo}@{first}", 1)
     assert list(Leaf.objects.values_list("path", flat=True)) == [JOKE]
 
-    response = staff_api.post("/api/imports/", {"git": str(repo)}, format="json")  # ref defaults to HEAD
-    assert response.status_code == 201, response.json()
-    assert (response.json()["created"], response.json()["unchanged"]) == (2, 1)
+    body = run_here(staff_api, staff_api.post("/api/imports/", {"git": str(repo)}, format="json"))  # ref: HEAD
+    assert (body["import_record"]["created"], body["import_record"]["unchanged"]) == (2, 1)
     assert sorted(Leaf.objects.values_list("path", flat=True)) == sorted([JOKE, SPEECH, ODD_ONE_OUT])
 
 
-def test_git_import_of_an_unknown_ref_is_400_and_changes_nothing(staff_api, tmp_path):
+def test_git_import_of_an_unknown_ref_is_refused_and_changes_nothing(staff_api, tmp_path):
     git(tmp_path, "init", "-q")
     git(tmp_path, "commit", "-q", "--allow-empty", "-m", "empty")
 
     response = staff_api.post("/api/imports/", {"git": str(tmp_path), "ref": "no-such-branch"}, format="json")
 
-    assert_error(response, 400, contains="no-such-branch")
+    job = run_here(staff_api, response)
+    assert job["status"] == "failed" and "no-such-branch" in job["error"]
+    assert job["import_record"]["status"] == "refused"
     assert not Leaf.objects.exists()
 
 
@@ -875,7 +873,8 @@ def test_export_reimports_with_everything_unchanged(api, imported):
     assert {f"{EGYPT}/biography.md", f"{EGYPT}/attribution.txt"} <= names
     assert "compositional_skills/drafts/unfinished/qna.yaml" not in names
 
-    body = post_archive(api, SimpleUploadedFile("taxonomy.tar.gz", response.content)).json()
+    body = run_here(api, post_archive(api, SimpleUploadedFile("taxonomy.tar.gz", response.content)))
+    body = body["import_record"]
     assert body["status"] == "succeeded", body
     assert (body["created"], body["updated"], body["unchanged"], body["rejected"]) == (0, 0, valid, 0)
     assert LeafRevision.objects.count() == revisions
@@ -969,6 +968,7 @@ def test_openapi_schema_describes_the_taxonomy_api(api, db):
         "/api/seeds/{id}/move/",
         "/api/documents/",
         "/api/imports/",
+        "/api/import-jobs/{id}/",
         "/api/snapshots/",
         "/api/diff/",
         "/api/export/",

@@ -27,6 +27,7 @@ from instructlab.schema.taxonomy import TaxonomyParser, TaxonomyReadingException
 from curation.models import Leaf, TaxonomyImport
 from curation.taxonomy import read_qna
 from curation.taxonomy.storage import CREATED_BY_MAX, DOMAIN_MAX, LEAF_PATH_MAX
+from tests.curation.jobs import run_here
 from tests.support.qna import POEMS
 
 BASE = [(f"compositional_skills/base/leaf{i}/qna.yaml", POEMS) for i in range(5)]
@@ -54,21 +55,29 @@ def _members(files: list[tuple[str, bytes]]) -> bytes:
 
 
 def _post(api, data: bytes, name: str = "taxonomy.tar.gz", prune: bool = True):
+    """The import job at its end (run here), or the response when the upload was refused at once (400)."""
     upload = SimpleUploadedFile(name, data, content_type="application/octet-stream")
-    return api.post("/api/imports/", {"archive": upload, "prune": "true" if prune else "false"}, format="multipart")
+    response = api.post("/api/imports/", {"archive": upload, "prune": "true" if prune else "false"}, format="multipart")
+    return response if response.status_code == 400 else run_here(api, response)
 
 
 @pytest.fixture
 def seeded(api):
     response = _post(api, _tar_bytes(BASE), prune=False)
-    assert response.status_code == 201, response.json()
+    assert response["status"] == "succeeded", response
     assert Leaf.objects.count() == 5
     return api
 
 
 def _refused(response, *words) -> dict:
-    assert response.status_code == 400, response.content[:300]
-    error = response.json()["error"]
+    """Refused at once (400 with the error shape), or by the job: the refusal recorded, its first problem named."""
+    if isinstance(response, dict):
+        assert response["status"] == "failed" and response["import_record"]["status"] == "refused", response
+        error = response["import_record"]["problems"][0]
+        assert response["error"] == error["message"]
+    else:
+        assert response.status_code == 400, response.content[:300]
+        error = response.json()["error"]
     for word in words:
         assert word in error["message"], error
     assert Leaf.objects.count() == 5
@@ -124,7 +133,7 @@ def test_bzip2_and_xz_archives_import_and_cut_short_are_refused(seeded, tmp_path
         call_command("taxonomy_import", str(tmp_path / f"cut{suffix}"), "--prune")
     assert Leaf.objects.count() == 5
     response = _post(seeded, data, f"taxonomy{suffix}")
-    assert response.status_code == 201 and response.json()["created"] == 1, response.json()
+    assert response["status"] == "succeeded" and response["import_record"]["created"] == 1, response
     (tmp_path / f"whole{suffix}").write_bytes(data)
     call_command("taxonomy_import", str(tmp_path / f"whole{suffix}"), "--prune")
     assert Leaf.objects.count() == 6 and TaxonomyImport.objects.first().unchanged == 6
@@ -144,8 +153,8 @@ def test_a_non_archive_is_named_as_such(seeded):
 def test_a_leaf_whose_qna_yaml_is_over_the_limit_keeps_its_content_on_a_prune(seeded):
     grown = BASE[4][1] + b"# padding\n" * (2 * 1024 * 1024 // 10)
     response = _post(seeded, _tar_bytes([*BASE[:4], (BASE[4][0], grown)]))
-    assert response.status_code == 201, response.json()
-    body = response.json()
+    assert response["status"] == "succeeded", response
+    body = response["import_record"]
     assert (body["removed"], body["rejected"]) == (0, 1)
     assert body["problems"][0]["path"] == BASE[4][0] and "larger than" in body["problems"][0]["message"]
     assert Leaf.objects.count() == 5
@@ -183,8 +192,8 @@ def _deep(levels: int) -> bytes:
 def test_deeply_nested_yaml_is_refused_before_parsing(seeded, official, tmp_path, levels):
     raw = _deep(levels)
     response = _post(seeded, _tar_bytes([*BASE, (TARGET, raw)]))
-    assert response.status_code == 201
-    problem = response.json()["problems"][0]
+    assert response["status"] == "succeeded", response
+    problem = response["import_record"]["problems"][0]
     assert (problem["path"], problem["line"]) == (TARGET, 3)
     assert "nested more than 100 levels" in problem["message"]
     assert Leaf.objects.count() == 5
@@ -196,8 +205,8 @@ def test_billion_laughs_is_refused(seeded):
     lines = ["version: 3", "task_description: laughs", 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol"]']
     lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 8) + "]" for i in range(1, 10)]
     response = _post(seeded, _tar_bytes([*BASE, (TARGET, ("\n".join(lines) + "\n").encode())]))
-    assert response.status_code == 201
-    problem = response.json()["problems"][0]
+    assert response["status"] == "succeeded", response
+    problem = response["import_record"]["problems"][0]
     assert problem["path"] == TARGET and problem["line"] and "billion laughs" in problem["message"]
     assert Leaf.objects.count() == 5
 
@@ -218,8 +227,8 @@ def test_values_the_database_cannot_store_are_named(seeded, official, tmp_path, 
     raw = _poems_with(line)
     assert official(raw, tmp_path) is True  # the official parser accepts them; LabWeb says why it cannot
     response = _post(seeded, _tar_bytes([*BASE, (TARGET, raw)]))
-    assert response.status_code == 201
-    problem = next(p for p in response.json()["problems"] if p["field"] == field)
+    assert response["status"] == "succeeded", response
+    problem = next(p for p in response["import_record"]["problems"] if p["field"] == field)
     assert problem["path"] == TARGET and problem["line"] == 3 and words in problem["message"]
     assert Leaf.objects.count() == 5
 
@@ -239,15 +248,15 @@ def test_a_knowledge_domain_longer_than_its_column_is_named(official, tmp_path, 
 def test_a_leaf_path_longer_than_its_column_is_named(seeded):
     folder = "compositional_skills/" + "p" * LEAF_PATH_MAX
     response = _post(seeded, _tar_bytes([*BASE, (f"{folder}/qna.yaml", POEMS)]))
-    assert response.status_code == 201
-    assert f"at most {LEAF_PATH_MAX:,}" in response.json()["problems"][0]["message"]
+    assert response["status"] == "succeeded", response
+    assert f"at most {LEAF_PATH_MAX:,}" in response["import_record"]["problems"][0]["message"]
     assert Leaf.objects.count() == 5
 
 
 def test_a_document_with_a_nul_is_named_with_its_line(seeded):
     leaf = [(TARGET, POEMS), ("compositional_skills/hostile/notes.md", b"# Notes\n\nbad \0 byte\n")]
     response = _post(seeded, _tar_bytes([*BASE, *leaf]))
-    problem = response.json()["problems"][0]
+    problem = response["import_record"]["problems"][0]
     assert (problem["path"], problem["line"]) == ("compositional_skills/hostile/notes.md", 3)
     assert Leaf.objects.count() == 5
 
@@ -266,7 +275,9 @@ def test_crlf_files_import_as_the_official_parser_reads_them(api, official, tmp_
             break
     assert all(official(raw, tmp_path) for _, raw in crlf)
     response = _post(api, _tar_bytes(crlf), prune=False)
-    assert response.status_code == 201 and response.json()["rejected"] == 0, response.json()["problems"][:3]
+    assert response["status"] == "succeeded" and response["import_record"]["rejected"] == 0, response["import_record"][
+        "problems"
+    ][:3]
     assert Leaf.objects.count() == 12
 
 
@@ -280,7 +291,7 @@ def test_yamllint_disable_comments_are_honoured(official, tmp_path):
 def test_each_missing_key_is_reported_once(seeded):
     raw = b"version: 3\nseed_examples:\n" + b"".join(b"  - question: q%d\n    answer: a\n" % i for i in range(5))
     response = _post(seeded, _tar_bytes([*BASE, (TARGET, raw)]))
-    messages = [p["message"] for p in response.json()["problems"]]
+    messages = [p["message"] for p in response["import_record"]["problems"]]
     assert messages.count('"task_description" is required.') == 1
     assert messages.count('"created_by" is required.') == 1
 
@@ -288,7 +299,7 @@ def test_each_missing_key_is_reported_once(seeded):
 def test_a_file_outside_the_roots_gets_its_content_checked_too(seeded):
     raw = b"version: 3\ntask_description: x\n"
     response = _post(seeded, _tar_bytes([*BASE, ("elsewhere/leaf/qna.yaml", raw)]))
-    messages = [p["message"] for p in response.json()["problems"] if p["path"] == "elsewhere/leaf/qna.yaml"]
+    messages = [p["message"] for p in response["import_record"]["problems"] if p["path"] == "elsewhere/leaf/qna.yaml"]
     assert any("outside the taxonomy roots" in m for m in messages)
     assert '"created_by" is required.' in messages
 
@@ -296,14 +307,16 @@ def test_a_file_outside_the_roots_gets_its_content_checked_too(seeded):
 def test_an_unclosed_quote_is_reported_where_it_opens(seeded):
     raw = b'version: 3\ntask_description: "never closed\ncreated_by: me\n'
     response = _post(seeded, _tar_bytes([*BASE, (TARGET, raw)]))
-    assert response.json()["problems"][0]["line"] == 2
+    assert response["import_record"]["problems"][0]["line"] == 2
 
 
 def test_a_10000_seed_leaf_imports(seeded):
     seeds = b"".join(b"  - question: question %d?\n    answer: answer %d.\n" % (i, i) for i in range(10_000))
     raw = b"version: 3\ntask_description: many\ncreated_by: me\nseed_examples:\n" + seeds
     response = _post(seeded, _tar_bytes([*BASE, (TARGET, raw)]))
-    assert response.status_code == 201 and response.json()["created"] == 1, response.json()["problems"][:2]
+    assert response["status"] == "succeeded" and response["import_record"]["created"] == 1, response["import_record"][
+        "problems"
+    ][:2]
     assert Leaf.objects.get(path="compositional_skills/hostile").seeds.count() == 10_000
 
 

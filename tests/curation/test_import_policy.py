@@ -13,9 +13,10 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from curation import services
-from curation.models import Leaf, LeafRevision, TaxonomyImport, TaxonomySnapshot
+from curation.models import ImportJob, Leaf, LeafRevision, TaxonomyImport, TaxonomySnapshot
 from curation.selectors import latest_import_snapshot, taxonomy_diff
 from curation.taxonomy.source import write_tar
+from tests.curation.jobs import run_here, run_page
 from tests.support.qna import POEMS
 
 BROKEN = POEMS.replace(b"created_by: someone\n", b"")  # created_by is required: the file is rejected
@@ -77,10 +78,11 @@ PAIR = ["compositional_skills/poems/a", "compositional_skills/poems/b"]
 def test_a_server_folder_is_recorded_under_one_label_from_page_api_and_command(staff_curator, tmp_path):
     root = folder(tmp_path / "taxonomy", PAIR)
     body = {"source": "directory", "directory": f" {root}/ "}
-    page = client_for(staff_curator).post(reverse("curation:import"), body)
-    assert page.status_code == 302
+    client = client_for(staff_curator)
+    run_page(client, client.post(reverse("curation:import"), body))
     labels = [last_label()]
-    assert api_for(staff_curator).post("/api/imports/", {"directory": f"{root}/"}, format="json").status_code == 201
+    api = api_for(staff_curator)
+    run_here(api, api.post("/api/imports/", {"directory": f"{root}/"}, format="json"))
     labels.append(last_label())
     call_command("taxonomy_import", str(root), stdout=io.StringIO())
     labels.append(last_label())
@@ -89,13 +91,11 @@ def test_a_server_folder_is_recorded_under_one_label_from_page_api_and_command(s
 
 def test_a_git_ref_is_recorded_under_one_label_from_page_api_and_command(staff_curator, tmp_path):
     repo = git_repo(tmp_path / "repo", PAIR)
-    page = client_for(staff_curator).post(
-        reverse("curation:import"), {"source": "git", "repository": str(repo), "ref": "main"}
-    )
-    assert page.status_code == 302
+    client = client_for(staff_curator)
+    run_page(client, client.post(reverse("curation:import"), {"source": "git", "repository": str(repo), "ref": "main"}))
     labels = [last_label()]
-    response = api_for(staff_curator).post("/api/imports/", {"git": str(repo), "ref": "main"}, format="json")
-    assert response.status_code == 201
+    api = api_for(staff_curator)
+    run_here(api, api.post("/api/imports/", {"git": str(repo), "ref": "main"}, format="json"))
     labels.append(last_label())
     call_command("taxonomy_import", str(repo), "--ref", "main", stdout=io.StringIO())
     labels.append(last_label())
@@ -103,13 +103,13 @@ def test_a_git_ref_is_recorded_under_one_label_from_page_api_and_command(staff_c
 
 
 def test_an_upload_is_recorded_under_one_label_from_page_and_api(curator):
-    page = client_for(curator).post(reverse("curation:import"), {"source": "archive", "archive": targz(PAIR)})
-    assert page.status_code == 302
+    client = client_for(curator)
+    run_page(client, client.post(reverse("curation:import"), {"source": "archive", "archive": targz(PAIR)}))
     labels = [last_label()]
-    response = api_for(curator).post("/api/imports/", {"archive": targz(PAIR)}, format="multipart")
-    assert response.status_code == 201
+    api = api_for(curator)
+    job = run_here(api, api.post("/api/imports/", {"archive": targz(PAIR)}, format="multipart"))
     labels.append(last_label())
-    assert labels == ["upload t.tar.gz"] * 2 and response.json()["source"] == "upload t.tar.gz"
+    assert labels == ["upload t.tar.gz"] * 2 and job["source"] == job["import_record"]["source"] == "upload t.tar.gz"
 
 
 # Server paths are for staff
@@ -143,14 +143,14 @@ def test_a_curator_without_staff_is_refused_a_server_path_by_the_api_with_the_re
 
 def test_an_import_whose_every_file_is_rejected_keeps_the_baseline_and_the_page_says_it_failed(curator):
     client = client_for(curator)
-    assert client.post(reverse("curation:import"), {"source": "archive", "archive": targz(PAIR)}).status_code == 302
+    run_page(client, client.post(reverse("curation:import"), {"source": "archive", "archive": targz(PAIR)}))
     baseline = latest_import_snapshot()
     leaf = Leaf.objects.get(path=PAIR[0])
     services.leaf_update(leaf=leaf, user=curator, expected_revision=leaf.revision, task_description="Edited here.")
     assert taxonomy_diff().modified == [PAIR[0]]
 
-    response = client.post(
-        reverse("curation:import"), {"source": "archive", "archive": targz([PAIR[1]], BROKEN)}, follow=True
+    response = run_page(
+        client, client.post(reverse("curation:import"), {"source": "archive", "archive": targz([PAIR[1]], BROKEN)})
     )
 
     record = TaxonomyImport.objects.first()
@@ -191,17 +191,19 @@ def three(curator) -> list[str]:
 
 def test_an_api_prune_dry_run_lists_the_leaves_it_would_remove_and_changes_nothing(curator, three):
     before = counts()
-    response = api_for(curator).post(
+    api = api_for(curator)
+    response = api.post(
         "/api/imports/", {"archive": targz(PAIR), "prune": "true", "dry_run": "true"}, format="multipart"
     )
-    assert response.status_code == 200, response.json()
-    body = response.json()
+    job = run_here(api, response)
+    assert (job["status"], job["dry_run"], job["import_record"]) == ("succeeded", True, None)
+    body = job["plan"]
     assert body["dry_run"] is True
     assert (body["removed"], body["removed_paths"], body["unchanged"]) == (1, [three[2]], 2)
     assert counts() == before
 
-    response = api_for(curator).post("/api/imports/", {"archive": targz(PAIR), "prune": "true"}, format="multipart")
-    assert (response.status_code, response.json()["removed"]) == (201, 1)
+    job = run_here(api, api.post("/api/imports/", {"archive": targz(PAIR), "prune": "true"}, format="multipart"))
+    assert job["import_record"]["removed"] == 1
     assert sorted(Leaf.objects.values_list("path", flat=True)) == PAIR
 
 
@@ -214,26 +216,27 @@ def test_a_prune_on_the_page_lists_the_leaves_it_would_remove_and_imports_only_w
 
     response = client.post(reverse("curation:import"), {"source": "directory", "directory": str(root), "prune": "on"})
 
+    response = run_page(client, response)
     assert response.status_code == 200
     page = response.content.decode()
     assert 'id="import-plan"' in page and "nothing was changed" in page
     assert f"<li><code>{three[2]}</code></li>" in page and "Import and remove 1 leaf" in page
     assert counts() == before
 
-    response = client.post(
-        reverse("curation:import"),
-        {"source": "directory", "directory": str(root), "prune": "on", "confirm_prune": "on"},
-    )
-    assert response.status_code == 302
+    dry = response.resolver_match.kwargs["pk"]
+    response = run_page(client, client.post(reverse("curation:import_confirm", args=[dry])))
+    assert response.resolver_match.url_name == "import_detail"
     assert sorted(Leaf.objects.values_list("path", flat=True)) == PAIR
 
 
 def test_a_dry_run_on_the_page_changes_nothing(curator, three):
     before = counts()
-    response = client_for(curator).post(
+    client = client_for(curator)
+    response = client.post(
         reverse("curation:import"),
         {"source": "archive", "archive": targz(["compositional_skills/new"]), "dry_run": "on"},
     )
+    response = run_page(client, response)
     assert response.status_code == 200
     assert 'data-count="created">1<' in response.content.decode()
     assert counts() == before
@@ -253,18 +256,18 @@ OTHER = ["compositional_skills/elsewhere/x"]
 
 def test_an_api_prune_that_would_remove_every_leaf_is_refused_unless_allowed(curator, three):
     api = api_for(curator)
-    response = api.post("/api/imports/", {"archive": targz(OTHER), "prune": "true"}, format="multipart")
-    assert response.status_code == 400
-    assert "would remove every leaf" in response.json()["error"]["message"]
+    job = run_here(api, api.post("/api/imports/", {"archive": targz(OTHER), "prune": "true"}, format="multipart"))
+    assert job["status"] == "failed" and job["import_record"]["status"] == "refused"
+    assert "would remove every leaf" in job["error"]
     assert Leaf.objects.count() == 3
 
     dry = api.post("/api/imports/", {"archive": targz(OTHER), "prune": "true", "dry_run": "true"}, format="multipart")
-    assert dry.json()["removes_every_leaf"] is True and Leaf.objects.count() == 3
+    assert run_here(api, dry)["plan"]["removes_every_leaf"] is True and Leaf.objects.count() == 3
 
     response = api.post(
         "/api/imports/", {"archive": targz(OTHER), "prune": "true", "allow_remove_all": "true"}, format="multipart"
     )
-    assert response.status_code == 201
+    assert run_here(api, response)["status"] == "succeeded"
     assert list(Leaf.objects.values_list("path", flat=True)) == OTHER
 
 
@@ -272,15 +275,16 @@ def test_a_page_prune_that_would_remove_every_leaf_asks_for_it_explicitly(staff_
     root = folder(tmp_path / "taxonomy", OTHER)
     client = client_for(staff_curator)
     body = {"source": "directory", "directory": str(root), "prune": "on"}
-    preview = client.post(reverse("curation:import"), body).content.decode()
-    assert 'id="plan-removes-all"' in preview and 'name="allow_remove_all"' in preview
+    preview = run_page(client, client.post(reverse("curation:import"), body))
+    assert 'id="plan-removes-all"' in preview.content.decode() and 'name="allow_remove_all"' in preview.content.decode()
+    confirm = reverse("curation:import_confirm", args=[preview.resolver_match.kwargs["pk"]])
 
-    response = client.post(reverse("curation:import"), {**body, "confirm_prune": "on"}, follow=True)
+    response = run_page(client, client.post(confirm))
     assert "would remove every leaf" in response.content.decode()
     assert TaxonomyImport.objects.first().status == TaxonomyImport.Status.REFUSED
     assert Leaf.objects.count() == 3
 
-    client.post(reverse("curation:import"), {**body, "confirm_prune": "on", "allow_remove_all": "on"})
+    run_page(client, client.post(confirm, {"allow_remove_all": "on"}))
     assert list(Leaf.objects.values_list("path", flat=True)) == OTHER
 
 
@@ -293,12 +297,16 @@ def test_the_command_refuses_a_prune_of_every_leaf_without_allow_remove_all(thre
     assert list(Leaf.objects.values_list("path", flat=True)) == OTHER
 
 
-def test_a_page_prune_that_would_remove_nothing_imports_the_upload_at_once(curator, three):
-    response = client_for(curator).post(
+def test_a_page_prune_that_would_remove_nothing_imports_the_upload_it_read_once_confirmed(curator, three):
+    client = client_for(curator)
+    response = client.post(
         reverse("curation:import"),
         {"source": "archive", "archive": targz([*three, "compositional_skills/d"]), "prune": "on"},
     )
-    assert response.status_code == 302
+    preview = run_page(client, response)
+    assert 'id="plan-confirm"' in preview.content.decode() and TaxonomyImport.objects.count() == 1  # `three`'s
+    # The upload the dry run read is imported: the browser does not send it again.
+    run_page(client, client.post(reverse("curation:import_confirm", args=[preview.resolver_match.kwargs["pk"]])))
     record = TaxonomyImport.objects.first()
     assert (record.status, record.created, record.unchanged, record.removed) == ("succeeded", 1, 3, 0)
 
@@ -327,3 +335,12 @@ def test_an_import_written_in_several_batches_is_the_same_as_one_written_at_once
     assert leaves[paths[3]].imported_qna == commented.decode() and leaves[paths[4]].imported_qna == POEMS.decode()
     assert all(leaf.seeds.count() == 5 for leaf in leaves.values())
     assert LeafRevision.objects.filter(action=LeafRevision.Action.DELETE).get().path == paths[5]
+
+
+def test_the_command_runs_in_its_process_printing_its_progress_on_stderr_and_its_report_on_stdout(db, tmp_path):
+    root = folder(tmp_path / "taxonomy", PAIR)
+    out, err = io.StringIO(), io.StringIO()
+    call_command("taxonomy_import", str(root), stdout=out, stderr=err)
+    assert err.getvalue().splitlines() == ["Reading the files…", "2 files read; validating and writing the leaves…"]
+    assert "leaves 2 created" in out.getvalue() and "Reading" not in out.getvalue()
+    assert Leaf.objects.count() == 2 and not ImportJob.objects.exists()

@@ -1,10 +1,42 @@
+import time
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from curation.management.commands._report import write_import, write_plan
-from curation.models import TaxonomyImport
+from curation.models import ImportJob, TaxonomyImport
 from curation.services import ImportSource, taxonomy_import, taxonomy_import_preview
+from curation.services.imports import Progress
+from labweb import jobs
 from labweb.errors import LabError
+
+
+class Printed(Progress):
+    """The import's progress on stderr (stdout keeps the report): each stage, then its counts every 2 s."""
+
+    EVERY = 2.0
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+        self.last = time.monotonic()
+
+    def begin(self, stage: str) -> None:
+        super().begin(stage)
+        if stage == ImportJob.Stage.READING:
+            self.out.write("Reading the files…")
+        else:
+            self.out.write(f"{self.files_read} files read; validating and writing the leaves…")
+
+    def changed(self) -> None:
+        if time.monotonic() - self.last >= self.EVERY:
+            self.last = time.monotonic()
+            if self.stage == ImportJob.Stage.READING:
+                self.out.write(f"  {self.files_read} files read")
+            else:
+                self.out.write(
+                    f"  {self.leaves_validated} of {self.leaves_total} leaves validated, {self.leaves_written} written"
+                )
 
 
 class Command(BaseCommand):
@@ -41,12 +73,23 @@ class Command(BaseCommand):
         try:
             found = ImportSource.from_path(source, ref=ref, working_tree=working_tree)
             if dry_run:
-                write_plan(self, taxonomy_import_preview(source=found, user=author, prune=prune, from_shell=True))
+                plan = taxonomy_import_preview(
+                    source=found, user=author, prune=prune, from_shell=True, progress=Printed(self.stderr)
+                )
+                write_plan(self, plan)
                 return
         except LabError as error:
             raise CommandError(error.message) from None
+        running = ImportJob.objects.filter(status=jobs.Status.RUNNING, dry_run=False).first()
+        if running is not None:
+            self.stderr.write(f"{running} is running on a worker: this import waits until it has finished.")
         record = taxonomy_import(
-            source=found, user=author, prune=prune, allow_remove_all=allow_remove_all, from_shell=True
+            source=found,
+            user=author,
+            prune=prune,
+            allow_remove_all=allow_remove_all,
+            from_shell=True,
+            progress=Printed(self.stderr),
         )
         if record.status == TaxonomyImport.Status.REFUSED:
             raise CommandError(record.message)

@@ -14,6 +14,7 @@ from curation.taxonomy import content_hash
 from curation.taxonomy.source import TaxonomyRead
 
 if TYPE_CHECKING:
+    from curation.services.imports.progress import Progress
     from curation.services.imports.write import Batch
 
 
@@ -113,9 +114,13 @@ def plan_import(taxonomy: TaxonomyRead, *, source: str, prune: bool, lock: bool)
     return plan, known
 
 
-def walk(taxonomy: TaxonomyRead, plan: ImportPlan, known: dict[str, Known], batch: "Batch | None") -> None:
+def walk(
+    taxonomy: TaxonomyRead, plan: ImportPlan, known: dict[str, Known], batch: "Batch | None", progress: "Progress"
+) -> None:
     """Parse the source leaf by leaf and count what changes; with a batch, write it (a dry run passes none)."""
+    progress.leaves_found(taxonomy.leaf_count)
     for src in taxonomy.leaves():
+        progress.leaf_validated()
         if not src.qna.valid:
             continue
         doc_hashes = {name: sha256_text(text) for name, text in src.documents.items()}
@@ -132,5 +137,7 @@ def walk(taxonomy: TaxonomyRead, plan: ImportPlan, known: dict[str, Known], batc
             batch.change(src, digest, doc_hashes, old)
     if batch is not None:
         batch.flush()
+    progress.leaves_validated = taxonomy.leaf_count  # those refused before parsing (misplaced, too big) too
+    progress.changed()
     plan.problems = [p.as_dict() for p in taxonomy.problems]
     plan.rejected = len(taxonomy.rejected_paths)

@@ -7,7 +7,7 @@ from typing import IO
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 
-from curation.taxonomy.source import Limits, TaxonomyRead, read_archive, read_directory, read_git
+from curation.taxonomy.source import Limits, OnFile, TaxonomyRead, read_archive, read_directory, read_git
 from labweb.errors import LabError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -89,19 +89,19 @@ class ImportSource:
             return f"{self.location}@{self.ref}"
         return self.location
 
-    def read(self, limits: Limits) -> TaxonomyRead:
+    def read(self, limits: Limits, on_file: OnFile = None) -> TaxonomyRead:
         if self.kind == self.UPLOAD:
-            return read_archive(self.stream, self.location, limits)
+            return read_archive(self.stream, self.location, limits, on_file)
         if self.kind == self.ARCHIVE:
             try:
                 stream = open(self.location, "rb")  # noqa: SIM115 - closed below, after the read
             except OSError as error:
                 raise LabError(f'Cannot open "{self.location}": {error.strerror}.', path=self.location) from None
             with stream:
-                return read_archive(stream, self.location, limits)
+                return read_archive(stream, self.location, limits, on_file)
         if self.kind == self.DIRECTORY:
-            return read_directory(self.location, limits)
-        return read_git(self.location, self.ref, limits)
+            return read_directory(self.location, limits, on_file)
+        return read_git(self.location, self.ref, limits, on_file)
 
 
 def check_access(source: ImportSource, user, from_shell: bool) -> None:

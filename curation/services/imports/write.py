@@ -7,6 +7,7 @@ from curation.qna_map import LEAF_CONTENT_FIELDS, apply_qna
 from curation.selectors import leaf_snapshot
 from curation.services.content import leaf_warnings
 from curation.services.imports.plan import ImportPlan, Known
+from curation.services.imports.progress import Progress
 from curation.services.leaves import deletion_revision
 from curation.taxonomy.changes import describe_changes
 from curation.taxonomy.source import LeafSource
@@ -29,8 +30,9 @@ def _document_names():
 class Batch:
     """Changed leaves waiting to be written, a few MiB of them at a time."""
 
-    def __init__(self, user):
+    def __init__(self, user, progress: Progress):
         self.user = user
+        self.progress = progress
         self.changes: list[tuple[LeafSource, str, dict[str, str], Known | None]] = []
         self.retexts: list[Leaf] = []
         self.held = 0
@@ -54,6 +56,7 @@ class Batch:
             Leaf.objects.bulk_update(self.retexts, ["imported_qna"])
         if self.changes:
             _write(self.changes, user=self.user)
+            self.progress.written(len(self.changes))
         self.changes, self.retexts, self.held = [], [], 0
 
 
@@ -153,6 +156,18 @@ def finish(plan: ImportPlan, *, user) -> TaxonomyImport:
         rejected=plan.rejected,
         problems=plan.problems,
         snapshot=snapshot,
+    )
+
+
+def refusal(*, source: str, user, message: str, problems: list[dict], duration_ms: int = 0) -> TaxonomyImport:
+    """Record an import refused before it changed anything (an unsafe source, a prune of every leaf)."""
+    return TaxonomyImport.objects.create(
+        source=source[:1000],
+        created_by=user,
+        status=TaxonomyImport.Status.REFUSED,
+        message=message,
+        problems=[{**problem, "level": "error"} for problem in problems],
+        duration_ms=duration_ms,
     )
 
 
