@@ -42,3 +42,5 @@ urlpatterns = [
     path("api/", include(api.urls)),
     path("api/review/", include(review_api.urlpatterns)),
 ]
+
+handler404 = "labweb.views.not_found"

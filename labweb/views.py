@@ -2,6 +2,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import redirect
+from django.views import defaults
 from django.views.decorators.http import require_GET
 
 from labweb.celery import app as celery_app
@@ -9,6 +10,15 @@ from labweb.celery import app as celery_app
 
 def home(request: HttpRequest):
     return redirect("curation:tree")
+
+
+def not_found(request: HttpRequest, exception=None):
+    """An address under /api/ that names no endpoint answers in the API's one error shape, so that a client
+    reads every refusal the same way; elsewhere, Django's page."""
+    if request.path.startswith("/api/"):
+        error = {"message": f"There is no API endpoint at {request.path}."}
+        return JsonResponse({"error": error, "errors": [error]}, status=404)
+    return defaults.page_not_found(request, exception)
 
 
 @login_not_required

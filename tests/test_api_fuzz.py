@@ -8,6 +8,7 @@ pagination cursors, declared parameters), so a new endpoint or filter is fuzzed 
 import re
 
 import pytest
+from django.test import Client
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
@@ -76,6 +77,7 @@ def concrete(path: str, w) -> str:
         parts = path.split("/")
         key = parts[2] if parts[2] in PATH_OBJECT else "/".join(parts[2:4])
         path = path.replace("{id}", str(getattr(w, PATH_OBJECT[key])))
+    path = path.replace("{role}", "all")  # the file every dataset of the world has
     return re.sub(r"\{number\}", "1", path)
 
 
@@ -120,3 +122,14 @@ def test_diff_refuses_a_baseline_that_is_not_a_snapshot_id(world, curator):  # n
     missing = client.get("/api/diff/", {"baseline": "999999"})
     assert missing.status_code == 400 and missing.json()["error"]["field"] == "baseline"
     assert client.get("/api/diff/", {"baseline": str(world.snapshot)}).status_code == 200
+
+
+def test_an_address_under_the_api_that_names_no_endpoint_answers_in_the_error_shape(curator):
+    client = APIClient()
+    client.force_authenticate(curator)
+    for url in ("/api/no-such-thing/", "/api/datasets/1/files/NOT-A-ROLE/"):
+        response = client.get(url)
+        assert response.status_code == 404 and response["Content-Type"] == "application/json", url
+        assert url in response.json()["error"]["message"]
+    page = Client().get("/no-such-page/")
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
