@@ -6,7 +6,16 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from generation import selectors
-from generation.models import GenerationRun, RunEvent, Sample, Teacher, TeacherResponse, WorkItem
+from generation.models import (
+    GenerationRun,
+    LeafCounter,
+    RunCounter,
+    RunEvent,
+    Sample,
+    Teacher,
+    TeacherResponse,
+    WorkItem,
+)
 from generation.services.runs import run_cancel, run_resume
 from labweb.admin import OperatorActions, ReadOnlyAdmin, run_command
 
@@ -99,3 +108,19 @@ class RunEventAdmin(ReadOnlyAdmin):
     list_filter = ["level", "run"]
     search_fields = ["message", "leaf_path"]
     list_select_related = ["run"]
+
+
+@admin.register(RunCounter)
+class RunCounterAdmin(ReadOnlyAdmin):
+    """A run's totals as counted when items change (`manage.py generation_recount` repairs them)."""
+
+    list_display = ["run", "name", "shard", "value"]
+    list_filter = ["run"]
+    search_fields = ["name"]
+
+
+@admin.register(LeafCounter)
+class LeafCounterAdmin(ReadOnlyAdmin):
+    list_display = ["run", "leaf_path", "kind", "items", "pending", "running", "done", "failed", "kept"]
+    list_filter = ["run", "kind"]
+    search_fields = ["leaf_path"]
