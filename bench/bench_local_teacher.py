@@ -155,7 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--threads", type=int, default=4, help="worker threads of the first run")
+    parser.add_argument("--threads", type=int, default=8, help="worker threads of the first run (scripts/run's)")
     parser.add_argument("--no-run", action="store_true", help="only the tokens/s part")
     parser.add_argument("--no-baseline", action="store_true", help="leave out transformers' generate")
     args = parser.parse_args()

@@ -169,6 +169,8 @@ def test_local_judge_without_a_verdict_ends_with_the_choice_the_model_finds_most
     # After its reasons, and first (before any): where the two readings differ, the stricter (earlier) choice.
     readings = [likeliest(prompt + lead), likeliest(prompt + "Answer:")]
     assert f" {chosen}" == min(readings, key=shape.choices.index)
+    # Both readings were scored from the states the answer's decoding left, not from its prompt again.
+    assert teacher.load()[2].reused > 0
 
 
 def test_a_verdict_the_model_wrote_itself_is_recognised_and_kept():

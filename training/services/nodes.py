@@ -26,6 +26,7 @@ from training.models import Checkpoint, StepMetric, TrainingEvent, TrainingJob, 
 from training.services.jobs import event, job_dispatch, phase_seed, storage_name, stored_recipe
 from training.signals import phase_succeeded
 from training.trainer.config import TrainConfig
+from training.trainer.convert import hf_folder
 from training.trainer.events import EVENTS, read_events
 from training.trainer.mixing import mix
 
@@ -108,11 +109,14 @@ def _prepare(phase: TrainingPhase) -> Path:
 
 
 def _starting_model(phase: TrainingPhase) -> tuple[str, str | None]:
-    """The base model for the first phase; for the others, the previous phase's last checkpoint."""
+    """The base model for the first phase (a GGUF file as the Hugging Face folder made of it once, shared by
+    every job); for the others, the previous phase's last checkpoint."""
     if phase.order == 0:
         from generation.services.teachers import resolve_local_model
 
-        return resolve_local_model(phase.job.base_model, phase.job.gguf_file)
+        model, gguf = resolve_local_model(phase.job.base_model, phase.job.gguf_file)
+        folder = hf_folder(model, gguf, storage_root() / "models") if gguf else None
+        return (str(folder), None) if folder else (model, gguf)
     previous = Checkpoint.objects.filter(phase__job=phase.job, phase__order=phase.order - 1).order_by("-step").first()
     if previous is None:
         raise LabError(f"The phase before {phase.name} left no checkpoint to start from.", field="phases")
@@ -179,7 +183,9 @@ def _launch_and_follow(phase: TrainingPhase, node: TrainingNode, config: Path, r
         "--config",
         str(config),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TOKENIZERS_PARALLELISM": "false"}
+    # Each trainer process gets its share of the machine's cores (torchrun would give it one).
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // job.processes_per_node))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
     if node.rank == 0:
         _ingest(phase)  # what an attempt that died wrote after its last read; its outcome is not this attempt's
     with (out / f"node-{node.rank}.log").open("ab") as log:

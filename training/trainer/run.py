@@ -3,7 +3,9 @@
 Accelerate holds the distribution (DDP or FSDP on GPUs, gloo on CPUs); the data plan is computed identically on
 every rank, so ranks exchange gradients and one flag a step, nothing else. Resume continues from the last full
 state (model, optimizer, scheduler, RNG, data position); SIGTERM (cancel) ends the step in progress, saves both a
-checkpoint and the state, and exits 0 with a "cancelled" event.
+checkpoint and the state, and exits 0 with a "cancelled" event. A phase that has trained every step keeps its
+last checkpoint and only its position (marked finished): nothing is left to resume, so the optimizer's state (twice
+the model's size) is not written, and a phase started again reports itself done at once.
 """
 
 import argparse
@@ -42,6 +44,7 @@ class Position:
     step_in_epoch: int = 0
     global_step: int = 0
     samples_seen: int = 0
+    finished: bool = False  # every step trained: the last checkpoint is the phase's result
 
 
 class StopRequest:
@@ -158,9 +161,10 @@ def train(config: TrainConfig, events: Events) -> int:
         device=str(accelerator.device),
     )
 
-    def save(name: str) -> None:
+    def save(name: str, *, last: bool = False) -> None:
+        position.finished = last
         _save_checkpoint(accelerator, model, tokenizer, config, out / CHECKPOINTS / name, position, events)
-        _save_state(accelerator, out, position)
+        _save_state(accelerator, out, position, full=not last)
 
     while position.epoch < config.epochs and position.global_step < total_steps:
         plan = plan_epoch(
@@ -210,9 +214,12 @@ def train(config: TrainConfig, events: Events) -> int:
         if position.step_in_epoch >= len(plan):
             position.epoch += 1
             position.step_in_epoch = 0
-            save(f"epoch-{position.epoch:03d}")
-    if position.step_in_epoch:  # stopped by max_steps inside an epoch
-        save(f"samples-{position.samples_seen:09d}")
+            save(
+                f"epoch-{position.epoch:03d}",
+                last=position.epoch >= config.epochs or position.global_step >= total_steps,
+            )
+    if position.step_in_epoch and not position.finished:  # stopped by max_steps inside an epoch
+        save(f"samples-{position.samples_seen:09d}", last=True)
     events.emit("done", step=position.global_step, samples_seen=position.samples_seen)
     accelerator.end_training()
     return 0
@@ -265,19 +272,24 @@ def _resume(accelerator, out: Path) -> Position:
     state = out / STATE
     if not (state / POSITION).exists():
         return Position()
-    accelerator.load_state(str(state))
-    return Position(**json.loads((state / POSITION).read_text()))
+    position = Position(**json.loads((state / POSITION).read_text()))
+    if not position.finished:
+        accelerator.load_state(str(state))
+    return position
 
 
-def _save_state(accelerator, out: Path, position: Position) -> None:
-    """The full state, swapped in whole: a kill while saving leaves the previous state intact."""
+def _save_state(accelerator, out: Path, position: Position, *, full: bool = True) -> None:
+    """The full state (or, not `full`, the position alone), swapped in whole: a kill while saving leaves the
+    previous state intact."""
     fresh, current, old = out / f"{STATE}.new", out / STATE, out / f"{STATE}.old"
     if accelerator.is_main_process:
         shutil.rmtree(fresh, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(fresh))
-    accelerator.wait_for_everyone()
+    if full:
+        accelerator.save_state(str(fresh))
+        accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        fresh.mkdir(parents=True, exist_ok=True)
         (fresh / POSITION).write_text(json.dumps(position.__dict__))
         shutil.rmtree(old, ignore_errors=True)
         if current.exists():

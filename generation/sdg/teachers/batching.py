@@ -6,11 +6,17 @@ together, left-padded, then merged into the running key-value cache) and leave i
 (its end token or its own token limit), so a short judge never waits for a long answer. Each row samples
 with its own generator seeded from its call, and padding is masked with positions counted per row, so a
 call answers the same alone or in a batch (greedy decoding exactly; sampling up to float rounding).
+
+Two things keep a step's cost to what the rows need: the padding columns that no row attends to any more
+(left by rows that have gone) are cut from the cache, and the key-value states of the last finished answers
+are kept (`prefix_tokens` of them), so that scoring a continuation of an answer (a judge's verdict after its
+reasons) computes only the tokens after the part it shares with one of them.
 """
 
 import contextlib
 import random
 import threading
+from collections import OrderedDict
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
@@ -48,13 +54,17 @@ class _Score:
 class BatchEngine:
     """Decodes the calls of one model in one batch; `generate` and `score` may be called from any thread."""
 
-    def __init__(self, model, *, pad_id: int, stop_ids: set[int], max_batch: int = 8):
+    def __init__(self, model, *, pad_id: int, stop_ids: set[int], max_batch: int = 8, prefix_tokens: int = 8192):
         self.model = model
         self.pad_id = pad_id
         self.stop_ids = stop_ids
         self.max_batch = max_batch
+        self.prefix_tokens = prefix_tokens
         self.steps = 0  # forward passes made, prefills included (for the bench)
         self.widest = 0  # the most rows decoded in one step
+        self.reused = 0  # context tokens a score took from a finished answer's states instead of computing them
+        # The states of the last finished answers: their tokens -> per layer (keys, values), oldest first.
+        self._finished: OrderedDict[tuple[int, ...], list[tuple]] = OrderedDict()
         self._cond = threading.Condition()
         self._waiting: list[_Row | _Score] = []
         self._thread: threading.Thread | None = None
@@ -104,6 +114,7 @@ class BatchEngine:
                             _fail(row.future, error)
                     else:
                         kept = self._advance(joining, logits)
+                        self._keep_finished(joining, kept, new_cache, new_mask)
                         if kept:
                             new_cache, new_mask = _select(new_cache, new_mask, joining, kept)
                             cache, mask = self._merge(cache, mask, new_cache, new_mask)
@@ -118,7 +129,8 @@ class BatchEngine:
                         continue
                     kept = self._advance(rows, logits)
                     if len(kept) < len(rows):
-                        cache, mask = _select(cache, mask, rows, kept) if kept else (None, None)
+                        self._keep_finished(rows, kept, cache, mask)
+                        cache, mask = _trim(*_select(cache, mask, rows, kept)) if kept else (None, None)
                     rows = kept
 
     def _prefill(self, joining: list[_Row]):
@@ -189,12 +201,19 @@ class BatchEngine:
         return int(torch.multinomial(probs, 1, generator=row.generator))
 
     def _score(self, job: _Score) -> list[float]:
-        # The shared context once, then every continuation on a copy of its cache.
+        # The shared context once (from where a finished answer's states leave off), then every continuation on
+        # a copy of its cache.
         device = self.model.device
-        cache = self._new_cache()
+        cache, known = self._prefix(job.context)
+        self.reused += known
         decoder, head = self.model.get_decoder(), self.model.get_output_embeddings()
-        context = torch.tensor([job.context], device=device)
-        hidden = decoder(input_ids=context, cache=cache, use_cache=True).last_hidden_state[0, -1]
+        context = torch.tensor([job.context[known:]], device=device)
+        hidden = decoder(
+            input_ids=context,
+            position_ids=torch.arange(known, len(job.context), device=device)[None],
+            cache=cache,
+            use_cache=True,
+        ).last_hidden_state[0, -1]
         first = torch.log_softmax(head(hidden).float(), dim=-1)
         longest = max(len(c) for c in job.continuations)
         per_token = [[float(first[c[0]])] for c in job.continuations]
@@ -224,6 +243,43 @@ class BatchEngine:
 
         return DynamicCache(config=self.model.config)
 
+    def _keep_finished(self, rows: list[_Row], kept: list[_Row], cache, mask) -> None:
+        """Keep the states of the rows that finished (their prompt and every token fed back), padding cut off;
+        the oldest go once the kept ones pass `prefix_tokens`."""
+        if not self.prefix_tokens:
+            return
+        going = set(map(id, kept))
+        for index, row in enumerate(rows):
+            if id(row) in going or row.future.cancelled():
+                continue
+            start = int(mask[index].argmax())  # the first column the row attends to
+            states = [
+                (layer.keys[index : index + 1, :, start:].clone(), layer.values[index : index + 1, :, start:].clone())
+                for layer in cache.layers
+            ]
+            tokens = tuple(row.prompt + row.tokens[:-1])  # the last token picked was never fed
+            if states[0][0].shape[-2] != len(tokens):  # not the row's states: never reuse them
+                continue
+            self._finished.pop(tokens, None)
+            self._finished[tokens] = states
+        while sum(map(len, self._finished)) > self.prefix_tokens:
+            self._finished.popitem(last=False)
+
+    def _prefix(self, context: list[int]):
+        """A cache holding the longest start of `context` that a finished answer's states cover (at most all but
+        its last token, whose output is wanted), and that start's length; an empty cache and 0 without one."""
+        from transformers import DynamicCache
+
+        best, found = 0, None
+        for tokens, states in self._finished.items():
+            same = _common(tokens, context, len(context) - 1)
+            if same > best:
+                best, found = same, states
+        if found is None:
+            return self._new_cache(), 0
+        layers = [(keys[:, :, :best], values[:, :, :best]) for keys, values in found]
+        return DynamicCache(ddp_cache_data=layers, config=self.model.config), best
+
     def _merge(self, cache, mask, new_cache, new_mask):
         """The two batches as one: the shorter left-padded to the longer (masked, so never attended to)."""
         from transformers import DynamicCache
@@ -242,6 +298,26 @@ class BatchEngine:
         return merged, torch.cat(
             [F.pad(mask, (width - mask.shape[1], 0)), F.pad(new_mask, (width - new_mask.shape[1], 0))]
         )
+
+
+def _common(a, b, most: int) -> int:
+    """How many tokens `a` and `b` share from their start, at most `most`."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if n >= most or x != y:
+            break
+        n += 1
+    return n
+
+
+def _trim(cache, mask):
+    """The columns before the first one any row attends to cut off (padding of rows that have left)."""
+    start = int(mask.any(dim=0).int().argmax())
+    if start:
+        for layer in cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+        mask = mask[:, start:]
+    return cache, mask
 
 
 def _left(states, width: int):
