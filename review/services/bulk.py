@@ -494,12 +494,13 @@ def _drive(job_id: int, *, undo: bool, chunk: int | None, workers: int | None) -
         message = error.message if isinstance(error, LabError) else f"{type(error).__name__}: {error}"
         logger.exception("Bulk job %s failed", job_id)
         fields = {} if undo else {"finished_at": timezone.now()}
-        failed = BulkJob.objects.filter(pk=job_id, status=working, lease_owner=owner).update(
-            status=BulkJob.Status.FAILED, error=message.strip()[:5000], lease_owner="", lease_until=None, **fields
-        )
-        if failed:
-            job = BulkJob.objects.get(pk=job_id)
-            event(job, f"{'Undo failed' if undo else 'Failed'}: {message}", level=BulkEvent.Level.ERROR)
+        with transaction.atomic():  # the error and its line in the log show together
+            failed = BulkJob.objects.filter(pk=job_id, status=working, lease_owner=owner).update(
+                status=BulkJob.Status.FAILED, error=message.strip()[:5000], lease_owner="", lease_until=None, **fields
+            )
+            if failed:
+                job = BulkJob.objects.get(pk=job_id)
+                event(job, f"{'Undo failed' if undo else 'Failed'}: {message}", level=BulkEvent.Level.ERROR)
     finally:
         BulkJob.objects.filter(pk=job_id, lease_owner=owner).update(lease_owner="", lease_until=None)
     return BulkJob.objects.get(pk=job_id)
@@ -580,10 +581,11 @@ def bulk_reap() -> int:
     expired = BulkJob.objects.filter(status__in=BulkJob.WORKING, lease_until__lt=timezone.now()).exclude(lease_owner="")
     count = 0
     for job in expired:
-        if BulkJob.objects.filter(pk=job.pk, status=job.status, lease_owner=job.lease_owner).update(
-            lease_owner="", lease_until=None
-        ):
-            event(job, "Its worker stopped answering; sent again.", level=BulkEvent.Level.WARNING)
-            jobs.send_task(UNDO_TASK if job.status == BulkJob.Status.UNDOING else RUN_TASK, job.pk)
-            count += 1
+        with transaction.atomic():
+            if BulkJob.objects.filter(pk=job.pk, status=job.status, lease_owner=job.lease_owner).update(
+                lease_owner="", lease_until=None
+            ):
+                event(job, "Its worker stopped answering; sent again.", level=BulkEvent.Level.WARNING)
+                jobs.send_task_on_commit(UNDO_TASK if job.status == BulkJob.Status.UNDOING else RUN_TASK, job.pk)
+                count += 1
     return count
