@@ -495,7 +495,7 @@ def _drive(job_id: int, *, undo: bool, chunk: int | None, workers: int | None) -
         logger.exception("Bulk job %s failed", job_id)
         fields = {} if undo else {"finished_at": timezone.now()}
         with transaction.atomic():  # the error and its line in the log show together
-            failed = BulkJob.objects.filter(pk=job_id, status=working, lease_owner=owner).update(
+            failed = BulkJob.objects.filter(pk=job_id, status__in=allowed, lease_owner=owner).update(
                 status=BulkJob.Status.FAILED, error=message.strip()[:5000], lease_owner="", lease_until=None, **fields
             )
             if failed:
