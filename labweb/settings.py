@@ -228,6 +228,8 @@ LABWEB_ITEM_RETRY_DELAY = float(env_str("LABWEB_ITEM_RETRY_DELAY", "10"))
 LABWEB_REAP_SECONDS = float(env_str("LABWEB_REAP_SECONDS", "5"))
 # Review: how long a claimed batch stays with its reviewer before others may take it.
 LABWEB_REVIEW_CLAIM_SECONDS = env_int("LABWEB_REVIEW_CLAIM_SECONDS", 15 * 60)
+# Review: how many samples one chunk of a bulk job decides in one transaction (its progress moves chunk by chunk).
+LABWEB_REVIEW_BULK_CHUNK = env_int("LABWEB_REVIEW_BULK_CHUNK", 50_000)
 # One reaper for every kind of job (labweb.jobs.register_reaper), on the default queue: never behind the
 # long tasks of the generation and training queues.
 CELERY_BEAT_SCHEDULE = {

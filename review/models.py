@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import models
 
 from generation.models import GenerationRun, Sample
+from labweb import jobs
 from review.core import rules
 
 REASONS = (
@@ -111,8 +112,13 @@ class ReviewItem(models.Model):
         return self.response if self.response is not None else self.sample.response
 
 
-class BulkJob(models.Model):
-    """One bulk decision over a selection or "all matching, minus these", run in chunks by a Celery task."""
+class BulkJob(jobs.Leased):
+    """One bulk decision over a selection or "all matching, minus these", run in chunks by a Celery task.
+
+    The worker that runs it (or its undo) holds it under a lease (labweb.jobs) that its process renews; the
+    reaper sends a job whose lease lapsed again, and it resumes from its slices' cursors. Whatever stops it
+    leaves it failed, with the error, until someone resumes it.
+    """
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -142,11 +148,18 @@ class BulkJob(models.Model):
     first_decision = models.BigIntegerField(null=True, blank=True)
     last_decision = models.BigIntegerField(null=True, blank=True)
 
+    # The statuses a worker has something to do in (the reaper looks at these).
+    WORKING = (Status.QUEUED, Status.RUNNING, Status.UNDOING)
+
     class Meta:
         ordering = ["-id"]
 
     def __str__(self) -> str:
         return f"Bulk {self.action} #{self.pk}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.WORKING
 
     @property
     def percent(self) -> int:
@@ -155,6 +168,12 @@ class BulkJob(models.Model):
         if self.status == self.Status.DONE:
             return 100
         return min(99, int(100 * self.done / max(self.expected, 1)))
+
+
+class BulkEvent(jobs.Event):
+    """A line of a bulk job's log: created, taken over from a dead worker, failed (with the error), resumed, done."""
+
+    job = models.ForeignKey(BulkJob, on_delete=models.CASCADE, related_name="events")
 
 
 class BulkSlice(models.Model):

@@ -299,10 +299,18 @@ def bulk_start(request: HttpRequest) -> HttpResponse:
 @any_role_required
 def bulk_job(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(BulkJob.objects.select_related("reviewer"), pk=pk)
+    own = job.reviewer_id == request.user.pk
+    failed = job.status == BulkJob.Status.FAILED
+    undo_started = failed and job.slices.filter(undo=True).exists()
     context = {
         "job": job,
+        "events": job.events.all()[: bulk_services.EVENTS_SHOWN],
         "queue_qs": _qs(Queue.from_params(job.filters)),
-        "can_undo": job.reviewer_id == request.user.pk and job.status == BulkJob.Status.DONE,
+        "can_undo": own and (job.status == BulkJob.Status.DONE or (failed and not undo_started)),
+        "can_resume": failed
+        and has_role(request.user, REVIEWER)
+        and bulk_services.may_act(job, request.user, "resume"),
+        "undo_failed": undo_started,
     }
     template = "review/bulk_job.html#job" if is_partial(request) else "review/bulk_job.html"
     return render(request, template, context)
@@ -318,6 +326,19 @@ def bulk_undo(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, error.message)
     else:
         messages.success(request, f"Undoing bulk job {job.pk} as a whole.")
+    return redirect(reverse("review:bulk_job", args=[pk]))
+
+
+@require_POST
+@reviewer_required
+def bulk_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(BulkJob, pk=pk)
+    try:
+        job = bulk_services.bulk_resume(job=job, user=request.user)
+    except LabError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Bulk job {job.pk} resumed from where it stopped.")
     return redirect(reverse("review:bulk_job", args=[pk]))
 
 

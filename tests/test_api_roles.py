@@ -242,6 +242,7 @@ ENDPOINTS = [
     E("POST",   "review-bulk",     "/api/review/bulk/",           REVIEW, 202, {"action": "approve", "expected": 1}),
     E("GET",    "review-bulk-detail", "/api/review/bulk/{w.job}/", READ),
     E("POST",   "review-bulk-undo", "/api/review/bulk/{w.job}/undo/", REVIEW, 202),
+    E("POST",   "review-bulk-resume", "/api/review/bulk/{w.job}/resume/", REVIEW, 409),  # not failed: refused
     E("GET",    "review-stats",    "/api/review/stats/",          READ),
     E("GET",    "review-agreement", "/api/review/agreement/",     READ),
     E("GET",    "training-job-list", "/api/training-jobs/",       READ),

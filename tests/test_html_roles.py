@@ -162,6 +162,7 @@ PAGES = [
       lambda w: {"action": "approve", "expected": 1}),
     P("GET",  "review:bulk_job",           lambda w: [w.job],         READ),
     P("POST", "review:bulk_undo",          lambda w: [w.job],         REVIEW, 302),
+    P("POST", "review:bulk_resume",        lambda w: [w.job],         REVIEW, 302),
     P("GET",  "review:progress",           none,                      READ),
     P("GET",  "review:agreement",          none,                      READ),
     P("GET",  "training:job_list",         none,                      READ),

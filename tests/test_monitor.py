@@ -97,10 +97,10 @@ def test_the_dashboard_lists_active_jobs_with_progress_and_recent_failures(
     )
     client.force_login(operator)
     cache.set(checks.CACHE_KEY, checks.Workers(), 60)  # the workers as last asked: no broadcast in this test
-    # Session, user and roles; then per kind of job (generation, dataset builds, training, evaluation, imports) its
-    # active jobs, its failures and one more, and a progress query for those that keep progress elsewhere: 20,
-    # whatever the number of jobs.
-    with django_assert_max_num_queries(20):
+    # Session, user and roles; then per kind of job (generation, dataset builds, training, evaluation, imports,
+    # bulk review) its active jobs, its failures and one more, and a progress query for those that keep progress
+    # elsewhere: 23, whatever the number of jobs.
+    with django_assert_max_num_queries(23):
         page = client.get(reverse("monitor:dashboard")).content.decode()
     assert f'data-job="generation-{world.run}"' in page
     assert "0 of 5 work items, 0 samples kept" in page

@@ -1,8 +1,9 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from review.models import REASONS, VERDICTS, BulkJob, Decision, ReviewItem
+from review.models import REASONS, VERDICTS, BulkEvent, BulkJob, Decision, ReviewItem
 from review.queue import SORTS, STATE_CHOICES
+from review.services import bulk
 
 
 class DecisionSerializer(serializers.ModelSerializer):
@@ -221,9 +222,21 @@ class BulkPreviewSerializer(serializers.Serializer):
     ceiling = serializers.IntegerField()
 
 
+class BulkEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = BulkEvent
+        fields = ["level", "message", "created_at"]
+        read_only_fields = fields
+
+
 class BulkJobSerializer(serializers.ModelSerializer):
     reviewer = serializers.StringRelatedField()
     percent = serializers.IntegerField(read_only=True)
+    events = serializers.SerializerMethodField(help_text=f"The job's log, newest first (at most {bulk.EVENTS_SHOWN})")
+
+    @extend_schema_field(BulkEventSerializer(many=True))
+    def get_events(self, job: BulkJob) -> list[dict]:
+        return BulkEventSerializer(job.events.all()[: bulk.EVENTS_SHOWN], many=True).data
 
     class Meta:
         model = BulkJob
@@ -243,9 +256,11 @@ class BulkJobSerializer(serializers.ModelSerializer):
             "undone",
             "percent",
             "error",
+            "attempts",
             "created_at",
             "finished_at",
             "undone_at",
+            "events",
         ]
         read_only_fields = fields
 

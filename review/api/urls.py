@@ -18,6 +18,7 @@ urlpatterns = [
     path("bulk/preview/", views.BulkPreview.as_view(), name="review-bulk-preview"),
     path("bulk/<int:pk>/", views.BulkDetail.as_view(), name="review-bulk-detail"),
     path("bulk/<int:pk>/undo/", views.BulkUndo.as_view(), name="review-bulk-undo"),
+    path("bulk/<int:pk>/resume/", views.BulkResume.as_view(), name="review-bulk-resume"),
     path("stats/", views.Stats.as_view(), name="review-stats"),
     path("agreement/", views.Agreement.as_view(), name="review-agreement"),
 ]

@@ -252,6 +252,16 @@ class BulkDetail(APIView):
         return Response(s.BulkJobSerializer(job).data)
 
 
+def _bulk_act(pk: int, act) -> Response:
+    """Run `act(job)` (a service that queues the job's work) on bulk job `pk`: 202 with the job as it now is."""
+    job = BulkJob.objects.filter(pk=pk).first()
+    if job is None:
+        raise NotFound(f"No bulk job {pk}.")
+    job = act(job)
+    job.refresh_from_db()
+    return Response(s.BulkJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
 class BulkUndo(APIView):
     """Take a whole bulk job back (its decisions still in force), as a job of its own."""
 
@@ -259,12 +269,18 @@ class BulkUndo(APIView):
 
     @extend_schema(request=None, responses={202: s.BulkJobSerializer, 409: ERROR})
     def post(self, request: Request, pk: int) -> Response:
-        job = BulkJob.objects.filter(pk=pk).first()
-        if job is None:
-            raise NotFound(f"No bulk job {pk}.")
-        job = bulk_services.bulk_undo(job=job, reviewer=request.user)
-        job.refresh_from_db()
-        return Response(s.BulkJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+        return _bulk_act(pk, lambda job: bulk_services.bulk_undo(job=job, reviewer=request.user))
+
+
+class BulkResume(APIView):
+    """Go on with a failed bulk job (or its failed undo) from where it stopped: what it decided is kept and no
+    sample is decided twice. Its reviewer may (operators too); 409 for a job that has not failed."""
+
+    permission_classes = [ReviewerWrites]
+
+    @extend_schema(request=None, responses={202: s.BulkJobSerializer, 409: ERROR})
+    def post(self, request: Request, pk: int) -> Response:
+        return _bulk_act(pk, lambda job: bulk_services.bulk_resume(job=job, user=request.user))
 
 
 class Stats(APIView):

@@ -5,29 +5,49 @@ chunks. A chunk is one transaction: one set-based statement on PostgreSQL (pick 
 them, insert their decisions), then the counters, the slice's cursor and the job's progress. So a job that
 stops resumes where each slice stood and no chunk is applied twice. Samples that need more than one reviewer
 are left to individual votes. Undo takes back every decision of the job still in force, sliced by decision id.
+
+A job (and its undo) lives the lifecycle every job shares (labweb.jobs): the worker that runs it holds it under
+a lease its process renews, the reaper sends a job whose lease lapsed again (it resumes from its slices), and an
+exception leaves it failed with the error, to be resumed.
 """
 
 import json
+import logging
 import threading
 from collections import Counter as Tally
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Max, Q
 from django.db.models.functions import Coalesce, Greatest, Least
 from django.utils import timezone
 
+from labweb import jobs
 from labweb.errors import ConflictError, LabError
+from labweb.roles import OPERATOR, has_role
 from review.core import rules
-from review.models import BulkJob, BulkSlice, Decision, ReviewItem
+from review.models import BulkEvent, BulkJob, BulkSlice, Decision, ReviewItem
 from review.queue import Queue
 from review.services.counters import counters_move
 from review.services.decisions import REASON_CODES
 
-CHUNK = 50_000
+logger = logging.getLogger(__name__)
+RUN_TASK = "review.tasks.bulk_run"
+UNDO_TASK = "review.tasks.bulk_undo_run"
+EVENTS_SHOWN = 20  # of a job's log, on its page and in the API
 # Slices a job is cut into, each worked on a database connection of its own: on the 2 cores the app is sized
 # for, two statements at once take the job's writing in half the time (bench/RESULTS.md).
 WORKERS = 2
 MAX_SELECTION = 10_000
+
+
+def chunk_size() -> int:
+    """Samples a chunk decides in one transaction (LABWEB_REVIEW_BULK_CHUNK, 50,000)."""
+    return settings.LABWEB_REVIEW_BULK_CHUNK
+
+
+def event(job: BulkJob, message: str, *, level: str = BulkEvent.Level.INFO) -> None:
+    BulkEvent.objects.create(job=job, level=level, message=message)
 
 
 def bulk_items(*, queue: Queue, selected: list[int], excluded: list[int], reviewer, ceiling: int | None = None):
@@ -78,8 +98,6 @@ def bulk_create(
 ) -> BulkJob:
     """Record a bulk job after its confirmation and queue it. `expected` is the count the reviewer confirmed;
     a different count now means the queue moved under them (409: confirm again)."""
-    from review import tasks
-
     if action not in (rules.APPROVE, rules.REJECT):
         raise LabError(f"A bulk decision approves or rejects, not {action!r}.", field="action")
     if reason and (action != rules.REJECT or reason not in REASON_CODES):
@@ -109,7 +127,8 @@ def bulk_create(
             expected=count,
         )
         _slices(job, undo=False, bounds=[0, *cuts, ceiling])
-        transaction.on_commit(lambda: tasks.bulk_run.delay(job.pk))
+        event(job, f"Created by {reviewer}: {action} {count} samples.")
+        jobs.send_task_on_commit(RUN_TASK, job.pk)
     return job
 
 
@@ -332,11 +351,16 @@ def _undo_chunk_orm(job: BulkJob, part: BulkSlice, chunk: int) -> tuple:
     return len(decisions), decisions[-1].pk if decisions else None, count, None, None
 
 
-def bulk_step(job_id: int, *, chunk: int = CHUNK) -> bool:
+def bulk_step(job_id: int, *, chunk: int | None = None, owner: str | None = None, wait: bool = False) -> bool:
     """One chunk of a job's work (or of its undo) in one transaction, what a worker does between two commits:
-    the next chunk of the first unfinished slice that no other worker holds. False when none is left to take."""
+    the next chunk of the first unfinished slice that no other worker holds (with `wait`, the first unfinished
+    slice, waiting for whoever holds it). False when none is left to take, or when the job is no longer
+    `owner`'s (taken over after its lease lapsed, or stopped)."""
+    chunk = chunk or chunk_size()
     with transaction.atomic():
         job = BulkJob.objects.select_related("reviewer").get(pk=job_id)
+        if owner is not None and job.lease_owner != owner:
+            return False
         if job.status == BulkJob.Status.QUEUED:
             BulkJob.objects.filter(pk=job.pk, status=BulkJob.Status.QUEUED).update(status=BulkJob.Status.RUNNING)
             job.status = BulkJob.Status.RUNNING
@@ -344,7 +368,7 @@ def bulk_step(job_id: int, *, chunk: int = CHUNK) -> bool:
             return False
         undo = job.status == BulkJob.Status.UNDOING
         part = (
-            BulkSlice.objects.select_for_update(skip_locked=True)
+            BulkSlice.objects.select_for_update(skip_locked=not wait)
             .filter(job=job, undo=undo, finished=False)
             .order_by("low")
             .first()
@@ -382,12 +406,23 @@ def bulk_step(job_id: int, *, chunk: int = CHUNK) -> bool:
     return True
 
 
-def _work(job_id: int, *, chunk: int, workers: int) -> None:
+def _unfinished(job_id: int, *, owner: str | None) -> bool:
+    """Whether the job is still `owner`'s to work and a slice of what it is doing is unfinished."""
+    job = BulkJob.objects.filter(pk=job_id).values("status", "lease_owner").first()
+    if job is None or job["status"] not in (BulkJob.Status.RUNNING, BulkJob.Status.UNDOING):
+        return False
+    if owner is not None and job["lease_owner"] != owner:
+        return False
+    undo = job["status"] == BulkJob.Status.UNDOING
+    return BulkSlice.objects.filter(job_id=job_id, undo=undo, finished=False).exists()
+
+
+def _work(job_id: int, *, chunk: int, workers: int, owner: str | None = None) -> None:
     """Work the job's slices to their end: on `workers` threads with database connections of their own, or in
     this one where that cannot be (SQLite, or inside a transaction: other connections would not see its rows)."""
 
     def steps() -> None:
-        while bulk_step(job_id, chunk=chunk):
+        while bulk_step(job_id, chunk=chunk, owner=owner):
             pass
 
     if workers > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
@@ -408,60 +443,149 @@ def _work(job_id: int, *, chunk: int, workers: int) -> None:
             thread.join()
         if errors:
             raise errors[0]
-    steps()  # what a worker found locked and left, if anything
+    steps()
+    # What is left is a slice another connection holds: a dead worker's, whose chunk is still running in the
+    # database (it rolls back when that statement ends, its client being gone). Wait for it, then take it.
+    while bulk_step(job_id, chunk=chunk, owner=owner, wait=True) or _unfinished(job_id, owner=owner):
+        pass
 
 
-def _drive(job_id: int, *, undo: bool, chunk: int, workers: int | None) -> BulkJob:
-    """Plan the job's slices (or its undo's) if it has none, work them, and mark the job done (undone) once
-    every slice is finished; safe to call again (a job in another state is left as it is)."""
+def _take(job_id: int, allowed: tuple[str, ...]) -> str | None:
+    """Take the job's lease if no live worker holds it (one conditional UPDATE); the owner token, or None."""
+    owner = jobs.lease_owner()
+    taken = BulkJob.objects.filter(
+        Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now()), pk=job_id, status__in=allowed
+    ).update(lease_owner=owner, lease_until=jobs.lease_until(), attempts=F("attempts") + 1)
+    return owner if taken else None
+
+
+def _drive(job_id: int, *, undo: bool, chunk: int | None, workers: int | None) -> BulkJob:
+    """Take the job's lease, plan its slices (or its undo's) if it has none, work them, and mark the job done
+    (undone) once every slice is finished; safe to call again (a job in another state, or one a live worker
+    holds, is left as it is). An exception marks the job failed with the error."""
     working, finished, stamp = (
         (BulkJob.Status.UNDOING, BulkJob.Status.UNDONE, "undone_at")
         if undo
         else (BulkJob.Status.RUNNING, BulkJob.Status.DONE, "finished_at")
     )
-    with transaction.atomic():
-        job = BulkJob.objects.select_for_update().get(pk=job_id)
-        if not undo and job.status == BulkJob.Status.QUEUED:
-            job.status = working
-            job.save(update_fields=["status"])
-        if job.status != working:
-            return job
-        _plan(job, undo=undo)
-    _work(job_id, chunk=chunk, workers=workers or WORKERS)
-    with transaction.atomic():
-        job = BulkJob.objects.select_for_update().get(pk=job_id)
-        if job.status == working and not job.slices.filter(undo=undo, finished=False).exists():
-            job.status = finished
-            setattr(job, stamp, timezone.now())
-            job.save(update_fields=["status", stamp])
-    return job
+    allowed = (working,) if undo else (BulkJob.Status.QUEUED, working)
+    owner = _take(job_id, allowed)
+    if owner is None:
+        return BulkJob.objects.get(pk=job_id)
+    try:
+        with jobs.lease_kept(BulkJob, job_id, owner):
+            with transaction.atomic():
+                job = BulkJob.objects.select_for_update().get(pk=job_id)
+                if job.status == BulkJob.Status.QUEUED:
+                    job.status = working
+                    job.save(update_fields=["status"])
+                if job.status != working or job.lease_owner != owner:
+                    return job
+                _plan(job, undo=undo)
+            _work(job_id, chunk=chunk or chunk_size(), workers=workers or WORKERS, owner=owner)
+            with transaction.atomic():
+                job = BulkJob.objects.select_for_update().get(pk=job_id)
+                if job.status == working and job.lease_owner == owner and not _unfinished(job_id, owner=owner):
+                    job.status, job.lease_owner, job.lease_until = finished, "", None
+                    setattr(job, stamp, timezone.now())
+                    job.save(update_fields=["status", stamp, "lease_owner", "lease_until"])
+                    event(job, f"Undone: {job.undone} decisions taken back." if undo else f"Done: {job.done} decided.")
+    except Exception as error:  # noqa: BLE001 - whatever stops a job is recorded on it, never left running
+        message = error.message if isinstance(error, LabError) else f"{type(error).__name__}: {error}"
+        logger.exception("Bulk job %s failed", job_id)
+        fields = {} if undo else {"finished_at": timezone.now()}
+        with transaction.atomic():  # the error and its line in the log show together
+            failed = BulkJob.objects.filter(pk=job_id, status__in=allowed, lease_owner=owner).update(
+                status=BulkJob.Status.FAILED, error=message.strip()[:5000], lease_owner="", lease_until=None, **fields
+            )
+            if failed:
+                job = BulkJob.objects.get(pk=job_id)
+                event(job, f"{'Undo failed' if undo else 'Failed'}: {message}", level=BulkEvent.Level.ERROR)
+    finally:
+        BulkJob.objects.filter(pk=job_id, lease_owner=owner).update(lease_owner="", lease_until=None)
+    return BulkJob.objects.get(pk=job_id)
 
 
-def bulk_run(*, job_id: int, chunk: int = CHUNK, workers: int | None = None) -> BulkJob:
+def bulk_run(*, job_id: int, chunk: int | None = None, workers: int | None = None) -> BulkJob:
     """Work the job to its end, slice by slice; safe to call again (a finished job is left as it is)."""
     return _drive(job_id, undo=False, chunk=chunk, workers=workers)
 
 
-def bulk_undo(*, job: BulkJob, reviewer) -> BulkJob:
-    """Queue the undo of a whole job. Only its reviewer may, and only once the job is done."""
-    from review import tasks
+def may_act(job: BulkJob, user, what: str) -> bool:
+    """Whether `user` may `what` ("undo", "resume") the job: its reviewer; operators may resume it too."""
+    return job.reviewer_id == user.pk or user.is_superuser or (what == "resume" and has_role(user, OPERATOR))
 
-    if job.reviewer_id != reviewer.pk and not reviewer.is_superuser:
-        raise ConflictError(f"Bulk job {job.pk} is {job.reviewer}'s; only they can undo it.", field="job")
+
+def _may_act(job: BulkJob, user, what: str) -> None:
+    if not may_act(job, user, what):
+        raise ConflictError(f"Bulk job {job.pk} is {job.reviewer}'s; only they can {what} it.", field="job")
+
+
+def _undo_started(job: BulkJob) -> bool:
+    return job.slices.filter(undo=True).exists()
+
+
+def bulk_undo(*, job: BulkJob, reviewer) -> BulkJob:
+    """Queue the undo of a whole job. Only its reviewer may, once the job is done (or failed part way: what it
+    decided is taken back)."""
+    _may_act(job, reviewer, "undo")
     if job.status in (BulkJob.Status.UNDOING, BulkJob.Status.UNDONE):
         raise ConflictError(f"Bulk job {job.pk} is already {job.status}.", field="job")
-    if job.status != BulkJob.Status.DONE:
-        raise ConflictError(f"Bulk job {job.pk} is still {job.status}; undo it when it is done.", field="job")
+    undoable = job.status == BulkJob.Status.DONE or (job.status == BulkJob.Status.FAILED and not _undo_started(job))
+    if not undoable:
+        hint = "resume it, then undo" if job.status == BulkJob.Status.FAILED else "undo it when it is done"
+        raise ConflictError(f"Bulk job {job.pk} is still {job.status}; {hint}.", field="job")
     with transaction.atomic():
-        updated = BulkJob.objects.filter(pk=job.pk, status=BulkJob.Status.DONE).update(status=BulkJob.Status.UNDOING)
+        updated = BulkJob.objects.filter(pk=job.pk, status=job.status, lease_owner="").update(
+            status=BulkJob.Status.UNDOING, error=""
+        )
         if not updated:
             raise ConflictError(f"Bulk job {job.pk} changed under you; look at it again.", field="job")
         job.refresh_from_db()
         _plan(job, undo=True)
-        transaction.on_commit(lambda: tasks.bulk_undo_run.delay(job.pk))
+        event(job, f"Undo of the whole job started by {reviewer}.")
+        jobs.send_task_on_commit(UNDO_TASK, job.pk)
     return job
 
 
-def bulk_undo_run(*, job_id: int, chunk: int = CHUNK, workers: int | None = None) -> BulkJob:
+def bulk_undo_run(*, job_id: int, chunk: int | None = None, workers: int | None = None) -> BulkJob:
     """Take back the job's decisions still in force, slice by slice; safe to call again."""
     return _drive(job_id, undo=True, chunk=chunk, workers=workers)
+
+
+def bulk_resume(*, job: BulkJob, user) -> BulkJob:
+    """Go on with a failed job (or a failed undo) from where its slices stand: what it decided is kept, and no
+    sample is decided twice. Its reviewer may, and operators (the dashboard's retry)."""
+    _may_act(job, user, "resume")
+    with transaction.atomic():
+        job = BulkJob.objects.select_for_update().get(pk=job.pk)
+        if job.status != BulkJob.Status.FAILED:
+            raise ConflictError(f"Bulk job {job.pk} is {job.status}; only a failed one can be resumed.", field="status")
+        undo = _undo_started(job)
+        fields = {} if undo else {"finished_at": None}
+        BulkJob.objects.filter(pk=job.pk).update(
+            status=BulkJob.Status.UNDOING if undo else BulkJob.Status.RUNNING,
+            error="",
+            lease_owner="",
+            lease_until=None,
+            **fields,
+        )
+        event(job, f"{'Undo resumed' if undo else 'Resumed'} by {user}.")
+        job.refresh_from_db()
+        jobs.send_task_on_commit(UNDO_TASK if undo else RUN_TASK, job.pk)
+    return job
+
+
+def bulk_reap() -> int:
+    """Send again the jobs whose worker stopped renewing its lease (the periodic reaper calls this)."""
+    expired = BulkJob.objects.filter(status__in=BulkJob.WORKING, lease_until__lt=timezone.now()).exclude(lease_owner="")
+    count = 0
+    for job in expired:
+        with transaction.atomic():
+            if BulkJob.objects.filter(pk=job.pk, status=job.status, lease_owner=job.lease_owner).update(
+                lease_owner="", lease_until=None
+            ):
+                event(job, "Its worker stopped answering; sent again.", level=BulkEvent.Level.WARNING)
+                jobs.send_task_on_commit(UNDO_TASK if job.status == BulkJob.Status.UNDOING else RUN_TASK, job.pk)
+                count += 1
+    return count
