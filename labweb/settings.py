@@ -239,6 +239,9 @@ CELERY_BEAT_SCHEDULE = {
 # Training: where datasets, uploads, trainer output and checkpoints live. Every training node must read and
 # write it at the same path (one machine's disk, or a shared filesystem for several nodes).
 LABWEB_TRAINING_DIR = env_str("LABWEB_TRAINING_DIR", str(VAR_DIR / "training"))
+# GGUF models (the embedded SmolLM2) converted once into Hugging Face folders, read by the local teacher and by
+# every training phase that starts from the base model; under the training folder, so every node sees it.
+LABWEB_MODELS_DIR = env_str("LABWEB_MODELS_DIR", str(Path(LABWEB_TRAINING_DIR) / "models"))
 LABWEB_TRAINING_LEASE_SECONDS = env_int("LABWEB_TRAINING_LEASE_SECONDS", 30)
 # The address other nodes reach rank 0's rendezvous store at (default: the machine's fully qualified name).
 LABWEB_TRAINING_RENDEZVOUS_HOST = env_str("LABWEB_TRAINING_RENDEZVOUS_HOST", "")

@@ -13,7 +13,7 @@ for name in ("generation.sdg", "curation.taxonomy", "evaluation.core"):
     package = importlib.import_module(name)
     for module in pkgutil.walk_packages(package.__path__, name + "."):
         importlib.import_module(module.name)
-import labweb.errors
+import labweb.errors, labweb.gguf
 print(sorted(name for name in sys.modules if name == "django" or name.startswith("django.")))
 """
 

@@ -50,10 +50,21 @@ def resolve_local_model(model: str, gguf_file: str = "") -> tuple[str, str | Non
     return model, gguf_file or None
 
 
+def teacher_prepare(teacher: Teacher) -> Path | None:
+    """Convert a local teacher's GGUF weights into the Hugging Face folder its workers read (once; later calls
+    find it), so that the first run's first call does not wait for it. None for a teacher with nothing to do."""
+    if teacher.backend != Teacher.Backend.LOCAL:
+        return None
+    from labweb.gguf import hf_folder
+
+    path, gguf = resolve_local_model(teacher.model, teacher.gguf_file)
+    return hf_folder(path, gguf, Path(settings.LABWEB_MODELS_DIR)) if gguf else None
+
+
 def teacher_client(teacher: Teacher):
     if teacher.backend == Teacher.Backend.LOCAL:
         path, gguf = resolve_local_model(teacher.model, teacher.gguf_file)
-        return LocalTeacher(model=path, gguf_file=gguf)
+        return LocalTeacher(model=path, gguf_file=gguf, convert_into=Path(settings.LABWEB_MODELS_DIR))
     if not teacher.base_url:
         raise TeacherError(f"The teacher {teacher.name} has no server URL.")
     retry = (settings.LABWEB_TEACHER_ATTEMPTS, settings.LABWEB_TEACHER_RETRY_DELAY)

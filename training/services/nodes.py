@@ -22,11 +22,11 @@ from django.utils import timezone
 
 from labweb import jobs
 from labweb.errors import LabError
+from labweb.gguf import hf_folder
 from training.models import Checkpoint, StepMetric, TrainingEvent, TrainingJob, TrainingNode, TrainingPhase
 from training.services.jobs import event, job_dispatch, phase_seed, storage_name, stored_recipe
 from training.signals import phase_succeeded
 from training.trainer.config import TrainConfig
-from training.trainer.convert import hf_folder
 from training.trainer.events import EVENTS, read_events
 from training.trainer.mixing import mix
 
@@ -115,7 +115,7 @@ def _starting_model(phase: TrainingPhase) -> tuple[str, str | None]:
         from generation.services.teachers import resolve_local_model
 
         model, gguf = resolve_local_model(phase.job.base_model, phase.job.gguf_file)
-        folder = hf_folder(model, gguf, storage_root() / "models") if gguf else None
+        folder = hf_folder(model, gguf, Path(settings.LABWEB_MODELS_DIR)) if gguf else None
         return (str(folder), None) if folder else (model, gguf)
     previous = Checkpoint.objects.filter(phase__job=phase.job, phase__order=phase.order - 1).order_by("-step").first()
     if previous is None:

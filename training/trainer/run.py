@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from labweb.errors import LabError
+from labweb.gguf import dequantized
 from training.trainer.config import TrainConfig
 from training.trainer.data import TokenizedData, data_fingerprint, packed_batch, plan_epoch, tokenize_files
 from training.trainer.events import Events
@@ -127,7 +128,7 @@ def train(config: TrainConfig, events: Events) -> int:
         config.model, gguf_file=config.gguf_file, dtype=torch.float32, attn_implementation=config.attention
     )
     if config.gguf_file:
-        _dequantized(model, config.gguf_file)
+        dequantized(model, config.gguf_file)
     model.config.use_cache = False
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -341,23 +342,6 @@ def _fsdp(config: TrainConfig) -> dict:
             activation_checkpointing=False,
         )
     }
-
-
-def _dequantized(model, gguf_file: str) -> None:
-    """A model read from a GGUF file (the embedded SmolLM2) comes as plain float weights, but transformers keeps
-    the GGUF quantizer on it, and save_pretrained refuses a quantized model: without it, its checkpoints are
-    ordinary Hugging Face folders. Weights that stayed quantized cannot be trained as they are."""
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is None:
-        return
-    if not all(parameter.is_floating_point() for parameter in model.parameters()):
-        raise LabError(
-            f"{gguf_file} loaded as quantized weights, which do not train; convert it to a Hugging Face folder.",
-            field="gguf_file",
-        )
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
 
 
 def _with_lora(model, config: TrainConfig):

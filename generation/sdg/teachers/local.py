@@ -4,9 +4,11 @@ import asyncio
 import re
 import threading
 import time
+from pathlib import Path
 
 from generation.sdg.teachers.base import CallStats, Completion, Sampling, Shape, TeacherError
 from generation.sdg.teachers.limits import shared_limit
+from labweb.gguf import hf_folder
 
 
 class LocalTeacher:
@@ -21,10 +23,21 @@ class LocalTeacher:
     reasons_tokens = 96  # a judge's reasons before its verdict: enough to say why, short enough for a CPU
     max_batch = 8
 
-    def __init__(self, *, model: str, gguf_file: str | None = None, max_concurrency: int = 0, device: str = "cpu"):
+    def __init__(
+        self,
+        *,
+        model: str,
+        gguf_file: str | None = None,
+        max_concurrency: int = 0,
+        device: str = "cpu",
+        convert_into: Path | None = None,
+    ):
         self.model = model if not gguf_file else f"{model}#{gguf_file}"
         self.path = model
         self.gguf_file = gguf_file
+        # Where a GGUF file is converted once into a Hugging Face folder (labweb.gguf), which loads in a tenth of
+        # a second instead of being de-quantized again by every process that loads it; None reads the GGUF.
+        self.convert_into = convert_into
         self.device = device
         # The batch is the limit: more calls in flight would only wait in the engine, out of the deepest-first
         # order the concurrency limit keeps.
@@ -41,9 +54,16 @@ class LocalTeacher:
 
                     from generation.sdg.teachers.batching import BatchEngine
 
-                    kwargs = {"gguf_file": self.gguf_file} if self.gguf_file else {}
-                    tokenizer = AutoTokenizer.from_pretrained(self.path, **kwargs)
-                    model = AutoModelForCausalLM.from_pretrained(self.path, **kwargs).to(self.device).eval()
+                    source, kwargs = self.path, {"gguf_file": self.gguf_file} if self.gguf_file else {}
+                    folder = (
+                        hf_folder(self.path, self.gguf_file, self.convert_into)
+                        if kwargs and self.convert_into
+                        else None
+                    )
+                    if folder is not None:
+                        source, kwargs = str(folder), {}
+                    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+                    model = AutoModelForCausalLM.from_pretrained(source, **kwargs).to(self.device).eval()
                 except Exception as exc:  # noqa: BLE001 - any load failure becomes one clear message
                     raise TeacherError(
                         f"Cannot load the local teacher model {self.model!r}: {str(exc).rstrip('.')}. Install it "

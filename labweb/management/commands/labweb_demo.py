@@ -1,4 +1,5 @@
 import secrets
+import time
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
@@ -12,7 +13,8 @@ from django.db.migrations.executor import MigrationExecutor
 from curation.management.commands._report import write_import
 from curation.models import TaxonomyImport
 from curation.services import ImportSource, taxonomy_import
-from generation.services.teachers import teacher_ensure_default
+from generation.sdg.teachers import TeacherError
+from generation.services.teachers import teacher_ensure_default, teacher_prepare
 from labweb.roles import ROLES
 
 DEMO_TAXONOMY = Path(__file__).resolve().parents[3] / "curation" / "demo" / "taxonomy"
@@ -32,8 +34,13 @@ class Command(BaseCommand):
             help="Set this password. Without it a new admin gets a random one, and an existing admin keeps theirs.",
         )
         parser.add_argument("--email", default="", help="The admin's e-mail address, for a new admin.")
+        parser.add_argument(
+            "--skip-model",
+            action="store_true",
+            help="Do not convert the embedded teacher's GGUF weights now (its first use does it instead).",
+        )
 
-    def handle(self, *args, username, password, email, **options):
+    def handle(self, *args, username, password, email, skip_model=False, **options):
         self._check_database()
         user = self._admin(username, password, email)
         record = taxonomy_import(source=ImportSource.directory(DEMO_TAXONOMY), user=user, from_shell=True)
@@ -45,6 +52,15 @@ class Command(BaseCommand):
             f"Default teacher: {teacher.name} ({teacher.model}); add an OpenAI-compatible server "
             "on the Teachers page for real throughput."
         )
+        if not skip_model:
+            started = time.monotonic()
+            try:
+                folder = teacher_prepare(teacher)
+            except TeacherError as error:  # the app still runs; a run on this teacher says the same
+                self.stderr.write(f"The default teacher's model is not ready: {error}")
+            else:
+                if folder is not None:
+                    self.stdout.write(f"Teacher weights ready in {folder} ({time.monotonic() - started:.0f} s).")
         self.stdout.write(self.style.SUCCESS(f"Ready. Start the server with `manage.py runserver` and open {URL}"))
 
     def _check_database(self) -> None:
