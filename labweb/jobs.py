@@ -202,6 +202,23 @@ def send_task_on_commit(name: str, *args, countdown: float | None = None) -> Non
     transaction.on_commit(lambda: send_task(name, *args, countdown=countdown))
 
 
+def resend_lapsed(active: models.QuerySet, resend: Callable[[models.Model], None]) -> int:
+    """Take back each job of `active` whose worker stopped renewing its lease, and `resend(job)` (its event and
+    its task, sent on commit) in the transaction that frees it. A lease renewed meanwhile, or a job that moved on,
+    is left alone: the conditional UPDATE decides. For kinds whose whole job is one leased unit of work."""
+    count = 0
+    for job in active.filter(lease_until__lt=timezone.now()).exclude(lease_owner=""):
+        with transaction.atomic():
+            if (
+                type(job)
+                .objects.filter(pk=job.pk, status=job.status, lease_owner=job.lease_owner)
+                .update(lease_owner="", lease_until=None)
+            ):
+                resend(job)
+                count += 1
+    return count
+
+
 _REAPERS: dict[str, Callable[[], int]] = {}
 
 

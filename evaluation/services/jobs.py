@@ -228,18 +228,12 @@ def evaluation_resume(*, job: EvaluationJob, user) -> EvaluationJob:
 
 def evaluations_reap() -> int:
     """Hand back running evaluations whose worker stopped renewing its lease."""
-    expired = EvaluationJob.objects.filter(Q(lease_until__lt=timezone.now()), status__in=jobs.ACTIVE).exclude(
-        lease_owner=""
-    )
-    count = 0
-    for job in expired:
-        if EvaluationJob.objects.filter(pk=job.pk, lease_owner=job.lease_owner).update(
-            lease_owner="", lease_until=None
-        ):
-            event(job, "Its worker stopped answering; queued again.", level=EvaluationEvent.Level.WARNING)
-            jobs.send_task(TASK, job.pk)
-            count += 1
-    return count
+
+    def resend(job: EvaluationJob) -> None:
+        event(job, "Its worker stopped answering; queued again.", level=EvaluationEvent.Level.WARNING)
+        jobs.send_task_on_commit(TASK, job.pk)
+
+    return jobs.resend_lapsed(EvaluationJob.objects.filter(status__in=jobs.ACTIVE), resend)
 
 
 def pending_measurements(job: EvaluationJob):

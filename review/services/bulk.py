@@ -578,14 +578,9 @@ def bulk_resume(*, job: BulkJob, user) -> BulkJob:
 
 def bulk_reap() -> int:
     """Send again the jobs whose worker stopped renewing its lease (the periodic reaper calls this)."""
-    expired = BulkJob.objects.filter(status__in=BulkJob.WORKING, lease_until__lt=timezone.now()).exclude(lease_owner="")
-    count = 0
-    for job in expired:
-        with transaction.atomic():
-            if BulkJob.objects.filter(pk=job.pk, status=job.status, lease_owner=job.lease_owner).update(
-                lease_owner="", lease_until=None
-            ):
-                event(job, "Its worker stopped answering; sent again.", level=BulkEvent.Level.WARNING)
-                jobs.send_task_on_commit(UNDO_TASK if job.status == BulkJob.Status.UNDOING else RUN_TASK, job.pk)
-                count += 1
-    return count
+
+    def resend(job: BulkJob) -> None:
+        event(job, "Its worker stopped answering; sent again.", level=BulkEvent.Level.WARNING)
+        jobs.send_task_on_commit(UNDO_TASK if job.status == BulkJob.Status.UNDOING else RUN_TASK, job.pk)
+
+    return jobs.resend_lapsed(BulkJob.objects.filter(status__in=BulkJob.WORKING), resend)

@@ -193,18 +193,13 @@ def import_job_cancel(*, job: ImportJob, user) -> ImportJob:
 
 def import_jobs_reap() -> int:
     """Queue again the jobs whose worker stopped renewing its lease: their transaction rolled back with it."""
-    expired = ImportJob.objects.filter(lease_until__lt=timezone.now(), status__in=jobs.ACTIVE).exclude(lease_owner="")
-    count = 0
-    for job in expired:
-        if ImportJob.objects.filter(pk=job.pk, lease_owner=job.lease_owner).update(lease_owner="", lease_until=None):
-            event(
-                job,
-                "Its worker stopped answering; nothing it did was kept, and the job is queued again.",
-                level=ImportEvent.Level.WARNING,
-            )
-            jobs.send_task(TASK, job.pk)
-            count += 1
-    return count
+
+    def resend(job: ImportJob) -> None:
+        message = "Its worker stopped answering; nothing it did was kept, and the job is queued again."
+        event(job, message, level=ImportEvent.Level.WARNING)
+        jobs.send_task_on_commit(TASK, job.pk)
+
+    return jobs.resend_lapsed(ImportJob.objects.filter(status__in=jobs.ACTIVE), resend)
 
 
 class _Published(Progress):
