@@ -1,10 +1,26 @@
 import os
 
-from celery import Celery, signals
+from celery import Celery, Task, signals
+from django.db import InterfaceError, OperationalError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labweb.settings")
 
-app = Celery("labweb")
+
+class LabTask(Task):
+    """Every LabWeb task: a database that is briefly away or locked retries the task, with backoff.
+
+    A task that raised before its unit was claimed holds no lease, so the reaper would never send it again: an
+    item, a run's dispatch or an import would stay queued for good. Every task is idempotent, so a retry is safe.
+    """
+
+    autoretry_for = (OperationalError, InterfaceError)
+    retry_backoff = 1
+    retry_backoff_max = 60
+    retry_jitter = True
+    max_retries = 10
+
+
+app = Celery("labweb", task_cls=LabTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

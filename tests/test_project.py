@@ -58,6 +58,47 @@ def test_taxonomy_commands_work_in_a_new_shell_on_the_embedded_defaults(tmp_path
     assert oct(key.stat().st_mode & 0o777) == "0o600" and len(key.read_text()) >= 50
 
 
+CONCURRENT_WRITERS = """
+import threading, time
+from django.db import connection, transaction
+from django.db.models import F
+from curation.models import Leaf
+
+leaf = Leaf.objects.order_by("pk").first()
+start, failures = threading.Barrier(8), []
+
+def claims():
+    # a worker thread's claims: read in a transaction, then write (a deferred BEGIN fails this when they overlap)
+    start.wait()
+    for _ in range(20):
+        try:
+            with transaction.atomic():
+                Leaf.objects.get(pk=leaf.pk)
+                time.sleep(0.002)
+                Leaf.objects.filter(pk=leaf.pk).update(revision=F("revision") + 1)
+        except Exception as error:
+            failures.append(repr(error))
+    connection.close()
+
+threads = [threading.Thread(target=claims) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(Leaf.objects.get(pk=leaf.pk).revision - leaf.revision, sorted(set(failures)))
+"""
+
+
+def test_worker_threads_write_the_embedded_sqlite_at_once_without_database_locked(tmp_path):
+    """scripts/run's worker has 8 threads on the embedded SQLite: transactions that read then write all land."""
+    var = {"LABWEB_VAR_DIR": str(tmp_path / "var")}
+    for args in (("migrate", "--no-input", "-v0"), ("taxonomy_import", "curation/demo/taxonomy")):
+        assert _manage(*args, **var).returncode == 0
+    result = _manage("shell", "-v0", "-c", CONCURRENT_WRITERS, **var)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[-2] == "160 []"
+
+
 def test_nothing_in_the_repository_reads_outside_it():
     """A user's clone has nothing beside it: what the tests need lies inside the repository."""
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
@@ -89,6 +130,19 @@ def test_celery_routes_generation_and_training_to_their_queues():
     assert router.route({}, "training.tasks.train")["queue"].name == "training"
     assert router.route({}, "curation.tasks.anything")["queue"].name == "default"
     assert app.conf.task_acks_late and app.conf.worker_prefetch_multiplier == 1
+
+
+def test_every_task_retries_a_database_that_is_away_or_locked():
+    """A task that fails before it claims its unit holds no lease for the reaper to find: it must retry itself."""
+    from django.db import OperationalError
+
+    from labweb.celery import app
+
+    app.loader.import_default_modules()
+    ours = {name: task for name, task in app.tasks.items() if not name.startswith("celery.")}
+    assert "generation.tasks.process_item" in ours and "generation.tasks.dispatch_run" in ours
+    assert {name for name, task in ours.items() if OperationalError not in task.autoretry_for} == set()
+    assert all(task.max_retries and task.retry_backoff for task in ours.values())
 
 
 def test_the_first_run_gives_beat_and_the_reaper_a_worker_that_generation_cannot_fill():
