@@ -35,6 +35,24 @@ FLUSH_SECONDS = 1.0
 JUDGE_DOWN_AFTER = 5  # failures in a row with no success between: the judge is down, stop asking it
 
 
+WAITING = "waiting"
+TRAINING_FIRST = "waits for its training job: on a machine without a GPU the two would split its cores"
+
+
+def _training_holds_these_cores(job: EvaluationJob) -> bool:
+    """An evaluation after a phase, on a worker with no GPU, while its job still trains: the first run's case,
+    where both would share two cores and the training would take several times as long."""
+    if job.backend != EvaluationJob.Backend.LOCAL or job.training_job_id is None:
+        return False
+    import torch
+
+    if torch.cuda.is_available():
+        return False
+    from training.models import TrainingJob
+
+    return TrainingJob.objects.filter(pk=job.training_job_id, status__in=jobs.ACTIVE).exists()
+
+
 class Stopped(Exception):
     """The job was cancelled, or another worker holds it now."""
 
@@ -49,6 +67,9 @@ def evaluation_run(*, job_id: int) -> str:
     job = EvaluationJob.objects.get(pk=job_id)
     if job.status not in jobs.ACTIVE:
         return f"evaluation {job_id} is {job.status}"
+    if job.status == jobs.Status.QUEUED and _training_holds_these_cores(job):
+        _stage(job, TRAINING_FIRST)
+        return WAITING
     owner = owner_identity()
     now = timezone.now()
     taken = EvaluationJob.objects.filter(
