@@ -340,6 +340,41 @@ def test_a_teacher_failing_every_request_fails_the_items_after_their_retries_and
     assert not Sample.objects.filter(run=run).exists()
 
 
+def test_a_failing_item_waits_a_delay_that_doubles_and_the_reaper_sends_it_if_its_message_is_lost(
+    queued, broker, settings, teacher, curator, demo, script
+):
+    settings.LABWEB_TEACHER_ATTEMPTS = 1
+    settings.LABWEB_ITEM_RETRIES = 2
+    settings.LABWEB_ITEM_RETRY_DELAY = 60.0
+    script.fail_every = 1
+    run = plan(teacher, curator, demo, HAIKU, samples_per_leaf=1)
+    (item,) = run.items.all()
+    broker.flushdb()
+    for failures, delay in ((1, 60.0), (2, 120.0)):
+        before = timezone.now()
+        assert item_process(item_id=item.pk) == "retrying"
+        after = timezone.now()
+        item.refresh_from_db()
+        assert item.state == State.PENDING and item.failures == failures
+        # The delay doubles with each failure (a quarter either way of jitter).
+        assert before + timedelta(seconds=delay * 0.75) <= item.retry_at <= after + timedelta(seconds=delay * 1.25)
+        (message,) = [json.loads(m) for m in broker.lrange("generation", 0, -1)]
+        assert message["headers"]["task"] == "generation.tasks.process_item" and message["headers"]["eta"]
+        # A worker holds a delayed message until its time: one that dies takes it along.
+        broker.flushdb()
+        assert requeue_expired() == 0 and not queued_tasks(broker)  # not before the delay is over...
+        WorkItem.objects.filter(pk=item.pk).update(retry_at=timezone.now() - timedelta(seconds=1))
+        requeue_expired()
+        assert queued_tasks(broker) == {"generation.tasks.process_item": 1}  # ...and then by the reaper
+        broker.flushdb()
+    assert item_process(item_id=item.pk) == "failed"
+    item.refresh_from_db()
+    assert item.state == State.FAILED and item.failures == 3 and item.attempts == 3
+    messages = list(run.events.filter(item=item).order_by("pk").values_list("message", flat=True))
+    assert ["try 1 of 3" in messages[0], "try 2 of 3" in messages[1], "after 3 tries" in messages[2]] == [True] * 3
+    assert refreshed(run).status == Status.FAILED
+
+
 def test_a_resumed_run_pays_no_new_requests_for_answers_it_already_has(celery_mode, teacher, curator, demo, script):
     celery_mode(eager=False)
     run = plan(teacher, curator, demo, MEETINGS, MOONS, samples_per_leaf=4)
