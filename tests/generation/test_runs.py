@@ -11,10 +11,12 @@ import pytest
 from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from curation.services import document_delete, leaf_create, leaf_update
 from generation.models import GenerationRun, RunEvent, Sample, WorkItem
 from generation.sdg.chunking import chunk_document
+from generation.sdg.keepable import unkeepable
 from generation.sdg.prompts import prompt_versions
 from generation.services.counters import counters_recount
 from generation.services.items import item_process
@@ -467,6 +469,27 @@ def test_a_teacher_answer_with_a_nul_character_does_not_leave_the_item_running(q
     assert outcome in ("done", "failed") and item.lease_until is None
     # PostgreSQL cannot even be asked about NUL, so look in Python.
     assert all("\x00" not in text for s in Sample.objects.filter(run=run) for text in (s.question, s.response))
+
+
+def test_answers_a_person_would_not_keep_never_reach_review_though_every_judge_passes(
+    eager, teacher, curator, operator, reviewer, demo, script
+):
+    # Junk bytes in every third answer that is no verdict (its format kept), garbage in place of every fifth,
+    # and every seventh cut off at the token limit; the scripted judges pass everything.
+    script.junk_inside_every, script.junk_every, script.cut_every = 3, 5, 7
+    run = plan(teacher, curator, demo, HAIKU, MEETINGS, MOONS, samples_per_leaf=4, config={"max_rounds": 12})
+    api = APIClient()
+    api.force_authenticate(operator)
+    stages = api.get(f"/api/runs/{run.pk}/").json()["progress"]["stages"]
+    assert sum(by.get("unkeepable", 0) for by in stages.values()) > 0, stages
+    api.force_authenticate(reviewer)
+    queue = api.get(f"/api/review/items/?run={run.pk}&page_size=100").json()["results"]
+    assert len(queue) == Sample.objects.filter(run=run).count() > 0
+    for row in queue:
+        shown = api.get(f"/api/review/items/{row['id']}/").json()
+        assert unkeepable(shown["question"], answer=False) is None, shown["question"]
+        assert unkeepable(shown["response"]) is None, shown["response"]
+        assert shown["context"] is None or unkeepable(shown["context"], answer=False) is None, shown["context"]
 
 
 def test_a_teacher_edited_mid_run_does_not_change_the_model_that_run_asks(queued, teacher, curator, demo, script):
