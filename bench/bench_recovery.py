@@ -14,7 +14,9 @@ extra s per kill = (kills wall - baseline wall - restart time of the new workers
 worker's items stall beyond starting its replacement (the issue's target: 15 s at most). restart = from the
 kill until the new worker says it is ready. re-asked = teacher requests whose exact body (model, messages,
 seed) had been sent before, per kill, beside the requests in flight at each kill (held by the server, or
-still on their way to it): the floor, since those answers never reached the worker.
+still on their way to it): the floor, since those answers never reached the worker; and beside the answers the
+server had sent before the kill that were not in the response cache after it (received, or on their way, but
+not yet committed when the worker died).
 """
 
 import argparse
@@ -45,14 +47,22 @@ def _wait(condition, timeout: float, what: str):
 def measure(args, database: str, server, teacher, user, kills: int, logs: Path) -> dict:
     from django.conf import settings
 
-    from generation.models import GenerationRun
+    from generation.models import GenerationRun, TeacherResponse
+    from generation.sdg.teachers import Sampling
+    from generation.sdg.teachers.cache import cache_key
     from generation.services.runs import run_create
     from tests.support.worker import Worker, worker_env
 
     script = server.script
     with script.lock:
         script.requests_sent.clear()
+        script.exchanges.clear()
         script.requests = 0
+
+    def key(body: dict) -> str:
+        sampling = Sampling(body["temperature"], body["top_p"], body["max_tokens"], body["seed"])
+        return cache_key(body["model"], body["messages"], sampling)
+
     env = worker_env(database, settings.CELERY_BROKER_URL, DEBUG="0", SECRET_KEY="bench-only")
     periodic = Worker(
         f"periodic{kills}", logs / f"periodic-{kills}.log", env, queues="default", concurrency=2, beat=True
@@ -66,7 +76,7 @@ def measure(args, database: str, server, teacher, user, kills: int, logs: Path) 
         worker.wait_ready(120)
         return worker
 
-    restarts, in_flight = [], []
+    restarts, in_flight, unsaved, mark = [], [], [], 0
     try:
         periodic.wait_ready(120)
         worker = start(0)
@@ -80,6 +90,12 @@ def measure(args, database: str, server, teacher, user, kills: int, logs: Path) 
             print(f"kill {n} after {time.monotonic() - begun:.1f} s: work items {states}", flush=True)
             with script.lock:
                 held, arrived = script.in_flight, script.requests
+                # Answered since the last kill (an answer lost at an earlier one was counted there).
+                answered = {
+                    key(script.requests_sent[e["number"] - 1])
+                    for e in script.exchanges
+                    if e["status"] == 200 and e["number"] > mark
+                }
             os.killpg(worker.process.pid, signal.SIGKILL)
             killed = time.monotonic()
             worker.process.wait()
@@ -87,6 +103,10 @@ def measure(args, database: str, server, teacher, user, kills: int, logs: Path) 
             with script.lock:
                 # In flight: what the server held, and what it read from the dead process's sockets after.
                 in_flight.append(held + script.requests - arrived)
+                mark = script.requests  # what the dead process sent is its kill's; what comes next, the new worker's
+            unsaved.append(
+                len(answered - set(TeacherResponse.objects.filter(key__in=answered).values_list("key", flat=True)))
+            )
             worker = start(n)
             restarts.append(time.monotonic() - killed)
         _wait(
@@ -108,6 +128,7 @@ def measure(args, database: str, server, teacher, user, kills: int, logs: Path) 
         "reasked": sum(count - 1 for count in asked.values()),
         "restarts": restarts,
         "in_flight": in_flight,
+        "unsaved": unsaved,
         "samples": run.samples.count(),
     }
 
@@ -152,18 +173,23 @@ def main() -> None:
         f"lease {settings.LABWEB_WORK_LEASE_SECONDS} s, reaper every {settings.LABWEB_REAP_SECONDS:g} s, "
         f"C={args.concurrency}, latency {args.latency:g} s, {args.samples} samples per leaf"
     )
-    print("| run | status | wall s | samples | teacher calls | re-asked | in flight at kills | restarts s |")
-    print("|---|---|---:|---:|---:|---:|---|---|")
+    print(
+        "| run | status | wall s | samples | teacher calls | re-asked | in flight at kills "
+        "| answered, not yet saved at kills | restarts s |"
+    )
+    print("|---|---|---:|---:|---:|---:|---|---|---|")
     for name, row in (("baseline", base), (f"{k} kills", killed)):
         print(
             f"| {name} | {row['status']} | {row['wall']:.1f} | {row['samples']} | {row['calls']} | {row['reasked']} "
             f"| {', '.join(map(str, row['in_flight'])) or '-'} "
+            f"| {', '.join(map(str, row['unsaved'])) or '-'} "
             f"| {', '.join(f'{r:.1f}' for r in row['restarts']) or '-'} |"
         )
     print(
         f"\nextra s per kill beyond restart: {extra:.1f} (target <= 15); "
         f"wall ratio {killed['wall'] / base['wall']:.2f}; "
-        f"re-asked per kill: {killed['reasked'] / k:.1f} against {sum(killed['in_flight']) / k:.1f} in flight"
+        f"re-asked per kill: {killed['reasked'] / k:.1f} against {sum(killed['in_flight']) / k:.1f} in flight "
+        f"and {sum(killed['unsaved']) / k:.1f} answered but not yet saved"
     )
 
 

@@ -16,6 +16,10 @@ util   The scripted teacher server (tests/support/teacher_server.py) in a child 
        (C x run), what the budget itself leaves idle; call s = the mean of that time a call (the latency
        plus what the loaded server and client add); max in flight is the server's own count over the whole
        run; cpu ms = the two client processes' CPU time per call.
+fair   Fairness between runs on one RedisBudget of C: process 1 calls for a run "long" from 2C coroutines for
+       `seconds`; halfway through, process 2 starts calling for a run "late" from C coroutines. late's share =
+       its calls / both runs' calls finished from 1 s after it started to the end (a fair budget: 50%; first
+       come, first served would leave it what the long run's waiting calls leave over).
 """
 
 import argparse
@@ -93,7 +97,7 @@ def _serve(conn, latency: float) -> None:
 
 def client(args) -> None:
     """One worker process's calls (run as a child of this script)."""
-    from generation.sdg.teachers import CallStats, OpenAITeacher, RetryPolicy, Sampling
+    from generation.sdg.teachers import CallStats, OpenAITeacher, RetryPolicy, Sampling, call_share
 
     budget = _budget(args.budget, args.key, args.limit)
     teacher = OpenAITeacher(
@@ -110,6 +114,7 @@ def client(args) -> None:
         end = args.start + args.seconds
 
         async def caller(n: int):
+            call_share.set(args.share)
             seed = n * 1_000_000
             while time.time() < end:
                 seed += 1
@@ -120,7 +125,8 @@ def client(args) -> None:
         return time.process_time() - cpu
 
     cpu = asyncio.run(main())
-    window = [t for t in done if args.start + WARM <= t <= args.start + args.seconds]
+    since = args.window_start if args.window_start is not None else args.start + WARM
+    window = [t for t in done if since <= t <= args.start + args.seconds]
     print(json.dumps({"calls": len(done), "window_calls": len(window), "cpu": cpu, "slot_seconds": stats.seconds}))
 
 
@@ -155,13 +161,44 @@ def util(url: str, server, *, budget: str, limit: int, per_process: int, callers
     }
 
 
+def fair(url: str, server, *, args) -> dict:
+    server.send("reset")
+    server.recv()
+    c, key = args.concurrency, f"bench:budget:{uuid.uuid4().hex[:8]}"
+    start = time.time() + 4.0
+    half = args.seconds / 2
+    plan = [("run:long", 2 * c, start, args.seconds), ("run:late", c, start + half, half)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--client", "--url", url, "--budget", "redis", "--key", key]
+            + ["--limit", str(c), "--callers", str(n), "--start", str(begin), "--seconds", str(seconds)]
+            + ["--share", share, "--window-start", str(start + half + 1.0)],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        for share, n, begin, seconds in plan
+    ]
+    long, late = (json.loads(proc.communicate(timeout=args.seconds + 120)[0]) for proc in procs)
+    server.send("stats")
+    stats = server.recv()
+    window = half - 1.0
+    both = long["window_calls"] + late["window_calls"]
+    return {
+        "long": long["window_calls"],
+        "late": late["window_calls"],
+        "late_share": late["window_calls"] / max(1, both),
+        "util": both * args.latency / (c * window),
+        "max_in_flight": stats["max_in_flight"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--ops", type=int, default=20_000)
-    parser.add_argument("--only", choices=["cost", "util"])
+    parser.add_argument("--only", choices=["cost", "util", "fair"])
     parser.add_argument("--client", action="store_true")
     parser.add_argument("--url")
     parser.add_argument("--budget")
@@ -169,13 +206,15 @@ def main() -> None:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--callers", type=int)
     parser.add_argument("--start", type=float)
+    parser.add_argument("--share", default="")
+    parser.add_argument("--window-start", type=float)
     args = parser.parse_args()
     if args.client:
         return client(args)
 
     c = args.concurrency
     print(f"load average before: {os.getloadavg()[0]:.2f}; C={c}, latency {args.latency} s, {args.seconds} s a run")
-    if args.only != "util":
+    if args.only not in ("util", "fair"):
         print(
             "\n| cost of one acquire + release | tasks | process us wall | process us cpu | redis us wall "
             "| redis us cpu | redis / process (cpu) |"
@@ -192,6 +231,19 @@ def main() -> None:
     server = multiprocessing.Process(target=_serve, args=(child, args.latency), daemon=True)
     server.start()
     url = parent.recv()
+    if args.only == "fair":
+        try:
+            r = fair(url, parent, args=args)
+        finally:
+            parent.send("stop")
+            server.join(5)
+        print(
+            "\n| runs on one shared budget of C | long run calls | late run calls | late run's share | util of "
+            "C/latency | max in flight |\n|---|--:|--:|--:|--:|--:|\n"
+            f"| long from 2C callers, late from C callers in another process, the last half |"
+            f" {r['long']} | {r['late']} | {r['late_share']:.1%} | {r['util']:.1%} | {r['max_in_flight']} |"
+        )
+        return
     rows = [
         ("shared in Redis: C", "redis", c, (c, c)),
         ("shared in Redis: C", "redis", c, (c, c // 4)),

@@ -95,6 +95,18 @@ class RunProgress:
         return self.error_kinds.most_common()
 
     @property
+    def per_kept_sample(self) -> dict[str, float] | None:
+        """What a kept sample cost: teacher calls (every attempt a server saw) and tokens; None before the first."""
+        if not self.kept:
+            return None
+        teacher = self.teacher
+        return {
+            "calls": round(teacher["calls"] / self.kept, 2),
+            "prompt_tokens": round(teacher["prompt_tokens"] / self.kept, 1),
+            "completion_tokens": round(teacher["completion_tokens"] / self.kept, 1),
+        }
+
+    @property
     def processed(self) -> int:
         return self.states["done"] + self.states["failed"]
 

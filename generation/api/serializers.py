@@ -99,6 +99,12 @@ class RunProgressSerializer(serializers.Serializer):
     target = serializers.IntegerField()
     teacher = TeacherStatsSerializer()
     teacher_seconds = serializers.FloatField()
+    per_kept_sample = serializers.DictField(
+        child=serializers.FloatField(),
+        allow_null=True,
+        help_text='What a kept sample cost: {"calls": 3.17, "prompt_tokens": 234.0, "completion_tokens": 74.0}; '
+        "null before the first",
+    )
     error_kinds = serializers.DictField(
         child=serializers.IntegerField(),
         help_text='The failed teacher calls by kind: {"unreachable": 4, "refused": 1, "timeout": 0, ...}',

@@ -295,7 +295,9 @@ def _item_error(item: WorkItem, owner: str, progress: dict, error: Exception) ->
             state=WorkItem.State.PENDING,
             failures=failures,
             retry_at=now + timedelta(seconds=delay),
-            queued_at=now,
+            # Left unsent: the reaper sends it once the delay is over, should the delayed message below be lost
+            # (a worker holds it until its time, and one that dies takes it along).
+            queued_at=None,
             lease_owner="",
             lease_until=None,
             kept=samples_kept(),
@@ -309,7 +311,6 @@ def _item_error(item: WorkItem, owner: str, progress: dict, error: Exception) ->
                 f"Work item failed (try {failures} of {tries}): {message} Trying again in {delay:.0f} s.",
                 level=RunEvent.Level.WARNING,
             )
-            # The reaper sends it too once the delay is over, should this message die with its worker.
             jobs.send_task_on_commit("generation.tasks.process_item", item.pk, countdown=delay)
             return "retrying"
         return "stopped"

@@ -11,10 +11,12 @@ import pytest
 from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from curation.services import document_delete, leaf_create, leaf_update
 from generation.models import GenerationRun, RunEvent, Sample, WorkItem
 from generation.sdg.chunking import chunk_document
+from generation.sdg.keepable import unkeepable
 from generation.sdg.prompts import prompt_versions
 from generation.services.counters import counters_recount
 from generation.services.items import item_process
@@ -340,6 +342,41 @@ def test_a_teacher_failing_every_request_fails_the_items_after_their_retries_and
     assert not Sample.objects.filter(run=run).exists()
 
 
+def test_a_failing_item_waits_a_delay_that_doubles_and_the_reaper_sends_it_if_its_message_is_lost(
+    queued, broker, settings, teacher, curator, demo, script
+):
+    settings.LABWEB_TEACHER_ATTEMPTS = 1
+    settings.LABWEB_ITEM_RETRIES = 2
+    settings.LABWEB_ITEM_RETRY_DELAY = 60.0
+    script.fail_every = 1
+    run = plan(teacher, curator, demo, HAIKU, samples_per_leaf=1)
+    (item,) = run.items.all()
+    broker.flushdb()
+    for failures, delay in ((1, 60.0), (2, 120.0)):
+        before = timezone.now()
+        assert item_process(item_id=item.pk) == "retrying"
+        after = timezone.now()
+        item.refresh_from_db()
+        assert item.state == State.PENDING and item.failures == failures
+        # The delay doubles with each failure (a quarter either way of jitter).
+        assert before + timedelta(seconds=delay * 0.75) <= item.retry_at <= after + timedelta(seconds=delay * 1.25)
+        (message,) = [json.loads(m) for m in broker.lrange("generation", 0, -1)]
+        assert message["headers"]["task"] == "generation.tasks.process_item" and message["headers"]["eta"]
+        # A worker holds a delayed message until its time: one that dies takes it along.
+        broker.flushdb()
+        assert requeue_expired() == 0 and not queued_tasks(broker)  # not before the delay is over...
+        WorkItem.objects.filter(pk=item.pk).update(retry_at=timezone.now() - timedelta(seconds=1))
+        requeue_expired()
+        assert queued_tasks(broker) == {"generation.tasks.process_item": 1}  # ...and then by the reaper
+        broker.flushdb()
+    assert item_process(item_id=item.pk) == "failed"
+    item.refresh_from_db()
+    assert item.state == State.FAILED and item.failures == 3 and item.attempts == 3
+    messages = list(run.events.filter(item=item).order_by("pk").values_list("message", flat=True))
+    assert ["try 1 of 3" in messages[0], "try 2 of 3" in messages[1], "after 3 tries" in messages[2]] == [True] * 3
+    assert refreshed(run).status == Status.FAILED
+
+
 def test_a_resumed_run_pays_no_new_requests_for_answers_it_already_has(celery_mode, teacher, curator, demo, script):
     celery_mode(eager=False)
     run = plan(teacher, curator, demo, MEETINGS, MOONS, samples_per_leaf=4)
@@ -432,6 +469,27 @@ def test_a_teacher_answer_with_a_nul_character_does_not_leave_the_item_running(q
     assert outcome in ("done", "failed") and item.lease_until is None
     # PostgreSQL cannot even be asked about NUL, so look in Python.
     assert all("\x00" not in text for s in Sample.objects.filter(run=run) for text in (s.question, s.response))
+
+
+def test_answers_a_person_would_not_keep_never_reach_review_though_every_judge_passes(
+    eager, teacher, curator, operator, reviewer, demo, script
+):
+    # Junk bytes in every third answer that is no verdict (its format kept), garbage in place of every fifth,
+    # and every seventh cut off at the token limit; the scripted judges pass everything.
+    script.junk_inside_every, script.junk_every, script.cut_every = 3, 5, 7
+    run = plan(teacher, curator, demo, HAIKU, MEETINGS, MOONS, samples_per_leaf=4, config={"max_rounds": 12})
+    api = APIClient()
+    api.force_authenticate(operator)
+    stages = api.get(f"/api/runs/{run.pk}/").json()["progress"]["stages"]
+    assert sum(by.get("unkeepable", 0) for by in stages.values()) > 0, stages
+    api.force_authenticate(reviewer)
+    queue = api.get(f"/api/review/items/?run={run.pk}&page_size=100").json()["results"]
+    assert len(queue) == Sample.objects.filter(run=run).count() > 0
+    for row in queue:
+        shown = api.get(f"/api/review/items/{row['id']}/").json()
+        assert unkeepable(shown["question"], answer=False) is None, shown["question"]
+        assert unkeepable(shown["response"]) is None, shown["response"]
+        assert shown["context"] is None or unkeepable(shown["context"], answer=False) is None, shown["context"]
 
 
 def test_a_teacher_edited_mid_run_does_not_change_the_model_that_run_asks(queued, teacher, curator, demo, script):

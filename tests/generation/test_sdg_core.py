@@ -751,3 +751,22 @@ def test_garbage_and_cut_off_answers_never_become_samples_though_the_judges_pass
     for sample in samples:
         assert unkeepable(sample.response) is None and unkeepable(sample.question, answer=False) is None
         assert sample.response not in junk_or_cut
+
+
+@pytest.mark.parametrize("path", [HAIKU, MEETINGS, MOONS])
+def test_junk_inside_well_formed_answers_is_never_kept_nor_sent_on_to_another_call(make_teacher, script, path):
+    # Every third answer that is no verdict keeps its [Tag] format but carries control and mis-decoded bytes in
+    # each line: questions, grounded contexts, responses and knowledge pairs alike. The judges pass everything.
+    script.junk_inside_every = 3
+    chunk = chunk_document(MOONS_DOCUMENT.read_text(encoding="utf-8"), max_tokens=300)[0] if path == MOONS else None
+    unit = Unit(leaf=demo_leaf(path), target=4, seed_index=None if chunk else 0, chunk_index=0 if chunk else None,
+                chunk=chunk)  # fmt: skip
+    result, samples = run_unit(unit, make_teacher(max_concurrency=1), PipelineConfig(max_rounds=12))
+    assert len(samples) == 4  # what was dropped was made up for
+    assert sum(count for name, count in result.counts.items() if name.endswith(".unkeepable")) > 0
+    for sample in samples:
+        assert unkeepable(sample.response) is None and unkeepable(sample.question, answer=False) is None
+        assert sample.context is None or unkeepable(sample.context, answer=False) is None
+    # Nothing a person would not keep is judged, answered or asked about: no later prompt carries it.
+    assert [e["number"] for e in script.exchanges if "\x07" in e["text"]]
+    assert not [e["number"] for e in script.exchanges if "\x07" in e["prompt"]]

@@ -6,6 +6,7 @@ requests it had in flight at once.
 """
 
 import asyncio
+import socket
 import threading
 import time
 import uuid
@@ -18,7 +19,7 @@ from generation.models import GenerationRun, WorkItem
 from generation.sdg.teachers import OpenAITeacher, ProcessBudget, RetryPolicy, Sampling, Slot, call_share
 from generation.sdg.teachers.limits import Backoff
 from generation.sdg.teachers.shared import RedisBudget, budget_key
-from generation.selectors import teacher_endpoints
+from generation.selectors import run_estimate, teacher_endpoints
 from generation.services.runs import run_create
 from generation.services.teachers import teacher_create
 from tests.support.teacher_server import TeacherServer
@@ -201,6 +202,42 @@ def test_calls_go_to_the_least_loaded_replica_and_around_one_that_is_down(make_t
         assert state.down_seconds > 0 and "Cannot reach" in state.error
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["process", "redis"])
+def test_a_replica_taken_out_is_tried_again_after_its_backoff_and_takes_calls_again(shared_redis, shared):
+    with TeacherServer() as first, TeacherServer() as second:
+        first.script.latency = second.script.latency = 0.02
+        backoff = Backoff(base=0.3, max=0.3)
+        budget = shared_redis([2, 2], backoff=backoff) if shared else ProcessBudget([2, 2], backoff=backoff)
+        teacher = OpenAITeacher(
+            base_url=first.url,
+            model=f"m-{uuid.uuid4().hex[:8]}",
+            max_concurrency=2,
+            replicas=[(second.url, 2)],
+            budget=budget,
+            retry=RetryPolicy(attempts=3, base_delay=0.001),
+        )
+
+        def calls(n: int) -> list:
+            async def gather():
+                return await asyncio.gather(
+                    *(teacher.complete(HELLO, Sampling(seed=i)) for i in range(n)), return_exceptions=True
+                )
+
+            return [answer for answer in asyncio.run(gather()) if isinstance(answer, Exception)]
+
+        second.script.unreachable = True  # it drops every connection unanswered
+        assert calls(8) == []  # the calls went around it
+        # (A shared budget tells Redis at its next sync, a fraction of a second later.)
+        wait_for(lambda: budget.states()[1].failures >= 1, what="the replica to be taken out")
+        assert "Cannot reach" in budget.states()[1].error
+        second.script.unreachable = False
+        wait_for(lambda: budget.states()[1].down_seconds == 0, what="the replica's backoff to run out")
+        before = second.script.requests
+        assert calls(8) == []
+        assert second.script.requests > before  # back in: it takes its share again
+        wait_for(lambda: budget.states()[1].failures == 0, what="the replica's failures to be forgotten")
+
+
 # --- real worker processes ---------------------------------------------------------------------------------
 
 
@@ -270,6 +307,29 @@ def test_two_worker_processes_keep_each_replicas_one_limit_and_finish_when_one_g
         client.force_login(curator)
         page = client.get("/generation/teachers/").content.decode()
         assert second.url in page and "Cannot reach" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_worker_processes_hold_one_teacher_limit_together_and_ask_only_what_the_samples_need(
+    queued, two_workers, teacher, teacher_server, curator, demo
+):
+    script = teacher_server.script
+    script.latency = 0.05
+    settings = {"scope": GenerationRun.Scope.ALL, "samples_per_leaf": 12}
+    estimate = run_estimate(teacher=teacher, **settings)
+    run = run_create(teacher=teacher, user=curator, **settings)
+    assert run.items.count() > 10  # more than either worker's 8 threads
+    wait_run(run, two_workers)
+    assert run.status == GenerationRun.Status.SUCCEEDED, run.error
+    items = list(run.items.values("state", "kept", "target", "lease_owner"))
+    assert all(item["state"] == WorkItem.State.DONE and item["kept"] == item["target"] for item in items)
+    processes = {item["lease_owner"].split("/", 1)[0] for item in items}
+    assert processes == {f"{socket.gethostname()}:{worker.pid}" for worker in two_workers}
+    # 16 threads between them, one limit of 8: reached, never passed.
+    assert script.max_in_flight == teacher.max_concurrency == 8
+    # The adaptive stop: with judges that accept, an item asks its generating calls and one chain a sample it
+    # keeps, nothing more (the estimate counts exactly that), however its calls were spread over two processes.
+    assert script.requests == estimate.calls
 
 
 def test_the_budget_key_names_the_model_and_every_endpoint_in_order():

@@ -45,6 +45,10 @@ class TeacherScript:
         self.unfaithful_every = 0  # about one faithfulness judgement in N answers "NO" (chosen by request hash)
         self.junk_every = 0  # every Nth answer is control characters and mis-decoded bytes, not text
         self.cut_every = 0  # every Nth answer stops halfway, at the token limit (finish_reason "length")
+        # Every Nth answer that is no verdict, the first of them included, keeps its format, but each line of text
+        # in it carries junk bytes.
+        self.junk_inside_every = 0
+        self.texts = 0  # answers that were no verdict, for junk_inside_every
         self.fail_matching = ""  # every request whose prompt contains this answers HTTP 500
         self.unreachable = False  # every request (and the model list) has its connection closed unanswered
         self.hang_seconds = 30.0  # how long a hanging request hangs (cut short when the server stops)
@@ -73,7 +77,7 @@ class TeacherScript:
     def forget_requests(self) -> None:
         """Start the counts afresh (a test that counts a run's calls, after the probe of its teacher's creation)."""
         with self.lock:
-            self.requests, self.max_in_flight, self.busy_seconds = 0, 0, 0.0
+            self.requests, self.max_in_flight, self.busy_seconds, self.texts = 0, 0, 0.0, 0
             self.statuses.clear()
             self.exchanges.clear()
             self.requests_sent.clear()
@@ -115,6 +119,10 @@ class TeacherScript:
         if "clear, specific question" in prompt:
             return "A good study question.\nScore: 1"
         return f"Here is a careful answer: {_words(rng, 40)}."
+
+
+_VERDICT = re.compile(r"^(?:Score|Answer|Rating)\s*:", re.M)
+_TEXT_LINE = re.compile(r"^(?!\[)(\S+) (.*)$", re.M)  # a line of words, not a [Tag] line: its first word, the rest
 
 
 def _section(prompt: str, name: str) -> str:
@@ -338,6 +346,12 @@ def _make_handler(script: TeacherScript):
                 finish_reason = "stop"
                 if script.junk_every and number % script.junk_every == 0:
                     text = "\x07\x1b[0m\x01 Ã©Ã¨ \ufffd\ufffd"
+                if script.junk_inside_every and not _VERDICT.search(text):
+                    with script.lock:
+                        script.texts += 1
+                        spoil = (script.texts - 1) % script.junk_inside_every == 0
+                    if spoil:
+                        text = _TEXT_LINE.sub(lambda m: f"{m.group(1)} \x07\x1b[0m\u00c3\u00a9 {m.group(2)}", text)
                 if script.cut_every and number % script.cut_every == 0:
                     text, finish_reason = text[: len(text) // 2], "length"
                 self._send(

@@ -39,6 +39,11 @@ class SkillsUnitRunner(UnitRunner):
         )
         contexts = parsing.blocks(text, "Context", truncated=cut)
         self._count("contexts", "generated" if contexts else "malformed")
+        # A sample carries its context to review: one a person would not keep is never asked about.
+        kept = [context for context in contexts if not unkeepable(context, answer=False)]
+        for _ in range(len(contexts) - len(kept)):
+            self._count("contexts", "unkeepable")
+        contexts = kept
         example = f"[Question]\n{leaf.seeds[seed_index].get('question', '')}\n[End]"
         # A context's questions are asked for only when the contexts before it have not given enough.
         for n, context in enumerate(contexts):
@@ -60,6 +65,9 @@ class SkillsUnitRunner(UnitRunner):
         if not questions:
             self._count("questions", "malformed")
         for question_index, question in enumerate(questions):
+            if unkeepable(question, answer=False):
+                self._count("questions", "unkeepable")  # however the judges would score it: never judged
+                continue
             if not self.dedup.admit(question):
                 self._count("questions", "duplicate")
                 continue
@@ -90,7 +98,7 @@ class SkillsUnitRunner(UnitRunner):
         if not response.strip():
             self._count("response", "malformed")
             raise Rejected("response", "malformed")
-        if unkeepable(response, truncated=r_cut) or unkeepable(question, answer=False):
+        if unkeepable(response, truncated=r_cut):
             # Not text a person would keep, however the judges score it: never a sample.
             self._count("response", "unkeepable")
             raise Rejected("response", "unkeepable")
