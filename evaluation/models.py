@@ -94,8 +94,8 @@ class Measurement(models.Model):
 
 
 class LeafResult(models.Model):
-    """Per leaf and job: both sides' measures and the verdict. `latest` marks the newest finished evaluation of
-    the leaf, which the taxonomy tree colours."""
+    """Per leaf and job: both sides' measures and the verdict. `latest` marks, of the evaluations of the leaf
+    that have finished, the newest (by creation, not by finish), which the taxonomy tree colours."""
 
     job = models.ForeignKey(EvaluationJob, on_delete=models.CASCADE, related_name="leaf_results")
     leaf = models.ForeignKey("curation.Leaf", null=True, on_delete=models.SET_NULL, related_name="+")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from django.db import transaction
 from django.db.models import Count, Q
 
+from curation.models import Leaf
 from evaluation.core.compare import VERDICTS, Side, Thresholds, compare, tally
 from evaluation.models import EvaluationJob, LeafResult, Measurement, Role
 
@@ -41,6 +42,17 @@ def results_compute(job: EvaluationJob) -> dict[str, int]:
     thresholds = Thresholds(**job.thresholds) if job.thresholds else Thresholds()
     measured = sides(job)
     results = list(job.leaf_results.all())
+    paths = [r.leaf_path for r in results]
+    newer: set[str] = set()
+    if job.base_model:
+        # Evaluations of one leaf may finish in any order (after a CPU job, every phase's at once): the newest
+        # job is the latest, whatever finished last. The leaves' rows serialise two jobs deciding it at once.
+        list(Leaf.objects.select_for_update().filter(path__in=paths).order_by("pk").values_list("pk", flat=True))
+        newer = set(
+            LeafResult.objects.filter(leaf_path__in=paths, latest=True, job_id__gt=job.pk).values_list(
+                "leaf_path", flat=True
+            )
+        )
     for result in results:
         both = measured[result.leaf_path]
         base, checkpoint = both[Role.BASE], both[Role.CHECKPOINT]
@@ -49,7 +61,7 @@ def results_compute(job: EvaluationJob) -> dict[str, int]:
         result.judged = len(base.ratings) + len(checkpoint.ratings) + base.unparseable + checkpoint.unparseable
         result.unparseable = base.unparseable + checkpoint.unparseable
         result.verdict = compare(base, checkpoint, thresholds).verdict
-        result.latest = bool(job.base_model)
+        result.latest = bool(job.base_model) and result.leaf_path not in newer
     LeafResult.objects.bulk_update(
         results,
         [
@@ -65,8 +77,8 @@ def results_compute(job: EvaluationJob) -> dict[str, int]:
         batch_size=2000,
     )
     if job.base_model:
-        paths = [r.leaf_path for r in results]
-        LeafResult.objects.filter(leaf_path__in=paths, latest=True).exclude(job=job).update(latest=False)
+        older = LeafResult.objects.filter(leaf_path__in=set(paths) - newer, latest=True, job_id__lt=job.pk)
+        older.update(latest=False)
     return tally(r.verdict for r in results)
 
 
