@@ -54,6 +54,13 @@ def test_a_refused_request_shows_the_servers_own_reason_whatever_its_body(
     assert probe.format == "" and probe.note == f"The server refused the probe: HTTP 400: {reason.rstrip('.')}."
 
 
+def _run_on_a_typo(teacher_server, curator, demo):
+    """A teacher naming a model its server does not serve (it answers 400), and the run that failed on it."""
+    teacher_server.script.pinned_model = "the-served-model"
+    teacher = teacher_create(user=curator, name="Pinned", base_url=teacher_server.url, model="a-typo")
+    return teacher, _run(teacher, curator, demo)
+
+
 def _run(teacher, curator, demo, samples_per_leaf=3) -> GenerationRun:
     run = run_create(
         teacher=teacher, user=curator, scope="selected", leaf_ids=[demo[HAIKU].pk], samples_per_leaf=samples_per_leaf
@@ -119,9 +126,7 @@ def test_resume_keeps_the_runs_teacher_until_asked_to_take_the_teacher_as_it_is_
 ):
     from django.contrib.auth.models import Group
 
-    script.pinned_model = "the-served-model"
-    teacher = teacher_create(user=curator, name="Pinned", base_url=teacher_server.url, model="a-typo")
-    run = _run(teacher, curator, demo)
+    teacher, run = _run_on_a_typo(teacher_server, curator, demo)
     assert run.status == GenerationRun.Status.FAILED
     assert run.error == (
         f"3 work items failed: the teacher refused the requests (The teacher at {teacher_server.url} answered "
@@ -158,9 +163,7 @@ def test_the_api_says_what_changed_on_the_teacher_and_resumes_with_it_when_asked
 ):
     from rest_framework.test import APIClient
 
-    script.pinned_model = "the-served-model"
-    teacher = teacher_create(user=curator, name="Pinned", base_url=teacher_server.url, model="a-typo")
-    run = _run(teacher, curator, demo)
+    teacher, run = _run_on_a_typo(teacher_server, curator, demo)
     api = APIClient()
     api.force_authenticate(operator)
     assert api.get(f"/api/runs/{run.pk}/").json()["teacher_changes"] == {}
