@@ -6,6 +6,7 @@ from rest_framework import serializers
 from curation.models import TaxonomySnapshot
 from generation.models import GenerationRun, RunEvent, Sample, Teacher, WorkItem
 from generation.selectors import LEAF_ROWS, run_percent, run_progress, teacher_endpoints
+from generation.services.runs import run_teacher_changes
 from generation.services.teachers import TEACHER_FIELDS
 
 
@@ -174,6 +175,10 @@ class RunDetailSerializer(serializers.ModelSerializer):
     created_by = serializers.StringRelatedField(allow_null=True)
     is_active = serializers.BooleanField(read_only=True)
     progress = serializers.SerializerMethodField()
+    teacher_changes = serializers.SerializerMethodField(
+        help_text="The teacher's settings that changed since the run recorded them, {name: [the run's, now]}: a "
+        "run keeps its own; resume with `with_current_teacher` to use these for the remaining work"
+    )
 
     class Meta:
         model = GenerationRun
@@ -185,6 +190,7 @@ class RunDetailSerializer(serializers.ModelSerializer):
             "teacher",
             "teacher_name",
             "teacher_config",
+            "teacher_changes",
             "scope",
             "baseline",
             "samples_per_leaf",
@@ -198,6 +204,10 @@ class RunDetailSerializer(serializers.ModelSerializer):
             "progress",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DictField(child=serializers.ListField()))
+    def get_teacher_changes(self, run) -> dict:
+        return {name: list(change) for name, change in run_teacher_changes(run=run).items()}
 
     @extend_schema_field(RunProgressSerializer)
     def get_progress(self, run) -> dict:

@@ -179,6 +179,12 @@ def run_teacher(run: GenerationRun) -> TeacherClient:
     return teacher_client(Teacher(**frozen, api_key=run.teacher.api_key))
 
 
+def run_quality_warning(run: GenerationRun) -> str:
+    """What to expect of the run's teacher as the run recorded it ("" for a server's model)."""
+    frozen = {name: value for name, value in run.teacher_config.items() if name in TEACHER_FIELDS}
+    return teacher_quality_warning(Teacher(**frozen))
+
+
 def run_start(*, run_id: int) -> int:
     """Ask the teacher whether it answers, then send the run's items; return how many were sent.
 
@@ -379,12 +385,14 @@ def run_finish_if_done(*, run_id: int) -> bool:
     failed = counts["failed"]
     if counts["done"] and kept:
         status = Status.PARTIAL if failed else Status.SUCCEEDED
-        error = (
-            f"Done with {failed} failed work item{'s' if failed != 1 else ''}: see the list of failed items; "
-            '"Retry failed items" tries them again.'
-            if failed
-            else ""
-        )
+        error = ""
+        if failed:
+            kind, first = _failure_cause(run_id)
+            why = f" ({FAILURE_CAUSES[kind]}: {first.rstrip('.')})" if kind != "other" else ""
+            error = (
+                f"Done with {failed} failed work item{'s' if failed != 1 else ''}{why}. See the list of failed "
+                'items; "Retry failed items" tries them again.'
+            )
     else:
         status = Status.FAILED
         error = _failure_headline(run_id, failed) if failed else ""
@@ -415,9 +423,8 @@ def run_finish_if_done(*, run_id: int) -> bool:
     return finished
 
 
-def _failure_headline(run_id: int, failed: int) -> str:
-    """ "4 work items failed: the teacher was unreachable (Cannot reach …)": the most common cause, in the
-    words of the first item it stopped."""
+def _failure_cause(run_id: int) -> tuple[str, str]:
+    """What stopped most of a run's failed items (a FAILURE_CAUSES kind), and the error of the first it stopped."""
     rows = WorkItem.objects.filter(run_id=run_id, state=WorkItem.State.FAILED).order_by("pk")
     causes = Counter()
     first: dict[str, str] = {}
@@ -426,10 +433,17 @@ def _failure_headline(run_id: int, failed: int) -> str:
         causes[kind] += 1
         first.setdefault(kind, message)
     kind = causes.most_common(1)[0][0] if causes else "other"
+    return kind, first.get(kind, "")
+
+
+def _failure_headline(run_id: int, failed: int) -> str:
+    """ "4 work items failed: the teacher was unreachable (Cannot reach …)": the most common cause, in the
+    words of the first item it stopped."""
+    kind, first = _failure_cause(run_id)
     items = "1 work item" if failed == 1 else f"{failed} work items"
     if kind == "other":
-        return f"{items} failed; see the log." + (f" The first: {first[kind]}" if first.get(kind) else "")
-    return f"{items} failed: {FAILURE_CAUSES[kind]} ({first[kind].rstrip('.')})."
+        return f"{items} failed; see the log." + (f" The first: {first}" if first else "")
+    return f"{items} failed: {FAILURE_CAUSES[kind]} ({first.rstrip('.')})."
 
 
 def run_fail(*, run_id: int, message: str) -> None:

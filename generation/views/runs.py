@@ -15,7 +15,7 @@ from generation.extensions import run_panels
 from generation.forms import RunForm
 from generation.models import GenerationRun, Teacher
 from generation.services import runs as run_services
-from generation.services.teachers import ignored_sampling_warning
+from generation.services.teachers import ignored_sampling_warning, teacher_quality_warning
 from labweb.errors import LabError
 from labweb.roles import any_role_required, operator_required
 from labweb.web import add_lab_error, is_partial, render_fragments
@@ -82,10 +82,12 @@ def _estimate_context(form: RunForm) -> dict:
             arguments = {"teacher": teacher, "samples_per_leaf": form.fields["samples_per_leaf"].initial}
     if arguments is None:
         return {"estimate": None, "estimate_error": "Choose a teacher and valid settings to see what the run costs."}
+    teacher = arguments["teacher"]
     try:
-        return {"estimate": selectors.run_estimate(**arguments), "estimate_teacher": arguments["teacher"]}
+        estimate = selectors.run_estimate(**arguments)
     except LabError as error:
         return {"estimate": None, "estimate_error": error.message}
+    return {"estimate": estimate, "estimate_teacher": teacher, "quality_warning": teacher_quality_warning(teacher)}
 
 
 def _get_run(pk: int) -> GenerationRun:
@@ -105,6 +107,7 @@ def monitor_context(run: GenerationRun) -> dict:
         "can_cancel": run.is_active,
         "can_resume": run_services.run_resume_refusal(run=run) is None,
         "teacher_changes": run_services.run_teacher_changes(run=run),
+        "quality_warning": run_services.run_quality_warning(run),
         "sampling_warning": ignored_sampling_warning(
             same_answers=progress.teacher["same_answers"],
             temperature=run.config.get("sampling", {}).get("temperature", 0),

@@ -7,7 +7,7 @@ import pytest
 
 from generation.models import GenerationRun, RunEvent, Sample, TeacherResponse, WorkItem
 from generation.sdg.teachers import LocalTeacher, Sampling, Shape, TeacherError
-from generation.sdg.teachers.local import _has_verdict
+from generation.sdg.teachers.local import _has_verdict, reasons_reject
 from generation.services.runs import run_create
 from generation.services.teachers import teacher_create
 from tests.support.sdg import HAIKU
@@ -151,7 +151,8 @@ def test_local_judge_without_a_verdict_ends_with_the_choice_the_model_finds_most
 
     teacher = LocalTeacher(model=endless_model)
     shape = Shape(verdict="Answer:", choices=(" moon", " sea", " wind"))
-    completion = asyncio.run(teacher.complete(MESSAGES, Sampling(max_tokens=6, temperature=0), shape=shape))
+    # Three words of reasons ("three has of"): nothing against the item, so the model's own readings decide.
+    completion = asyncio.run(teacher.complete(MESSAGES, Sampling(max_tokens=3, temperature=0), shape=shape))
     lead, chosen = completion.text.rsplit(" ", 1)
     assert lead.endswith("\nAnswer:") and f" {chosen}" in shape.choices
     assert completion.finish_reason == "stop"  # the reasons were cut at the limit, the verdict was not
@@ -166,11 +167,49 @@ def test_local_judge_without_a_verdict_ends_with_the_choice_the_model_finds_most
             logits = model(ids).logits[0, -1]
         return max(shape.choices, key=lambda choice: float(logits[tokenizer.convert_tokens_to_ids(choice.strip())]))
 
-    # After its reasons, and first (before any): where the two readings differ, the stricter (earlier) choice.
+    # Reasons that say nothing against it: after its reasons, and first (before any), where the two readings
+    # differ the stricter (earlier) choice.
+    assert not reasons_reject(lead.removesuffix("\nAnswer:")), lead
     readings = [likeliest(prompt + lead), likeliest(prompt + "Answer:")]
     assert f" {chosen}" == min(readings, key=shape.choices.index)
     # Both readings were scored from the states the answer's decoding left, not from its prompt again.
     assert teacher.load()[2].reused > 0
+
+
+def test_a_verdict_labweb_chooses_after_reasons_against_the_item_is_the_most_rejecting(endless_model):
+    teacher = LocalTeacher(model=endless_model)
+    shape = Shape(verdict="Answer:", choices=(" moon", " sea", " wind"))
+    # Six words of reasons, one of them "NO": the most rejecting choice, whatever the model finds likely.
+    completion = asyncio.run(teacher.complete(MESSAGES, Sampling(max_tokens=6, temperature=0), shape=shape))
+    reasons, verdict = completion.text.rsplit("\n", 1)
+    assert reasons_reject(reasons), reasons
+    assert verdict == "Answer: moon" and completion.steered
+    # The same model after three words (nothing against) chooses otherwise: the reasons decided here.
+    shorter = asyncio.run(teacher.complete(MESSAGES, Sampling(max_tokens=3, temperature=0), shape=shape))
+    assert not shorter.text.endswith("Answer: moon"), shorter.text
+
+
+@pytest.mark.parametrize(
+    "reasons",
+    [
+        "The instruction is not self-contained.",
+        "It doesn't answer the question.",
+        "It doesn ' t answer the question.",  # a word-level tokenizer's apostrophe
+        "The question repeats the seed example.",
+        "Unclear: the task lacks a subject.",
+        "The response is incomplete and partly wrong.",
+    ],
+)
+def test_reasons_that_argue_against_the_item_are_read_as_such(reasons):
+    assert reasons_reject(reasons)
+
+
+@pytest.mark.parametrize(
+    "reasons",
+    ["The instruction is clear, self-contained and safe.", "Correct, complete and well written.", ""],
+)
+def test_reasons_that_argue_for_the_item_leave_the_verdict_to_the_model(reasons):
+    assert not reasons_reject(reasons)
 
 
 def test_a_verdict_the_model_wrote_itself_is_recognised_and_kept():
@@ -227,6 +266,8 @@ def test_a_run_with_a_local_teacher_is_steered_into_the_pipeline_formats(eager, 
         assert sample.raw["questions"].startswith("[Question]\n")
         assert sample.raw["pair_judge"].endswith(f"Score: {sample.scores['pair']}")
         assert sample.steered_verdicts == ["question_judge", "pair_judge"]
+        # A verdict LabWeb chose never keeps a sample over reasons that argue against it.
+        assert not reasons_reject(sample.rationales["question"]) and not reasons_reject(sample.rationales["pair"])
     # The random model never writes a verdict: every judge's answer carries LabWeb's, and the cache says so.
     judged = counts["question_judge.accepted"] + counts["question_judge.rejected"] + counts["pair_judge.accepted"]
     judged += counts["pair_judge.rejected"]

@@ -44,3 +44,27 @@ def test_the_samples_page_counts_up_to_its_cap_and_then_says_more(eager, teacher
     monkeypatch.setattr(samples, "COUNT_UP_TO", made - 1)
     page = client.get("/generation/samples/", {"run": run.pk}).content.decode()
     assert f"More than {made - 1} samples" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_first_run_on_the_embedded_teacher_says_plainly_what_quality_to_expect(queued, client, curator, demo):
+    from django.contrib.auth.models import Group
+
+    from generation.services.runs import run_create
+    from tests.support.sdg import HAIKU, closed_port_url
+
+    embedded = teacher_ensure_default()
+    curator.groups.add(Group.objects.get(name="operator"))
+    client.force_login(curator)
+    form = client.get("/generation/runs/new/").content.decode()
+    warning = form.split('id="teacher-quality">')[1].split("</p>")[0]
+    assert "SmolLM2-135M-Instruct, a 135-million-parameter model" in warning and "not training data" in warning
+
+    leaves = [demo[HAIKU].pk]
+    run = run_create(teacher=embedded, user=curator, scope="selected", leaf_ids=leaves, samples_per_leaf=2)
+    head = client.get(f"/generation/runs/{run.pk}/").content.decode().split('id="run-head"')[1].split("</header>")[0]
+    assert 'id="teacher-quality"' in head and "135-million-parameter" in head  # above the log, however long
+
+    server = teacher_create(user=curator, name="A vLLM server", base_url=closed_port_url(), model="m")
+    run = run_create(teacher=server, user=curator, scope="selected", leaf_ids=leaves, samples_per_leaf=2)
+    assert 'id="teacher-quality"' not in client.get(f"/generation/runs/{run.pk}/").content.decode()

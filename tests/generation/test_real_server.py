@@ -130,6 +130,7 @@ def test_a_run_on_transformers_serve_survives_the_server_going_away_and_its_coun
     # The item that found no server tried every attempt, and no server saw one.
     assert progress.error_kinds == {"unreachable": settings.LABWEB_TEACHER_ATTEMPTS}
     assert progress.teacher["errors"] == settings.LABWEB_TEACHER_ATTEMPTS and set(statuses) == {200}
+    assert progress.teacher["retries"] == settings.LABWEB_TEACHER_ATTEMPTS - 1  # every attempt after the first
 
 
 def test_a_wrong_model_name_fails_the_run_with_the_servers_own_reason(queued, fast_retries, curator, demo, served):
@@ -146,3 +147,16 @@ def test_a_wrong_model_name_fails_the_run_with_the_servers_own_reason(queued, fa
     )
     assert served.posts()[before:] == [400]  # a refusal is not asked again
     assert run_progress(run).teacher["calls"] == 1 and run_progress(run).error_kinds == {"refused": 1}
+
+
+def test_a_teacher_made_on_the_form_for_transformers_serve_shows_what_the_probe_found(client, operator, served):
+    client.force_login(operator)
+    form = {"name": "serve", "backend": "openai", "base_url": served.url, "model": served.model, "top_p": 1}
+    form |= {"temperature": 0.7, "max_tokens": 12, "max_concurrency": 2, "timeout_seconds": 30}
+    form |= {"context_tokens": 2048, "answer_format": "auto"}
+    before = len(served.posts())
+    assert client.post("/generation/teachers/new/", form).status_code == 302
+    assert served.posts()[before:] == [200]  # the probe: one short question, answered
+    page = client.get("/generation/teachers/").content.decode()
+    assert 'data-answer-format="text">text formats<' in page
+    assert "The server ignored the JSON schema (it answered " in page

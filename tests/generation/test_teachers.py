@@ -117,3 +117,27 @@ def test_the_teacher_form_takes_replicas_one_a_line_and_shows_them_again(client,
     assert "http://127.0.0.1:10/v1 6\nhttp://h:1/v1 8" in edit
     listed = client.get("/generation/teachers/").content.decode()
     assert 'data-endpoint="http://h:1/v1"' in listed
+
+
+@pytest.mark.parametrize(
+    ("mode", "shown", "note"),
+    [
+        ("follow", "structured (json_schema)", "The server held its answer to a JSON schema"),
+        ("ignore", "text formats", "The server ignored the JSON schema"),
+    ],
+)
+def test_a_teacher_made_on_the_form_shows_what_the_probe_found_on_the_teacher_pages(
+    client, operator, teacher_server, script, mode, shown, note
+):
+    script.json_schema = mode
+    client.force_login(operator)
+    form = {**NEW, "base_url": teacher_server.url, "temperature": 0.7, "top_p": 1, "max_tokens": 512}
+    form |= {"max_concurrency": 1, "timeout_seconds": 60, "context_tokens": 2048, "answer_format": "auto"}
+    assert client.post("/generation/teachers/new/", form).status_code == 302
+    assert script.requests == 1  # the probe: one short question, once
+    teacher = Teacher.objects.get()
+    row = client.get("/generation/teachers/").content.decode().split(f'data-teacher-notes="{teacher.pk}"')[1]
+    row = row.split("</tr>")[0]
+    assert f'data-answer-format="{teacher.effective_answer_format}">{shown}<' in row and note in row
+    edit = client.get(f"/generation/teachers/{teacher.pk}/").content.decode()
+    assert f"The probe: {note}" in edit

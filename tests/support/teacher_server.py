@@ -53,6 +53,8 @@ class TeacherScript:
         self.unreachable = False  # every request (and the model list) has its connection closed unanswered
         self.hang_seconds = 30.0  # how long a hanging request hangs (cut short when the server stops)
         self.error_body: dict | str | None = None  # the body of a scripted 400 (a str goes as text/plain)
+        self.error_content_type = ""  # the Content-Type of a scripted 400 with a str body, if not text/plain
+        self.models_error: tuple[int, str] | None = None  # (status, HTML page) the model list answers instead
         self.pinned_model: str | None = None  # answer 400 with FastAPI's `detail` to any other model name
         # What the server does with OpenAI's `response_format` json_schema: "ignore" it (answer text, as
         # `transformers serve` does), "follow" it (answer JSON of the schema), or "refuse" it (HTTP 400).
@@ -222,7 +224,15 @@ def _make_handler(script: TeacherScript):
             self.close_connection = True
 
         def _send(
-            self, code: int, body: dict | str, *, number: int = 0, prompt: str = "", text: str = "", model: str = ""
+            self,
+            code: int,
+            body: dict | str,
+            *,
+            number: int = 0,
+            prompt: str = "",
+            text: str = "",
+            model: str = "",
+            content_type: str = "",
         ) -> None:
             with script.lock:
                 script.statuses[code] += 1
@@ -234,7 +244,7 @@ def _make_handler(script: TeacherScript):
             data = (json.dumps(body) if isinstance(body, dict) else body).encode()
             self.send_response(code)
             plain = isinstance(body, str) and code >= 400
-            self.send_header("Content-Type", "text/plain" if plain else "application/json")
+            self.send_header("Content-Type", content_type or ("text/plain" if plain else "application/json"))
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -263,6 +273,9 @@ def _make_handler(script: TeacherScript):
         def do_GET(self):
             if script.unreachable:
                 return self._drop()
+            if script.models_error:
+                status, page = script.models_error
+                return self._send(status, page, content_type="text/html")
             self._send(200, {"object": "list", "data": [{"id": script.model, "object": "model"}]})
 
         def do_POST(self):
@@ -312,10 +325,17 @@ def _make_handler(script: TeacherScript):
                     detail = f"Server is pinned to {script.pinned_model!r}; requested {model!r}."
                     return self._send(400, {"detail": detail}, number=number, prompt=prompt, model=model)
                 if script.bad_request_every and number % script.bad_request_every == 0:
-                    body = script.error_body or {
-                        "error": {"message": "scripted bad request: this model does not accept that prompt"}
-                    }
-                    return self._send(400, body, number=number, prompt=prompt, model=model)
+                    body = script.error_body
+                    if body is None:
+                        body = {"error": {"message": "scripted bad request: this model does not accept that prompt"}}
+                    return self._send(
+                        400,
+                        body,
+                        number=number,
+                        prompt=prompt,
+                        model=model,
+                        content_type=script.error_content_type if isinstance(body, str) else "",
+                    )
                 if script.broken_json_every and number % script.broken_json_every == 0:
                     return self._send(
                         200, '{"id": "chatcmpl-cut", "choices": [{"mess', number=number, prompt=prompt, model=model

@@ -37,14 +37,15 @@ def probe_answer_format(*, base_url: str, model: str, api_key: str = "", timeout
                 raise
             _content(client, body)  # is it the schema the server refuses, or the request itself?
             return Probe(
-                "text", f"The server refused a JSON schema ({server_message(exc)}); answers use the text formats."
+                "text",
+                f"The server refused a JSON schema ({server_message(exc).rstrip('.')}); answers use the text formats.",
             )
     except openai.APITimeoutError:
         return Probe("", f"The server did not answer the probe within {timeout:g} s; answers use the text formats.")
     except openai.APIConnectionError as exc:
         return Probe("", f"Cannot reach the server to probe it ({exc.__cause__ or exc}); answers use the text formats.")
     except openai.APIStatusError as exc:
-        return Probe("", f"The server refused the probe: HTTP {exc.status_code}: {server_message(exc)}.")
+        return Probe("", f"The server refused the probe: HTTP {exc.status_code}: {server_message(exc).rstrip('.')}.")
     except (ValueError, openai.APIResponseValidationError):
         return Probe("", "The server answered the probe with something that is not an OpenAI chat completion.")
     try:

@@ -92,14 +92,17 @@ class LocalTeacher:
         steered = bool(shape.choices) and not _has_verdict(text, shape)
         if steered:
             # The model gave reasons but no usable verdict line: end the answer with the line the prompt asks
-            # for, taking the value the model itself finds most likely after its reasons. The verdict is then
-            # LabWeb's choice (the Completion says so), and it must not accept what the judge argued against:
-            # it is also asked for first, before any reasons, and where the two readings differ the stricter
-            # one stands (choices run from the most rejecting to the most accepting).
+            # for. The verdict is then LabWeb's choice (the Completion says so), and it must not accept what the
+            # judge argued against: reasons with a word against the item get the most rejecting choice (choices
+            # run from the most rejecting to the most accepting); otherwise the value the model itself finds most
+            # likely after its reasons, and before any, where the two differ the stricter.
             reasons = text.rstrip()
             lead = f"{reasons}\n{shape.verdict}" if reasons else shape.verdict
-            choice = await self._most_likely(tokenizer, engine, prompt + lead, shape.choices)
-            if reasons:
+            if reasons_reject(reasons):
+                choice = shape.choices[0]
+            else:
+                choice = await self._most_likely(tokenizer, engine, prompt + lead, shape.choices)
+            if reasons and choice != shape.choices[0]:
                 first = await self._most_likely(tokenizer, engine, prompt + shape.verdict, shape.choices)
                 choice = min(choice, first, key=shape.choices.index)
             text, hit_limit = lead + choice, False
@@ -149,3 +152,21 @@ class LocalTeacher:
 def _has_verdict(text: str, shape: Shape) -> bool:
     values = "|".join(re.escape(choice.strip()) for choice in shape.choices)
     return re.search(rf"{re.escape(shape.verdict)}\s*\**\s*(?:{values})\b", text, re.I) is not None
+
+
+# Words a judge's reasons argue against an item with: a negation (also as a word-level tokenizer spells it,
+# "doesn ' t"), or a fault it names. Read loosely on purpose ("nothing wrong" reads as against): a verdict
+# LabWeb chooses errs towards rejecting, never towards keeping.
+_AGAINST = re.compile(
+    r"\b(?:not|no|never|nothing|none|nor|cannot|without|neither|unclear|vague|ambiguous|confus\w*|incorrect|wrong|"
+    r"false|inaccura\w*|incomplete|irrelevant|unrelated|off-topic|nonsens\w*|meaningless|repeat\w*|repetitive|"
+    r"duplicat\w*|copied|missing|lack\w*|fail\w*|poor\w*|bad|unhelpful|unsafe|harmful|unsupported|contradict\w*|"
+    r"errors?|mistakes?|invalid|broken|garbled|truncated|unacceptable|reject\w*|insufficient|flaw\w*|"
+    r"doesn|isn|aren|wasn|weren|didn|hasn|haven|shouldn)\b|n['\u2019]t\b",
+    re.I,
+)
+
+
+def reasons_reject(reasons: str) -> bool:
+    """Whether a judge's reasons say anything against the item (see _AGAINST)."""
+    return _AGAINST.search(reasons) is not None

@@ -1,6 +1,7 @@
 """Asking a teacher whether it can work at all, before a run sends it anything."""
 
 from generation.sdg.teachers.base import TeacherError
+from generation.sdg.teachers.server import server_message
 
 PROBE_TIMEOUT = 5.0
 
@@ -53,7 +54,7 @@ def _probe_server(base_url: str, api_key: str, timeout: float) -> None:
             ) from None
         if error.status_code >= 500:
             raise TeacherError(
-                f"The teacher at {base_url} answered HTTP {error.status_code}: {str(error.message)[:200]}",
+                f"The teacher at {base_url} answered HTTP {error.status_code}: {server_message(error)}",
                 retryable=True,
                 status=error.status_code,
             ) from None

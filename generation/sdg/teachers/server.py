@@ -1,7 +1,10 @@
 """A teacher on any server that speaks OpenAI chat completions: vLLM, llama.cpp server, Ollama, OpenAI."""
 
 import asyncio
+import re
 import time
+from html import unescape
+from html.parser import HTMLParser
 
 from generation.sdg.teachers.base import CallStats, Completion, Sampling, Shape, TeacherError
 from generation.sdg.teachers.limits import Budget, process_budget
@@ -185,7 +188,8 @@ def budget_name(model: str, urls: list[str]) -> str:
 def server_message(exc) -> str:
     """The server's own reason for an error answer, whatever the shape of its body: OpenAI's
     `{"error": {"message": ...}}` (the client hands over the inner object), FastAPI's `{"detail": ...}` (a string,
-    or a list of `{"loc", "msg"}`), `{"error": "..."}`, `{"message": ...}`, or plain text."""
+    or a list of `{"loc", "msg"}`), `{"error": "..."}`, `{"message": ...}`, plain text, or an HTML error page (a
+    proxy's, say: its text, without the markup)."""
     body = getattr(exc, "body", None)
     text = _body_text(body)
     if not text:
@@ -194,7 +198,46 @@ def server_message(exc) -> str:
             text = (response.text or "").strip() if response is not None else ""
         except Exception:  # noqa: BLE001 - a body that cannot be read leaves the status alone
             text = ""
-    return (text or "no reason given").replace("\x00", "")[:500]
+    if _HTML.match(text):
+        text = _html_text(text)
+    return (text or "no reason given (the answer's body was empty)").replace("\x00", "")[:500]
+
+
+_HTML = re.compile(r"\s*<(!doctype\s+html|html|head|body|title|h1|center|p)\b", re.I)
+
+
+_HIDDEN = {"head", "script", "style"}
+
+
+class _HTMLText(HTMLParser):
+    """The words a browser would show of an HTML page: no markup, no script or style, spaces collapsed."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.words: list[str] = []
+        self.hidden = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in _HIDDEN:
+            self.hidden += 1
+
+    def handle_endtag(self, tag):
+        if tag in _HIDDEN and self.hidden:
+            self.hidden -= 1
+
+    def handle_data(self, data):
+        if not self.hidden:
+            self.words.extend(data.split())
+
+
+def _html_text(page: str) -> str:
+    parser = _HTMLText()
+    parser.feed(page)
+    parser.close()
+    if not parser.words:  # all it says is in its <title>
+        title = re.search(r"<title[^>]*>(.*?)</title>", page, re.I | re.S)
+        return " ".join(unescape(title.group(1)).split()) if title else ""
+    return " ".join(parser.words)
 
 
 def _body_text(body) -> str:
