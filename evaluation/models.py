@@ -24,7 +24,9 @@ class EvaluationJob(jobs.Job, jobs.Leased):
         "training.TrainingPhase", null=True, blank=True, on_delete=models.SET_NULL, related_name="evaluations"
     )
     model = models.CharField(max_length=1000, help_text="The model under test: a folder, or the server's model name")
+    model_gguf = models.CharField(max_length=500, blank=True, help_text="Local backend: a GGUF file inside `model`")
     base_model = models.CharField(max_length=1000, blank=True, help_text="The model it is compared with")
+    base_gguf = models.CharField(max_length=500, blank=True, help_text="Local backend: a GGUF file inside `base_model`")
     backend = models.CharField(max_length=16, choices=Backend.choices, default=Backend.LOCAL)
     server_url = models.CharField(max_length=500, blank=True, help_text="Server backend: its /v1 URL")
     judge = models.ForeignKey("generation.Teacher", null=True, on_delete=models.SET_NULL, related_name="+")

@@ -111,3 +111,28 @@ def test_the_dashboard_lists_active_jobs_with_progress_and_recent_failures(
     assert f'data-job="imports-{world.import_job}"' in page and "waiting for a worker" in page
     assert "CUDA out of memory" in page
     assert reverse("monitor:retry", args=["training", failed.pk]) in page
+
+
+def test_health_endpoints_answer_over_plain_http_when_https_is_enforced(db, client, settings):
+    settings.SECURE_SSL_REDIRECT = True  # what LABWEB_HTTPS=1 sets: a load balancer probes over plain HTTP
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code in (200, 503)
+    assert client.get("/accounts/login/").status_code == 301
+
+
+def test_retry_on_the_dashboard_starts_a_failed_job_again(world, client, operator, django_capture_on_commit_callbacks):
+    from evaluation.models import EvaluationJob
+
+    failed = EvaluationJob.objects.get(pk=world.evaluation)
+    EvaluationJob.objects.filter(pk=failed.pk).update(status="failed", error="The judge failed 5 calls in a row")
+    client.force_login(operator)
+    cache.set(checks.CACHE_KEY, checks.Workers(), 60)
+    assert f'data-failure="evaluation-{failed.pk}"' in client.get(reverse("monitor:dashboard")).content.decode()
+    with django_capture_on_commit_callbacks() as sent:
+        response = client.post(reverse("monitor:retry", args=["evaluation", failed.pk]), HTTP_HX_REQUEST="true")
+    page = response.content.decode()
+    assert response.status_code == 200 and "started again." in page
+    assert f'data-failure="evaluation-{failed.pk}"' not in page
+    assert f'data-job="evaluation-{failed.pk}"' in page  # queued again, with its progress
+    failed.refresh_from_db()
+    assert (failed.status, failed.error) == ("queued", "") and len(sent) == 1

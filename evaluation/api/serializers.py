@@ -37,8 +37,8 @@ class EvaluationSerializer(serializers.ModelSerializer):
         model = EvaluationJob
         fields = [
             "id", "name", "status", "error", "stage", "done", "total", "percent", "checkpoint", "training_job",
-            "phase", "model", "base_model", "backend", "server_url", "judge", "judge_name", "dataset", "thresholds",
-            "max_new_tokens", "created_at", "started_at", "finished_at",
+            "phase", "model", "model_gguf", "base_model", "base_gguf", "backend", "server_url", "judge", "judge_name",
+            "dataset", "thresholds", "max_new_tokens", "created_at", "started_at", "finished_at",
         ]  # fmt: skip
 
     def get_judge_name(self, job: EvaluationJob) -> str:

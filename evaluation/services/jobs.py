@@ -107,12 +107,13 @@ def evaluation_create(
     if backend == EvaluationJob.Backend.SERVER and not server_url.startswith(("http://", "https://")):
         raise LabError("A server backend needs its URL, starting with http:// or https://.", field="server_url")
     training_job = None
+    base_gguf = ""
     if checkpoint is not None:
         phase = phase or checkpoint.phase
         training_job = checkpoint.phase.job
         model = model or checkpoint.path
         if base_model is None:
-            base_model = training_job.base_model
+            base_model, base_gguf = training_job.base_model, training_job.gguf_file
         if dataset is None:
             files = phase_datasets(checkpoint.phase)
             dataset = files[0].dataset if files else None
@@ -122,10 +123,15 @@ def evaluation_create(
             "Name the model under test: a checkpoint, a model folder or the server's model name.", field="model"
         )
     base_model = (base_model or "").strip()
+    model_gguf = ""
     if backend == EvaluationJob.Backend.LOCAL:
-        model, _ = resolve_local_model(model)
+        # A GGUF file (the embedded model's, or a training job's base) is kept apart from its folder: the worker
+        # reads the Hugging Face folder made of it once (generation.services.teachers.local_model_source).
+        model, model_gguf = resolve_local_model(model)
         if base_model:
-            base_model, _ = resolve_local_model(base_model)
+            base_model, base_gguf = resolve_local_model(base_model, base_gguf)
+    else:
+        base_gguf = ""
     if not 1 <= max_new_tokens <= 4096:
         raise LabError("max_new_tokens must be from 1 to 4096.", field="max_new_tokens")
     if leaves:
@@ -148,7 +154,9 @@ def evaluation_create(
         training_job=training_job,
         phase=phase,
         model=model,
+        model_gguf=model_gguf or "",
         base_model=base_model,
+        base_gguf=base_gguf or "",
         backend=backend,
         server_url=server_url,
         judge=judge,

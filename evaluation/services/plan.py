@@ -8,6 +8,7 @@ from pathlib import Path
 from curation.models import Leaf
 from evaluation.core.choices import document_questions, seed_questions
 from evaluation.models import EvaluationJob, LeafResult, Measurement, Role
+from evaluation.services.jobs import phase_datasets
 from labweb.errors import LabError
 from training.models import Dataset
 from training.services.datasets import held_out_path
@@ -32,21 +33,36 @@ def seed_pairs(leaf: Leaf) -> list[tuple[str | None, list[tuple[str, str]]]]:
     return out
 
 
-def held_out_records(dataset: Dataset | None) -> dict[str, list[dict]]:
-    """leaf path -> the held-out records the dataset build kept out of training."""
-    path = held_out_path(dataset) if dataset else None
+def job_datasets(job: EvaluationJob) -> list[Dataset]:
+    """The dataset builds whose held-out samples the job asks: its own, and those of every phase of its training
+    job up to the one it evaluates, so that after a later phase the earlier phases' held-out samples are asked
+    again (what the replay buffer kept, or what was forgotten, shows there too)."""
+    found = [job.dataset] if job.dataset else []
+    if job.phase_id:
+        for phase in job.phase.job.phases.filter(order__lte=job.phase.order).order_by("order"):
+            found += [f.dataset for f in phase_datasets(phase)]
+    return list({dataset.pk: dataset for dataset in found}.values())
+
+
+def held_out_records(datasets: list[Dataset]) -> dict[str, list[dict]]:
+    """leaf path -> the held-out records the dataset builds kept out of training (a record in two builds once)."""
     found: dict[str, list[dict]] = defaultdict(list)
-    if path is None or not Path(path).is_file():
-        return found
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                record = json.loads(line)
-                leaf = record["metadata"]["leaf"]
-                record["messages"]  # noqa: B018 - must be there
-            except (ValueError, KeyError, TypeError):
-                raise LabError("A held-out record is not a dataset record.", path=str(path), line=number) from None
-            found[leaf].append(record)
+    seen: set[tuple[str, str]] = set()
+    for dataset in datasets:
+        path = held_out_path(dataset)
+        if path is None or not Path(path).is_file():
+            continue
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                try:
+                    record = json.loads(line)
+                    leaf = record["metadata"]["leaf"]
+                    same = (leaf, json.dumps(record["messages"], sort_keys=True))
+                except (ValueError, KeyError, TypeError):
+                    raise LabError("A held-out record is not a dataset record.", path=str(path), line=number) from None
+                if same not in seen:
+                    seen.add(same)
+                    found[leaf].append(record)
     return found
 
 
@@ -61,7 +77,7 @@ def plan_job(job: EvaluationJob) -> int:
     """Write every measurement the job makes (once: a second call adds nothing); returns how many there are."""
     leaves = list(Leaf.objects.filter(path__in=job.leaves).prefetch_related("seeds", "documents").order_by("path"))
     roles = [Role.CHECKPOINT] + ([Role.BASE] if job.base_model else [])
-    held = held_out_records(job.dataset)
+    held = held_out_records(job_datasets(job))
     local = job.backend == EvaluationJob.Backend.LOCAL
     pool = []
     if local:
@@ -110,6 +126,6 @@ def plan_job(job: EvaluationJob) -> int:
 def held_out_by_leaf(job: EvaluationJob) -> dict[str, list[tuple[list[dict], bool]]]:
     return {
         leaf: [(r["messages"], bool(r.get("unmask"))) for r in records]
-        for leaf, records in held_out_records(job.dataset).items()
+        for leaf, records in held_out_records(job_datasets(job)).items()
         if leaf in set(job.leaves)
     }

@@ -2,7 +2,8 @@
 
 A model is named by what LabWeb knows, never by a path typed in: a checkpoint, the base model of a training job,
 or a teacher (a named OpenAI-compatible server, or a local one). Local models run in the web process, two at a
-time at most stay loaded.
+time at most stay loaded; a GGUF file is read from the Hugging Face folder made of it once, as the workers read
+it (converted on first use, when no worker has yet), never de-quantized again per process.
 """
 
 import json
@@ -15,7 +16,7 @@ from django.conf import settings
 from curation.models import Leaf
 from evaluation.services.plan import seed_pairs
 from generation.models import Teacher
-from generation.services.teachers import resolve_local_model
+from generation.services.teachers import local_model_source, resolve_local_model
 from labweb.errors import LabError
 from training.models import Checkpoint, TrainingJob
 
@@ -79,11 +80,11 @@ def speaker(value: str):
     elif kind == "base":
         job = TrainingJob.objects.filter(pk=pk).first()
         if job:
-            return "local", resolve_local_model(job.base_model, job.gguf_file)
+            return "local", local_model_source(*resolve_local_model(job.base_model, job.gguf_file))
     elif kind == "teacher":
         teacher = Teacher.objects.filter(pk=pk).first()
         if teacher and teacher.backend == Teacher.Backend.LOCAL:
-            return "local", resolve_local_model(teacher.model, teacher.gguf_file)
+            return "local", local_model_source(*resolve_local_model(teacher.model, teacher.gguf_file))
         if teacher:
             return "server", teacher
     raise LabError("That model is gone; choose another.", field="model")

@@ -25,7 +25,7 @@ from evaluation.services.jobs import event, pending_measurements
 from evaluation.services.results import results_compute
 from generation.sdg.loop import Bridge
 from generation.sdg.teachers import OpenAITeacher, RetryPolicy, Sampling
-from generation.services.teachers import teacher_client
+from generation.services.teachers import local_model_source, teacher_client
 from labweb import jobs
 from labweb.errors import LabError
 
@@ -79,6 +79,13 @@ def evaluation_run(*, job_id: int) -> str:
         return f"evaluation {job_id} is held by another worker"
     job.lease_owner = owner
     jobs.transition(job, to=jobs.Status.RUNNING, allowed=[jobs.Status.QUEUED])
+    # The heartbeat renews the lease between steps; inside one long step (loading a model, converting a GGUF
+    # file) the process's lease keeper does.
+    with jobs.lease_kept(EvaluationJob, job.pk, owner):
+        return _run(job, owner)
+
+
+def _run(job: EvaluationJob, owner: str) -> str:
     try:
         if not job.total:
             _stage(job, "planning")
@@ -245,10 +252,11 @@ class _Run:
         await self.pool.submit(row_id, judge_messages(question=question, reference=reference, answer=answer))
 
     async def _local(self, role: str) -> None:
-        path = self.job.model if role == Role.CHECKPOINT else self.job.base_model
+        job = self.job
+        path, gguf = (job.model, job.model_gguf) if role == Role.CHECKPOINT else (job.base_model, job.base_gguf)
         call = self.bridge.call
         await call(_stage, self.job, f"{role}: loading {path}")
-        model = await call(LocalModel, path)
+        model = await call(_load, path, gguf)
         await call(_stage, self.job, f"{role}: held-out loss")
         await call(_losses, self.job, role, model)
         await call(_stage, self.job, f"{role}: multiple choice")
@@ -301,6 +309,11 @@ class _Run:
             await answered()
         finally:
             answers.cancel()
+
+
+def _load(path: str, gguf: str) -> LocalModel:
+    source, gguf_file = local_model_source(path, gguf or None)
+    return LocalModel(source, gguf_file=gguf_file)
 
 
 def _judge_client(job: EvaluationJob):

@@ -50,6 +50,16 @@ def resolve_local_model(model: str, gguf_file: str = "") -> tuple[str, str | Non
     return model, gguf_file or None
 
 
+def local_model_source(model: str, gguf_file: str | None, *, make: bool = True) -> tuple[str, str | None]:
+    """What transformers loads for a local model: a GGUF file as the Hugging Face folder made of it once in
+    LABWEB_MODELS_DIR (labweb.gguf: de-quantizing a GGUF file costs every process that reads it about 20 s);
+    anything else as it is."""
+    from labweb.gguf import hf_folder
+
+    folder = hf_folder(model, gguf_file, Path(settings.LABWEB_MODELS_DIR), make=make) if gguf_file else None
+    return (str(folder), None) if folder else (model, gguf_file or None)
+
+
 def teacher_prepare(teacher: Teacher) -> Path | None:
     """Convert a local teacher's GGUF weights into the Hugging Face folder its workers read (once; later calls
     find it), so that the first run's first call does not wait for it. None for a teacher with nothing to do."""

@@ -10,7 +10,6 @@ from django.db import transaction
 
 from labweb import jobs
 from labweb.errors import LabError
-from labweb.gguf import hf_folder
 from training.models import Dataset, DatasetFile, DatasetSample
 from training.services.jobs import storage_root
 from training.trainer.mixing import ApprovedSample, Recipe, Source, build_files, phase_recipes
@@ -157,13 +156,12 @@ def token_counter(name: str, *, local_files_only: bool = False):
     (`local_files_only`: one on this machine, never a download)."""
     from transformers import AutoTokenizer
 
-    from generation.services.teachers import resolve_local_model
+    from generation.services.teachers import local_model_source, resolve_local_model
     from training.trainer.data import ensure_chat_template
 
-    path, gguf = resolve_local_model(name, "")
-    folder = hf_folder(path, gguf, Path(settings.LABWEB_MODELS_DIR), make=False) if gguf else None
-    if folder is not None:  # the same tokenizer, saved as files: 5 s less than reading it from the GGUF
-        path, gguf = str(folder), None
+    # A GGUF file's tokenizer from the folder a worker made of it, where there is one (never made here): the same
+    # tokenizer, saved as files, 5 s less than reading it from the GGUF.
+    path, gguf = local_model_source(*resolve_local_model(name, ""), make=False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf, local_files_only=local_files_only)
     except OSError as error:

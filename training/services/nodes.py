@@ -22,7 +22,6 @@ from django.utils import timezone
 
 from labweb import jobs
 from labweb.errors import LabError
-from labweb.gguf import hf_folder
 from training.models import Checkpoint, StepMetric, TrainingEvent, TrainingJob, TrainingNode, TrainingPhase
 from training.services.jobs import event, job_dispatch, phase_seed, storage_name, stored_recipe
 from training.signals import phase_succeeded
@@ -112,11 +111,9 @@ def _starting_model(phase: TrainingPhase) -> tuple[str, str | None]:
     """The base model for the first phase (a GGUF file as the Hugging Face folder made of it once, shared by
     every job); for the others, the previous phase's last checkpoint."""
     if phase.order == 0:
-        from generation.services.teachers import resolve_local_model
+        from generation.services.teachers import local_model_source, resolve_local_model
 
-        model, gguf = resolve_local_model(phase.job.base_model, phase.job.gguf_file)
-        folder = hf_folder(model, gguf, Path(settings.LABWEB_MODELS_DIR)) if gguf else None
-        return (str(folder), None) if folder else (model, gguf)
+        return local_model_source(*resolve_local_model(phase.job.base_model, phase.job.gguf_file))
     previous = Checkpoint.objects.filter(phase__job=phase.job, phase__order=phase.order - 1).order_by("-step").first()
     if previous is None:
         raise LabError(f"The phase before {phase.name} left no checkpoint to start from.", field="phases")
