@@ -15,8 +15,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -107,33 +105,16 @@ def main() -> None:
     )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("moto's server did not start") from None
-                time.sleep(0.2)
-        import boto3
+    from tests.support.s3 import s3_server
 
-        boto3.client(
-            "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="bench", aws_secret_access_key="bench"
-        ).create_bucket(Bucket=BUCKET)
-        context = multiprocessing.get_context("spawn")
-        results = {}
-        with tempfile.TemporaryDirectory(prefix="labweb-bench-storage-") as folder:
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="labweb-bench-storage-") as folder:
+        with s3_server(Path(folder) / "moto.log") as endpoint:
+            import boto3
+
+            credentials = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
+            boto3.client("s3", endpoint_url=endpoint, region_name=REGION, **credentials).create_bucket(Bucket=BUCKET)
+            context = multiprocessing.get_context("spawn")
             for megabytes in sizes:
                 sha256 = write_jsonl(Path(folder) / f"source-{megabytes}.jsonl", megabytes)
                 (Path(folder) / f"source-{megabytes}.sha256").write_text(sha256)
@@ -143,9 +124,6 @@ def main() -> None:
                     process.start()
                     results[operation, megabytes] = queue.get(timeout=1800)
                     process.join()
-    finally:
-        server.kill()
-        server.wait()
     load = os.getloadavg()[0]
     print(
         f"file sizes {', '.join(f'{s} MB' for s in sizes)}; moto's S3 server on this machine; load average {load:.1f}"

@@ -3,10 +3,6 @@ and uploads; a training worker that did not write them reads them through a cach
 
 import hashlib
 import json
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -16,6 +12,7 @@ from labweb import jobs
 from labweb.env import training_storage
 from review.models import ReviewItem
 from review.services.decisions import sample_decide
+from tests.support.s3 import s3_server as s3_server_at
 from tests.support.tiny_model import build_tiny_model
 from tests.support.worker import Worker, wait_for, worker_env
 from training.models import Checkpoint, Dataset, StepMetric, TrainingJob
@@ -37,28 +34,8 @@ REPLAY = [("w1 w2 w3", "w4 w5 w6"), ("w7 w8", "w9 w10")]
 
 @pytest.fixture
 def s3_server(tmp_path):
-    """moto's S3 server in a process of its own, on a free port: its address."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = (tmp_path / "moto.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"moto's server did not start:\n{(tmp_path / 'moto.log').read_text()}")
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    server.kill()
-    server.wait(10)
-    log.close()
+    with s3_server_at(tmp_path / "moto.log") as url:
+        yield url
 
 
 @pytest.fixture
