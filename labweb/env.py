@@ -62,3 +62,29 @@ def embedded_secret_key(path) -> str:
         with os.fdopen(fd, "w") as handle:
             handle.write(key)
         return key
+
+
+def training_storage(bucket: str, *, endpoint_url: str = "", region: str = "", prefix: str = "") -> dict:
+    """The `STORAGES["training"]` entry: the training folder, or the named S3-compatible bucket (credentials from
+    boto3's usual places: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, an instance role)."""
+    if not bucket:
+        return {"BACKEND": "training.storage.TrainingDirStorage"}
+    from importlib.util import find_spec
+
+    missing = [package for package in ("storages", "boto3") if find_spec(package) is None]
+    if missing:
+        raise ImproperlyConfigured(
+            f"LABWEB_TRAINING_S3_BUCKET is set, but {' and '.join(missing)} is not installed: "
+            "pip install -r requirements-s3.txt (django-storages[s3] and boto3)."
+        )
+    return {
+        "BACKEND": "training.s3.TrainingS3Storage",
+        "OPTIONS": {
+            "bucket_name": bucket,
+            "endpoint_url": endpoint_url or None,
+            "region_name": region or None,
+            "location": prefix.strip("/"),
+            "file_overwrite": False,  # an upload's name is never reused; a rebuild deletes its files first
+            "max_memory_size": 64 * 2**20,  # what an `open` of an object holds in memory before spilling to disk
+        },
+    }

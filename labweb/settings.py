@@ -5,7 +5,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from labweb.env import embedded_secret_key, env_bool, env_int, env_list, env_str
+from labweb.env import embedded_secret_key, env_bool, env_int, env_list, env_str, training_storage
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("LABWEB_VAR_DIR", str(BASE_DIR / "var")))
@@ -246,12 +246,27 @@ CELERY_BEAT_SCHEDULE = {
     "reap-expired-job-work": {"task": "labweb.tasks.reap_expired", "schedule": LABWEB_REAP_SECONDS},
 }
 
-# Training: where datasets, uploads, trainer output and checkpoints live. Every training node must read and
-# write it at the same path (one machine's disk, or a shared filesystem for several nodes).
+# Training: where trainer output and checkpoints live (and datasets and uploads, unless a bucket holds them).
+# Every training node of a job must read and write it at the same path (one machine's disk, or a shared
+# filesystem for several nodes).
 LABWEB_TRAINING_DIR = env_str("LABWEB_TRAINING_DIR", str(VAR_DIR / "training"))
 # GGUF models (the embedded SmolLM2) converted once into Hugging Face folders, read by the local teacher and by
 # every training phase that starts from the base model; under the training folder, so every node sees it.
 LABWEB_MODELS_DIR = env_str("LABWEB_MODELS_DIR", str(Path(LABWEB_TRAINING_DIR) / "models"))
+# Dataset builds and uploads go to the training storage: the training folder, or an S3-compatible bucket (an
+# endpoint for MinIO, Ceph and the like; a prefix inside the bucket). A process that reads a file from a bucket
+# keeps a copy in its cache (default: LABWEB_TRAINING_DIR/cache).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "training": training_storage(
+        env_str("LABWEB_TRAINING_S3_BUCKET", ""),
+        endpoint_url=env_str("LABWEB_TRAINING_S3_ENDPOINT_URL", ""),
+        region=env_str("LABWEB_TRAINING_S3_REGION", ""),
+        prefix=env_str("LABWEB_TRAINING_S3_PREFIX", ""),
+    ),
+}
+LABWEB_TRAINING_CACHE_DIR = env_str("LABWEB_TRAINING_CACHE_DIR", "")
 LABWEB_TRAINING_LEASE_SECONDS = env_int("LABWEB_TRAINING_LEASE_SECONDS", 30)
 # The address other nodes reach rank 0's rendezvous store at (default: the machine's fully qualified name).
 LABWEB_TRAINING_RENDEZVOUS_HOST = env_str("LABWEB_TRAINING_RENDEZVOUS_HOST", "")

@@ -9,7 +9,7 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from labweb.env import env_bool, env_int
+from labweb.env import env_bool, env_int, training_storage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,6 +23,18 @@ def test_a_bad_boolean_is_an_error_not_false(monkeypatch):
     monkeypatch.setenv("LABWEB_NUMBER", "12x")
     with pytest.raises(ImproperlyConfigured, match="not an integer"):
         env_int("LABWEB_NUMBER", 1)
+
+
+def test_a_training_bucket_without_its_packages_is_refused_saying_what_to_install(monkeypatch):
+    import importlib.util
+
+    assert training_storage("")["BACKEND"] == "training.storage.TrainingDirStorage"
+    bucket = training_storage("labweb", endpoint_url="http://minio:9000", prefix="/lab/")
+    assert bucket["BACKEND"] == "training.s3.TrainingS3Storage" and bucket["OPTIONS"]["location"] == "lab"
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "storages" else found(name))
+    with pytest.raises(ImproperlyConfigured, match=r"storages is not installed: pip install -r requirements-s3.txt"):
+        training_storage("labweb")
 
 
 def _manage(*args: str, **env) -> subprocess.CompletedProcess:

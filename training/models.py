@@ -1,7 +1,5 @@
 """Training jobs: phases that a Celery worker on a GPU machine runs with torchrun, and what they leave behind."""
 
-from pathlib import Path
-
 from django.db import models
 
 from labweb import jobs
@@ -180,7 +178,7 @@ class Dataset(jobs.Job):
 class DatasetFile(models.Model):
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="files")
     role = models.CharField(max_length=32)
-    path = models.CharField(max_length=1000)
+    path = models.CharField(max_length=1000)  # its name in the training storage
     sha256 = models.CharField(max_length=64)
     samples = models.PositiveIntegerField()
     tokens = models.PositiveBigIntegerField()
@@ -195,10 +193,10 @@ class DatasetFile(models.Model):
 
     @property
     def storage_path(self) -> str:
-        """The path as a recipe names it: relative to the training storage."""
-        from training.services.jobs import storage_root
+        """The name in the training storage, as a recipe names it."""
+        from training.storage import storage_name
 
-        return str(Path(self.path).relative_to(storage_root()))
+        return storage_name(self.path)
 
 
 class DatasetSample(models.Model):

@@ -7,16 +7,17 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from generation.models import GenerationRun
 from labweb.errors import LabError
 from labweb.roles import OPERATOR, any_role_required, has_role, operator_required
 from labweb.web import add_lab_error, is_partial, job_command, render_fragments
-from training import selectors
+from training import selectors, storage
 from training.forms import DatasetForm, JobForm, PromptForm, UploadForm, form_field
 from training.models import Checkpoint, Dataset, DatasetFile, TrainingJob
 from training.services import datasets as dataset_services
@@ -247,15 +248,18 @@ def dataset_train(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 @any_role_required
-def dataset_download(request: HttpRequest, pk: int, role: str) -> FileResponse:
+def dataset_download(request: HttpRequest, pk: int, role: str) -> StreamingHttpResponse:
     return dataset_file_response(get_object_or_404(DatasetFile, dataset_id=pk, role=role))
 
 
-def dataset_file_response(file: DatasetFile) -> FileResponse:
-    """A build's file as an attachment, streamed from the training storage (the page's link and the API's)."""
+def dataset_file_response(file: DatasetFile) -> StreamingHttpResponse:
+    """A build's file as an attachment, streamed from the training storage a chunk at a time, from a bucket as
+    the bytes arrive (the page's link and the API's)."""
     try:
-        handle = open(file.path, "rb")
+        chunks = storage.stream(file.storage_path)
     except FileNotFoundError:
         raise Http404("The file is gone from the training storage.") from None
-    name = f"dataset-{file.dataset_id}-{file.role}.jsonl"
-    return FileResponse(handle, as_attachment=True, filename=name, content_type="application/jsonl")
+    response = StreamingHttpResponse(chunks, content_type="application/jsonl")
+    response["Content-Length"] = str(file.bytes)
+    response["Content-Disposition"] = content_disposition_header(True, f"dataset-{file.dataset_id}-{file.role}.jsonl")
+    return response

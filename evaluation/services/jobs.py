@@ -16,8 +16,8 @@ from generation.models import Teacher
 from generation.services.teachers import resolve_local_model, teacher_ensure_default
 from labweb import jobs
 from labweb.errors import ConflictError, LabError
+from training import storage
 from training.models import Checkpoint, DatasetFile, TrainingPhase
-from training.services.jobs import storage_root
 from training.trainer.mixing import Recipe
 
 logger = logging.getLogger(__name__)
@@ -35,9 +35,8 @@ def phase_datasets(phase: TrainingPhase) -> list[DatasetFile]:
         recipe = Recipe.from_yaml(phase.recipe, path=f"{phase.name} recipe")
     except LabError:
         return []
-    root = storage_root()
-    paths = {str((root / source.path).resolve()) for source in recipe.sources}
-    return [f for f in DatasetFile.objects.select_related("dataset").exclude(role="held_out") if f.path in paths]
+    paths = [form for s in recipe.sources if (name := storage.clean_name(s.path)) for form in storage.stored_as(name)]
+    return list(DatasetFile.objects.select_related("dataset").exclude(role="held_out").filter(path__in=paths))
 
 
 def phase_leaves(phase: TrainingPhase) -> list[str]:

@@ -61,7 +61,7 @@ def test_a_build_takes_exactly_the_kept_samples_with_their_edits_and_names_each_
     members = set(DatasetSample.objects.filter(dataset=dataset).values_list("sample_id", flat=True))
     assert members == set(ids[:20]) | {edited}
     all_file = dataset.files.get(role="all")
-    records = [json.loads(line) for line in open(all_file.path)]
+    records = [json.loads(line) for line in open(storage / all_file.path)]
     assert len(records) == 21 == all_file.samples
     mine = next(r for r in records if r["metadata"]["sample"] == edited)
     assert mine["messages"][1]["content"] == "An edited question?" and mine["unmask"] is False
@@ -89,8 +89,8 @@ def test_a_phased_build_holds_samples_out_per_leaf_and_offers_lab_phases(
     files = {f.role: f for f in dataset.files.all()}
     assert files["held_out"].samples == 6 and files["skills"].samples == 54
     assert all(counts["held_out"] == 2 for counts in dataset.per_leaf.values())
-    held = {json.loads(line)["metadata"]["sample"] for line in open(files["held_out"].path)}
-    trained = {json.loads(line)["metadata"]["sample"] for line in open(files["skills"].path)}
+    held = {json.loads(line)["metadata"]["sample"] for line in open(storage / files["held_out"].path)}
+    trained = {json.loads(line)["metadata"]["sample"] for line in open(storage / files["skills"].path)}
     assert held and not held & trained
     # Skills leaves only: the knowledge phases have nothing to train on and are left out, and so is the held-out file.
     (phase,) = dataset_phases(dataset)

@@ -187,6 +187,7 @@ def test_a_job_outside_the_training_storage_or_with_a_bad_setting_is_refused_nam
 
     cases = [
         ({"recipe": recipe("/etc/passwd")}, "phases[0].recipe.datasets[0].path"),
+        ({"recipe": recipe("uploads/../../outside.jsonl")}, "phases[0].recipe.datasets[0].path"),
         ({"recipe": recipe("uploads/missing.jsonl")}, "phases[0].recipe.datasets[0].path"),
         ({"config": {**SETTINGS, "epochs": 0}}, "phases[0].config.epochs"),
         ({"config": {**SETTINGS, "model": "elsewhere"}}, "phases[0].config.model"),
@@ -236,7 +237,7 @@ def test_the_mix_is_shown_before_a_job_starts_per_phase_source_and_leaf_as_the_t
     template = tokenizer.apply_chat_template
     for phase, shown in zip(body["phases"], (first, second), strict=True):
         written = mix(
-            stored_recipe(phase["recipe"], path="r"), storage / "mixed.jsonl", seed=phase["config"]["seed"],
+            stored_recipe(phase["recipe"], path="r")[0], storage / "mixed.jsonl", seed=phase["config"]["seed"],
             leaf_of=metadata_leaf,
         )  # fmt: skip
         tokens = sum(

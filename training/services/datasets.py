@@ -1,5 +1,6 @@
 """Dataset builds: the samples reviewers kept, leaf by leaf, into InstructLab messages JSONL for a plan's phases."""
 
+import shutil
 from dataclasses import replace
 from itertools import groupby
 from operator import attrgetter
@@ -10,8 +11,8 @@ from django.db import transaction
 
 from labweb import jobs
 from labweb.errors import LabError
+from training import storage
 from training.models import Dataset, DatasetFile, DatasetSample
-from training.services.jobs import storage_root
 from training.trainer.mixing import ApprovedSample, Recipe, Source, build_files, phase_recipes
 
 KINDS = ("knowledge", "skills")
@@ -89,7 +90,9 @@ def dataset_build(*, dataset_id: int) -> Dataset:
     if dataset.status not in jobs.ACTIVE:
         return dataset
     jobs.transition(dataset, to=jobs.Status.RUNNING, allowed=jobs.ACTIVE)
-    folder = storage_root() / "datasets" / f"dataset-{dataset.pk}"
+    prefix = f"datasets/dataset-{dataset.pk}"
+    in_place = storage.local_folder()  # the training folder: written where it is kept; a bucket: staged here
+    folder = in_place / prefix if in_place is not None else storage.staging_folder()
     DatasetSample.objects.filter(dataset=dataset).delete()
     DatasetFile.objects.filter(dataset=dataset).delete()
     count = token_counter(dataset.tokenizer)
@@ -123,15 +126,21 @@ def dataset_build(*, dataset_id: int) -> Dataset:
             raise LabError(
                 "No approved sample matches: approve samples in Review first, or widen the selection.", field="path"
             )
+        if in_place is None:  # a build started again replaces what its first attempt stored
+            for role, result in written.items():
+                storage.store_file(Path(result.path), f"{prefix}/{role}.jsonl", replace=True, sha256=result.sha256)
     except LabError as error:
         jobs.transition(dataset, to=jobs.Status.FAILED, allowed=jobs.ACTIVE, error=str(error))
         return dataset
+    finally:
+        if in_place is None:
+            shutil.rmtree(folder, ignore_errors=True)
     per_leaf: dict[str, dict[str, int]] = {}
     for role, result in written.items():
         DatasetFile.objects.create(
             dataset=dataset,
             role=role,
-            path=result.path,
+            path=f"{prefix}/{role}.jsonl",
             sha256=result.sha256,
             samples=result.samples,
             tokens=tokens.get(role, 0),
@@ -143,7 +152,7 @@ def dataset_build(*, dataset_id: int) -> Dataset:
         dataset,
         to=jobs.Status.SUCCEEDED,
         allowed=jobs.ACTIVE,
-        folder=str(folder),
+        folder=prefix,
         samples=total,
         tokens=sum(tokens.values()),
         per_leaf=per_leaf,
@@ -217,5 +226,6 @@ def dataset_phases(dataset: Dataset, *, base_model: str | None = None) -> list[d
 
 
 def held_out_path(dataset: Dataset) -> Path | None:
+    """The held-out file on this machine (from a bucket, a copy checked against its hash), for evaluation."""
     held = dataset.files.filter(role="held_out").first()
-    return Path(held.path) if held else None
+    return storage.local_copy(held.storage_path, sha256=held.sha256) if held else None

@@ -7,6 +7,7 @@ from django.db import transaction
 
 from labweb import jobs
 from labweb.errors import ConflictError, LabError
+from training import storage
 from training.models import DatasetFile, TrainingEvent, TrainingJob, TrainingPhase
 from training.trainer.config import TrainConfig
 from training.trainer.mixing import HELD_OUT, Recipe, Source
@@ -16,22 +17,31 @@ PHASE_SETTINGS = tuple(name for name in TrainConfig.__dataclass_fields__ if name
 
 
 def storage_root() -> Path:
+    """The training folder: trainer output and checkpoints (and the training storage, where no bucket is set)."""
     return Path(settings.LABWEB_TRAINING_DIR).resolve()
 
 
-def storage_name(path: str) -> str:
-    """A path as recipes name it: relative to the training storage (an absolute one outside it as it is)."""
-    try:
-        return str(Path(path).relative_to(storage_root()))
-    except ValueError:
-        return path
+def built_sha256(name: str) -> str:
+    """The sha256 a dataset build recorded for the stored file `name` ("" for an upload)."""
+    return DatasetFile.objects.filter(path=name).values_list("sha256", flat=True).first() or ""
 
 
-def stored_recipe(text: str, *, path: str) -> Recipe:
-    """A phase's recipe with its sources' paths in the training storage (recipes name them relative to it)."""
+def stored_recipe(text: str, *, path: str) -> tuple[Recipe, dict[str, str]]:
+    """A phase's recipe with its sources as files on this machine (from a bucket, copies checked against the
+    hashes their builds recorded), and each such file's name in the training storage, as recipes name it."""
     recipe = Recipe.from_yaml(text, path=path)
-    root = storage_root()
-    return Recipe(tuple(Source(str(root / s.path), s.sampling_size) for s in recipe.sources), recipe.sys_prompt)
+    sources, names = [], {}
+    for number, source in enumerate(recipe.sources):
+        name = storage.clean_name(source.path)
+        try:
+            if name is None:
+                raise LabError(f"{source.path} is outside the training storage.")
+            local = str(storage.local_copy(name, sha256=built_sha256(name)))
+        except LabError as error:
+            raise LabError(error.message, field=f"{path}.datasets[{number}].path", path=source.path) from None
+        names[local] = name
+        sources.append(Source(local, source.sampling_size))
+    return Recipe(tuple(sources), recipe.sys_prompt), names
 
 
 def phase_seed(config: dict) -> int:
@@ -59,24 +69,19 @@ def checked_phase(index: int, phase: dict) -> tuple[str, str, dict]:
         recipe = Recipe.from_yaml(recipe_text, path=f"{where}.recipe")
     except LabError as error:
         raise LabError(error.message, field=f"{where}.recipe", line=error.line) from None
-    root = storage_root()
     for number, source in enumerate(recipe.sources):
-        path = Path(source.path)
-        resolved = (root / path).resolve() if not path.is_absolute() else path.resolve()
-        if not resolved.is_relative_to(root):
+        where_path = f"{where}.recipe.datasets[{number}].path"
+        stored = storage.clean_name(source.path)
+        if stored is None:
             raise LabError(
-                f"{source.path} is outside the training storage ({root}); upload it or build a dataset there.",
-                field=f"{where}.recipe.datasets[{number}].path",
+                f"{source.path} is outside the training storage; upload it or build a dataset there.",
+                field=where_path,
             )
-        if not resolved.is_file():
+        if not storage.exists(stored):
+            raise LabError(f"{source.path} does not exist in the training storage.", field=where_path)
+        if DatasetFile.objects.filter(path__in=storage.stored_as(stored), role=HELD_OUT).exists():
             raise LabError(
-                f"{source.path} does not exist in the training storage.",
-                field=f"{where}.recipe.datasets[{number}].path",
-            )
-        if DatasetFile.objects.filter(path=str(resolved), role=HELD_OUT).exists():
-            raise LabError(
-                f"{source.path} is a build's held-out split, kept out of training for evaluation.",
-                field=f"{where}.recipe.datasets[{number}].path",
+                f"{source.path} is a build's held-out split, kept out of training for evaluation.", field=where_path
             )
     return name, recipe_text, config
 

@@ -5,7 +5,7 @@ from django.core.cache import cache
 from labweb.errors import LabError
 from training.models import Dataset
 from training.services.datasets import dataset_phases, token_counter
-from training.services.jobs import checked_phase, phase_seed, storage_name, stored_recipe
+from training.services.jobs import checked_phase, phase_seed, stored_recipe
 from training.trainer.mixing import metadata_leaf, mix_counts
 
 
@@ -25,8 +25,9 @@ def job_mix(*, base_model: str, phases: list[dict]) -> list[dict]:
         count = None
     result = []
     for index, (name, recipe, config) in enumerate(checked):
+        local, names = stored_recipe(recipe, path=f"phases[{index}].recipe")
         shares = mix_counts(
-            stored_recipe(recipe, path=f"phases[{index}].recipe"),
+            local,
             seed=phase_seed(config),
             tokens_of=count,
             leaf_of=metadata_leaf,
@@ -48,7 +49,7 @@ def job_mix(*, base_model: str, phases: list[dict]) -> list[dict]:
                 "tokens": tokens(sum(share.tokens for share in shares)),
                 "sources": [
                     {
-                        "path": storage_name(share.path),
+                        "path": names[share.path],
                         "sampling_size": share.sampling_size,
                         "available": share.available,
                         "samples": share.samples,

@@ -23,7 +23,7 @@ from django.utils import timezone
 from labweb import jobs
 from labweb.errors import LabError
 from training.models import Checkpoint, StepMetric, TrainingEvent, TrainingJob, TrainingNode, TrainingPhase
-from training.services.jobs import event, job_dispatch, phase_seed, storage_name, stored_recipe
+from training.services.jobs import event, job_dispatch, phase_seed, stored_recipe
 from training.signals import phase_succeeded
 from training.trainer.config import TrainConfig
 from training.trainer.events import EVENTS, read_events
@@ -90,9 +90,9 @@ def _prepare(phase: TrainingPhase) -> Path:
     config = dict(phase.config)
     data = out / "data.jsonl"
     if not (phase.data_sha256 and data.exists()):
-        recipe = stored_recipe(phase.recipe, path=f"{phase.name} recipe")
+        recipe, names = stored_recipe(phase.recipe, path=f"{phase.name} recipe")
         written = mix(recipe, data, seed=phase_seed(config))
-        sources = [{**source, "path": storage_name(source["path"])} for source in written.sources]
+        sources = [{**source, "path": names[source["path"]]} for source in written.sources]
         TrainingPhase.objects.filter(pk=phase.pk).update(
             data_path=str(data), data_sha256=written.sha256, data_samples=written.samples, data_sources=sources
         )

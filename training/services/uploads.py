@@ -7,7 +7,7 @@ from pathlib import Path
 from django.conf import settings
 
 from labweb.errors import ConflictError, LabError
-from training.services.jobs import storage_root
+from training import storage
 from training.trainer.data import read_messages
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}\.jsonl$")
@@ -15,7 +15,8 @@ UPLOADS = "uploads"
 
 
 def upload_store(*, name: str, chunks: Iterable[bytes], user) -> dict:
-    """Write the upload beside the others and check every line as the trainer will read it.
+    """Write the upload to a local file, check every line as the trainer will read it, then put it in the
+    training storage beside the others.
 
     Names are never reused: a recipe that named a file keeps meaning the same bytes. A refused upload leaves
     nothing behind.
@@ -25,14 +26,11 @@ def upload_store(*, name: str, chunks: Iterable[bytes], user) -> dict:
         raise LabError(
             "Name the file like replay-set.jsonl: letters, digits, '.', '_' or '-', ending in .jsonl.", field="file"
         )
-    folder = storage_root() / UPLOADS
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / name
-    if target.exists():
-        raise ConflictError(
-            f"{UPLOADS}/{name} exists already; uploads are never replaced. Choose another name.", field="file"
-        )
-    partial = folder / f".{name}.partial"
+    stored = f"{UPLOADS}/{name}"
+    taken = ConflictError(f"{stored} exists already; uploads are never replaced. Choose another name.", field="file")
+    if storage.exists(stored):
+        raise taken
+    partial = storage.staging_file(name)
     limit, size = settings.LABWEB_TRAINING_UPLOAD_MAX_BYTES, 0
     try:
         with partial.open("wb") as handle:
@@ -49,14 +47,21 @@ def upload_store(*, name: str, chunks: Iterable[bytes], user) -> dict:
             raise LabError(error.message, field=error.field or "file", line=error.line, path=name) from None
         if not samples:
             raise LabError("The file holds no sample.", field="file", path=name)
-        partial.rename(target)
+        if not storage.store_file(partial, stored):  # another upload of this name came first
+            raise taken
     finally:
         partial.unlink(missing_ok=True)
-    return {"path": f"{UPLOADS}/{name}", "samples": samples, "bytes": size}
+    return {"path": stored, "samples": samples, "bytes": size}
 
 
 def upload_list() -> list[dict]:
-    folder = storage_root() / UPLOADS
-    if not folder.is_dir():
+    store = storage.training_storage()
+    try:
+        _, names = store.listdir(UPLOADS)
+    except FileNotFoundError:
         return []
-    return [{"path": f"{UPLOADS}/{p.name}", "bytes": p.stat().st_size} for p in sorted(folder.glob("*.jsonl"))]
+    return [
+        {"path": f"{UPLOADS}/{name}", "bytes": store.size(f"{UPLOADS}/{name}")}
+        for name in sorted(names)
+        if NAME.match(name)
+    ]
