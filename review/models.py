@@ -202,6 +202,12 @@ class Decision(models.Model):
 
     `question_before/after` and `response_before/after` are set when the decision changes the text (an edit,
     or the undo of one); null means the text stayed as it was. An undo names the decision it takes back.
+
+    The undo of a bulk job is recorded a chunk at a time, one row for up to a chunk of samples (a sweep): it
+    names no item and no single decision, but the job and two ranges, and takes back each of the job's
+    decisions with an id in (undoes_after, undoes_through] on a sample with an id in (samples_after,
+    samples_through] that is still in force when the sweep is made; each such sample's `decision` is then the
+    sweep. `replay_state` reads a sample's sweeps beside its own rows.
     """
 
     class Action(models.TextChoices):
@@ -214,7 +220,9 @@ class Decision(models.Model):
     # deferred checks (a locking lookup of the item, the reviewer and the job for every row, all on the same
     # two rows for the last two) cost more than the insert. The services write them from rows they hold
     # locked; Django's on_delete still applies (CASCADE with the item, PROTECT for reviewer and job).
-    item = models.ForeignKey(ReviewItem, on_delete=models.CASCADE, related_name="decisions", db_constraint=False)
+    item = models.ForeignKey(
+        ReviewItem, null=True, blank=True, on_delete=models.CASCADE, related_name="decisions", db_constraint=False
+    )
     reviewer = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
     )
@@ -239,12 +247,17 @@ class Decision(models.Model):
     )
     state_after = models.CharField(max_length=16, choices=State.choices)
     created_at = models.DateTimeField()
+    # A sweep's ranges (see above); null on every other decision.
+    undoes_after = models.BigIntegerField(null=True, blank=True)
+    undoes_through = models.BigIntegerField(null=True, blank=True)
+    samples_after = models.BigIntegerField(null=True, blank=True)
+    samples_through = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
-        # A bulk job's decisions (and those of its undo) write two index entries each, the primary key and the
-        # item's: its undo finds them by id range, and a reviewer's own last decisions (what undo from the
-        # keyboard takes back) are one index; their bulk jobs are found through BulkJob.
+        # A bulk job's decisions write two index entries each, the primary key and the item's (its undo writes
+        # a sweep a chunk): its undo finds them by id range, and a reviewer's own last decisions (what undo from
+        # the keyboard takes back) are one index; their bulk jobs are found through BulkJob.
         indexes = [
             models.Index(fields=["reviewer", "id"], name="review_decision_own", condition=models.Q(job__isnull=True)),
             models.Index(
@@ -252,10 +265,28 @@ class Decision(models.Model):
                 name="review_decision_undoes",
                 condition=models.Q(undoes__isnull=False, job__isnull=True),
             ),
+            # A job's sweeps, a few rows per job (no other row has an entry).
+            models.Index(fields=["job", "samples_after"], name="review_decision_sweeps", condition=models.Q(item=None)),
         ]
 
     def __str__(self) -> str:
+        if self.is_sweep:
+            return f"undo of bulk job {self.job_id} on samples ({self.samples_after}, {self.samples_through}]"
         return f"{self.action} on sample {self.item_id} by {self.reviewer_id}"
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.item_id is None
+
+    def sweeps(self, decision: "Decision") -> bool:
+        """Whether this sweep covers `decision` (it takes it back if that decision is still in force)."""
+        return (
+            self.is_sweep
+            and decision.job_id == self.job_id
+            and decision.action != self.Action.UNDO
+            and self.undoes_after < decision.pk <= self.undoes_through
+            and self.samples_after < decision.item_id <= self.samples_through
+        )
 
 
 class Vote(models.Model):

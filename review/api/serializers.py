@@ -26,6 +26,10 @@ class DecisionSerializer(serializers.ModelSerializer):
             "job",
             "state_after",
             "created_at",
+            "undoes_after",
+            "undoes_through",
+            "samples_after",
+            "samples_through",
         ]
         read_only_fields = fields
 

@@ -4,7 +4,8 @@ A job is cut into slices of sample ids (`BulkSlice`), worked at once on separate
 chunks. A chunk is one transaction: one set-based statement on PostgreSQL (pick the pending rows, update
 them, insert their decisions), then the counters, the slice's cursor and the job's progress. So a job that
 stops resumes where each slice stood and no chunk is applied twice. Samples that need more than one reviewer
-are left to individual votes. Undo takes back every decision of the job still in force, sliced by decision id.
+are left to individual votes. Undo takes back every decision of the job still in force, sliced as the job
+was, and records each chunk as one sweep (`Decision`): the samples it took back point at it.
 
 A job (and its undo) lives the lifecycle every job shares (labweb.jobs): the worker that runs it holds it under
 a lease its process renews, the reaper sends a job whose lease lapsed again (it resumes from its slices), and an
@@ -238,7 +239,9 @@ _RESULT = """
 def _undo_chunk_sql(job: BulkJob, part: BulkSlice, chunk: int) -> tuple[str, list]:
     """The undo of a chunk of the job's decisions on the slice's samples, found by decision id (a range of
     the primary key: the job's, from the slice's cursor), each item looked up once by its key, in key order,
-    and taken back only while that decision is still in force."""
+    and taken back only while that decision is still in force. The chunk is recorded as one sweep (see
+    `Decision`): the job's decisions it covers are those with ids up to the last one picked, on the slice's
+    samples; each item taken back points at it."""
     sql = f"""
         WITH picked AS MATERIALIZED (
             SELECT d.id, d.item_id FROM review_decision d
@@ -246,24 +249,26 @@ def _undo_chunk_sql(job: BulkJob, part: BulkSlice, chunk: int) -> tuple[str, lis
                 AND d.item_id > %s AND d.item_id <= %s
             ORDER BY d.id LIMIT {int(chunk)}
         ),
+        made AS (
+            INSERT INTO review_decision (item_id, reviewer_id, action, reason, note, job_id, state_after,
+                created_at, undoes_after, undoes_through, samples_after, samples_through)
+            SELECT NULL, %s, 'undo', '', '', %s, 'pending', %s, %s, max(id), %s, %s FROM picked HAVING count(*) > 0
+            RETURNING id
+        ),
         changed AS (
             UPDATE review_reviewitem i
             SET state = 'pending', version = i.version + 1, decided_at = NULL, votes = 0,
-                decision_id = nextval(pg_get_serial_sequence('review_decision', 'id'))
+                decision_id = (SELECT id FROM made)
             FROM (SELECT id, item_id FROM picked ORDER BY item_id) p
             WHERE i.sample_id = p.item_id AND i.decision_id = p.id
-            RETURNING i.sample_id, i.decision_id, p.id AS undone_id, i.run_id, i.leaf_path
-        ),
-        made AS (
-            INSERT INTO review_decision (id, item_id, reviewer_id, action, reason, note, job_id, undoes_id,
-                state_after, created_at)
-            SELECT decision_id, sample_id, %s, 'undo', '', '', %s, undone_id, 'pending', %s FROM changed
-            RETURNING id
+            RETURNING i.run_id, i.leaf_path
         )
-        {_RESULT.format(key="id")}
+        SELECT (SELECT count(*) FROM picked), (SELECT max(id) FROM picked), (SELECT count(*) FROM changed),
+            NULL, NULL, (SELECT json_agg(t)::text FROM (
+                SELECT run_id, leaf_path, count(*) AS n FROM changed GROUP BY run_id, leaf_path) t)
     """
-    params = [part.cursor, job.last_decision or 0, job.pk, part.low, part.high, job.reviewer_id, job.pk]
-    return sql, [*params, timezone.now()]
+    params = [part.cursor, job.last_decision or 0, job.pk, part.low, part.high]
+    return sql, [*params, job.reviewer_id, job.pk, timezone.now(), part.cursor, part.low, part.high]
 
 
 def _counters_sql(cursor, moves: list[dict], before: str, after: str) -> None:
@@ -319,7 +324,6 @@ def _chunk_orm(job: BulkJob, part: BulkSlice, chunk: int) -> tuple:
 
 
 def _undo_chunk_orm(job: BulkJob, part: BulkSlice, chunk: int) -> tuple:
-    now = timezone.now()
     decisions = list(
         Decision.objects.filter(job=job, pk__gt=part.cursor, pk__lte=job.last_decision or 0)
         .filter(item_id__gt=part.low, item_id__lte=part.high)
@@ -327,28 +331,31 @@ def _undo_chunk_orm(job: BulkJob, part: BulkSlice, chunk: int) -> tuple:
         .select_related("item")
         .order_by("pk")[:chunk]
     )
+    if not decisions:
+        return 0, None, 0, None, None
+    sweep = Decision.objects.create(
+        reviewer_id=job.reviewer_id,
+        action=rules.UNDO,
+        job=job,
+        state_after=rules.PENDING,
+        created_at=timezone.now(),
+        undoes_after=part.cursor,
+        undoes_through=decisions[-1].pk,
+        samples_after=part.low,
+        samples_through=part.high,
+    )
     moves: Tally = Tally()
     count = 0
     for decision in decisions:
         item = decision.item
-        if item.decision_id != decision.pk:
-            continue
-        undo = Decision.objects.create(
-            item=item,
-            reviewer_id=job.reviewer_id,
-            action=rules.UNDO,
-            job=job,
-            undoes=decision,
-            state_after=rules.PENDING,
-            created_at=now,
+        taken = ReviewItem.objects.filter(pk=item.pk, decision=decision).update(
+            state=rules.PENDING, version=F("version") + 1, decision=sweep, decided_at=None, votes=0
         )
-        ReviewItem.objects.filter(pk=item.pk, decision=decision).update(
-            state=rules.PENDING, version=item.version + 1, decision=undo, decided_at=None, votes=0
-        )
-        moves[(item.run_id, item.leaf_path, item.leaf_id, item.state, rules.PENDING)] += 1
-        count += 1
+        if taken:
+            moves[(item.run_id, item.leaf_path, item.leaf_id, item.state, rules.PENDING)] += 1
+            count += taken
     counters_move(moves)
-    return len(decisions), decisions[-1].pk if decisions else None, count, None, None
+    return len(decisions), decisions[-1].pk, count, None, None
 
 
 def bulk_step(job_id: int, *, chunk: int | None = None, owner: str | None = None, wait: bool = False) -> bool:
@@ -381,6 +388,10 @@ def bulk_step(job_id: int, *, chunk: int | None = None, owner: str | None = None
             sql, params = (_undo_chunk_sql if undo else _chunk_sql)(job, part, chunk)
             with connection.cursor() as cursor:
                 _tune(cursor)
+                # A chunk's commit need not wait for its WAL to reach the disk: a crash loses the chunk and its
+                # slice's cursor together, and the job resumes from the cursor; the job is marked done in a
+                # transaction of its own, whose flush takes every chunk's WAL before it along.
+                cursor.execute("SET LOCAL synchronous_commit = off")
                 if undo:
                     # The chunk's decisions are looked up by key, one item each: PostgreSQL would rather hash
                     # the whole item table (it costs a cached index lookup as a disk read).

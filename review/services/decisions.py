@@ -273,11 +273,29 @@ def decision_undo(*, reviewer, steps: int = 1) -> list[Decision]:
     return targets
 
 
+def sweeps_of(item: ReviewItem, decisions: list[Decision]) -> list[Decision]:
+    """The sweeps (bulk undos, one row a chunk) over `item` of the jobs among its `decisions`."""
+    jobs = {decision.job_id for decision in decisions if decision.job_id}
+    if not jobs:
+        return []
+    return list(
+        Decision.objects.filter(
+            item__isnull=True, job_id__in=jobs, samples_after__lt=item.pk, samples_through__gte=item.pk
+        ).order_by("id")
+    )
+
+
 def replay_state(item: ReviewItem) -> tuple[str, str | None, str | None]:
-    """(state, edited question, edited response) as the item's decisions alone say, replayed in order."""
+    """(state, edited question, edited response) as the item's decisions alone say, replayed in order: its own
+    rows, and the sweeps of its bulk jobs' undos."""
+    own = list(item.decisions.all())
     votes: dict[int, Decision] = {}
-    for decision in item.decisions.order_by("id"):
-        if decision.action == rules.UNDO:
+    for decision in sorted(own + sweeps_of(item, own), key=lambda d: d.pk):
+        if decision.is_sweep:
+            for reviewer_id, standing in list(votes.items()):
+                if decision.sweeps(standing):
+                    del votes[reviewer_id]
+        elif decision.action == rules.UNDO:
             undone = decision.undoes
             if votes.get(undone.reviewer_id) and votes[undone.reviewer_id].pk == undone.pk:
                 del votes[undone.reviewer_id]

@@ -11,7 +11,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from review.models import BulkJob, Decision, ReviewItem
-from tests.support.review import assert_consistent
+from tests.support.review import assert_consistent, taken_back
 from tests.support.worker import Worker, wait_for, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -253,7 +253,7 @@ def test_a_bulk_whose_chunk_raises_is_shown_failed_and_resumes_to_its_end(
         worker.kill()
 
     assert (job.status, job.undone, job.error) == ("undone", 60, "")
-    undone = Counter(Decision.objects.filter(job=job, action="undo").values_list("item_id", flat=True))
+    undone = taken_back(job)
     assert len(undone) == 60 and set(undone.values()) == {1}
     assert ReviewItem.objects.filter(state="pending").count() == 60
     assert_consistent()

@@ -154,3 +154,22 @@ def test_generation_sample_pages_show_the_state_review_holds(
     assert f'<a href="/review/samples/{second}/" class="badge">pending</a>' in listing
     page = browser_client.get(f"/generation/samples/{first}/").content.decode()
     assert f'<a href="/review/samples/{first}/" class="badge bad">rejected</a>' in page
+
+
+def test_the_screen_shows_the_sample_beside_its_seeds_judges_teacher_prompts_and_the_duplicate_it_repeats(
+    make_samples, browser_client
+):
+    from generation.models import Sample
+
+    make_samples(1)
+    first, second = Sample.objects.filter(leaf_path__endswith="poems").order_by("pk")[:2]
+    Sample.objects.filter(pk=second.pk).update(duplicate_of=first)
+    page = browser_client.get(f"/review/samples/{second.pk}/").content.decode()
+    seeds = page.split('data-role="seeds"', 1)[1].split("</ol>", 1)[0]
+    position = second.seed_indices[0]
+    assert f"q{position + 1}" in seeds and f"a{position + 1}" in seeds and seeds.count('class="seed"') == 1
+    scores = page.split('data-role="scores"', 1)[1].split("</table>", 1)[0]
+    assert f'data-judge="pair"><th scope="row">pair</th><td class="num">{second.scores["pair"]}</td>' in scores
+    assert second.rationales["pair"] in page and "skills_questions@1" in page and "pair_judge@1" in page
+    assert "<code>teacher-model</code>" in page
+    assert f'data-role="duplicate" href="/review/samples/{first.pk}/"' in page

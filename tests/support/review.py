@@ -1,6 +1,7 @@
 """Review fixtures the review and browser tests share: a run with samples, a second reviewer, eager Celery."""
 
 import io
+from collections import Counter
 
 import pytest
 
@@ -116,3 +117,14 @@ def assert_consistent():
     }
     kept = {(c.run_id, c.leaf_path): (c.pending, c.approved, c.rejected, c.edited) for c in Counter.objects.all()}
     assert kept == recount
+
+
+def taken_back(job) -> Counter:
+    """How many times the job's undo took each sample back: its sweeps (one row a chunk) that cover the job's
+    decision on a sample whose current decision is a sweep of the job."""
+    from review.models import Decision, ReviewItem
+
+    sweeps = list(Decision.objects.filter(job=job, item__isnull=True))
+    back = set(ReviewItem.objects.filter(decision__in=sweeps).values_list("pk", flat=True))
+    decisions = Decision.objects.filter(job=job, item__isnull=False).exclude(action="undo")
+    return Counter(d.item_id for d in decisions for sweep in sweeps if sweep.sweeps(d) and d.item_id in back)
