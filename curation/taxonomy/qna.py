@@ -307,6 +307,9 @@ def _may_fail_lint(text: str, root: yaml.Node) -> bool:
     return _has_duplicate_keys(root)
 
 
+_DISABLE_FILE = re.compile(r"^#\s*yamllint disable-file\s*$")  # as yamllint.linter reads the first line
+
+
 @functools.cache
 def _yamllint_config():
     from yamllint.config import YamlLintConfig
@@ -317,8 +320,13 @@ def _yamllint_config():
 def _yamllint(text: str, path: str) -> list[Problem]:
     from yamllint import linter
 
+    # linter.run first parses the whole file again (pure Python, every event kept in a list: 24 s and 350 MiB for
+    # a 2 MiB file) only to report a syntax error, and this file has parsed. Its rules, and its directives, are the
+    # cosmetic pass; what run adds besides is `disable-file` on the first line.
+    if _DISABLE_FILE.match(text.split("\n", 1)[0]):
+        return []
     problems = []
-    for found in linter.run(text, _yamllint_config()):
+    for found in linter.get_cosmetic_problems(text, _yamllint_config(), None):
         if found.level != "error":
             continue
         desc = found.desc[:1].upper() + found.desc[1:]
