@@ -7,8 +7,9 @@ everything else in an import together, so a quick scan looks for what its error-
 and only the files it flags go through yamllint itself (in process), whose verdict then stands.
 
 Before anything is built from the YAML, one pass over its parse events refuses documents nested deeper
-than MAX_DEPTH (the C composer recurses and crashes the process on deep input) and aliases that expand to
-more than MAX_ALIAS_NODES nodes ("billion laughs"). Values LabWeb's database cannot hold (see `storage`)
+than MAX_DEPTH (the C composer recurses and crashes the process on deep input), aliases that expand to
+more than MAX_ALIAS_NODES nodes or MAX_ALIAS_CHARS characters ("billion laughs"), and aliases inside the
+collection they name (the data would hold itself). Values LabWeb's database cannot hold (see `storage`)
 are errors too, although the official parser accepts them.
 """
 
@@ -36,6 +37,12 @@ SCHEMA_FOLDERS = ("compositional_skills", "knowledge")
 LATEST_VERSION = 3
 MAX_DEPTH = 100
 MAX_ALIAS_NODES = 100_000
+# Aliases of a long text multiply characters, not nodes: what every later step (validation messages, hashing,
+# the export's fallback writer) pays for is the expanded text.
+MAX_ALIAS_CHARS = 2_000_000
+# A file is reported by its first problems: one with a problem on every line would otherwise make a list as long
+# as the file, in memory and in the import's record (every problem read_qna finds is an error).
+MAX_FILE_PROBLEMS = 100
 # What TaxonomyParser hands yamllint (instructlab.schema.taxonomy.DEFAULT_YAMLLINT_CONFIG).
 YAMLLINT_CONFIG = "{extends: relaxed, rules: {line-length: disable}}"
 # The official parser uses PyYAML's pure-Python loader. libyaml (10x faster) reads the same files the same way
@@ -122,7 +129,7 @@ def read_qna(raw: str | bytes, path: str) -> QnaFile:
         problems += _lint(text, node, path)
     problems += _schema_problems(data, version, folder_of(path), path, node)
     problems += _storage_problems(data, path, node)
-    return QnaFile(path, data, version, problems, original)
+    return QnaFile(path, data, version, _first_problems(problems, path), original)
 
 
 def as_read(text: str) -> str:
@@ -182,55 +189,86 @@ def _numbers_as_read(value):
 
 
 def _document_version(data: Mapping) -> int:
+    """The schema version the file asks for, read as the official parser reads it; -1 where that names no schema
+    (it looks for `vTrue/`; `int(.inf)` raises), so that the file is refused as it refuses it."""
     value = data.get("version", 1)
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, bool):
+        return -1
+    if isinstance(value, int):
         return value
     try:
         return int(value)
+    except OverflowError:
+        return -1
     except (TypeError, ValueError):
         return 1
 
 
 def _shape_problem(text: str, path: str) -> Problem | None:
-    """Depth and alias expansion, from the parse events alone (libyaml's parser keeps its stack on the heap)."""
-    loader = yaml.CSafeLoader(text)
-    anchored: dict[str, int] = {}  # anchor -> how many nodes its alias expands to
-    open_at: list[tuple[str | None, int]] = []
-    expanded = written = 0
+    """Depth and alias expansion, from the parse events alone (neither parser recurses to make them)."""
+    try:
+        return _shape_of(yaml.CSafeLoader(text), path)
+    except yaml.YAMLError:
+        if not _LOADERS_DIFFER.search(text):
+            return None  # the parse proper reports it, with its line
+    # libyaml stopped at something the pure loader (which the parse proper then uses) reads: scan with that one.
+    try:
+        return _shape_of(yaml.SafeLoader(text), path)
+    except yaml.YAMLError:
+        return None
+
+
+def _shape_of(loader, path: str) -> Problem | None:
+    # What each anchor expands to, in nodes and characters; None while its own collection is still open.
+    anchored: dict[str, tuple[int, int] | None] = {}
+    open_at: list[tuple[str | None, int, int]] = []
+    nodes = chars = written_nodes = written_chars = 0
     try:
         while loader.check_event():
             event = loader.get_event()
+            line = event.start_mark.line + 1
             if isinstance(event, yaml.CollectionStartEvent):
-                open_at.append((event.anchor, expanded))
-                expanded += 1
-                written += 1
+                open_at.append((event.anchor, nodes, chars))
+                if event.anchor is not None:
+                    anchored[event.anchor] = None
+                nodes += 1
+                written_nodes += 1
                 if len(open_at) > MAX_DEPTH:
                     return Problem(
                         path,
                         f"The YAML is nested more than {MAX_DEPTH} levels deep; LabWeb refuses it before parsing.",
-                        line=event.start_mark.line + 1,
+                        line=line,
                     )
             elif isinstance(event, yaml.CollectionEndEvent):
-                anchor, began = open_at.pop()
+                anchor, began_nodes, began_chars = open_at.pop()
                 if anchor is not None:
-                    anchored[anchor] = expanded - began
+                    anchored[anchor] = (nodes - began_nodes, chars - began_chars)
             elif isinstance(event, yaml.ScalarEvent):
-                expanded += 1
-                written += 1
+                nodes += 1
+                chars += len(event.value)
+                written_nodes += 1
+                written_chars += len(event.value)
                 if event.anchor is not None:
-                    anchored[event.anchor] = 1
+                    anchored[event.anchor] = (1, len(event.value))
             elif isinstance(event, yaml.AliasEvent):
-                expanded += anchored.get(event.anchor, 1)
-                written += 1
-                if expanded - written > MAX_ALIAS_NODES:
+                if event.anchor in anchored and anchored[event.anchor] is None:
                     return Problem(
                         path,
-                        f"YAML aliases here expand the document by more than {MAX_ALIAS_NODES:,} nodes "
-                        '(a "billion laughs" file?); LabWeb refuses it.',
-                        line=event.start_mark.line + 1,
+                        f"The alias *{event.anchor} stands inside the collection it names (a recursive alias); "
+                        "LabWeb refuses it.",
+                        line=line,
                     )
-    except yaml.YAMLError:
-        return None  # the parse proper reports it, with its line
+                alias_nodes, alias_chars = anchored.get(event.anchor) or (1, 0)
+                nodes += alias_nodes
+                chars += alias_chars
+                written_nodes += 1
+                if nodes - written_nodes > MAX_ALIAS_NODES or chars - written_chars > MAX_ALIAS_CHARS:
+                    return Problem(
+                        path,
+                        f"YAML aliases here expand the document by more than {MAX_ALIAS_NODES:,} nodes or "
+                        f'{MAX_ALIAS_CHARS:,} characters (a "billion laughs" file?); LabWeb refuses it.',
+                        line=line,
+                    )
     finally:
         loader.dispose()
     return None
@@ -269,6 +307,9 @@ def _may_fail_lint(text: str, root: yaml.Node) -> bool:
     return _has_duplicate_keys(root)
 
 
+_DISABLE_FILE = re.compile(r"^#\s*yamllint disable-file\s*$")  # as yamllint.linter reads the first line
+
+
 @functools.cache
 def _yamllint_config():
     from yamllint.config import YamlLintConfig
@@ -279,14 +320,28 @@ def _yamllint_config():
 def _yamllint(text: str, path: str) -> list[Problem]:
     from yamllint import linter
 
+    # linter.run first parses the whole file again (pure Python, every event kept in a list: 24 s and 350 MiB for
+    # a 2 MiB file) only to report a syntax error, and this file has parsed. Its rules, and its directives, are the
+    # cosmetic pass; what run adds besides is `disable-file` on the first line.
+    if _DISABLE_FILE.match(text.split("\n", 1)[0]):
+        return []
     problems = []
-    for found in linter.run(text, _yamllint_config()):
+    for found in linter.get_cosmetic_problems(text, _yamllint_config(), None):
         if found.level != "error":
             continue
         desc = found.desc[:1].upper() + found.desc[1:]
         message = f"{desc} ({found.rule})." if found.rule else f"{desc}."
         problems.append(Problem(path, message, line=found.line))
+        if len(problems) > MAX_FILE_PROBLEMS:
+            break  # yamllint goes line by line: the rest of the file is not linted
     return problems
+
+
+def _first_problems(problems: list[Problem], path: str) -> list[Problem]:
+    if len(problems) <= MAX_FILE_PROBLEMS:
+        return problems
+    more = Problem(path, f"More problems follow in this file; LabWeb lists the first {MAX_FILE_PROBLEMS}.")
+    return [*problems[:MAX_FILE_PROBLEMS], more]
 
 
 def _has_duplicate_keys(node: yaml.Node) -> bool:

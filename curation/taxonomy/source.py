@@ -42,6 +42,9 @@ class Limits:
     max_files: int = 50_000
 
 
+# The problems an import lists (its record keeps them): past this, files are still counted as rejected.
+MAX_SOURCE_PROBLEMS = 10_000
+
 # Told the count of files read so far as each one is counted, so that whoever runs a long read can show it.
 OnFile = Callable[[int], None] | None
 
@@ -113,6 +116,7 @@ class TaxonomyRead:
         self._limits = limits
         self.files_seen = len(files)
         self.problems: list[Problem] = []
+        self._rejected: set[str] = set()
         self._beside: dict[str, list[str]] = {}
         for rel in files:
             if posixpath.basename(rel) != QNA:
@@ -131,19 +135,28 @@ class TaxonomyRead:
 
     @property
     def rejected_paths(self) -> list[str]:
-        return sorted({p.path for p in self.problems if p.level == "error"})
+        return sorted(self._rejected)
 
     def leaves(self) -> Iterator[LeafSource]:
         """Each leaf folder in a taxonomy root, parsed (valid or not; `qna.valid` says), in path order."""
-        self.problems = []
+        self.problems, self._rejected, unlisted = [], set(), []
         for path in self._qna_paths:
-            leaf = self._leaf(path)
+            found: list[Problem] = []
+            leaf = self._leaf(path, found)
+            self._rejected.update(p.path for p in found if p.level == "error")
+            room = MAX_SOURCE_PROBLEMS - len(self.problems)
+            self.problems += found[:room]
+            unlisted += found[room:][:1]  # the first one left out, to name where the listing stops
             if leaf is not None:
                 yield leaf
+        if unlisted:
+            self.problems.append(
+                Problem(unlisted[0].path, f"More problems follow; LabWeb lists the first {MAX_SOURCE_PROBLEMS:,}.")
+            )
 
-    def _leaf(self, path: str) -> LeafSource | None:
+    def _leaf(self, path: str, problems: list[Problem]) -> LeafSource | None:
+        """The leaf of the qna.yaml at `path`, or None where the file cannot be one; its problems go to `problems`."""
         ref, folder, limits = self._files[path], folder_of(path), self._limits
-        problems = self.problems
         if not folder:
             problems.append(Problem(path, "A qna.yaml must sit in a leaf folder, not at the taxonomy root."))
             return None
@@ -381,8 +394,24 @@ def read_git(
         process.stderr.close()
 
 
+# A GNU long name or a pax record comes before the member it describes, and the tar module reads it whole into
+# memory before handing the member over: one is refused past this size, and each counts to the total limit.
+HEADER_EXTENSION_MAX = 1024 * 1024
+_HEADER_EXTENSIONS = {
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+}
+
+
 class _EndMarked(tarfile.TarInfo):
-    """Notes on its archive whether reading stopped at the end-of-archive marker or at a plain end of data."""
+    """Notes on its archive whether reading stopped at the end-of-archive marker or at a plain end of data, and
+    bounds the header extensions read before a member (a subclass per read binds `budget` and `source`)."""
+
+    budget: "_Budget"
+    source: str
 
     @classmethod
     def fromtarfile(cls, archive):
@@ -392,6 +421,17 @@ class _EndMarked(tarfile.TarInfo):
             archive.labweb_end_marker = True
             raise
 
+    def _proc_member(self, archive):
+        if self.type in _HEADER_EXTENSIONS:
+            if self.size > HEADER_EXTENSION_MAX:
+                raise LabError(
+                    f'Refused: "{self.source}" holds a tar header extension (a long name or pax record) of '
+                    f"{self.size:,} bytes; LabWeb reads at most {HEADER_EXTENSION_MAX // 1024} KiB of one.",
+                    path=self.source,
+                )
+            self.budget.add(self.size, self.source)
+        return super()._proc_member(archive)
+
 
 def _read_tar(stream, limits: Limits, name: str = "the archive", on_file: OnFile = None) -> TaxonomyRead:
     budget = _Budget(limits, on_file)
@@ -399,7 +439,8 @@ def _read_tar(stream, limits: Limits, name: str = "the archive", on_file: OnFile
     spool = _Spool()
     last = None
     try:
-        with tarfile.open(fileobj=stream, mode="r|", tarinfo=_EndMarked) as archive:
+        member_type = type("_Member", (_EndMarked,), {"budget": budget, "source": name})
+        with tarfile.open(fileobj=stream, mode="r|", tarinfo=member_type) as archive:
             for member in archive:
                 last = member.name
                 budget.add(member.size, member.name)
@@ -444,6 +485,14 @@ def _read_zip(stream, limits: Limits, name: str, on_file: OnFile = None) -> Taxo
     files: dict[str, _Spooled | None] = {}
     spool = _Spool()
     try:
+        # ZipFile reads the whole central directory at once: refuse one that lists too many entries before it does.
+        end = zipfile._EndRecData(stream)
+        if end is not None and end[zipfile._ECD_ENTRIES_TOTAL] > 2 * limits.max_files:
+            raise LabError(
+                f'Refused: "{name}" lists {end[zipfile._ECD_ENTRIES_TOTAL]:,} entries; an import reads at most '
+                f"{limits.max_files:,} files (and their folders).",
+                path=name,
+            )
         with zipfile.ZipFile(stream) as archive:
             infos = archive.infolist()
             if not infos:

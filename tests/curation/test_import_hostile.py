@@ -109,14 +109,26 @@ def official():
 # --- archives that are not whole -------------------------------------------------------------------------
 
 
-def test_gzip_of_zeros_is_refused_and_prunes_nothing(seeded):
-    _refused(_post(seeded, gzip.compress(b"\0" * 1024 * 1024)), "holds no files")
+def _command_refuses(tmp_path, data: bytes, name: str, words: str) -> None:
+    """The import command, with --prune, on the same bytes: refused with the same words, nothing changed."""
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(CommandError, match=words):
+        call_command("taxonomy_import", str(tmp_path / name), "--prune")
+    assert Leaf.objects.count() == 5
 
 
-def test_tar_cut_at_a_member_boundary_is_refused_and_prunes_nothing(seeded):
+def test_gzip_of_zeros_is_refused_and_prunes_nothing(seeded, tmp_path):
+    zeros = gzip.compress(b"\0" * 1024 * 1024)
+    _refused(_post(seeded, zeros), "holds no files")
+    _command_refuses(tmp_path, zeros, "zeros.tar.gz", "holds no files")
+
+
+def test_tar_cut_at_a_member_boundary_is_refused_and_prunes_nothing(seeded, tmp_path):
     cut = _members(BASE[:2])
     _refused(_post(seeded, cut, "taxonomy.tar"), "cut short", BASE[1][0], "end-of-archive marker")
     _refused(_post(seeded, gzip.compress(cut)), "cut short")
+    _command_refuses(tmp_path, cut, "cut.tar", "cut short")
+    _command_refuses(tmp_path, gzip.compress(cut), "cut.tar.gz", "cut short")
 
 
 def test_gzip_cut_short_is_refused(seeded):
@@ -233,7 +245,7 @@ def test_values_the_database_cannot_store_are_named(seeded, official, tmp_path, 
     assert Leaf.objects.count() == 5
 
 
-def test_a_knowledge_domain_longer_than_its_column_is_named(official, tmp_path, corpus):
+def test_a_knowledge_domain_longer_than_its_column_is_named(seeded, official, tmp_path, corpus):
     for file in sorted(corpus.glob("knowledge/**/qna.yaml")):
         raw, rel = file.read_bytes(), str(file.relative_to(corpus))
         if b"\ndomain: " in raw and official(raw, tmp_path, rel):
@@ -243,6 +255,11 @@ def test_a_knowledge_domain_longer_than_its_column_is_named(official, tmp_path, 
     problems = read_qna(long, rel).errors
     assert [(p.field, f"at most {DOMAIN_MAX}" in p.message) for p in problems] == [("domain", True)]
     assert problems[0].line == raw[: raw.index(b"\ndomain: ") + 1].count(b"\n") + 1
+    # And through the API: the leaf is not imported, the others are untouched.
+    response = _post(seeded, _tar_bytes([*BASE, (rel, long)]))
+    problem = next(p for p in response["import_record"]["problems"] if p["field"] == "domain")
+    assert (problem["path"], problem["line"]) == (rel, problems[0].line)
+    assert Leaf.objects.count() == 5
 
 
 def test_a_leaf_path_longer_than_its_column_is_named(seeded):
@@ -281,11 +298,17 @@ def test_crlf_files_import_as_the_official_parser_reads_them(api, official, tmp_
     assert Leaf.objects.count() == 12
 
 
-def test_yamllint_disable_comments_are_honoured(official, tmp_path):
-    raw = b"# yamllint disable rule:trailing-spaces\n" + POEMS.replace(b"q1\n", b"q1   \n")
-    assert official(raw, tmp_path) is True
-    assert read_qna(raw, TARGET).valid
-    assert not read_qna(POEMS.replace(b"q1\n", b"q1   \n"), TARGET).valid
+def test_yamllint_disable_comments_are_honoured(seeded, official, tmp_path):
+    spaced = POEMS.replace(b"q1\n", b"q1   \n")
+    raw = b"# yamllint disable rule:trailing-spaces\n" + spaced
+    assert (official(raw, tmp_path), official(spaced, tmp_path)) == (True, False)
+    response = _post(seeded, _tar_bytes([*BASE, (TARGET, raw)]))
+    assert (response["import_record"]["created"], response["import_record"]["rejected"]) == (1, 0), response
+    assert Leaf.objects.count() == 6
+    response = _post(seeded, _tar_bytes([*BASE, ("compositional_skills/spaced/qna.yaml", spaced)]), prune=False)
+    problem = response["import_record"]["problems"][0]
+    assert (problem["line"], "trailing-spaces" in problem["message"]) == (5, True)
+    assert Leaf.objects.count() == 6
 
 
 def test_each_missing_key_is_reported_once(seeded):
@@ -330,3 +353,131 @@ def test_the_import_command_names_file_line_and_field(curator, tmp_path, capsys)
     assert f"{TARGET}:3 [created_by]" in out and "NUL" in out
     assert Leaf.objects.count() == 5
     assert TaxonomyImport.objects.get().rejected == 1
+
+
+# --- found by the audit of 2026-12-02: shapes the cases above did not reach ------------------------------
+
+
+def test_deep_nesting_after_what_libyaml_refuses_is_refused_before_parsing(seeded, tmp_path):
+    # libyaml refuses a surrogate escape, so the file is parsed with the pure loader, which recurses per level.
+    raw = _poems_with('created_by: "\\ud800"') + b"nested: " + b"[" * 100_000 + b"]" * 100_000 + b"\n"
+    response = _post(seeded, _tar_bytes([*BASE, (TARGET, raw)]))
+    assert response["status"] == "succeeded", response
+    problem = response["import_record"]["problems"][0]
+    assert (problem["path"], problem["line"]) == (TARGET, 15) and "nested more than 100 levels" in problem["message"]
+    assert Leaf.objects.count() == 5
+
+
+def test_a_recursive_alias_is_refused(seeded, official, tmp_path):
+    # The data would hold itself: every walk over it (validation, hashing, the checks of what can be stored) loops.
+    raw = POEMS + b"loop: &loop [1, *loop]\n"
+    response = _post(seeded, _tar_bytes([*BASE, (TARGET, raw)]))
+    assert response["status"] == "succeeded", response
+    problem = response["import_record"]["problems"][0]
+    assert (problem["path"], problem["line"]) == (TARGET, 15) and "recursive alias" in problem["message"]
+    assert Leaf.objects.count() == 5
+    assert official(raw, tmp_path) is False
+
+
+def test_aliases_of_a_long_text_are_refused(seeded, tmp_path):
+    # Few nodes, many characters: 25 answers naming one 100,000-character text. 20,000 of them fit in a 2 MiB file,
+    # 2 GB to hash and write once the data is built.
+    seeds = b"".join(b"  - question: q%d\n    answer: *long\n" % index for index in range(25))
+    raw = b"version: 3\ntask_description: &long " + b"x" * 100_000 + b"\ncreated_by: me\nseed_examples:\n" + seeds
+    response = _post(seeded, _tar_bytes([*BASE, (TARGET, raw)]))
+    assert response["status"] == "succeeded", response
+    problem = response["import_record"]["problems"][0]
+    assert (problem["path"], problem["line"]) == (TARGET, 5 + 2 * 20 + 1)
+    assert "2,000,000 characters" in problem["message"] and "billion laughs" in problem["message"]
+    assert Leaf.objects.count() == 5
+    for name, data in [*BASE, (TARGET, raw)]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    call_command("taxonomy_import", str(tmp_path), "--prune")
+    assert Leaf.objects.count() == 5 and TaxonomyImport.objects.first().rejected == 1
+
+
+@pytest.mark.parametrize("version", [b".inf", b"true", b"1.0e+400"])
+def test_a_version_that_names_no_schema_is_refused_as_the_official_parser_refuses_it(
+    seeded, official, tmp_path, version
+):
+    raw = POEMS.replace(b"version: 3", b"version: " + version)
+    assert official(raw, tmp_path) is False
+    response = _post(seeded, _tar_bytes([*BASE, (TARGET, raw)]))
+    assert response["status"] == "succeeded", response
+    problem = response["import_record"]["problems"][0]
+    assert (problem["path"], problem["line"], problem["field"]) == (TARGET, 1, "version")
+    assert "Unknown schema version" in problem["message"]
+    assert Leaf.objects.count() == 5
+
+
+@pytest.mark.parametrize("kind", [tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE])
+def test_a_tar_header_extension_past_its_limit_is_refused_before_it_is_read(seeded, tmp_path, kind):
+    # A long name or pax record is read whole into memory before its member: 2 MiB here, a GiB in a 1 MiB upload.
+    header = tarfile.TarInfo("././@LongLink" if kind == tarfile.GNUTYPE_LONGNAME else "././@PaxHeader")
+    header.type = kind
+    header.size = 2 * 1024 * 1024
+    if kind == tarfile.GNUTYPE_LONGNAME:
+        payload = b"7" * header.size
+    else:  # one pax record, "LENGTH comment=VALUE\n", LENGTH counting the whole record
+        payload = b"%d comment=" % header.size
+        payload += b"7" * (header.size - len(payload) - 1) + b"\n"
+    whole = _members(BASE) + header.tobuf(tarfile.GNU_FORMAT) + payload + _members(BASE) + b"\0" * 1024
+    data = gzip.compress(whole)
+    _refused(_post(seeded, data), "tar header extension", "2,097,152 bytes")
+    _command_refuses(tmp_path, data, "long.tar.gz", "tar header extension")
+
+
+def test_a_zip_listing_more_entries_than_the_file_limit_is_refused_before_its_directory_is_read(seeded, settings):
+    settings.LABWEB_IMPORT_MAX_FILES = 5
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index in range(11):
+            archive.writestr(f"compositional_skills/z/{index}.md", b"")
+    _refused(_post(seeded, buffer.getvalue(), "taxonomy.zip"), "lists 11 entries", "at most 5 files")
+
+
+def test_a_file_with_a_problem_on_every_line_lists_its_first_100(seeded, official, tmp_path):
+    # 2 MiB of such lines would be 400,000 problems for one file, 50 million in an upload.
+    raw = b"version: 3\ntask_description: x\ncreated_by: me\nlines:\n" + b"- a \n" * 5_000
+    assert official(raw, tmp_path) is False
+    response = _post(seeded, _tar_bytes([*BASE, (TARGET, raw)]))
+    problems = [p for p in response["import_record"]["problems"] if p["path"] == TARGET]
+    assert len(problems) == 101 and [p["line"] for p in problems[:3]] == [5, 6, 7], problems[:3]
+    assert problems[-1]["message"] == "More problems follow in this file; LabWeb lists the first 100."
+    assert response["import_record"]["rejected"] == 1 and Leaf.objects.count() == 5
+
+
+def test_an_import_lists_its_first_problems_and_counts_every_rejected_file(seeded, monkeypatch):
+    from curation.taxonomy import source
+
+    monkeypatch.setattr(source, "MAX_SOURCE_PROBLEMS", 3)
+    broken = [(f"compositional_skills/broken/b{index}/qna.yaml", b"version: 3\n") for index in range(4)]
+    response = _post(seeded, _tar_bytes([*BASE, *broken]))
+    record = response["import_record"]
+    assert (record["rejected"], record["unchanged"], len(record["problems"])) == (4, 5, 4), record
+    assert record["problems"][-1]["message"] == "More problems follow; LabWeb lists the first 3."
+    assert record["problems"][-1]["path"] == broken[1][0]
+    assert Leaf.objects.count() == 5
+
+
+def test_a_server_path_or_revision_longer_than_labweb_stores_is_refused_not_cut(staff_curator, tmp_path):
+    from rest_framework.test import APIClient
+
+    from curation.models import ImportJob
+
+    deep = tmp_path.joinpath(*(letter * 250 for letter in "abcde"))
+    deep.mkdir(parents=True)
+    client = APIClient()
+    client.force_authenticate(staff_curator)
+    response = client.post("/api/imports/", {"directory": str(deep)}, format="json")
+    assert response.status_code == 400, response.content[:300]
+    assert "LabWeb stores at most 1,000" in response.json()["error"]["message"]
+    response = client.post("/api/imports/", {"git": str(tmp_path), "ref": "r" * 201}, format="json")
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["error"]["field"] == "ref" and "at most 200" in response.json()["error"]["message"]
+    # A folder name longer than the file system takes (255 bytes) is said so, not a server error.
+    response = client.post("/api/imports/", {"directory": str(tmp_path / ("y" * 300))}, format="json")
+    assert response.status_code == 400, response.content[:300]
+    assert "File name too long" in response.json()["error"]["message"]
+    assert not ImportJob.objects.exists() and not Leaf.objects.exists()

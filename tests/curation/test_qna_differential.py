@@ -3,7 +3,7 @@
 Each mutation is something a contributor's editor, a merge or a hand edit does to a qna.yaml: line endings,
 encodings, comments (yamllint directives among them), YAML features, whitespace, key order, deletions. The
 official verdict is `TaxonomyParser(schema_version=0)` with yamllint, as `ilab taxonomy diff` runs it. The
-mutants are drawn with a fixed seed, so a failure names a mutant that reproduces.
+mutants are drawn with a fixed seed (LABWEB_DIFFERENTIAL_SEED), so a failure names a mutant that reproduces.
 """
 
 import contextlib
@@ -20,7 +20,9 @@ from instructlab.schema.taxonomy import TaxonomyParser, TaxonomyReadingException
 
 from curation.taxonomy import read_qna
 
+# A larger batch by hand: LABWEB_DIFFERENTIAL_MUTANTS=2000 LABWEB_DIFFERENTIAL_SEED=7 pytest this file.
 MUTANTS = int(os.environ.get("LABWEB_DIFFERENTIAL_MUTANTS", "200"))
+SEED = int(os.environ.get("LABWEB_DIFFERENTIAL_SEED", "12"))
 TOP_KEY = re.compile(r"^[A-Za-z_]+:", re.M)
 
 
@@ -115,6 +117,9 @@ MUTATIONS = {
     "quote-open": lambda t, r: _at_line(t, r, lambda line: line.replace(": ", ': "', 1)),
     "flow-empty": lambda t, r: t + "seed_examples: []\n",
     "version-string": lambda t, r: re.sub(r"^version: *(\d+)", r"version: '\1'", t, flags=re.M),
+    "version-float": lambda t, r: re.sub(r"^version: *(\d+)", r"version: \1.0", t, flags=re.M),
+    "version-infinite": lambda t, r: re.sub(r"^version: *(\d+)", "version: .inf", t, flags=re.M),
+    "version-boolean": lambda t, r: re.sub(r"^version: *(\d+)", "version: true", t, flags=re.M),
     "truncate": lambda t, r: t[: r.randrange(len(t) + 1)],
     "nel-line-break": lambda t, r: t.replace("\n", "\x85", 1 + r.randrange(3)),
     "line-separator": lambda t, r: _at_line(t, r, lambda line: line + "\u2028"),
@@ -123,11 +128,12 @@ MUTATIONS = {
     "astral-character": lambda t, r: _at_line(t, r, lambda line: line + " \U0001f600" if ": " in line else line),
     "quoted-duplicate-key": lambda t, r: t + '"version": 3\n',
     "merge-key": lambda t, r: t + "base: &b {a: 1}\nmerged:\n  <<: *b\n  <<: *b\n",
+    "recursive-alias": lambda t, r: t + "loop: &loop [1, *loop]\n",
 }
 
 
 def _mutants(corpus: Path) -> list[tuple[str, str, bytes]]:
-    rng = random.Random(12)
+    rng = random.Random(SEED)
     files = sorted(corpus.rglob("qna.yaml"))
     names = sorted(MUTATIONS)
     out = []

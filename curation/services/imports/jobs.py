@@ -65,6 +65,14 @@ def upload_limit() -> int:
 
 def _check_at_once(source: ImportSource, size: int | None) -> None:
     """What can be refused without reading the source through: the rest is the job's."""
+    # The job keeps the path and revision for its worker to read: one cut to fit would name another folder.
+    for name, value, what in (("location", source.location, "path"), ("ref", source.ref or "", "revision")):
+        limit = ImportJob._meta.get_field(name).max_length
+        if len(value) > limit:
+            raise LabError(
+                f"Refused: the {what} is {len(value):,} characters long; LabWeb stores at most {limit:,}.",
+                field="ref" if name == "ref" else source.kind,
+            )
     if source.kind == ImportSource.UPLOAD:
         if size is not None and size > upload_limit():
             raise LabError(
@@ -77,9 +85,13 @@ def _check_at_once(source: ImportSource, size: int | None) -> None:
         check_archive_head(head, source.location)
     elif source.kind in (ImportSource.DIRECTORY, ImportSource.GIT, ImportSource.ARCHIVE):
         path = Path(source.location)
-        if source.kind == ImportSource.ARCHIVE and not path.is_file():
+        try:
+            is_file, is_dir = path.is_file(), path.is_dir()
+        except OSError as error:  # a name longer than the file system takes, say
+            raise LabError(f'Cannot read "{path}": {error.strerror}.', path=str(path), field=source.kind) from None
+        if source.kind == ImportSource.ARCHIVE and not is_file:
             raise LabError(f'"{path}" is not a file.', path=str(path))
-        if source.kind != ImportSource.ARCHIVE and not path.is_dir():
+        if source.kind != ImportSource.ARCHIVE and not is_dir:
             raise LabError(f'"{path}" is not a directory.', path=str(path))
         if source.kind == ImportSource.GIT and (source.ref or "").startswith("-"):
             raise LabError(f'"{source.ref}" is not a git revision.', field="ref")
