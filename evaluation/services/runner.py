@@ -36,12 +36,16 @@ JUDGE_DOWN_AFTER = 5  # failures in a row with no success between: the judge is 
 
 
 WAITING = "waiting"
-TRAINING_FIRST = "waits for its training job: on a machine without a GPU the two would split its cores"
+TRAINING_FIRST = (
+    "waits for its training job, and for that job's earlier evaluations: on a machine without a GPU they would "
+    "split its cores"
+)
 
 
 def _training_holds_these_cores(job: EvaluationJob) -> bool:
-    """An evaluation after a phase, on a worker with no GPU, while its job still trains: the first run's case,
-    where both would share two cores and the training would take several times as long."""
+    """An evaluation of a training job's checkpoint, on a worker with no GPU, while that job still trains or an
+    earlier evaluation of it still runs: the first run's case, where they would share two cores and the training
+    would take several times as long. One at a time, in the order they were made, they finish as fast."""
     if job.backend != EvaluationJob.Backend.LOCAL or job.training_job_id is None:
         return False
     import torch
@@ -50,7 +54,12 @@ def _training_holds_these_cores(job: EvaluationJob) -> bool:
         return False
     from training.models import TrainingJob
 
-    return TrainingJob.objects.filter(pk=job.training_job_id, status__in=jobs.ACTIVE).exists()
+    return (
+        TrainingJob.objects.filter(pk=job.training_job_id, status__in=jobs.ACTIVE).exists()
+        or EvaluationJob.objects.filter(
+            training_job_id=job.training_job_id, pk__lt=job.pk, status__in=jobs.ACTIVE
+        ).exists()
+    )
 
 
 class Stopped(Exception):

@@ -57,8 +57,8 @@ def test_each_phase_is_evaluated_against_the_base_per_leaf_with_earlier_phases_s
     first, second = evaluations
     assert first.status == second.status == jobs.Status.SUCCEEDED, (first.error, second.error)
     assert first.judge == judge and first.base_model == str(storage / "base")
-    # No GPU here: the first phase's evaluation waited for the second phase instead of halving its cores.
-    assert first.started_at >= training.finished_at
+    # No GPU here: the first phase's evaluation waited for the second phase, the second for the first evaluation.
+    assert first.started_at >= training.finished_at and second.started_at >= first.finished_at
     assert first.checkpoint == Checkpoint.objects.filter(phase=first.phase).order_by("-step").first()
     assert first.sets == {"first": [SKILLS, KNOWLEDGE]}
     assert second.sets == {"first": [SKILLS, KNOWLEDGE], "second": [SKILLS, KNOWLEDGE]}  # forgetting shows

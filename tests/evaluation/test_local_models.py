@@ -9,6 +9,7 @@ import pytest
 from evaluation.models import EvaluationJob
 from evaluation.services.jobs import evaluation_create
 from evaluation.services.runner import evaluation_run
+from labweb import jobs
 from labweb.gguf import converted_folder
 from tests.evaluation.conftest import FACTS, SKILLS
 from tests.support.tiny_model import build_tiny_model
@@ -33,7 +34,9 @@ def gguf_base(tmp_path, settings):
 
 @pytest.fixture
 def trained_from_gguf(gguf_base, storage):
-    job = TrainingJob.objects.create(name="from gguf", base_model=gguf_base, gguf_file=GGUF, output_dir=str(storage))
+    job = TrainingJob.objects.create(  # a finished job: on a CPU an evaluation waits for one that still trains
+        name="from gguf", base_model=gguf_base, gguf_file=GGUF, output_dir=str(storage), status=jobs.Status.SUCCEEDED
+    )
     phase = TrainingPhase.objects.create(
         job=job, order=0, name="only", recipe="datasets:\n- path: datasets/dataset-1/all.jsonl\n", config={}
     )
