@@ -115,19 +115,23 @@ def stream(name: str) -> Iterator[bytes]:
     return training_storage().stream(name)
 
 
-def staging_file(name: str) -> Path:
-    """A fresh local path to write a file at before it goes into the storage (beside the cache: one disk)."""
+def _staging() -> Path:
+    """Where files are written before they go into the storage: beside the cache, so a move is on one disk."""
     folder = cache_dir() / "staging"
     folder.mkdir(parents=True, exist_ok=True)
-    handle, path = tempfile.mkstemp(prefix=f".{Path(name).name}.", suffix=".partial", dir=folder)
+    return folder
+
+
+def staging_file(name: str) -> Path:
+    """A fresh local path to write a file at before it goes into the storage."""
+    handle, path = tempfile.mkstemp(prefix=f".{Path(name).name}.", suffix=".partial", dir=_staging())
     os.close(handle)
     return Path(path)
 
 
 def staging_folder() -> Path:
-    folder = cache_dir() / "staging"
-    folder.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="build-", dir=folder))
+    """A fresh local folder for a build's files before they go into the storage."""
+    return Path(tempfile.mkdtemp(prefix="build-", dir=_staging()))
 
 
 def _cached(name: str, sha256: str) -> Path:
