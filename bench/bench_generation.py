@@ -1,8 +1,10 @@
 """Generation throughput against a scripted teacher with a fixed latency, per teacher concurrency limit C.
 
 Run: .venv/bin/python bench/bench_generation.py [--concurrency 8 32] [--latency 0.2] [--workers W] [--no-sdg]
+    [--processes P]
 (PostgreSQL from DATABASE_URL as for every bench; about 2 connections per worker thread. instructlab-sdg is
-looked for in /tmp/sdg-venv: bench/RESULTS.md says how it was installed.)
+looked for in /tmp/sdg-venv: bench/RESULTS.md says how it was installed. With --processes, Redis from REDIS_URL,
+whose database is emptied.)
 
 The teacher is tests/support/teacher_server.py in a child process, so that the bench process's CPU time is
 the orchestrator's alone, extended with the legacy /v1/completions endpoint that instructlab-sdg calls.
@@ -11,7 +13,10 @@ For each C, in the same run and against the same server:
             with a semaphore of C: the best an orchestrator on that client can do;
   labweb    run_create (scope all, dispatch patched out), then every WorkItem through item_process on a
             pool of W threads (W = C unless --workers), the code path of a Celery `-P threads -c W` worker,
-            on a fresh response cache (a new sampling seed per run).
+            on a fresh response cache (a new sampling seed per run);
+            or, with --processes P, P real Celery generation workers (`-P threads -c W` each, W = C unless
+            --workers) that share the teacher's one budget in Redis, the run created and dispatched as the
+            API does, timed from run_create until the run has finished. cpu is then the workers' CPU.
 instructlab-sdg, where --sdg-python has it, runs its `full` freeform skills pipeline leaf after leaf as
 `ilab data generate` does: against a server that takes one prompt per request (llama.cpp-like; ilab's
 batch_size 0) and against one that takes a batch of prompts per request (vLLM-like; batch_size 8, 10
@@ -393,6 +398,84 @@ def labweb(*, teacher, user, samples_per_leaf: int, seed: int, workers: int, exp
     return work, check
 
 
+def labweb_workers(
+    *,
+    teacher,
+    user,
+    samples_per_leaf: int,
+    seed: int,
+    processes: int,
+    threads: int,
+    expected_samples: int,
+    database: str,
+    logs: Path,
+    pool: int,
+):
+    """P real Celery generation workers, started and ready; return (work, check, stop) for measure()."""
+    import psutil
+    from django.conf import settings
+
+    from generation.models import GenerationRun, Sample
+    from generation.services.runs import run_create
+    from tests.support.worker import Worker, worker_env
+
+    env = worker_env(
+        database, settings.CELERY_BROKER_URL, DEBUG="0", SECRET_KEY="bench-only", DATABASE_POOL_SIZE=str(pool)
+    )
+    workers = [
+        Worker(
+            f"gen{teacher.max_concurrency}-{n}",
+            logs / f"gen-c{teacher.max_concurrency}-{n}.log",
+            env,
+            queues="generation",
+            concurrency=threads,
+        )  # fmt: skip
+        for n in range(processes)
+    ]
+    for worker in workers:
+        worker.wait_ready(120)
+    state = {}
+
+    def cpu() -> float:
+        total = 0.0
+        for worker in workers:
+            try:
+                procs = [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            for proc in procs:
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def work():
+        cpu0 = cpu()
+        started = time.perf_counter()
+        run = state["run"] = run_create(
+            teacher=teacher, user=user, scope="all", samples_per_leaf=samples_per_leaf,
+            config={"sampling": {"seed": seed}},
+        )  # fmt: skip
+        while GenerationRun.objects.filter(pk=run.pk, status__in=["queued", "running"]).exists():
+            time.sleep(0.05)
+        return {"wall": time.perf_counter() - started, "cpu": cpu() - cpu0, "outcomes": {}}
+
+    def check(row: dict) -> dict:
+        run = state["run"]
+        run.refresh_from_db()
+        row.update(
+            items=run.items.count(), samples=Sample.objects.filter(run=run).count(), run_status=run.status,
+            crashes=0, crash_kinds=[],
+        )  # fmt: skip
+        row["complete"] = row["samples"] == expected_samples and run.status == GenerationRun.Status.SUCCEEDED
+        return row
+
+    def stop():
+        for worker in workers:
+            worker.kill()
+
+    return work, check, stop
+
+
 class PgSessions:
     """Connections PostgreSQL accepted for the test database, and the most open at once (sampled every 50 ms)."""
 
@@ -559,6 +642,33 @@ def write_taxonomy(root: Path, leaves: int) -> None:
 # --- running and reporting ------------------------------------------------------------------------------
 
 
+def workers_row(args, server: "Server", user, pg: "PgSessions", teacher, concurrency: int, threads: int):
+    """The run through `args.processes` real workers, with the bare client's baseline beside it."""
+    work, check, stop = labweb_workers(
+        teacher=teacher, user=user, samples_per_leaf=args.samples_per_leaf, seed=1000 + concurrency,
+        processes=args.processes, threads=threads, expected_samples=args.leaves * args.samples_per_leaf,
+        database=args.database, logs=args.logs, pool=args.pool,
+    )  # fmt: skip
+    try:
+        with pg:
+            row = check(measure(server, work))
+    finally:
+        stop()
+    row.update(pg_opened=pg.opened, pg_peak=pg.peak, logged_errors=[], workers=threads, machine_ms=row["machine_ms"])
+    base = measure(server, baseline(server.url, calls=row["calls"], concurrency=concurrency, warm=True))
+    base, row = derive(base, concurrency, args.latency), derive(row, concurrency, args.latency)
+    print(f"C={concurrency}: labweb {row['rate']:.1f} calls/s, baseline {base['rate']:.1f} calls/s", flush=True)
+    pooled = f", pools of {args.pool}" if args.pool else ""
+    name = f"C={concurrency} labweb: {args.processes} Celery workers x {threads} threads{pooled}"
+    if os.environ.get("BENCH_TIMELINE"):
+        begin = row["clock"][0]
+        for second in range(int(row["wall"]) + 1):
+            low, high = begin + second, begin + second + 1
+            held = sum(max(0.0, min(e, high) - max(s, low)) for s, e in row["spans"])
+            print(f"  t={second:3d}s  mean in flight {held:5.1f}")
+    return name, row, base
+
+
 def run_all(args, server: "Server", user, pg: PgSessions, errors: LoggedErrors) -> list[tuple[str, dict, dict]]:
     import openai  # noqa: F401 - a worker process imports it once, not inside the first measured run
 
@@ -570,6 +680,10 @@ def run_all(args, server: "Server", user, pg: PgSessions, errors: LoggedErrors) 
         teacher = teacher_create(
             user=user, name=f"bench-c{concurrency}", base_url=server.url, model=MODEL, max_concurrency=concurrency
         )
+        if args.processes:
+            name, row, base = workers_row(args, server, user, pg, teacher, concurrency, workers)
+            rows += [(f"C={concurrency} baseline: AsyncOpenAI + semaphore", base, base), (name, row, base)]
+            continue
         work, check = labweb(
             teacher=teacher,
             user=user,
@@ -745,6 +859,8 @@ def main() -> None:
     parser.add_argument("--leaves", type=int, default=40)
     parser.add_argument("--samples-per-leaf", type=int, default=10)
     parser.add_argument("--workers", type=int, default=0, help="worker threads (default: C)")
+    parser.add_argument("--processes", type=int, default=0, help="run through this many real Celery workers")
+    parser.add_argument("--pool", type=int, default=0, help="the workers' DATABASE_POOL_SIZE (0: none)")
     parser.add_argument(
         "--reject-questions",
         type=int,
@@ -794,6 +910,12 @@ def main() -> None:
             record = taxonomy_import(source=ImportSource.directory(folder), user=user, from_shell=True)
             assert Leaf.objects.filter(is_valid=True).count() == args.leaves, (record.status, record.problems[:3])
             pg = PgSessions(dbname)
+            args.database, args.logs = dbname, Path(os.environ.get("BENCH_LOGS") or folder)
+            if args.processes:
+                import redis
+                from django.conf import settings as django_settings
+
+                redis.Redis.from_url(django_settings.CELERY_BROKER_URL).flushdb()
             try:
                 rows = run_all(args, server, user, pg, errors)
             finally:

@@ -32,3 +32,12 @@ def _keep_leases(**_) -> None:
     from labweb import jobs
 
     jobs.start_lease_keeper()
+
+
+@signals.worker_init.connect
+def _warm_generation(sender=None, **_) -> None:
+    """A worker that takes generation items imports the teacher client before it says it is ready: `openai`
+    costs 1-2 s of CPU to import, which every item of a run's first wave would otherwise wait for."""
+    consumed = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    if consumed is not None and "generation" in (consumed.consume_from or consumed):
+        import openai  # noqa: F401

@@ -96,6 +96,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         **DATABASES["default"].get("OPTIONS", {}),
     }
+# PostgreSQL connections of one process come from a pool of at most this many (0: one per thread, kept for
+# DATABASE_CONN_MAX_AGE). A generation worker of 64 threads holds one per thread otherwise, and two of them
+# exceed PostgreSQL's default max_connections of 100; pooled, an item's thread gives its connection back while
+# it waits for the teacher (generation.sdg.loop.Bridge), so a process needs only as many as write at once.
+DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 0)
+if DATABASE_POOL_SIZE < 0:
+    raise ImproperlyConfigured(f"DATABASE_POOL_SIZE={DATABASE_POOL_SIZE} cannot be negative.")
+if DATABASE_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django refuses persistent connections beside a pool
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DATABASE_POOL_SIZE,
+        "timeout": 60,  # a thread waits this long for a free connection, then its task retries
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -34,10 +34,15 @@ def shared_loop() -> asyncio.AbstractEventLoop:
 
 
 class Bridge:
-    """Runs one coroutine on the shared loop; `call` runs a blocking function back on the calling thread."""
+    """Runs one coroutine on the shared loop; `call` runs a blocking function back on the calling thread.
 
-    def __init__(self):
+    `idle`, called on that thread whenever it has done every job handed over so far and goes back to waiting:
+    where to give back what only the jobs need (a pooled database connection) while the coroutine waits on
+    the teacher."""
+
+    def __init__(self, idle: Callable[[], None] | None = None):
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = idle
 
     async def call(self, fn: Callable[..., T], *args, **kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -58,6 +63,8 @@ class Bridge:
                     loop.call_soon_threadsafe(_settle, future, None, error)
                 else:
                     loop.call_soon_threadsafe(_settle, future, result, None)
+                if self._idle is not None and self._jobs.empty():
+                    self._idle()
         except BaseException:
             done.cancel()  # the worker thread is being stopped: stop the coroutine too
             raise

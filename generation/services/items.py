@@ -33,6 +33,7 @@ from generation.services.runs import run_fail, run_finish_if_done, run_pause, ru
 from generation.services.samples import samples_kept, samples_write
 from generation.services.teachers import teacher_note_ignored_sampling
 from labweb import jobs
+from labweb.db import release_pooled_connection
 from labweb.errors import LabError
 
 logger = logging.getLogger(__name__)
@@ -214,8 +215,9 @@ async def _drive(runner: UnitRunner, teacher: CachedTeacher, store: _ItemStore, 
 
 
 def _run_unit(item: WorkItem, owner: str, client: TeacherClient) -> str:
-    # The pipeline runs on the process's teacher loop; its database work comes back to this thread.
-    bridge = Bridge()
+    # The pipeline runs on the process's teacher loop; its database work comes back to this thread, which holds
+    # a pooled connection only while it does that work.
+    bridge = Bridge(idle=release_pooled_connection)
     store = _ItemStore(item, bridge)
     # The counters go on from the item's earlier attempts: a run's totals are every call it made.
     teacher = CachedTeacher(

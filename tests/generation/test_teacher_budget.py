@@ -242,22 +242,32 @@ def test_a_replica_taken_out_is_tried_again_after_its_backoff_and_takes_calls_ag
 
 
 @pytest.fixture
-def two_workers(settings, broker, tmp_path):
-    env = worker_env(
-        connection.settings_dict["NAME"],
-        settings.CELERY_BROKER_URL,
-        LABWEB_TEACHER_RETRY_DELAY="0.02",
-        LABWEB_TEACHER_SLOT_LEASE_SECONDS="2",
-        PYTHONUNBUFFERED="1",
-    )
-    workers = [Worker(f"w{n}", tmp_path / f"worker-{n}.log", env, concurrency=8) for n in (1, 2)]
-    try:
+def start_two_workers(settings, broker, tmp_path):
+    started: list[Worker] = []
+
+    def start(**extra: str) -> list[Worker]:
+        env = worker_env(
+            connection.settings_dict["NAME"],
+            settings.CELERY_BROKER_URL,
+            LABWEB_TEACHER_RETRY_DELAY="0.02",
+            LABWEB_TEACHER_SLOT_LEASE_SECONDS="2",
+            PYTHONUNBUFFERED="1",
+            **extra,
+        )
+        workers = [Worker(f"w{n}", tmp_path / f"worker-{n}.log", env, concurrency=8) for n in (1, 2)]
+        started.extend(workers)
         for worker in workers:
             worker.wait_ready()
-        yield workers
-    finally:
-        for worker in workers:
-            worker.kill()
+        return workers
+
+    yield start
+    for worker in started:
+        worker.kill()
+
+
+@pytest.fixture
+def two_workers(start_two_workers):
+    return start_two_workers()
 
 
 def wait_run(run: GenerationRun, workers, timeout: float = 120) -> GenerationRun:
@@ -335,3 +345,61 @@ def test_two_worker_processes_hold_one_teacher_limit_together_and_ask_only_what_
 def test_the_budget_key_names_the_model_and_every_endpoint_in_order():
     assert budget_key("m", ["http://a", "http://b"]) != budget_key("m", ["http://b", "http://a"])
     assert budget_key("m", ["http://a"]) != budget_key("n", ["http://a"])
+
+
+class Backends:
+    """The most PostgreSQL connections to the test database open at once, sampled every 20 ms from outside."""
+
+    def __init__(self):
+        import psycopg
+
+        params = connection.settings_dict
+        self.conn = psycopg.connect(
+            host=params["HOST"], port=params["PORT"] or 5432, user=params["USER"], dbname="postgres", autocommit=True
+        )
+        self.name, self.most, self._stop = params["NAME"], 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self):
+        while not self._stop.wait(0.02):
+            (count,) = self.conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [self.name]
+            ).fetchone()
+            self.most = max(self.most, count)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.conn.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pooled_workers_hold_at_most_their_pools_of_connections_and_the_run_completes_exactly_once(
+    queued, start_two_workers, teacher, teacher_server, curator, demo
+):
+    # 16 item threads between two processes; pools of 2 each. Unpooled, each thread keeps its own connection
+    # for the whole item (two workers of 64 threads exceed PostgreSQL's default 100 and their items fail).
+    workers = start_two_workers(DATABASE_POOL_SIZE="2")
+    teacher_server.script.latency = 0.05
+    settings = {"scope": GenerationRun.Scope.ALL, "samples_per_leaf": 12}
+    estimate = run_estimate(teacher=teacher, **settings)
+    with Backends() as backends:
+        run = run_create(teacher=teacher, user=curator, **settings)
+        assert run.items.count() > 10  # more than either worker's 8 threads
+        wait_run(run, workers)
+    assert run.status == GenerationRun.Status.SUCCEEDED, run.error
+    items = list(run.items.values("state", "kept", "target", "failures"))
+    assert all(item["state"] == WorkItem.State.DONE and item["kept"] == item["target"] for item in items)
+    assert not any(item["failures"] for item in items)
+    assert teacher_server.script.requests == estimate.calls  # nothing asked twice
+    assert run.samples.count() == sum(item["target"] for item in items)
+    # Both pools full at most, the test's own connection, and the sampler's own (to another database).
+    assert backends.most <= 2 * 2 + 1, backends.most
+    for worker in workers:
+        log = worker.log.read_text(errors="replace")
+        assert "process_item" in log, worker.tail()
+        assert " retry: " not in log, worker.tail()  # no task waited for a connection and was sent again
