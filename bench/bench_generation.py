@@ -16,7 +16,9 @@ For each C, in the same run and against the same server:
             on a fresh response cache (a new sampling seed per run);
             or, with --processes P, P real Celery generation workers (`-P threads -c W` each, W = C unless
             --workers) that share the teacher's one budget in Redis, the run created and dispatched as the
-            API does, timed from run_create until the run has finished. cpu is then the workers' CPU.
+            API does, timed from run_create until the run has finished. cpu is then the workers' CPU;
+            --pool N gives them DATABASE_POOL_SIZE=N; BENCH_TIMELINE=1 prints the mean calls in flight
+            second by second, BENCH_LOGS=DIR keeps the workers' logs there.
 instructlab-sdg, where --sdg-python has it, runs its `full` freeform skills pipeline leaf after leaf as
 `ilab data generate` does: against a server that takes one prompt per request (llama.cpp-like; ilab's
 batch_size 0) and against one that takes a batch of prompts per request (vLLM-like; batch_size 8, 10
