@@ -112,12 +112,12 @@ class ReviewItem(models.Model):
         return self.response if self.response is not None else self.sample.response
 
 
-class BulkJob(jobs.Leased):
+class BulkJob(jobs.Leased, jobs.Sent):
     """One bulk decision over a selection or "all matching, minus these", run in chunks by a Celery task.
 
     The worker that runs it (or its undo) holds it under a lease (labweb.jobs) that its process renews; the
-    reaper sends a job whose lease lapsed again, and it resumes from its slices' cursors. Whatever stops it
-    leaves it failed, with the error, until someone resumes it.
+    reaper sends a job whose lease lapsed again, and it resumes from its slices' cursors, and sends again one whose
+    message no worker took. Whatever stops it leaves it failed, with the error, until someone resumes it.
     """
 
     class Status(models.TextChoices):

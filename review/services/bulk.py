@@ -8,8 +8,8 @@ are left to individual votes. Undo takes back every decision of the job still in
 was, and records each chunk as one sweep (`Decision`): the samples it took back point at it.
 
 A job (and its undo) lives the lifecycle every job shares (labweb.jobs): the worker that runs it holds it under
-a lease its process renews, the reaper sends a job whose lease lapsed again (it resumes from its slices), and an
-exception leaves it failed with the error, to be resumed.
+a lease its process renews, the reaper sends a job whose lease lapsed again (it resumes from its slices) and one
+whose message no worker took, and an exception leaves it failed with the error, to be resumed.
 """
 
 import json
@@ -555,7 +555,7 @@ def bulk_undo(*, job: BulkJob, reviewer) -> BulkJob:
         job.refresh_from_db()
         _plan(job, undo=True)
         event(job, f"Undo of the whole job started by {reviewer}.")
-        jobs.send_task_on_commit(UNDO_TASK, job.pk)
+        jobs.job_send_on_commit(job, UNDO_TASK, job.pk)
     return job
 
 
@@ -582,16 +582,25 @@ def bulk_resume(*, job: BulkJob, user) -> BulkJob:
             **fields,
         )
         event(job, f"{'Undo resumed' if undo else 'Resumed'} by {user}.")
+        jobs.job_send_on_commit(job, UNDO_TASK if undo else RUN_TASK, job.pk)
         job.refresh_from_db()
-        jobs.send_task_on_commit(UNDO_TASK if undo else RUN_TASK, job.pk)
     return job
 
 
 def bulk_reap() -> int:
-    """Send again the jobs whose worker stopped renewing its lease (the periodic reaper calls this)."""
+    """Send again the jobs whose worker stopped renewing its lease, and those whose message no worker took (a
+    second message finds the job held or finished: `_take` claims); the periodic reaper calls this."""
 
-    def resend(job: BulkJob) -> None:
+    def task(job: BulkJob) -> str:
+        return UNDO_TASK if job.status == BulkJob.Status.UNDOING else RUN_TASK
+
+    def lapsed(job: BulkJob) -> None:
         event(job, "Its worker stopped answering; sent again.", level=BulkEvent.Level.WARNING)
-        jobs.send_task_on_commit(UNDO_TASK if job.status == BulkJob.Status.UNDOING else RUN_TASK, job.pk)
+        jobs.send_task_on_commit(task(job), job.pk)
 
-    return jobs.resend_lapsed(BulkJob.objects.filter(status__in=BulkJob.WORKING), resend)
+    def unclaimed(job: BulkJob) -> None:
+        event(job, jobs.resent_message(job), level=BulkEvent.Level.WARNING)
+        jobs.send_task_on_commit(task(job), job.pk)
+
+    working = BulkJob.objects.filter(status__in=BulkJob.WORKING)
+    return jobs.resend_lapsed(working, lapsed) + jobs.resend_unclaimed(working.filter(lease_owner=""), unclaimed)

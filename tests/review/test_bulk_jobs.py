@@ -1,7 +1,8 @@
 """Bulk jobs under real Celery workers: one killed (SIGKILL) mid-job is taken over by another from the slices'
-cursors, and one whose chunk raises is shown failed with its error and resumed to its end, each sample decided
-once. A trigger the test puts on the item table stands in for what stops a worker: it makes chosen rows wait on
-an advisory lock the test holds (the worker is caught mid-chunk), or raise."""
+cursors, one whose chunk raises is shown failed with its error and resumed to its end, and one whose message the
+broker lost is sent again by the reaper, each sample decided once. A trigger the test puts on the item table
+stands in for what stops a worker: it makes chosen rows wait on an advisory lock the test holds (the worker is
+caught mid-chunk), or raise."""
 
 from collections import Counter
 
@@ -12,7 +13,7 @@ from rest_framework.test import APIClient
 
 from review.models import BulkJob, Decision, ReviewItem
 from tests.support.review import assert_consistent, taken_back
-from tests.support.worker import Worker, wait_for, worker_env
+from tests.support.worker import Worker, drop_queued, reaped, reaper_rounds, wait_for, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 GATE = 4242  # the advisory lock gated rows wait on
@@ -80,13 +81,6 @@ def status_is(job: BulkJob, *statuses: str):
         return job.status in statuses
 
     return check
-
-
-def reaped(worker: Worker):
-    """Whether the reaper has run on `worker` (a line of its log says it succeeded)."""
-    return lambda: any(
-        "labweb.tasks.reap_expired[" in line and "succeeded" in line for line in worker.log.read_text().splitlines()
-    )
 
 
 def assert_each_decided_once(job: BulkJob, total: int) -> None:
@@ -257,3 +251,35 @@ def test_a_bulk_whose_chunk_raises_is_shown_failed_and_resumes_to_its_end(
     assert len(undone) == 60 and set(undone.values()) == {1}
     assert ReviewItem.objects.filter(state="pending").count() == 60
     assert_consistent()
+
+
+def test_a_bulk_whose_message_was_lost_is_sent_again_and_decides_each_sample_once(
+    make_samples, api_reviewer, queued, broker, settings, tmp_path
+):
+    make_samples(4)
+    job = start_bulk(api_reviewer)
+    assert drop_queued(broker, "default") == 1  # the job's message, gone with the broker's memory
+    env = worker_env(
+        connection.settings_dict["NAME"],
+        settings.CELERY_BROKER_URL,
+        LABWEB_REAP_SECONDS="1",
+        LABWEB_QUEUED_RESEND_SECONDS="2",
+        LABWEB_REVIEW_BULK_CHUNK=CHUNK,
+        PYTHONUNBUFFERED="1",
+    )
+    worker = Worker("heir", tmp_path / "worker.log", env, queues="default", concurrency=2, beat=True)
+    try:
+        worker.wait_ready()
+        wait_for(
+            status_is(job, "done", "failed"), timeout=60, what="the job to end", describe=lambda: describe(job, worker)
+        )
+        rounds = reaper_rounds(worker)
+        wait_for(reaped(worker, rounds + 3), timeout=30, what="three more reaper rounds", worker=worker)
+    finally:
+        worker.kill()
+    job.refresh_from_db()
+    assert (job.status, job.done, job.attempts, job.resends, job.error) == ("done", 60, 1, 1, "")
+    assert_each_decided_once(job, 60)
+    resent = job.events.filter(level="warning", message__startswith="No worker took it in the ")
+    assert resent.count() == 1 and "sent again (1 time)" in resent.get().message
+    assert job.events.count() == 3  # created, sent again, done
