@@ -198,7 +198,7 @@ class TaxonomyImport(models.Model):
         return f"{self.source} ({self.created_at:%Y-%m-%d %H:%M})"
 
 
-class ImportJob(jobs.Job, jobs.Leased):
+class ImportJob(jobs.Job, jobs.Leased, jobs.Sent):
     """An import (or its dry run) as a job on a worker: where from, what to do, how far it got, and the result.
 
     The write is one transaction, so a job that stops anywhere (cancelled, its worker killed) changed nothing,

@@ -6,7 +6,7 @@ from evaluation.core.compare import VERDICTS
 from labweb import jobs
 
 
-class EvaluationJob(jobs.Job, jobs.Leased):
+class EvaluationJob(jobs.Job, jobs.Leased, jobs.Sent):
     """One evaluation of a model under test and its base, on a set of leaves; one worker holds it under a lease."""
 
     class Backend(models.TextChoices):

@@ -2,8 +2,9 @@
 
 A job has a status that only moves by conditional UPDATE (the row count says who won), a log of events that
 operators read, and units of work held under a lease that a live worker renews and a dead one lets lapse; the
-periodic reaper calls each kind's registered `reap` to hand expired units back. Job state lives in our own
-tables, never in Celery's result backend: operators watch jobs from the database.
+periodic reaper calls each kind's registered `reap` to hand expired units back, and to send again a job whose
+message no worker ever took (`resend_unclaimed`). Job state lives in our own tables, never in Celery's result
+backend: operators watch jobs from the database.
 """
 
 import logging
@@ -12,10 +13,11 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import close_old_connections, connection, models, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from labweb.errors import ConflictError
@@ -63,6 +65,19 @@ class Leased(models.Model):
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class Sent(models.Model):
+    """When a job's task was last sent, for the reaper to send it again should no worker take it
+    (`resend_unclaimed`): the message may have been lost, and then nothing else ever would."""
+
+    sent_at = models.DateTimeField(default=timezone.now, help_text="When its task was last sent")
+    resends = models.PositiveSmallIntegerField(
+        default=0, help_text="Times the reaper sent it again since, no worker having taken it"
+    )
 
     class Meta:
         abstract = True
@@ -202,21 +217,68 @@ def send_task_on_commit(name: str, *args, countdown: float | None = None) -> Non
     transaction.on_commit(lambda: send_task(name, *args, countdown=countdown))
 
 
+def mark_sent(job: Sent) -> None:
+    """Stamp the job as sent now: the clock of `resend_unclaimed`, which starts over with every deliberate send."""
+    type(job).objects.filter(pk=job.pk).update(sent_at=timezone.now(), resends=0)
+
+
+def job_send_on_commit(job: Sent, name: str, *args) -> None:
+    """Queue the job's task `name` once the transaction commits, stamping the job as sent (`mark_sent`)."""
+    mark_sent(job)
+    send_task_on_commit(name, *args)
+
+
 def resend_lapsed(active: models.QuerySet, resend: Callable[[models.Model], None]) -> int:
     """Take back each job of `active` whose worker stopped renewing its lease, and `resend(job)` (its event and
     its task, sent on commit) in the transaction that frees it. A lease renewed meanwhile, or a job that moved on,
-    is left alone: the conditional UPDATE decides. For kinds whose whole job is one leased unit of work."""
+    is left alone: the conditional UPDATE decides. For kinds whose whole job is one leased unit of work (and
+    `Sent`: the hand-back counts as its send)."""
     count = 0
     for job in active.filter(lease_until__lt=timezone.now()).exclude(lease_owner=""):
         with transaction.atomic():
             if (
                 type(job)
                 .objects.filter(pk=job.pk, status=job.status, lease_owner=job.lease_owner)
-                .update(lease_owner="", lease_until=None)
+                .update(lease_owner="", lease_until=None, sent_at=timezone.now(), resends=0)
             ):
                 resend(job)
                 count += 1
     return count
+
+
+def resend_unclaimed(waiting: models.QuerySet, resend: Callable[[models.Model], None]) -> int:
+    """Send again each job of `waiting` whose task went out LABWEB_QUEUED_RESEND_SECONDS ago and that no worker
+    has taken since; return how many. `resend(job)` records the job's event (`resent_message`) and sends its task
+    on commit, in the transaction of the conditional UPDATE that stamps the job: one taken meanwhile, or sent
+    again by another reaper, is left alone.
+
+    Redis keeps no message on disk, so a broker restart (or a flushed queue) loses every message no worker has
+    taken, and without this such a job stays queued for good. Whether the message is lost or merely waits behind
+    others in a busy queue cannot be told from here; each kind's claim makes a second message harmless (the worker
+    finds the job taken or finished and drops it), and the wait doubles with each resend, so a job behind hours of
+    work gets a handful of spare messages, not one per period. `waiting` is the caller's: its jobs that no worker
+    holds (queued, no lease), with `Sent`'s fields.
+    """
+    now = timezone.now()
+    grace = settings.LABWEB_QUEUED_RESEND_SECONDS
+    count = 0
+    for job in waiting.filter(sent_at__lt=now - timedelta(seconds=grace)):
+        if job.sent_at > now - timedelta(seconds=grace * 2 ** min(job.resends, 10)):
+            continue
+        with transaction.atomic():
+            if waiting.filter(pk=job.pk, sent_at=job.sent_at).update(sent_at=now, resends=F("resends") + 1):
+                resend(job)
+                count += 1
+    return count
+
+
+def resent_message(job: Sent) -> str:
+    """The line a job's log gets when `resend_unclaimed` sends it again (`job` as it was read, before)."""
+    waited = round((timezone.now() - job.sent_at).total_seconds())
+    return (
+        f"No worker took it in the {waited:,} s since it was sent (its message may have been lost, say with a "
+        f"restart of the broker); sent again ({job.resends + 1} {'time' if not job.resends else 'times'})."
+    )
 
 
 _REAPERS: dict[str, Callable[[], int]] = {}

@@ -250,6 +250,12 @@ LABWEB_WORK_MAX_ATTEMPTS = env_int("LABWEB_WORK_MAX_ATTEMPTS", 5)
 LABWEB_ITEM_RETRIES = env_int("LABWEB_ITEM_RETRIES", 2)
 LABWEB_ITEM_RETRY_DELAY = float(env_str("LABWEB_ITEM_RETRY_DELAY", "10"))
 LABWEB_REAP_SECONDS = float(env_str("LABWEB_REAP_SECONDS", "5"))
+# A job queued this long that no worker took is sent again by the reaper (its message may have died with the
+# broker, which keeps nothing on disk), then after twice as long, and so on. Long enough that a job merely waiting
+# behind others on a busy default queue is seldom sent twice; a second message is harmless anyway (claims).
+LABWEB_QUEUED_RESEND_SECONDS = env_int("LABWEB_QUEUED_RESEND_SECONDS", 900)
+if LABWEB_QUEUED_RESEND_SECONDS < 1:
+    raise ImproperlyConfigured(f"LABWEB_QUEUED_RESEND_SECONDS must be at least 1, not {LABWEB_QUEUED_RESEND_SECONDS}.")
 # Review: how long a claimed batch stays with its reviewer before others may take it.
 LABWEB_REVIEW_CLAIM_SECONDS = env_int("LABWEB_REVIEW_CLAIM_SECONDS", 15 * 60)
 # Review: how many samples one chunk of a bulk job decides in one transaction (its progress moves chunk by chunk).

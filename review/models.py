@@ -112,19 +112,21 @@ class ReviewItem(models.Model):
         return self.response if self.response is not None else self.sample.response
 
 
-class BulkJob(jobs.Leased):
+class BulkJob(jobs.Leased, jobs.Sent):
     """One bulk decision over a selection or "all matching, minus these", run in chunks by a Celery task.
 
     The worker that runs it (or its undo) holds it under a lease (labweb.jobs) that its process renews; the
-    reaper sends a job whose lease lapsed again, and it resumes from its slices' cursors. Whatever stops it
-    leaves it failed, with the error, until someone resumes it.
+    reaper sends a job whose lease lapsed again, and it resumes from its slices' cursors, and sends again one whose
+    message no worker took. Whatever stops it leaves it failed, with the error, until someone resumes it; a
+    cancelled one keeps what it decided (undoable as a done one is) and decides nothing more.
     """
 
     class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
+        QUEUED = jobs.Status.QUEUED
+        RUNNING = jobs.Status.RUNNING
         DONE = "done"
-        FAILED = "failed"
+        FAILED = jobs.Status.FAILED
+        CANCELLED = jobs.Status.CANCELLED
         UNDOING = "undoing"
         UNDONE = "undone"
 
@@ -150,6 +152,8 @@ class BulkJob(jobs.Leased):
 
     # The statuses a worker has something to do in (the reaper looks at these).
     WORKING = (Status.QUEUED, Status.RUNNING, Status.UNDOING)
+    # What Cancel stops: deciding. An undo runs to its end (what it takes back is what the job decided).
+    CANCELLABLE = (Status.QUEUED, Status.RUNNING)
 
     class Meta:
         ordering = ["-id"]
@@ -171,7 +175,8 @@ class BulkJob(jobs.Leased):
 
 
 class BulkEvent(jobs.Event):
-    """A line of a bulk job's log: created, taken over from a dead worker, failed (with the error), resumed, done."""
+    """A line of a bulk job's log: created, taken over from a dead worker or sent again, failed (with the error),
+    resumed, cancelled, done."""
 
     job = models.ForeignKey(BulkJob, on_delete=models.CASCADE, related_name="events")
 

@@ -16,6 +16,12 @@ def job_progress(jobs: list) -> dict[int, Progress]:
     return found
 
 
+def _cancel(*, job, user):
+    from review.services.bulk import bulk_cancel
+
+    return bulk_cancel(job=job, user=user)
+
+
 def _retry(*, job, user):
     from review.services.bulk import bulk_resume
 
@@ -41,6 +47,7 @@ def job_kind() -> JobKind:
         queue="default",
         url_name="review:bulk_job",
         progress=job_progress,
+        cancel=_cancel,
         retry=_retry,
         related=("reviewer",),
     )

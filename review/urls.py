@@ -14,6 +14,7 @@ urlpatterns = [
     path("bulk/<int:pk>/", views.bulk_job, name="bulk_job"),
     path("bulk/<int:pk>/undo/", views.bulk_undo, name="bulk_undo"),
     path("bulk/<int:pk>/resume/", views.bulk_resume, name="bulk_resume"),
+    path("bulk/<int:pk>/cancel/", views.bulk_cancel, name="bulk_cancel"),
     path("progress/", views.progress, name="progress"),
     path("agreement/", views.agreement, name="agreement"),
 ]

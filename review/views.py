@@ -295,25 +295,52 @@ def bulk_start(request: HttpRequest) -> HttpResponse:
     return redirect(reverse("review:bulk_job", args=[job.pk]))
 
 
-@require_GET
-@any_role_required
-def bulk_job(request: HttpRequest, pk: int) -> HttpResponse:
+def _bulk_job_page(request: HttpRequest, pk: int, *, command_error: str = "") -> HttpResponse:
     job = get_object_or_404(BulkJob.objects.select_related("reviewer"), pk=pk)
     own = job.reviewer_id == request.user.pk
     failed = job.status == BulkJob.Status.FAILED
     undo_started = failed and job.slices.filter(undo=True).exists()
+    undoable = job.status in (BulkJob.Status.DONE, BulkJob.Status.CANCELLED) or (failed and not undo_started)
+    reviewer = has_role(request.user, REVIEWER)
     context = {
         "job": job,
         "events": job.events.all()[: bulk_services.EVENTS_SHOWN],
         "queue_qs": _qs(Queue.from_params(job.filters)),
-        "can_undo": own and (job.status == BulkJob.Status.DONE or (failed and not undo_started)),
-        "can_resume": failed
-        and has_role(request.user, REVIEWER)
-        and bulk_services.may_act(job, request.user, "resume"),
+        "can_undo": own and undoable,
+        "can_resume": failed and reviewer and bulk_services.may_act(job, request.user, "resume"),
+        "can_cancel": job.status in BulkJob.CANCELLABLE
+        and reviewer
+        and bulk_services.may_act(job, request.user, "cancel"),
         "undo_failed": undo_started,
+        "command_error": command_error,
     }
     template = "review/bulk_job.html#job" if is_partial(request) else "review/bulk_job.html"
-    return render(request, template, context)
+    return render(request, template, context, status=409 if command_error else 200)
+
+
+@require_GET
+@any_role_required
+def bulk_job(request: HttpRequest, pk: int) -> HttpResponse:
+    return _bulk_job_page(request, pk)
+
+
+@require_POST
+@reviewer_required
+def bulk_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """Cancel from the job's page: htmx swaps the job's panel in place (with the refusal, if any), a plain form
+    goes back to the page."""
+    job = get_object_or_404(BulkJob, pk=pk)
+    try:
+        job = bulk_services.bulk_cancel(job=job, user=request.user)
+    except LabError as error:
+        if is_partial(request):
+            return _bulk_job_page(request, pk, command_error=error.message)
+        messages.error(request, error.message)
+    else:
+        if is_partial(request):
+            return _bulk_job_page(request, pk)
+        messages.success(request, f"Bulk job {job.pk} cancelled after {job.done} decisions; they stay decided.")
+    return redirect(reverse("review:bulk_job", args=[pk]))
 
 
 @require_POST

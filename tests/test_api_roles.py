@@ -243,6 +243,7 @@ ENDPOINTS = [
     E("GET",    "review-bulk-detail", "/api/review/bulk/{w.job}/", READ),
     E("POST",   "review-bulk-undo", "/api/review/bulk/{w.job}/undo/", REVIEW, 202),
     E("POST",   "review-bulk-resume", "/api/review/bulk/{w.job}/resume/", REVIEW, 409),  # not failed: refused
+    E("POST",   "review-bulk-cancel", "/api/review/bulk/{w.job}/cancel/", REVIEW, 409),  # done: refused
     E("GET",    "review-stats",    "/api/review/stats/",          READ),
     E("GET",    "review-agreement", "/api/review/agreement/",     READ),
     E("GET",    "training-job-list", "/api/training-jobs/",       READ),

@@ -163,6 +163,7 @@ PAGES = [
     P("GET",  "review:bulk_job",           lambda w: [w.job],         READ),
     P("POST", "review:bulk_undo",          lambda w: [w.job],         REVIEW, 302),
     P("POST", "review:bulk_resume",        lambda w: [w.job],         REVIEW, 302),
+    P("POST", "review:bulk_cancel",        lambda w: [w.job],         REVIEW, 302),
     P("GET",  "review:progress",           none,                      READ),
     P("GET",  "review:agreement",          none,                      READ),
     P("GET",  "training:job_list",         none,                      READ),

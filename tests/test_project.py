@@ -54,6 +54,14 @@ def test_secret_key_is_required_when_debug_is_off_on_a_database_server():
     assert debug.stdout.strip() == "True"
 
 
+def test_the_queued_resend_grace_must_be_at_least_a_second():
+    server = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/labweb_settings_check"}
+    result = _manage("check", DEBUG="1", LABWEB_QUEUED_RESEND_SECONDS="0", **server)
+    assert result.returncode != 0
+    assert "LABWEB_QUEUED_RESEND_SECONDS must be at least 1, not 0" in result.stderr
+    assert _manage("check", DEBUG="1", LABWEB_QUEUED_RESEND_SECONDS="1", **server).returncode == 0
+
+
 def test_taxonomy_commands_work_in_a_new_shell_on_the_embedded_defaults(tmp_path):
     """The README's commands, typed in a shell that set nothing: a key of its own in var/, SQLite there too."""
     var = {"LABWEB_VAR_DIR": str(tmp_path / "var")}

@@ -28,7 +28,7 @@ class TrainingJob(jobs.Job):
         return self.name or f"Training job {self.pk}"
 
 
-class TrainingPhase(jobs.Job):
+class TrainingPhase(jobs.Job, jobs.Sent):
     job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="phases")
     order = models.PositiveIntegerField()
     name = models.CharField(max_length=100)
@@ -129,7 +129,7 @@ class TrainingEvent(jobs.Event):
         pass
 
 
-class CheckpointPrompt(jobs.Job):
+class CheckpointPrompt(jobs.Job, jobs.Sent):
     """A question put to a checkpoint from the browser, answered by a training worker that loads it."""
 
     checkpoint = models.ForeignKey(Checkpoint, on_delete=models.CASCADE, related_name="prompts")
@@ -144,8 +144,9 @@ class CheckpointPrompt(jobs.Job):
         return self.prompt[:80]
 
 
-class Dataset(jobs.Job):
-    """A build of approved samples into the files a plan's phases train on, with what went where."""
+class Dataset(jobs.Job, jobs.Leased, jobs.Sent):
+    """A build of approved samples into the files a plan's phases train on, with what went where. The worker
+    building it holds it under a lease (labweb.jobs), so a second message for it is dropped."""
 
     class Plan(models.TextChoices):
         PHASED = "phased", "Knowledge (simple, then complex), then skills"

@@ -228,19 +228,25 @@ def evaluation_resume(*, job: EvaluationJob, user) -> EvaluationJob:
         status=jobs.Status.QUEUED, error="", finished_at=None, lease_owner="", lease_until=None
     )
     event(job, f"Resumed by {user}.")
+    jobs.job_send_on_commit(job, TASK, job.pk)
     job.refresh_from_db()
-    jobs.send_task_on_commit(TASK, job.pk)
     return job
 
 
 def evaluations_reap() -> int:
-    """Hand back running evaluations whose worker stopped renewing its lease."""
+    """Hand back running evaluations whose worker stopped renewing its lease, and send again those whose message
+    no worker took (a second one finds the job held or finished: `evaluation_run` claims)."""
 
-    def resend(job: EvaluationJob) -> None:
+    def lapsed(job: EvaluationJob) -> None:
         event(job, "Its worker stopped answering; queued again.", level=EvaluationEvent.Level.WARNING)
         jobs.send_task_on_commit(TASK, job.pk)
 
-    return jobs.resend_lapsed(EvaluationJob.objects.filter(status__in=jobs.ACTIVE), resend)
+    def unclaimed(job: EvaluationJob) -> None:
+        event(job, jobs.resent_message(job), level=EvaluationEvent.Level.WARNING)
+        jobs.send_task_on_commit(TASK, job.pk)
+
+    active = EvaluationJob.objects.filter(status__in=jobs.ACTIVE)
+    return jobs.resend_lapsed(active, lapsed) + jobs.resend_unclaimed(active.filter(lease_owner=""), unclaimed)
 
 
 def pending_measurements(job: EvaluationJob):

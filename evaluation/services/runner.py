@@ -77,7 +77,8 @@ def evaluation_run(*, job_id: int) -> str:
     if job.status not in jobs.ACTIVE:
         return f"evaluation {job_id} is {job.status}"
     if job.status == jobs.Status.QUEUED and _training_holds_these_cores(job):
-        _stage(job, TRAINING_FIRST)
+        # The task sends itself again to ask later: that message is this job's, so the reaper waits for it.
+        EvaluationJob.objects.filter(pk=job.pk).update(stage=TRAINING_FIRST, sent_at=timezone.now(), resends=0)
         return WAITING
     owner = owner_identity()
     now = timezone.now()

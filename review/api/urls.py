@@ -19,6 +19,7 @@ urlpatterns = [
     path("bulk/<int:pk>/", views.BulkDetail.as_view(), name="review-bulk-detail"),
     path("bulk/<int:pk>/undo/", views.BulkUndo.as_view(), name="review-bulk-undo"),
     path("bulk/<int:pk>/resume/", views.BulkResume.as_view(), name="review-bulk-resume"),
+    path("bulk/<int:pk>/cancel/", views.BulkCancel.as_view(), name="review-bulk-cancel"),
     path("stats/", views.Stats.as_view(), name="review-stats"),
     path("agreement/", views.Agreement.as_view(), name="review-agreement"),
 ]

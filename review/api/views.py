@@ -283,6 +283,21 @@ class BulkResume(APIView):
         return _bulk_act(pk, lambda job: bulk_services.bulk_resume(job=job, user=request.user))
 
 
+class BulkCancel(APIView):
+    """Stop a queued or running bulk job: what it decided stays decided (undo the job to take it back), the rest
+    stays pending. Its reviewer may (operators too); 409 for a job that is not queued or running."""
+
+    permission_classes = [ReviewerWrites]
+
+    @extend_schema(request=None, responses={200: s.BulkJobSerializer, 409: ERROR})
+    def post(self, request: Request, pk: int) -> Response:
+        job = BulkJob.objects.filter(pk=pk).first()
+        if job is None:
+            raise NotFound(f"No bulk job {pk}.")
+        job = bulk_services.bulk_cancel(job=job, user=request.user)
+        return Response(s.BulkJobSerializer(job).data)
+
+
 class Stats(APIView):
     """Progress from the counters: pending, approved, rejected, edited and acceptance rate, per leaf and branch."""
 

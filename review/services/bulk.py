@@ -8,8 +8,9 @@ are left to individual votes. Undo takes back every decision of the job still in
 was, and records each chunk as one sweep (`Decision`): the samples it took back point at it.
 
 A job (and its undo) lives the lifecycle every job shares (labweb.jobs): the worker that runs it holds it under
-a lease its process renews, the reaper sends a job whose lease lapsed again (it resumes from its slices), and an
-exception leaves it failed with the error, to be resumed.
+a lease its process renews, the reaper sends a job whose lease lapsed again (it resumes from its slices) and one
+whose message no worker took, and an exception leaves it failed with the error, to be resumed. Cancel stops a job
+between chunks: what it decided stays decided (and undoable), and a chunk in flight rolls back whole.
 """
 
 import json
@@ -40,6 +41,10 @@ EVENTS_SHOWN = 20  # of a job's log, on its page and in the API
 # for, two statements at once take the job's writing in half the time (bench/RESULTS.md).
 WORKERS = 2
 MAX_SELECTION = 10_000
+
+
+class _Stopped(Exception):
+    """The job stopped being this chunk's to write (cancelled, or taken over) while the chunk ran: roll it back."""
 
 
 def chunk_size() -> int:
@@ -364,6 +369,13 @@ def bulk_step(job_id: int, *, chunk: int | None = None, owner: str | None = None
     slice, waiting for whoever holds it). False when none is left to take, or when the job is no longer
     `owner`'s (taken over after its lease lapsed, or stopped)."""
     chunk = chunk or chunk_size()
+    try:
+        return _step(job_id, chunk=chunk, owner=owner, wait=wait)
+    except _Stopped:
+        return False
+
+
+def _step(job_id: int, *, chunk: int, owner: str | None, wait: bool) -> bool:
     with transaction.atomic():
         job = BulkJob.objects.select_related("reviewer").get(pk=job_id)
         if owner is not None and job.lease_owner != owner:
@@ -413,7 +425,12 @@ def bulk_step(job_id: int, *, chunk: int | None = None, owner: str | None = None
         if first_id is not None:
             progress["first_decision"] = Least(Coalesce(F("first_decision"), first_id), first_id)
             progress["last_decision"] = Greatest(Coalesce(F("last_decision"), last_id), last_id)
-        BulkJob.objects.filter(pk=job.pk).update(**progress)
+        # The chunk's last write, and the one that decides whether it stands: a cancel (or a takeover) that
+        # committed first makes it match nothing, and the chunk rolls back whole. One that commits first waits
+        # for this (the job's row lock) and counts it: the job's `done` is then exactly what it decided.
+        still = BulkJob.objects.filter(pk=job.pk, status=job.status)
+        if not (still if owner is None else still.filter(lease_owner=owner)).update(**progress):
+            raise _Stopped
     return True
 
 
@@ -523,8 +540,10 @@ def bulk_run(*, job_id: int, chunk: int | None = None, workers: int | None = Non
 
 
 def may_act(job: BulkJob, user, what: str) -> bool:
-    """Whether `user` may `what` ("undo", "resume") the job: its reviewer; operators may resume it too."""
-    return job.reviewer_id == user.pk or user.is_superuser or (what == "resume" and has_role(user, OPERATOR))
+    """Whether `user` may `what` ("undo", "resume", "cancel") the job: its reviewer; operators may resume and
+    cancel it too (the dashboard)."""
+    operators = what in ("resume", "cancel")
+    return job.reviewer_id == user.pk or user.is_superuser or (operators and has_role(user, OPERATOR))
 
 
 def _may_act(job: BulkJob, user, what: str) -> None:
@@ -537,12 +556,14 @@ def _undo_started(job: BulkJob) -> bool:
 
 
 def bulk_undo(*, job: BulkJob, reviewer) -> BulkJob:
-    """Queue the undo of a whole job. Only its reviewer may, once the job is done (or failed part way: what it
-    decided is taken back)."""
+    """Queue the undo of a whole job. Only its reviewer may, once the job is done (or failed or was cancelled part
+    way: what it decided is taken back)."""
     _may_act(job, reviewer, "undo")
     if job.status in (BulkJob.Status.UNDOING, BulkJob.Status.UNDONE):
         raise ConflictError(f"Bulk job {job.pk} is already {job.status}.", field="job")
-    undoable = job.status == BulkJob.Status.DONE or (job.status == BulkJob.Status.FAILED and not _undo_started(job))
+    undoable = job.status in (BulkJob.Status.DONE, BulkJob.Status.CANCELLED) or (
+        job.status == BulkJob.Status.FAILED and not _undo_started(job)
+    )
     if not undoable:
         hint = "resume it, then undo" if job.status == BulkJob.Status.FAILED else "undo it when it is done"
         raise ConflictError(f"Bulk job {job.pk} is still {job.status}; {hint}.", field="job")
@@ -555,7 +576,7 @@ def bulk_undo(*, job: BulkJob, reviewer) -> BulkJob:
         job.refresh_from_db()
         _plan(job, undo=True)
         event(job, f"Undo of the whole job started by {reviewer}.")
-        jobs.send_task_on_commit(UNDO_TASK, job.pk)
+        jobs.job_send_on_commit(job, UNDO_TASK, job.pk)
     return job
 
 
@@ -582,16 +603,50 @@ def bulk_resume(*, job: BulkJob, user) -> BulkJob:
             **fields,
         )
         event(job, f"{'Undo resumed' if undo else 'Resumed'} by {user}.")
+        jobs.job_send_on_commit(job, UNDO_TASK if undo else RUN_TASK, job.pk)
         job.refresh_from_db()
-        jobs.send_task_on_commit(UNDO_TASK if undo else RUN_TASK, job.pk)
+    return job
+
+
+def bulk_cancel(*, job: BulkJob, user) -> BulkJob:
+    """Stop a queued or running job; its reviewer may, and operators (the dashboard). What it decided stays
+    decided, and is undone as a done job's is; the rest stays pending. A chunk a worker is in the middle of
+    either committed before this (and is counted) or rolls back whole (`_step`), so once this commits the job's
+    `done` is exactly what it decided."""
+    _may_act(job, user, "cancel")
+    with transaction.atomic():
+        # The lease goes with it: the worker's next step finds the job no longer its own, and Undo may start.
+        cancelled = BulkJob.objects.filter(pk=job.pk, status__in=BulkJob.CANCELLABLE).update(
+            status=BulkJob.Status.CANCELLED, finished_at=timezone.now(), lease_owner="", lease_until=None
+        )
+        job.refresh_from_db()
+        if not cancelled:
+            raise ConflictError(
+                f"Bulk job {job.pk} is {job.status}; only a queued or running one can be cancelled.", field="status"
+            )
+        event(
+            job,
+            f"Cancelled by {user}: the {job.done} samples it decided stay decided (undo the job to take them back); "
+            f"the other {max(job.expected - job.done, 0)} it left as they were.",
+            level=BulkEvent.Level.WARNING,
+        )
     return job
 
 
 def bulk_reap() -> int:
-    """Send again the jobs whose worker stopped renewing its lease (the periodic reaper calls this)."""
+    """Send again the jobs whose worker stopped renewing its lease, and those whose message no worker took (a
+    second message finds the job held or finished: `_take` claims); the periodic reaper calls this."""
 
-    def resend(job: BulkJob) -> None:
+    def task(job: BulkJob) -> str:
+        return UNDO_TASK if job.status == BulkJob.Status.UNDOING else RUN_TASK
+
+    def lapsed(job: BulkJob) -> None:
         event(job, "Its worker stopped answering; sent again.", level=BulkEvent.Level.WARNING)
-        jobs.send_task_on_commit(UNDO_TASK if job.status == BulkJob.Status.UNDOING else RUN_TASK, job.pk)
+        jobs.send_task_on_commit(task(job), job.pk)
 
-    return jobs.resend_lapsed(BulkJob.objects.filter(status__in=BulkJob.WORKING), resend)
+    def unclaimed(job: BulkJob) -> None:
+        event(job, jobs.resent_message(job), level=BulkEvent.Level.WARNING)
+        jobs.send_task_on_commit(task(job), job.pk)
+
+    working = BulkJob.objects.filter(status__in=BulkJob.WORKING)
+    return jobs.resend_lapsed(working, lapsed) + jobs.resend_unclaimed(working.filter(lease_owner=""), unclaimed)

@@ -1,5 +1,5 @@
 """Review as reviewers live it, in headless Chromium: the keyboard flow, a bulk decision by filter with its
-confirmation and undo, and a second reviewer told of a conflict."""
+confirmation and undo, a bulk job cancelled part way from its page, and a second reviewer told of a conflict."""
 
 import re
 
@@ -7,6 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from review.models import BulkJob, ReviewItem
+from review.services.bulk import bulk_step, bulk_undo_run
 from tests.browser.conftest import htmx_idle, sign_in
 
 pytestmark = pytest.mark.browser
@@ -97,6 +98,42 @@ def test_bulk_approve_by_filter_states_the_count_and_is_undone_as_a_whole(
     page.click("#bulk-undo")
     expect(page.locator("#bulk-status")).to_have_text("undone")
     assert BulkJob.objects.get().status == "undone"
+    assert ReviewItem.objects.filter(state="pending").count() == 30
+
+
+def test_a_bulk_job_cancelled_from_its_page_keeps_what_it_decided_and_is_undone(
+    page, transactional_db, reviewer, make_samples, queued
+):
+    make_samples(2)  # 30 pending samples; no worker takes the job: the test works its chunks
+    sign_in(page, reviewer, start="/review/")
+    page.select_option("#bulk-action", "approve")
+    page.click("#bulk-submit")
+    expect(page.locator("#bulk-count")).to_contain_text("approve 30 samples")
+    page.click("#bulk-go")
+    page.wait_for_url(re.compile(r"/review/bulk/\d+/"))
+    expect(page.locator("#bulk-status")).to_have_text("queued")
+    job = BulkJob.objects.get()
+    assert bulk_step(job.pk, chunk=5) and bulk_step(job.pk, chunk=5)  # two chunks, as a worker would
+    expect(page.locator("#bulk-done")).to_have_text("10")  # the page follows the job (htmx, every second)
+    expect(page.locator("#bulk-status")).to_have_text("running")
+    page.evaluate("window.__sameDocument = true")
+
+    page.click("#bulk-cancel")
+    expect(page.locator("#bulk-status")).to_have_text("cancelled")
+    expect(page.locator("#bulk-cancelled")).to_contain_text("Cancelled after 10 of 30 decisions")
+    expect(page.locator("#bulk-events li").first).to_contain_text("Cancelled by rene")
+    expect(page.locator("#bulk-cancel")).to_have_count(0)
+    assert page.evaluate("window.__sameDocument") is True  # swapped in place, no page load
+    job.refresh_from_db()
+    assert (job.status, job.done) == ("cancelled", 10)
+    assert not bulk_step(job.pk, chunk=5)  # a worker finds nothing more to do
+    assert ReviewItem.objects.filter(state="approved").count() == 10
+
+    page.click("#bulk-undo")
+    expect(page.locator("#bulk-status")).to_have_text("undoing")
+    bulk_undo_run(job_id=job.pk, chunk=5)
+    expect(page.locator("#bulk-status")).to_have_text("undone")
+    expect(page.locator("#bulk-undone")).to_have_text("10")
     assert ReviewItem.objects.filter(state="pending").count() == 30
 
 

@@ -104,8 +104,8 @@ def judge(judge_server, operator):
     return teacher_create(user=operator, name=JUDGE, base_url=judge_server.url, model="judge", max_concurrency=4)
 
 
-@pytest.fixture
-def worker(storage, queued, settings, tmp_path, judge):
+def start_evaluator(storage, settings, tmp_path, *, beat: bool = False, **extra: str) -> Worker:
+    """A worker of the training and default queues on the test's database, its storage and its judge."""
     env = worker_env(
         connection.settings_dict["NAME"],
         settings.CELERY_BROKER_URL,
@@ -114,8 +114,15 @@ def worker(storage, queued, settings, tmp_path, judge):
         OMP_NUM_THREADS="1",
         LABWEB_EVALUATION_JUDGE=JUDGE,
         LABWEB_TEACHER_ATTEMPTS="1",
+        **extra,
     )
-    process = Worker("evaluator", tmp_path / "worker.log", env, queues="training,default", concurrency=2)
+    process = Worker("evaluator", tmp_path / "worker.log", env, queues="training,default", concurrency=2, beat=beat)
     process.wait_ready()
+    return process
+
+
+@pytest.fixture
+def worker(storage, queued, settings, tmp_path, judge):
+    process = start_evaluator(storage, settings, tmp_path)
     yield process
     process.kill()

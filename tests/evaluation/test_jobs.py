@@ -1,16 +1,18 @@
 """Evaluations end to end: a tiny model trained in two phases on a real worker, evaluated after each phase against
 its base by the scripted judge (one judgement in seven unparseable); then an evaluation whose judge is down,
-resumed once it answers, paying for no answer twice."""
+resumed once it answers, paying for no answer twice; and one whose message the broker lost, sent again by the
+reaper and measured once."""
 
 import pytest
+from rest_framework.test import APIClient
 
 from evaluation.models import EvaluationJob, LeafResult, Measurement
 from evaluation.services.jobs import evaluation_create, evaluation_resume
 from evaluation.services.results import tree_counts
 from generation.services.teachers import teacher_create, teacher_update
 from labweb import jobs
-from tests.evaluation.conftest import KNOWLEDGE, SKILLS
-from tests.support.worker import wait_for
+from tests.evaluation.conftest import KNOWLEDGE, SKILLS, start_evaluator
+from tests.support.worker import drop_queued, reaped, reaper_rounds, wait_for
 from training.models import Checkpoint
 from training.services.jobs import job_create
 
@@ -111,3 +113,34 @@ def test_each_phase_is_evaluated_against_the_base_per_leaf_with_earlier_phases_s
     assert again.status == jobs.Status.SUCCEEDED, again.error
     assert dict(again.measurements.filter(pk__in=answered).values_list("pk", "answer")) == answered
     assert judgements() - before == again.measurements.filter(kind="judged").count()
+
+
+def test_an_evaluation_job_whose_message_was_lost_is_sent_again_and_measured_once(
+    storage, taxonomy, judge, judge_server, operator, queued, broker, settings, tmp_path
+):
+    api = APIClient()
+    api.force_authenticate(operator)
+    body = {"model": str(storage / "base"), "base_model": "", "judge": judge.pk, "leaves": [SKILLS]}
+    created = api.post("/api/evaluations/", {**body, "max_new_tokens": 8}, format="json")
+    assert created.status_code == 201, created.json()
+    job = EvaluationJob.objects.get(pk=created.json()["id"])
+    assert drop_queued(broker, "training") == 1  # the job's message, gone with the broker's memory
+
+    worker = start_evaluator(
+        storage, settings, tmp_path, beat=True, LABWEB_REAP_SECONDS="1", LABWEB_QUEUED_RESEND_SECONDS="2"
+    )
+    try:
+        wait_for(lambda: finished(job), timeout=180, what="the evaluation sent again", worker=worker)
+        rounds = reaper_rounds(worker)
+        wait_for(reaped(worker, rounds + 3), timeout=30, what="three more reaper rounds", worker=worker)
+    finally:
+        worker.kill()
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.resends) == (jobs.Status.SUCCEEDED, 1, 1), job.error
+    resent = job.events.filter(level="warning", message__startswith="No worker took it in the ")
+    assert resent.count() == 1 and "sent again (1 time)" in resent.get().message
+    judged = Measurement.objects.filter(job=job, kind="judged")
+    assert judged.count() == 4 and not judged.filter(judged=False).exists()  # its 4 seeds, on the model alone
+    requests = [e for e in judge_server.script.exchanges if "Rate the assistant" in e["prompt"]]
+    assert len(requests) == judged.count()  # each judgement asked once
+    assert job.events.filter(message__startswith="Planned").count() == 1

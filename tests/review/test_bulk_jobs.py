@@ -1,7 +1,9 @@
 """Bulk jobs under real Celery workers: one killed (SIGKILL) mid-job is taken over by another from the slices'
-cursors, and one whose chunk raises is shown failed with its error and resumed to its end, each sample decided
-once. A trigger the test puts on the item table stands in for what stops a worker: it makes chosen rows wait on
-an advisory lock the test holds (the worker is caught mid-chunk), or raise."""
+cursors, one whose chunk raises is shown failed with its error and resumed to its end, one whose message the
+broker lost is sent again by the reaper, each sample decided once; and one cancelled mid-chunk keeps exactly the
+chunks committed before, which its undo takes back. A trigger the test puts on the item table stands in for what
+stops a worker: it makes chosen rows wait on an advisory lock the test holds (the worker is caught mid-chunk), or
+raise."""
 
 from collections import Counter
 
@@ -12,7 +14,7 @@ from rest_framework.test import APIClient
 
 from review.models import BulkJob, Decision, ReviewItem
 from tests.support.review import assert_consistent, taken_back
-from tests.support.worker import Worker, wait_for, worker_env
+from tests.support.worker import Worker, drop_queued, reaped, reaper_rounds, wait_for, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 GATE = 4242  # the advisory lock gated rows wait on
@@ -80,13 +82,6 @@ def status_is(job: BulkJob, *statuses: str):
         return job.status in statuses
 
     return check
-
-
-def reaped(worker: Worker):
-    """Whether the reaper has run on `worker` (a line of its log says it succeeded)."""
-    return lambda: any(
-        "labweb.tasks.reap_expired[" in line and "succeeded" in line for line in worker.log.read_text().splitlines()
-    )
 
 
 def assert_each_decided_once(job: BulkJob, total: int) -> None:
@@ -255,5 +250,120 @@ def test_a_bulk_whose_chunk_raises_is_shown_failed_and_resumes_to_its_end(
     assert (job.status, job.undone, job.error) == ("undone", 60, "")
     undone = taken_back(job)
     assert len(undone) == 60 and set(undone.values()) == {1}
+    assert ReviewItem.objects.filter(state="pending").count() == 60
+    assert_consistent()
+
+
+def gate_mid_slices(trigger, ids: list[int]) -> None:
+    """A row in the middle of each slice (of 30) waits for the lock the test then holds."""
+    trigger(
+        f"IF NEW.sample_id IN ({ids[12]}, {ids[42]}) THEN PERFORM pg_advisory_lock_shared({GATE}); "
+        f"PERFORM pg_advisory_unlock_shared({GATE}); END IF;"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [GATE])
+
+
+def both_stuck(job: BulkJob, done: int):
+    def check():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            waiting = cursor.fetchone()[0]
+        job.refresh_from_db()
+        return waiting == 2 and job.done == done
+
+    return check
+
+
+def test_a_bulk_whose_message_was_lost_is_sent_again_and_decides_each_sample_once(
+    make_samples, api_reviewer, queued, broker, settings, tmp_path
+):
+    make_samples(4)
+    job = start_bulk(api_reviewer)
+    assert drop_queued(broker, "default") == 1  # the job's message, gone with the broker's memory
+    env = worker_env(
+        connection.settings_dict["NAME"],
+        settings.CELERY_BROKER_URL,
+        LABWEB_REAP_SECONDS="1",
+        LABWEB_QUEUED_RESEND_SECONDS="2",
+        LABWEB_REVIEW_BULK_CHUNK=CHUNK,
+        PYTHONUNBUFFERED="1",
+    )
+    worker = Worker("heir", tmp_path / "worker.log", env, queues="default", concurrency=2, beat=True)
+    try:
+        worker.wait_ready()
+        wait_for(
+            status_is(job, "done", "failed"), timeout=60, what="the job to end", describe=lambda: describe(job, worker)
+        )
+        rounds = reaper_rounds(worker)
+        wait_for(reaped(worker, rounds + 3), timeout=30, what="three more reaper rounds", worker=worker)
+    finally:
+        worker.kill()
+    job.refresh_from_db()
+    assert (job.status, job.done, job.attempts, job.resends, job.error) == ("done", 60, 1, 1, "")
+    assert_each_decided_once(job, 60)
+    resent = job.events.filter(level="warning", message__startswith="No worker took it in the ")
+    assert resent.count() == 1 and "sent again (1 time)" in resent.get().message
+    assert job.events.count() == 3  # created, sent again, done
+
+
+def test_a_bulk_cancelled_mid_chunk_keeps_what_it_decided_and_its_undo_takes_exactly_that_back(
+    make_samples, api_reviewer, reviewer, queued, settings, trigger, tmp_path
+):
+    make_samples(4)  # 60 samples, two slices of 30, chunks of 5
+    ids = list(ReviewItem.objects.order_by("pk").values_list("pk", flat=True))
+    gate_mid_slices(trigger, ids)
+    env = worker_env(
+        connection.settings_dict["NAME"],
+        settings.CELERY_BROKER_URL,
+        LABWEB_REVIEW_BULK_CHUNK=CHUNK,
+        PYTHONUNBUFFERED="1",
+    )
+    worker = Worker("bulk", tmp_path / "worker.log", env, queues="default", concurrency=2)
+    try:
+        worker.wait_ready()
+        job = start_bulk(api_reviewer)
+        # Both of the worker's connections are in the middle of their slice's third chunk, two of each committed.
+        wait_for(both_stuck(job, 20), timeout=60, what="both slices mid-chunk", describe=lambda: describe(job, worker))
+        cancelled = api_reviewer.post(f"/api/review/bulk/{job.pk}/cancel/")
+        assert cancelled.status_code == 200, cancelled.json()
+        body = cancelled.json()
+        assert (body["status"], body["done"]) == ("cancelled", 20)
+        assert "Cancelled by rene: the 20 samples it decided stay decided" in body["events"][0]["message"]
+        # The chunks in flight end: their last write finds the job cancelled, and they roll back whole.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [GATE])
+        wait_for(
+            lambda: any(
+                "review.tasks.bulk_run[" in line and "succeeded" in line and "'cancelled'" in line
+                for line in worker.log.read_text().splitlines()
+            ),
+            timeout=30,
+            what="the worker to leave the job",
+            worker=worker,
+        )
+        job.refresh_from_db()
+        assert (job.status, job.done, job.lease_owner) == ("cancelled", 20, "")
+        decided = set(Decision.objects.filter(job=job).values_list("item_id", flat=True))
+        approved = set(ReviewItem.objects.filter(state="approved").values_list("pk", flat=True))
+        untouched = set(ReviewItem.objects.filter(state="pending", decision__isnull=True).values_list("pk", flat=True))
+        assert decided == approved and len(decided) == 20 and len(decided) + len(untouched) == 60
+        assert {ids[12], ids[42]} <= untouched  # the rows of the chunks that rolled back
+        assert sum(job.slices.filter(undo=False).values_list("count", flat=True)) == 20
+        assert_consistent()
+        again = api_reviewer.post(f"/api/review/bulk/{job.pk}/cancel/")
+        assert again.status_code == 409 and "only a queued or running one" in again.json()["error"]["message"]
+
+        trigger.drop()
+        undo = api_reviewer.post(f"/api/review/bulk/{job.pk}/undo/")
+        assert undo.status_code == 202, undo.json()
+        wait_for(
+            status_is(job, "undone", "failed"), timeout=60, what="the undo", describe=lambda: describe(job, worker)
+        )
+    finally:
+        worker.kill()
+    assert (job.status, job.undone, job.error) == ("undone", 20, "")
+    undone = taken_back(job)
+    assert set(undone) == decided and set(undone.values()) == {1}
     assert ReviewItem.objects.filter(state="pending").count() == 60
     assert_consistent()

@@ -3,7 +3,9 @@
 import pytest
 from django.test import Client
 
-from review.models import Decision, ReviewItem
+from review.models import BulkJob, Decision, ReviewItem
+from review.queue import Queue
+from review.services.bulk import bulk_create, bulk_step
 
 pytestmark = pytest.mark.django_db
 
@@ -173,3 +175,35 @@ def test_the_screen_shows_the_sample_beside_its_seeds_judges_teacher_prompts_and
     assert second.rationales["pair"] in page and "skills_questions@1" in page and "pair_judge@1" in page
     assert "<code>teacher-model</code>" in page
     assert f'data-role="duplicate" href="/review/samples/{first.pk}/"' in page
+
+
+def test_bulk_cancel_is_its_reviewers_or_an_operators_and_refused_once_the_job_is_done(
+    make_samples, browser_client, reviewer, second_reviewer, operator, queued
+):
+    make_samples(1)
+    job = bulk_create(reviewer=reviewer, action="approve", queue=Queue(), expected=15)
+    assert bulk_step(job.pk, chunk=3)
+    page = browser_client.get(f"/review/bulk/{job.pk}/").content.decode()
+    assert 'id="bulk-cancel"' in page and f'hx-post="/review/bulk/{job.pk}/cancel/"' in page
+
+    other = Client()
+    other.force_login(second_reviewer)
+    assert 'id="bulk-cancel"' not in other.get(f"/review/bulk/{job.pk}/").content.decode()
+    refused = other.post(f"/review/bulk/{job.pk}/cancel/", follow=True)
+    assert "only they can cancel it" in refused.content.decode()
+    assert BulkJob.objects.get(pk=job.pk).status == "running"
+
+    # An operator cancels it from the dashboard; what it decided stays.
+    operations = Client()
+    operations.force_login(operator)
+    assert operations.post(f"/operations/bulk/{job.pk}/cancel/").status_code == 302
+    job.refresh_from_db()
+    assert (job.status, job.done, job.lease_owner) == ("cancelled", 3, "")
+    assert ReviewItem.objects.filter(state="approved").count() == 3 and not bulk_step(job.pk, chunk=3)
+
+    # Cancelled again through htmx: the panel comes back with the refusal, and the job as it is.
+    again = browser_client.post(f"/review/bulk/{job.pk}/cancel/", headers={"HX-Request": "true"})
+    html = again.content.decode()
+    assert again.status_code == 409 and html.lstrip().startswith('<section class="panel" id="bulk-job"')
+    assert "is cancelled; only a queued or running one can be cancelled" in html
+    assert 'id="bulk-cancel"' not in html and 'id="bulk-undo"' in html and 'id="bulk-cancelled"' in html

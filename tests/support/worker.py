@@ -107,3 +107,25 @@ class Worker:
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def drop_queued(broker, queue: str) -> int:
+    """Delete the messages waiting in `queue` (every priority's list of it), as a restart of a Redis that keeps
+    nothing on disk loses them; return how many there were."""
+    dropped = 0
+    for key in broker.scan_iter(match=f"{queue}*"):
+        if key.decode() == queue or key.decode().startswith(f"{queue}\x06"):
+            dropped += broker.llen(key)
+            broker.delete(key)
+    return dropped
+
+
+def reaper_rounds(worker: Worker) -> int:
+    """How many times the periodic reaper has run on `worker` (a line of its log says each succeeded)."""
+    lines = worker.log.read_text(errors="replace").splitlines()
+    return sum("labweb.tasks.reap_expired[" in line and "succeeded" in line for line in lines)
+
+
+def reaped(worker: Worker, times: int = 1):
+    """Whether the periodic reaper has run `times` times on `worker`."""
+    return lambda: reaper_rounds(worker) >= times

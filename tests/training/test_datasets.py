@@ -2,16 +2,19 @@
 
 import hashlib
 import json
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from labweb import jobs
 from labweb.errors import LabError
 from review.models import ReviewItem
 from review.services.decisions import sample_decide
 from tests.support.tiny_model import build_tiny_model
+from tests.support.worker import drop_queued
 from training.models import Dataset, DatasetSample
-from training.services.datasets import dataset_create, dataset_phases
+from training.services.datasets import dataset_build, dataset_create, dataset_phases
 from training.services.jobs import job_create
 from training.trainer.mixing import Recipe
 
@@ -134,3 +137,32 @@ def test_a_job_on_the_embedded_model_gets_settings_a_cpu_trains_in_minutes(
     assert source.sampling_size == DEMO_STEPS == 36
     (plain,) = dataset_phases(dataset, base_model="/models/mistral-7b")
     assert plain["config"] == {} and Recipe.from_yaml(plain["recipe"]).sources[0].sampling_size == 1.0
+
+
+def test_a_build_whose_message_was_lost_is_sent_again_and_a_message_for_a_held_build_is_dropped(
+    make_samples, reviewer, storage, queued, broker, django_capture_on_commit_callbacks
+):
+    make_samples(1)
+    decide(list(ReviewItem.objects.order_by("pk").values_list("pk", flat=True))[:10], reviewer, "approve")
+    with django_capture_on_commit_callbacks(execute=True):
+        dataset = dataset_create(name="lost", user=reviewer, plan="stacked", held_out_fraction=0.0)
+    assert drop_queued(broker, "default") == 1  # the build's message, gone with the broker's memory
+
+    def reap() -> int:
+        with django_capture_on_commit_callbacks(execute=True):
+            return jobs.reap_all()["datasets"]
+
+    assert reap() == 0  # merely waiting
+    Dataset.objects.filter(pk=dataset.pk).update(sent_at=timezone.now() - timedelta(seconds=901))
+    assert reap() == 1 and broker.llen("default") == 1
+    # Another worker holds the build: this message is dropped, and nothing is written twice.
+    live = timezone.now() + timedelta(seconds=60)
+    Dataset.objects.filter(pk=dataset.pk).update(lease_owner="alive:1/x", lease_until=live)
+    dataset = dataset_build(dataset_id=dataset.pk)
+    assert (dataset.status, dataset.attempts, dataset.samples) == (jobs.Status.QUEUED, 0, 0)
+    Dataset.objects.filter(pk=dataset.pk).update(lease_owner="", lease_until=None)
+    dataset = dataset_build(dataset_id=dataset.pk)
+    assert (dataset.status, dataset.attempts, dataset.samples, dataset.lease_owner) == ("succeeded", 1, 10, "")
+    assert dataset_build(dataset_id=dataset.pk).attempts == 1  # finished: a late message changes nothing
+    assert DatasetSample.objects.filter(dataset=dataset).count() == 10
+    assert reap() == 0

@@ -2,17 +2,20 @@
 
 import hashlib
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.db import connection
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from labweb import jobs
 from tests.support.tiny_model import build_tiny_model
-from tests.support.worker import Worker, wait_for, worker_env
-from training.models import Checkpoint, StepMetric, TrainingJob, TrainingNode
+from tests.support.worker import Worker, drop_queued, wait_for, worker_env
+from training.models import Checkpoint, CheckpointPrompt, StepMetric, TrainingJob, TrainingNode, TrainingPhase
 from training.services.jobs import job_cancel, job_create, job_resume
+from training.services.prompts import prompt_ask
 from training.trainer.events import read_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -382,3 +385,33 @@ def test_two_nodes_each_a_worker_of_its_own_train_one_job_over_one_rendezvous(
     assert events[0]["event"] == "start" and events[0]["processes"] == 2
     assert phase.step == phase.total_steps == 4  # 4 samples, 2 a step, 2 epochs: one step of both nodes each
     assert StepMetric.objects.filter(phase=phase).count() == 4
+
+
+def test_a_phase_or_a_question_whose_message_was_lost_is_sent_again_unless_a_worker_took_it(
+    storage, operator, queued, broker
+):
+    job = job_create(
+        name="lost", base_model=str(storage / "base"), user=operator, phases=[{"recipe": recipe("uploads/facts.jsonl")}]
+    )
+    phase = job.phases.get()
+    checkpoint = Checkpoint.objects.create(
+        phase=phase, name="c", path=str(storage / "base"), step=0, epoch=0, samples_seen=0
+    )
+    asked = prompt_ask(checkpoint=checkpoint, prompt="what do cows drink", user=operator)
+    assert drop_queued(broker, "training") == 2  # rank 0 of the phase, and the question: gone with the broker
+    reaped = jobs.reap_all()
+    assert (reaped["training"], reaped["prompts"], broker.llen("training")) == (0, 0, 0)  # merely waiting
+    long_ago = timezone.now() - timedelta(seconds=901)
+    TrainingPhase.objects.filter(pk=phase.pk).update(sent_at=long_ago)
+    CheckpointPrompt.objects.filter(pk=asked.pk).update(sent_at=long_ago)
+    reaped = jobs.reap_all()
+    assert (reaped["training"], reaped["prompts"]) == (1, 1) and broker.llen("training") == 2
+    assert job.events.filter(phase=phase, message__contains="No worker took it in the 90").count() == 1
+    assert jobs.reap_all()["training"] == 0  # its new message waits its turn
+
+    # A worker took rank 0 (it is mixing the data, the phase still queued): never sent again this way.
+    TrainingNode.objects.create(
+        phase=phase, rank=0, lease_owner="alive:1", lease_until=timezone.now() + timedelta(seconds=60)
+    )
+    TrainingPhase.objects.filter(pk=phase.pk).update(sent_at=long_ago - timedelta(days=1))
+    assert jobs.reap_all()["training"] == 0 and broker.llen("training") == 2

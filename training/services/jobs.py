@@ -177,6 +177,7 @@ def job_dispatch(job: TrainingJob) -> None:
     phase = job.phases.exclude(status=jobs.Status.SUCCEEDED).order_by("order").first()
     if phase is None:
         return
+    jobs.mark_sent(phase)
     for rank in range(job.nodes):
         jobs.send_task_on_commit("training.tasks.run_phase_node", phase.pk, rank)
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from labweb import jobs
@@ -344,7 +344,8 @@ def _log_tail(path: Path, lines: int = 20) -> str:
 
 def nodes_reap() -> int:
     """Hand back phases whose worker died: every node of the phase starts again (torchrun's rendezvous needs all),
-    and the trainer resumes from its last full state."""
+    and the trainer resumes from its last full state. Then send again the phases still queued whose rank 0 no
+    worker took (`node_run` claims each rank: a second message finds it held, or the phase gone on, and leaves)."""
     now = timezone.now()
     expired = TrainingNode.objects.filter(
         lease_until__lt=now, phase__status__in=jobs.ACTIVE, phase__job__status__in=jobs.ACTIVE
@@ -363,4 +364,15 @@ def nodes_reap() -> int:
                 level=TrainingEvent.Level.WARNING,
             )
             job_dispatch(phase.job)
-    return len(phases)
+    return len(phases) + phases_resend()
+
+
+def phases_resend() -> int:
+    def unclaimed(phase: TrainingPhase) -> None:
+        event(phase.job, f"{phase.name}: {jobs.resent_message(phase)}", phase=phase, level=TrainingEvent.Level.WARNING)
+        for rank in range(phase.job.nodes):
+            jobs.send_task_on_commit("training.tasks.run_phase_node", phase.pk, rank)
+
+    started = TrainingNode.objects.filter(phase=OuterRef("pk"), rank=0).exclude(lease_owner="")
+    waiting = TrainingPhase.objects.filter(~Exists(started), status=jobs.Status.QUEUED, job__status__in=jobs.ACTIVE)
+    return jobs.resend_unclaimed(waiting.select_related("job"), unclaimed)

@@ -1,5 +1,6 @@
 """Asking a checkpoint a question: queued from the page, answered by a training worker (where the weights are)."""
 
+import logging
 import time
 from functools import lru_cache
 
@@ -10,6 +11,8 @@ from labweb.errors import LabError
 from training.models import Checkpoint, CheckpointPrompt
 
 MAX_PROMPT_CHARS = 4000
+TASK = "training.tasks.answer_prompt"
+logger = logging.getLogger(__name__)
 
 
 def prompt_ask(*, checkpoint: Checkpoint, prompt: str, user) -> CheckpointPrompt:
@@ -19,7 +22,7 @@ def prompt_ask(*, checkpoint: Checkpoint, prompt: str, user) -> CheckpointPrompt
     if len(prompt) > MAX_PROMPT_CHARS:
         raise LabError(f"A question is at most {MAX_PROMPT_CHARS} characters.", field="prompt")
     asked = CheckpointPrompt.objects.create(checkpoint=checkpoint, prompt=prompt, created_by=user)
-    jobs.send_task_on_commit("training.tasks.answer_prompt", asked.pk)
+    jobs.send_task_on_commit(TASK, asked.pk)
     return asked
 
 
@@ -36,7 +39,8 @@ def _model(path: str):
 
 
 def prompt_answer(*, prompt_id: int) -> CheckpointPrompt:
-    """Greedy decoding of up to LABWEB_PROMPT_MAX_TOKENS tokens; idempotent (an answered prompt is left alone)."""
+    """Greedy decoding of up to LABWEB_PROMPT_MAX_TOKENS tokens; idempotent (the move from queued to running is
+    the claim: a second message finds the prompt taken or answered and leaves it)."""
     import torch
 
     asked = CheckpointPrompt.objects.select_related("checkpoint").get(pk=prompt_id)
@@ -68,3 +72,14 @@ def prompt_answer(*, prompt_id: int) -> CheckpointPrompt:
         seconds=round(time.perf_counter() - started, 2),
     )
     return asked
+
+
+def prompts_reap() -> int:
+    """Send again the questions still queued whose message no worker took (the periodic reaper calls this). A
+    prompt keeps no log of its own: the worker's log says so."""
+
+    def unclaimed(asked: CheckpointPrompt) -> None:
+        logger.warning("Prompt %s to %s: %s", asked.pk, asked.checkpoint_id, jobs.resent_message(asked))
+        jobs.send_task_on_commit(TASK, asked.pk)
+
+    return jobs.resend_unclaimed(CheckpointPrompt.objects.filter(status=jobs.Status.QUEUED), unclaimed)

@@ -204,14 +204,20 @@ def import_job_cancel(*, job: ImportJob, user) -> ImportJob:
 
 
 def import_jobs_reap() -> int:
-    """Queue again the jobs whose worker stopped renewing its lease: their transaction rolled back with it."""
+    """Queue again the jobs whose worker stopped renewing its lease (their transaction rolled back with it), and
+    those whose message no worker took (a second one finds the job held or finished: `import_job_run` claims)."""
 
-    def resend(job: ImportJob) -> None:
+    def lapsed(job: ImportJob) -> None:
         message = "Its worker stopped answering; nothing it did was kept, and the job is queued again."
         event(job, message, level=ImportEvent.Level.WARNING)
         jobs.send_task_on_commit(TASK, job.pk)
 
-    return jobs.resend_lapsed(ImportJob.objects.filter(status__in=jobs.ACTIVE), resend)
+    def unclaimed(job: ImportJob) -> None:
+        event(job, jobs.resent_message(job), level=ImportEvent.Level.WARNING)
+        jobs.send_task_on_commit(TASK, job.pk)
+
+    active = ImportJob.objects.filter(status__in=jobs.ACTIVE)
+    return jobs.resend_lapsed(active, lapsed) + jobs.resend_unclaimed(active.filter(lease_owner=""), unclaimed)
 
 
 class _Published(Progress):
