@@ -272,6 +272,28 @@ def resend_unclaimed(waiting: models.QuerySet, resend: Callable[[models.Model], 
     return count
 
 
+def broker_messages(queue: str) -> int | None:
+    """How many messages wait in the broker's `queue` (not those a worker has taken); None when the broker cannot
+    say. Under CELERY_TASK_ALWAYS_EAGER nothing is queued: 0."""
+    from amqp.exceptions import ChannelError
+    from kombu.exceptions import OperationalError as BrokerDown
+
+    from labweb.celery import app
+
+    if app.conf.task_always_eager:
+        return 0
+    try:
+        with app.connection_for_read() as conn:
+            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+    except ChannelError as error:
+        # A restarted Redis knows no queue until a worker declares it again: none wait in it.
+        return 0 if str(error.reply_code) == "404" else None
+    except (BrokerDown, OSError):
+        return None
+    except Exception:  # noqa: BLE001 - a broker that is down says nothing either way
+        return None
+
+
 def resent_message(job: Sent) -> str:
     """The line a job's log gets when `resend_unclaimed` sends it again (`job` as it was read, before)."""
     waited = round((timezone.now() - job.sent_at).total_seconds())

@@ -7,6 +7,7 @@ decides), as every other kind of job does.
 import secrets
 from collections import Counter
 from dataclasses import asdict
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -24,7 +25,7 @@ from generation.services.counters import counters_planned, items_change
 from generation.services.samples import samples_kept, samples_mark_duplicates
 from generation.services.teachers import TEACHER_FIELDS, teacher_client, teacher_quality_warning
 from labweb.errors import ConflictError, LabError
-from labweb.jobs import send_task, send_task_on_commit, transition
+from labweb.jobs import broker_messages, send_task, send_task_on_commit, transition
 
 Status = GenerationRun.Status
 ACTIVE = (Status.QUEUED, Status.RUNNING)
@@ -498,7 +499,33 @@ def requeue_expired() -> int:
         WorkItem.objects.filter(run_id__in={run_id for _, run_id in pairs}, state=WorkItem.State.PENDING).update(
             queued_at=None
         )
+    _unsend_lost(now)
     unsent = WorkItem.objects.filter(_unsent(now), run__status__in=ACTIVE)
     for run_id in unsent.order_by().values_list("run_id", flat=True).distinct():
         run_dispatch(run_id=run_id)
     return len(pairs)
+
+
+def _unsend_lost(now) -> None:
+    """Mark unsent the pending items whose messages the broker lost (Redis keeps none on disk: a restart loses every
+    message no worker has taken), so that the dispatch below sends them again.
+
+    Told from a queue that is merely long by three things at once: items marked sent LABWEB_QUEUED_RESEND_SECONDS
+    ago or more, not one item running anywhere (a worker with messages to take would be at one), and an empty
+    `generation` queue. Workers that are down leave their messages in the queue, so they are not sent again and
+    again; a worker that prefetched some runs items, so a lost message is found only once the queue runs dry.
+    """
+    grace = now - timedelta(seconds=settings.LABWEB_QUEUED_RESEND_SECONDS)
+    stale = WorkItem.objects.filter(state=WorkItem.State.PENDING, queued_at__lt=grace, run__status__in=ACTIVE)
+    if not stale.exists() or WorkItem.objects.filter(state=WorkItem.State.RUNNING, run__status__in=ACTIVE).exists():
+        return
+    if broker_messages(settings.CELERY_TASK_ROUTES["generation.tasks.*"]["queue"]) != 0:
+        return
+    for run_id in stale.order_by().values_list("run_id", flat=True).distinct():
+        waiting = stale.filter(run_id=run_id).update(queued_at=None)
+        _event(
+            GenerationRun.objects.get(pk=run_id),
+            f"The broker holds no message for {waiting:,} queued {'item' if waiting == 1 else 'items'} and no "
+            "worker is at one (was it restarted?); sent again.",
+            level=RunEvent.Level.WARNING,
+        )

@@ -281,3 +281,59 @@ def test_the_lease_keeper_renews_what_its_process_holds_and_nothing_taken_over(q
     taken.refresh_from_db()
     assert mine.lease_until > soon + timedelta(seconds=30)
     assert taken.lease_until == soon and taken.lease_owner == "another-worker/1"
+
+
+def test_a_run_whose_queued_messages_the_broker_lost_is_sent_again_and_done_exactly_once(
+    queued, settings, broker, teacher, teacher_server, curator, demo, tmp_path
+):
+    from generation.tasks import dispatch_run
+
+    run = run_create(
+        teacher=teacher, user=curator, scope=GenerationRun.Scope.SELECTED, leaf_ids=[demo[HAIKU].pk],
+        samples_per_leaf=6,
+    )  # fmt: skip
+    dispatch_run(run.pk)  # what the first worker to take the dispatch message does: every item is sent
+    assert run.items.filter(queued_at__isnull=True).count() == 0 and jobs.broker_messages("generation") > 0
+    broker.flushdb()  # the broker restarts before any worker took them: Redis keeps nothing on disk
+    assert jobs.broker_messages("generation") == 0
+    worker = Worker("after", tmp_path / "after.log", env_for(settings, LABWEB_QUEUED_RESEND_SECONDS="1"), beat=True)
+    try:
+        worker.wait_ready()
+        wait_for(
+            finished(run, Status.SUCCEEDED, Status.PARTIAL, Status.FAILED),
+            what="the run to finish",
+            describe=lambda: describe(run, worker),
+        )
+        time.sleep(2)  # a few more reaper rounds: nothing is sent again once the items are done
+    finally:
+        worker.kill()
+    assert run.status == Status.SUCCEEDED, describe(run)
+    assert_exactly_the_target(run)
+    assert set(run.items.values_list("attempts", flat=True)) == {1}
+    asked = Counter(request_key(body) for body in teacher_server.script.requests_sent)
+    assert max(asked.values()) == 1
+    warnings = list(run.events.filter(message__contains="holds no message").values_list("message", flat=True))
+    assert len(warnings) == 1 and f"{run.items.count()} queued items" in warnings[0], warnings
+
+
+def test_queued_messages_that_wait_in_the_broker_are_not_sent_again(queued, settings, broker, teacher, curator, demo):
+    from generation.services.runs import requeue_expired
+    from generation.tasks import dispatch_run
+
+    settings.LABWEB_QUEUED_RESEND_SECONDS = 1
+    run = run_create(
+        teacher=teacher, user=curator, scope=GenerationRun.Scope.SELECTED, leaf_ids=[demo[HAIKU].pk],
+        samples_per_leaf=6,
+    )  # fmt: skip
+    dispatch_run(run.pk)
+    waiting = jobs.broker_messages("generation")
+    assert waiting == run.items.count() + 1  # and run_create's own dispatch message
+    time.sleep(1.2)  # past the grace, no worker running: the messages wait, they are not lost
+    requeue_expired()
+    assert jobs.broker_messages("generation") == waiting
+    assert not run.events.filter(message__contains="holds no message").exists()
+    broker.delete("generation")  # lost after all
+    requeue_expired()
+    assert jobs.broker_messages("generation") == run.items.count()  # each item sent once more
+    requeue_expired()
+    assert jobs.broker_messages("generation") == run.items.count()  # and only once
