@@ -1,18 +1,20 @@
 """Dataset builds: the samples reviewers kept, leaf by leaf, into InstructLab messages JSONL for a plan's phases."""
 
 import shutil
+from array import array
 from dataclasses import replace
 from itertools import groupby
 from operator import attrgetter
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.db import transaction
 
 from labweb import jobs
 from labweb.errors import LabError
 from training import storage
-from training.models import Dataset, DatasetFile, DatasetSample
+from training.models import Dataset, DatasetFile, DatasetFileTokens, DatasetSample
 from training.trainer.mixing import ApprovedSample, Recipe, Source, build_files, phase_recipes
 
 KINDS = ("knowledge", "skills")
@@ -97,11 +99,14 @@ def dataset_build(*, dataset_id: int) -> Dataset:
     DatasetFile.objects.filter(dataset=dataset).delete()
     count = token_counter(dataset.tokenizer)
     tokens: dict[str, int] = {}
+    per_sample: dict[str, array] = {}  # each file's samples' tokens in order, kept for the mixes shown of it
     members: list[DatasetSample] = []
     progress = {"samples": 0}
 
     def member(sample: ApprovedSample, role: str, record: dict) -> None:
-        tokens[role] = tokens.get(role, 0) + count(record)
+        n = count(record)
+        tokens[role] = tokens.get(role, 0) + n
+        per_sample.setdefault(role, array("I")).append(n)
         members.append(DatasetSample(dataset=dataset, sample_id=sample.id, role=role))
         progress["samples"] += 1
         if len(members) >= BATCH:  # lineage in batches, and the page's counter with them
@@ -137,7 +142,7 @@ def dataset_build(*, dataset_id: int) -> Dataset:
             shutil.rmtree(folder, ignore_errors=True)
     per_leaf: dict[str, dict[str, int]] = {}
     for role, result in written.items():
-        DatasetFile.objects.create(
+        file = DatasetFile.objects.create(
             dataset=dataset,
             role=role,
             path=f"{prefix}/{role}.jsonl",
@@ -146,6 +151,8 @@ def dataset_build(*, dataset_id: int) -> Dataset:
             tokens=tokens.get(role, 0),
             bytes=result.bytes,
         )
+        counts = per_sample.get(role, array("I"))
+        DatasetFileTokens.objects.create(file=file, counts=np.asarray(counts, dtype="<u4").tobytes())
         for leaf, n in result.per_leaf.items():
             per_leaf.setdefault(leaf, {})[role] = n
     jobs.transition(
