@@ -1,13 +1,15 @@
 """Reads of the taxonomy: the tree, a leaf as qna data, diff against a baseline, the export."""
 
-import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 
-from django.db.models import QuerySet
+from django.db import connection, transaction
+from django.db.models import Prefetch, QuerySet
 
-from curation.models import Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
+from curation.models import Document, Leaf, LeafRevision, SeedExample, TaxonomyImport, TaxonomySnapshot
 from curation.qna_map import leaf_qna
 from curation.taxonomy import KINDS
 from labweb.errors import LabError
@@ -138,58 +140,105 @@ def leaf_history(leaf: Leaf | DeletedLeaf) -> QuerySet[LeafRevision]:
     return LeafRevision.objects.filter(leaf_id=leaf.pk).select_related("author")
 
 
-def export_files(*, leaves: QuerySet[Leaf] | None = None) -> tuple[list[tuple[str, bytes]], list[Leaf]]:
-    """The files of an InstructLab taxonomy for every valid leaf, and the invalid leaves left out."""
+EXPORT_CHUNK = 200  # leaves read at once, with their seeds
+DOCUMENT_BATCH_BYTES = 16 * 1024 * 1024  # documents' text read at once: a chunk's documents may be far larger
+
+
+def export_files(leaves: QuerySet[Leaf]) -> Iterator[tuple[str, bytes]]:
+    """The files of an InstructLab taxonomy for every valid leaf of `leaves`, in path order, read from the
+    database a chunk of leaves at a time: memory follows a chunk and a batch of documents, not the taxonomy."""
     from curation.taxonomy import export_qna
 
-    if leaves is None:
-        leaves = Leaf.objects.all()
-    files, skipped = [], []
-    for leaf in leaves.order_by("path").prefetch_related("seeds", "documents"):
-        if not leaf.is_valid:
-            skipped.append(leaf)
-            continue
-        text = export_qna(leaf_qna(leaf, leaf.seeds.all()), leaf.imported_qna, leaf.qna_path)
-        files.append((leaf.qna_path, text.encode("utf-8")))
-        if leaf.attribution:
-            files.append((f"{leaf.path}/attribution.txt", leaf.attribution.encode("utf-8")))
-        for document in leaf.documents.all():
-            files.append((f"{leaf.path}/{document.name}", document.content.encode("utf-8")))
-    return files, skipped
+    documents = Prefetch("documents", queryset=Document.objects.defer("content"))
+    valid = leaves.filter(is_valid=True).order_by("path").prefetch_related("seeds", documents)
+    rows = valid.iterator(chunk_size=EXPORT_CHUNK)
+    while chunk := list(islice(rows, EXPORT_CHUNK)):
+        texts = _DocumentTexts([document for leaf in chunk for document in leaf.documents.all()])
+        for leaf in chunk:
+            text = export_qna(leaf_qna(leaf, leaf.seeds.all()), leaf.imported_qna, leaf.qna_path)
+            yield leaf.qna_path, text.encode("utf-8")
+            if leaf.attribution:
+                yield f"{leaf.path}/attribution.txt", leaf.attribution.encode("utf-8")
+            for document in leaf.documents.all():
+                yield f"{leaf.path}/{document.name}", texts.take(document).encode("utf-8")
 
 
-@dataclass
+class _DocumentTexts:
+    """The text of a chunk's documents, taken in order: read a batch of up to DOCUMENT_BATCH_BYTES at a time (one
+    query, not one a document), and let go of as it is taken."""
+
+    def __init__(self, documents: list[Document]):
+        self.documents, self.next, self.texts = documents, 0, {}
+
+    def take(self, document: Document) -> str:
+        if document.pk not in self.texts:
+            batch, size = [], 0
+            for later in self.documents[self.next :]:
+                if batch and size + later.size > DOCUMENT_BATCH_BYTES:
+                    break
+                batch.append(later.pk)
+                size += later.size
+            self.next += len(batch)
+            self.texts = dict(Document.objects.filter(pk__in=batch).values_list("pk", "content"))
+        return self.texts.pop(document.pk, "")
+
+
+@contextmanager
+def _one_snapshot():
+    """Every chunk of an export reads the database as it was when the export began, so an import or edit that
+    commits meanwhile is in it whole or not at all. PostgreSQL: one REPEATABLE READ transaction, read only (inside
+    a transaction already, that one's snapshot holds). SQLite: the open statement over the leaves keeps one read
+    snapshot for the connection until it ends."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
 class TaxonomyExport:
-    """The export of the taxonomy: what the Export button, `GET /api/export/` and `taxonomy_export` write."""
-
-    files: list[tuple[str, bytes]]
-    skipped: list[Leaf]
+    """The export of the taxonomy: what the Export button, `GET /api/export/` and `taxonomy_export` write. The
+    files are made as they are written (`write_tar`, `write_directory`), which count them and the invalid leaves
+    left out (`skipped`)."""
 
     FILENAME = "taxonomy.tar.gz"
 
-    @property
-    def leaf_count(self) -> int:
-        return sum(1 for path, _ in self.files if path.endswith("/qna.yaml"))
+    def __init__(self, leaves: QuerySet[Leaf] | None = None):
+        self.leaves = Leaf.objects.all() if leaves is None else leaves
+        self.leaf_count = 0
+        self.file_count = 0
+        self.skipped = 0
+
+    def _files(self) -> Iterator[tuple[str, bytes]]:
+        self.leaf_count = self.file_count = 0
+        self.skipped = self.leaves.filter(is_valid=False).count()
+        for path, content in export_files(self.leaves):
+            self.file_count += 1
+            self.leaf_count += path.endswith("/qna.yaml")
+            yield path, content
 
     def write_tar(self, stream) -> None:
         from curation.taxonomy.source import write_tar
 
-        write_tar(self.files, stream)
+        with _one_snapshot():
+            write_tar(self._files(), stream)
 
     def write_directory(self, root) -> None:
         from curation.taxonomy.source import write_directory
 
-        write_directory(self.files, root)
+        with _one_snapshot():
+            write_directory(self._files(), root)
 
-    def tar_bytes(self) -> bytes:
-        buffer = io.BytesIO()
-        self.write_tar(buffer)
-        return buffer.getvalue()
+    def skipped_leaves(self) -> Iterator[Leaf]:
+        """The invalid leaves an export leaves out, with their problems, in path order."""
+        return self.leaves.filter(is_valid=False).order_by("path").only("path", "problems").iterator()
 
 
 def taxonomy_export() -> TaxonomyExport:
-    """Every valid leaf as InstructLab taxonomy files; invalid leaves are left out and listed."""
-    return TaxonomyExport(*export_files())
+    """Every valid leaf as InstructLab taxonomy files; invalid leaves are left out and counted."""
+    return TaxonomyExport()
 
 
 # --- Reads for the HTML pages (curation/views) ---------------------------------------------------------------

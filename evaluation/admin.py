@@ -8,3 +8,4 @@ from labweb.admin import ReadOnlyAdmin
 class EvaluationJobAdmin(ReadOnlyAdmin):
     list_display = ("id", "name", "status", "model", "base_model", "done", "total", "created_at")
     list_filter = ("status", "backend")
+    exclude = ("server_api_key",)  # write-only, as a teacher's key

@@ -28,6 +28,13 @@ class EvaluationForm(forms.Form):
     server_url = forms.CharField(
         max_length=500, required=False, label="Server URL", help_text="e.g. http://gpu:8000/v1"
     )
+    server_api_key = forms.CharField(
+        max_length=500,
+        required=False,
+        label="Server API key",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Server backend: the key it asks for (vLLM's --api-key), if any. Never shown back.",
+    )
     judge = forms.ModelChoiceField(
         queryset=Teacher.objects.all(), required=False, help_text="Blank: the teacher that generated the data."
     )
@@ -50,6 +57,7 @@ class EvaluationForm(forms.Form):
             "base_model": base or None,
             "backend": data["backend"],
             "server_url": data["server_url"].strip(),
+            "server_api_key": data["server_api_key"],
             "judge": data["judge"],
             "leaves": [line.strip().strip("/") for line in data["leaves"].splitlines() if line.strip()],
             "thresholds": {

@@ -29,6 +29,8 @@ class EvaluationJob(jobs.Job, jobs.Leased, jobs.Sent):
     base_gguf = models.CharField(max_length=500, blank=True, help_text="Local backend: a GGUF file inside `base_model`")
     backend = models.CharField(max_length=16, choices=Backend.choices, default=Backend.LOCAL)
     server_url = models.CharField(max_length=500, blank=True, help_text="Server backend: its /v1 URL")
+    # Write-only, as a teacher's: sent as the bearer token, never shown back or logged.
+    server_api_key = models.CharField(max_length=500, blank=True, help_text="Server backend: its API key")
     judge = models.ForeignKey("generation.Teacher", null=True, on_delete=models.SET_NULL, related_name="+")
     judge_config = models.JSONField(default=dict, help_text="The judge as it was (no API key)")
     dataset = models.ForeignKey(
@@ -47,6 +49,10 @@ class EvaluationJob(jobs.Job, jobs.Leased, jobs.Sent):
 
     def __str__(self) -> str:
         return self.name or f"Evaluation {self.pk}"
+
+    @property
+    def has_server_api_key(self) -> bool:
+        return bool(self.server_api_key)
 
     @property
     def percent(self) -> int:

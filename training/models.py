@@ -200,6 +200,18 @@ class DatasetFile(models.Model):
         return storage_name(self.path)
 
 
+class DatasetFileTokens(models.Model):
+    """The tokens of each sample of a build's file, in the file's order, as the build counted them with its
+    dataset's tokenizer: a job's mix over the file is summed from them rather than tokenized again in a web
+    request. Apart from DatasetFile, whose every read would carry them (4 bytes a sample)."""
+
+    file = models.OneToOneField(DatasetFile, on_delete=models.CASCADE, related_name="sample_tokens")
+    counts = models.BinaryField(help_text="One little-endian uint32 a sample, in file order")
+
+    def __str__(self) -> str:
+        return f"tokens of {self.file}"
+
+
 class DatasetSample(models.Model):
     """Lineage: which sample went into which file of which build, with the text it had then."""
 

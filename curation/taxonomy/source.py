@@ -20,7 +20,7 @@ import tempfile
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -566,8 +566,9 @@ def _stored_file_problem(rel: str, name: str, text: str, folder: str) -> Problem
     return None
 
 
-def write_tar(files: list[tuple[str, bytes]], stream) -> None:
-    """A gzip-compressed tar of `files` ((relative path, content) pairs), as `ilab` and git expect them."""
+def write_tar(files: Iterable[tuple[str, bytes]], stream) -> None:
+    """A gzip-compressed tar of `files` ((relative path, content) pairs, taken one at a time as they are written),
+    as `ilab` and git expect them."""
     with tarfile.open(fileobj=stream, mode="w:gz") as archive:
         for path, content in files:
             info = tarfile.TarInfo(_clean(path))
@@ -577,7 +578,7 @@ def write_tar(files: list[tuple[str, bytes]], stream) -> None:
             archive.addfile(info, io.BytesIO(content))
 
 
-def write_directory(files: list[tuple[str, bytes]], root: str | os.PathLike) -> None:
+def write_directory(files: Iterable[tuple[str, bytes]], root: str | os.PathLike) -> None:
     root = Path(root)
     for path, content in files:
         target = root / _clean(path)

@@ -20,6 +20,10 @@ class EvaluationCreateSerializer(serializers.Serializer):
     )  # fmt: skip
     backend = serializers.ChoiceField(choices=EvaluationJob.Backend.choices, default=EvaluationJob.Backend.LOCAL)
     server_url = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    server_api_key = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default="", write_only=True, trim_whitespace=True,
+        style={"input_type": "password"}, help_text="Server backend: its API key (write-only: never shown back)",
+    )  # fmt: skip
     judge = serializers.PrimaryKeyRelatedField(queryset=Teacher.objects.all(), required=False, allow_null=True)
     leaves = serializers.ListField(
         child=serializers.CharField(max_length=1000), required=False, max_length=20000, default=list
@@ -31,14 +35,15 @@ class EvaluationCreateSerializer(serializers.Serializer):
 
 class EvaluationSerializer(serializers.ModelSerializer):
     percent = serializers.IntegerField(read_only=True)
+    has_server_api_key = serializers.BooleanField(read_only=True)
     judge_name = serializers.SerializerMethodField()
 
     class Meta:
         model = EvaluationJob
         fields = [
             "id", "name", "status", "error", "stage", "done", "total", "percent", "checkpoint", "training_job",
-            "phase", "model", "model_gguf", "base_model", "base_gguf", "backend", "server_url", "judge", "judge_name",
-            "dataset", "thresholds", "max_new_tokens", "created_at", "started_at", "finished_at",
+            "phase", "model", "model_gguf", "base_model", "base_gguf", "backend", "server_url", "has_server_api_key",
+            "judge", "judge_name", "dataset", "thresholds", "max_new_tokens", "created_at", "started_at", "finished_at",
         ]  # fmt: skip
 
     def get_judge_name(self, job: EvaluationJob) -> str:

@@ -8,6 +8,14 @@ from dataclasses import dataclass
 from generation.sdg.teachers import Sampling, TeacherError
 
 JUDGE_SAMPLING = Sampling(temperature=0.0, top_p=1.0, max_tokens=512, seed=0)
+KEY_REFUSED = (401, 403)  # a server that refuses the key it was sent (or wants one): asking again cannot help
+
+
+def key_refusal(*, who: str, endpoint: str, status: int, reason: str, has_key: bool) -> str:
+    """What to say of a server that answered 401 or 403: which one, and that it refused the key it was sent, or
+    the request sent without one."""
+    refused = "refused the API key it was sent" if has_key else "refused the request, sent without an API key"
+    return f"{who} at {endpoint} {refused} (HTTP {status}: {reason})."
 
 
 @dataclass(frozen=True)
@@ -15,6 +23,7 @@ class Judged:
     key: object  # whatever the caller submitted it under
     text: str | None  # None when the judge failed
     error: str = ""
+    failure: TeacherError | None = None
 
 
 class JudgePool:
@@ -28,6 +37,7 @@ class JudgePool:
         self.failures = 0
         self.failures_in_row = 0  # failed calls since the last success: a judge that is down shows here first
         self.last_error = ""
+        self.refused: TeacherError | None = None  # the first call the server refused for its key (KEY_REFUSED)
         self._busy = 0
 
     async def submit(self, key, messages: list[dict]) -> None:
@@ -44,7 +54,9 @@ class JudgePool:
             self.failures += 1
             self.failures_in_row += 1
             self.last_error = error.message
-            self._done.append(Judged(key, None, error.message))
+            if self.refused is None and error.http_status in KEY_REFUSED:
+                self.refused = error
+            self._done.append(Judged(key, None, error.message, error))
         else:
             self.failures_in_row = 0
             self._done.append(Judged(key, completion.text))

@@ -88,6 +88,7 @@ def evaluation_create(
     base_model: str | None = None,
     backend: str = EvaluationJob.Backend.LOCAL,
     server_url: str = "",
+    server_api_key: str = "",
     judge: Teacher | None = None,
     leaves: list[str] | None = None,
     sets: dict[str, list[str]] | None = None,
@@ -99,12 +100,20 @@ def evaluation_create(
     start: bool = True,
 ) -> EvaluationJob:
     """Queue an evaluation of `checkpoint` (or of `model`, a folder or the server's model name), with its base
-    (the training job's base model unless given; "" for none). Every argument is checked before anything is
+    (the training job's base model unless given; "" for none). `server_api_key` is what the server backend sends
+    as its bearer token (kept write-only, as a teacher's key). Every argument is checked before anything is
     written."""
     if backend not in EvaluationJob.Backend.values:
         raise LabError(f"backend must be one of {', '.join(EvaluationJob.Backend.values)}.", field="backend")
     if backend == EvaluationJob.Backend.SERVER and not server_url.startswith(("http://", "https://")):
         raise LabError("A server backend needs its URL, starting with http:// or https://.", field="server_url")
+    server_api_key = (server_api_key or "").strip()
+    if server_api_key and backend != EvaluationJob.Backend.SERVER:
+        raise LabError("An API key is sent only to a server: choose the server backend, or leave the key out.",
+                       field="server_api_key")  # fmt: skip
+    if len(server_api_key) > 500 or any(c.isspace() or not c.isprintable() for c in server_api_key):
+        raise LabError("The server API key is at most 500 characters, with no spaces or line breaks.",
+                       field="server_api_key")  # fmt: skip
     training_job = None
     base_gguf = ""
     if checkpoint is not None:
@@ -158,6 +167,7 @@ def evaluation_create(
         base_gguf=base_gguf or "",
         backend=backend,
         server_url=server_url,
+        server_api_key=server_api_key,
         judge=judge,
         judge_config=judge.public_config(),
         dataset=dataset,

@@ -14,8 +14,10 @@ from functools import lru_cache
 from django.conf import settings
 
 from curation.models import Leaf
+from evaluation.core.judging import KEY_REFUSED, key_refusal
 from evaluation.services.plan import seed_pairs
 from generation.models import Teacher
+from generation.sdg.teachers.server import server_message
 from generation.services.teachers import local_model_source, resolve_local_model
 from labweb.errors import LabError
 from training.models import Checkpoint, TrainingJob
@@ -169,7 +171,19 @@ def _stream_server(teacher: Teacher, messages: list[dict]) -> Iterator[str]:
             if piece:
                 yield piece
     except openai.APIStatusError as error:
-        raise LabError(f"The server answered HTTP {error.status_code}.", field="model") from None
+        if error.status_code in KEY_REFUSED:
+            message = key_refusal(
+                who=f"The teacher {teacher.name}",
+                endpoint=teacher.base_url,
+                status=error.status_code,
+                reason=server_message(error),
+                has_key=teacher.has_api_key,
+            )
+            raise LabError(f"{message} Set its API key on the Teachers page.", field="model") from None
+        reason = server_message(error)
+        raise LabError(
+            f"The server at {teacher.base_url} answered HTTP {error.status_code}: {reason}", field="model"
+        ) from None
     except openai.APIError as error:
         raise LabError(f"Cannot reach {teacher.base_url}: {error}", field="model") from None
     finally:

@@ -17,12 +17,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from evaluation.core.judge import judge_messages, parse_judgement
-from evaluation.core.judging import JudgePool
+from evaluation.core.judging import KEY_REFUSED, JudgePool, key_refusal
 from evaluation.core.local import LocalModel
 from evaluation.models import EvaluationEvent, EvaluationJob, LeafResult, Measurement, Role
 from evaluation.services import plan as planning
 from evaluation.services.jobs import event, pending_measurements
 from evaluation.services.results import results_compute
+from generation.models import Teacher
 from generation.sdg.loop import Bridge
 from generation.sdg.teachers import OpenAITeacher, RetryPolicy, Sampling
 from generation.services.teachers import local_model_source, teacher_client
@@ -122,13 +123,24 @@ def _run(job: EvaluationJob, owner: str) -> str:
         _release(job, owner)
         return "stopped"
     except Exception as error:  # noqa: BLE001 - whatever stops a job is recorded on it, never left running
-        message = error.message if isinstance(error, LabError) else f"{type(error).__name__}: {error}"
+        message = _without_keys(
+            job, error.message if isinstance(error, LabError) else f"{type(error).__name__}: {error}"
+        )
         if not isinstance(error, LabError):
             logger.exception("Evaluation %s failed", job.pk)
         _release(job, owner)
         jobs.transition(job, to=jobs.Status.FAILED, allowed=jobs.ACTIVE, error=message[:5000])
         event(job, f"Failed: {message}", level=EvaluationEvent.Level.ERROR)
         return "failed"
+
+
+def _without_keys(job: EvaluationJob, message: str) -> str:
+    """The message with the keys the job sends taken out: a server's own reason may quote what it was sent."""
+    judge = Teacher.objects.filter(pk=job.judge_id).values_list("api_key", flat=True).first() if job.judge_id else ""
+    for key in (job.server_api_key, judge):
+        if key:
+            message = message.replace(key, "[API key]")
+    return message
 
 
 def _release(job: EvaluationJob, owner: str) -> None:
@@ -199,12 +211,14 @@ class _Run:
     def __init__(self, job: EvaluationJob, owner: str, bridge: Bridge):
         self.job, self.owner, self.bridge = job, owner, bridge
         self.pool: JudgePool | None = None
+        self.judge_has_key = False
         self.last_beat = 0.0
         self.tick_error: Exception | None = None
         self.answers: list[tuple[int, str]] = []  # written with the next flush, before the judgements made of them
 
     async def drive(self) -> None:
-        self.pool = JudgePool(await self.bridge.call(_judge_client, self.job))
+        client, self.judge_has_key = await self.bridge.call(_judge_client, self.job)
+        self.pool = JudgePool(client)
         ticker = asyncio.ensure_future(self._tick())
         try:
             # What an earlier attempt answered but never had judged.
@@ -219,6 +233,7 @@ class _Run:
             while self.pool.in_flight:
                 await asyncio.sleep(0.05)
                 self._check_judge()
+            self._check_judge()
         finally:
             ticker.cancel()
             self.pool.cancel()
@@ -249,6 +264,16 @@ class _Run:
     def _check_judge(self) -> None:
         if self.tick_error is not None:
             raise self.tick_error
+        if (refused := self.pool.refused) is not None:
+            # Every call would be refused alike: stop at the first, saying so, rather than count five failures.
+            message = key_refusal(
+                who=f"The judge {self.job.judge_config.get('name', '')}",
+                endpoint=refused.endpoint,
+                status=refused.http_status,
+                reason=refused.reason,
+                has_key=self.judge_has_key,
+            )
+            raise LabError(f"{message} Set the teacher's API key (Generation → Teachers), then resume.", field="judge")
         if self.pool.failures_in_row >= JUDGE_DOWN_AFTER:
             # Every call in a row failed: stop asking a judge that is down; resume asks what is left.
             raise LabError(
@@ -286,6 +311,7 @@ class _Run:
         client = OpenAITeacher(
             base_url=self.job.server_url,
             model=name,
+            api_key=self.job.server_api_key,
             timeout=settings.LABWEB_EVALUATION_SERVER_TIMEOUT,
             max_concurrency=settings.LABWEB_EVALUATION_SERVER_CONCURRENCY,
             retry=RetryPolicy(
@@ -301,6 +327,19 @@ class _Run:
                 return
             failed = [d for d in done if d.text is None]
             if failed:
+                failure = failed[0].failure
+                if failure is not None and failure.http_status in KEY_REFUSED:
+                    message = key_refusal(
+                        who="The model server",
+                        endpoint=failure.endpoint,
+                        status=failure.http_status,
+                        reason=failure.reason,
+                        has_key=bool(self.job.server_api_key),
+                    )
+                    raise LabError(
+                        f"{message} Start the evaluation again with the server's key (server API key).",
+                        field="server_api_key",
+                    )
                 raise LabError(f"The model server could not answer: {failed[0].error}", field="server_url")
             self.answers += [(d.key[0], d.text) for d in done]
             for d in done:
@@ -327,9 +366,11 @@ def _load(path: str, gguf: str) -> LocalModel:
 
 
 def _judge_client(job: EvaluationJob):
-    if job.judge is None:
+    """The judge's client, and whether it sends an API key (for what a refusal says)."""
+    judge = Teacher.objects.filter(pk=job.judge_id).first() if job.judge_id else None
+    if judge is None:
         raise LabError("The evaluation's judge was deleted; resume it with another judge.", field="judge")
-    return teacher_client(job.judge)
+    return teacher_client(judge), judge.has_api_key
 
 
 def _unjudged(job: EvaluationJob) -> list[tuple]:

@@ -867,13 +867,14 @@ def test_export_reimports_with_everything_unchanged(api, imported):
     assert response["Content-Type"] == "application/gzip"
     assert response["Content-Disposition"] == 'attachment; filename="taxonomy.tar.gz"'
     assert response["X-LabWeb-Skipped-Invalid"] == "1"
-    with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as archive:
+    archive_bytes = response.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(archive_bytes), mode="r:gz") as archive:
         names = set(archive.getnames())
     assert sum(name.endswith("/qna.yaml") for name in names) == valid == imported.created
     assert {f"{EGYPT}/biography.md", f"{EGYPT}/attribution.txt"} <= names
     assert "compositional_skills/drafts/unfinished/qna.yaml" not in names
 
-    body = run_here(api, post_archive(api, SimpleUploadedFile("taxonomy.tar.gz", response.content)))
+    body = run_here(api, post_archive(api, SimpleUploadedFile("taxonomy.tar.gz", archive_bytes)))
     body = body["import_record"]
     assert body["status"] == "succeeded", body
     assert (body["created"], body["updated"], body["unchanged"], body["rejected"]) == (0, 0, valid, 0)

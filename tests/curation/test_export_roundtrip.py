@@ -80,7 +80,7 @@ def _taxonomy(root: Path, corpus: Path) -> Path:
 def _export(api) -> dict[str, bytes]:
     response = api.get("/api/export/")
     assert response.status_code == 200
-    with tarfile.open(fileobj=io.BytesIO(response.content)) as tar:
+    with tarfile.open(fileobj=io.BytesIO(response.getvalue())) as tar:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
 
 

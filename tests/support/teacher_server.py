@@ -4,7 +4,8 @@ It recognises LabWeb's prompts by their wording and answers each in the format t
 text derived from a hash of the request (so the same request always gets the same answer). Faults are
 switched on per server: latency, HTTP 500s, 429s, 400s, hanging requests (timeouts), garbage answers, bodies
 cut off mid-JSON, NUL characters, unfaithful knowledge judgements, prompts that always fail, connections
-dropped unanswered (a teacher out of reach) and answers held back until released. Every exchange is logged
+dropped unanswered (a teacher out of reach), answers held back until released, and an API key required (as
+`vllm serve --api-key` requires one). Every exchange is logged
 (`script.exchanges`) so tests can check what the pipelines did with each answer.
 """
 
@@ -61,6 +62,10 @@ class TeacherScript:
         self.json_schema = "ignore"
         self.guided = False  # whether it follows vLLM's `guided_json` / `structured_outputs`
         self.same_answer = False  # answer the same text whatever the seed (a server that ignores sampling)
+        # When set, every request (the model list too) must carry `Authorization: Bearer <api_key>`; any other
+        # answers HTTP 401 with vLLM's body, before anything else is looked at.
+        self.api_key: str | None = None
+        self.bearers: list[str] = []  # the bearer token of every request, in order ("" when none was sent)
         self.gate = threading.Event()  # cleared by hold(): requests wait, unanswered, until release()
         self.gate.set()
         self.held: list[int] = []  # the numbers of the requests waiting at the gate now
@@ -270,9 +275,22 @@ def _make_handler(script: TeacherScript):
                 self.wfile.flush()
             self.wfile.write(b"data: [DONE]\n\n")
 
+        def _refused_key(self) -> bool:
+            """Answer 401 to a request without the key the script requires (True: it was answered)."""
+            header = self.headers.get("Authorization") or ""
+            bearer = header[len("Bearer ") :] if header.startswith("Bearer ") else ""
+            with script.lock:
+                script.bearers.append(bearer)
+            if script.api_key is None or bearer == script.api_key:
+                return False
+            self._send(401, {"error": "Unauthorized"})
+            return True
+
         def do_GET(self):
             if script.unreachable:
                 return self._drop()
+            if self._refused_key():
+                return None
             if script.models_error:
                 status, page = script.models_error
                 return self._send(status, page, content_type="text/html")
@@ -283,6 +301,8 @@ def _make_handler(script: TeacherScript):
             body = json.loads(self.rfile.read(length) or b"{}")
             if script.unreachable:
                 return self._drop()
+            if self._refused_key():
+                return None
             with script.lock:
                 script.requests_sent.append(body)
                 script.requests += 1

@@ -166,3 +166,51 @@ def test_a_build_whose_message_was_lost_is_sent_again_and_a_message_for_a_held_b
     assert dataset_build(dataset_id=dataset.pk).attempts == 1  # finished: a late message changes nothing
     assert DatasetSample.objects.filter(dataset=dataset).count() == 10
     assert reap() == 0
+
+
+def test_show_the_mix_of_a_builds_file_sums_the_tokens_the_build_counted_and_loads_no_tokenizer(
+    make_samples, reviewer, operator, eager, storage, build, client, monkeypatch, tmp_path
+):
+    import training.services.mixes
+    from training.services.datasets import token_counter
+    from training.services.jobs import stored_recipe
+    from training.trainer.mixing import metadata_leaf, mix
+
+    make_samples(2)
+    decide(ReviewItem.objects.values_list("pk", flat=True), reviewer, "approve")
+    dataset = build(name="kept", user=reviewer, plan="stacked", held_out_fraction=0.0)
+    built = dataset.files.get(role="all")
+    assert built.sample_tokens.counts  # the build kept each sample's count beside the file's
+    # Half of it, so the shown tokens are those of the samples the seed chooses, not the file's whole count.
+    recipe = f"datasets:\n- path: {built.storage_path}\n  sampling_size: 0.5\n"
+    count = token_counter(dataset.tokenizer)
+    written = mix(stored_recipe(recipe, path="r")[0], tmp_path / "mixed.jsonl", seed=42, leaf_of=metadata_leaf)
+    tokens = sum(count(json.loads(line)) for line in open(tmp_path / "mixed.jsonl"))
+    assert written.samples == 15 and 0 < tokens < built.tokens
+
+    loaded = []
+
+    def counter(name, **kwargs):
+        loaded.append(name)
+        return token_counter(name, **kwargs)
+
+    monkeypatch.setattr(training.services.mixes, "token_counter", counter)
+    client.force_login(operator)
+    form = {
+        "base_model": dataset.tokenizer, "processes_per_node": 1, "nodes": 1, "mix": "1", "phase0_recipe": recipe,
+        "phase0_epochs": 1, "phase0_effective_batch_size": 2, "phase0_max_seq_len": 64,
+        "phase0_max_tokens_per_device": 64, "phase0_seed": 42,
+    }  # fmt: skip
+    page = client.post("/training/jobs/new/", form)
+    assert page.status_code == 200
+    assert f"<span data-total>15 samples, {tokens} tokens</span>" in page.content.decode()
+    body = {"base_model": dataset.tokenizer, "phases": [{"name": "p", "recipe": recipe, "config": {"seed": 42}}]}
+    (shown,) = client.post("/api/training-jobs/mix/", body, content_type="application/json").json()
+    assert (shown["samples"], shown["tokens"]) == (15, tokens)
+    assert {leaf["leaf"]: leaf["samples"] for leaf in shown["leaves"]} == written.per_leaf
+    assert loaded == []  # summed from the build's counts: no tokenizer loaded, nothing tokenized
+
+    # Counted with another tokenizer, the build's counts do not hold for this base model: the mix tokenizes.
+    Dataset.objects.filter(pk=dataset.pk).update(tokenizer="another-model")
+    (again,) = client.post("/api/training-jobs/mix/", body, content_type="application/json").json()
+    assert (again["samples"], again["tokens"]) == (15, tokens) and loaded == [dataset.tokenizer]

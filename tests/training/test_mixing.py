@@ -139,3 +139,18 @@ def test_a_phased_build_splits_knowledge_by_length_keeps_skills_apart_and_holds_
     names, recipes = zip(*phase_recipes("phased", {r: f"{r}.jsonl" for r in files if r != "held_out"}), strict=True)
     assert names == ("knowledge (simple)", "knowledge (complex)", "skills")
     assert [s.path for s in recipes[2].sources] == ["skills.jsonl", "knowledge_simple.jsonl", "knowledge_complex.jsonl"]
+
+
+def test_mix_counts_sums_a_builds_counts_only_while_the_file_is_the_one_it_counted(tmp_path):
+    from training.trainer.mixing import count_lines, mix_counts
+
+    source = tmp_path / "a.jsonl"
+    source.write_text("".join(json.dumps({"messages": [], "n": n}) + "\n" for n in range(4)))
+    recipe = Recipe.from_yaml(f"datasets:\n- path: {source}\n  sampling_size: 1.0\n", path="r")
+    _, sha256 = count_lines(source)
+    counted = {str(source): (sha256, [1, 10, 100, 1000])}
+    (share,) = mix_counts(recipe, seed=0, tokens_of=lambda record: 5, counted=counted)
+    assert (share.samples, share.tokens) == (4, 1111)
+    for stale in ((sha256, [1, 10, 100]), ("0" * 64, [1, 10, 100, 1000])):  # another length, or other bytes
+        (share,) = mix_counts(recipe, seed=0, tokens_of=lambda record: 5, counted={str(source): stale})
+        assert share.tokens == 20

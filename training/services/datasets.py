@@ -2,11 +2,13 @@
 
 import logging
 import shutil
+from array import array
 from dataclasses import replace
 from itertools import groupby
 from operator import attrgetter
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Q
@@ -15,7 +17,7 @@ from django.utils import timezone
 from labweb import jobs
 from labweb.errors import LabError
 from training import storage
-from training.models import Dataset, DatasetFile, DatasetSample
+from training.models import Dataset, DatasetFile, DatasetFileTokens, DatasetSample
 from training.trainer.mixing import ApprovedSample, Recipe, Source, build_files, phase_recipes
 
 KINDS = ("knowledge", "skills")
@@ -129,11 +131,14 @@ def _build(dataset: Dataset, released: dict) -> Dataset:
     DatasetFile.objects.filter(dataset=dataset).delete()
     count = token_counter(dataset.tokenizer)
     tokens: dict[str, int] = {}
+    per_sample: dict[str, array] = {}  # each file's samples' tokens in order, kept for the mixes shown of it
     members: list[DatasetSample] = []
     progress = {"samples": 0}
 
     def member(sample: ApprovedSample, role: str, record: dict) -> None:
-        tokens[role] = tokens.get(role, 0) + count(record)
+        n = count(record)
+        tokens[role] = tokens.get(role, 0) + n
+        per_sample.setdefault(role, array("I")).append(n)
         members.append(DatasetSample(dataset=dataset, sample_id=sample.id, role=role))
         progress["samples"] += 1
         if len(members) >= BATCH:  # lineage in batches, and the page's counter with them
@@ -169,7 +174,7 @@ def _build(dataset: Dataset, released: dict) -> Dataset:
             shutil.rmtree(folder, ignore_errors=True)
     per_leaf: dict[str, dict[str, int]] = {}
     for role, result in written.items():
-        DatasetFile.objects.create(
+        file = DatasetFile.objects.create(
             dataset=dataset,
             role=role,
             path=f"{prefix}/{role}.jsonl",
@@ -178,6 +183,8 @@ def _build(dataset: Dataset, released: dict) -> Dataset:
             tokens=tokens.get(role, 0),
             bytes=result.bytes,
         )
+        counts = per_sample.get(role, array("I"))
+        DatasetFileTokens.objects.create(file=file, counts=np.asarray(counts, dtype="<u4").tobytes())
         for leaf, n in result.per_leaf.items():
             per_leaf.setdefault(leaf, {})[role] = n
     jobs.transition(

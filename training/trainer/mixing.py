@@ -152,7 +152,7 @@ def mix(recipe: Recipe, output: str | Path, *, seed: int, leaf_of=None) -> Writt
     with JsonlWriter(output) as writer:
         for source, lines in _chosen(recipe, seed):
             writer.result.sources.append({"path": source.path, "sha256": lines.sha256, "samples": len(lines.chosen)})
-            for number, line, repeats in lines:
+            for number, _, line, repeats in lines:
                 leaf = leaf_of(_record(line, source.path, number)) if leaf_of is not None else None
                 for _ in range(repeats):
                     writer.write_line(line, leaf=leaf, source=source.path)
@@ -173,26 +173,32 @@ class SourceShare(Share):
     per_leaf: dict[str, Share] = field(default_factory=dict)
 
 
-def mix_counts(recipe: Recipe, *, seed: int, tokens_of=None, leaf_of=None) -> list[SourceShare]:
+def mix_counts(recipe: Recipe, *, seed: int, tokens_of=None, leaf_of=None, counted=None) -> list[SourceShare]:
     """What `mix` would write, counted and not written: per source (in recipe order) its samples and tokens, and
-    the same per leaf. `tokens_of(record) -> int` counts a sample's tokens (None: tokens stay 0)."""
+    the same per leaf. `tokens_of(record) -> int` counts a sample's tokens (None: tokens stay 0). `counted` maps a
+    source's path to (its sha256, the tokens of each of its samples in order), as a dataset build counted them:
+    such a source's tokens are summed from those, not counted again, while its bytes are still the ones counted."""
     shares = []
     for source, lines in _chosen(recipe, seed):
         share = SourceShare(path=source.path, sampling_size=source.sampling_size, available=lines.available)
-        for number, line, repeats in lines:
-            record = _record(line, source.path, number) if (tokens_of or leaf_of) else None
+        sha256, known = (counted or {}).get(source.path, (None, None))
+        if sha256 != lines.sha256 or known is None or len(known) != lines.available:
+            known = None
+        count = tokens_of if known is None else None
+        for number, index, line, repeats in lines:
+            record = _record(line, source.path, number) if (count or leaf_of) else None
             leaf = leaf_of(record) if leaf_of is not None else None
-            tokens = tokens_of(record) if tokens_of is not None else 0
-            for counted in (share, share.per_leaf.setdefault(leaf or "", Share())):
-                counted.samples += repeats
-                counted.tokens += repeats * tokens
+            tokens = int(known[index]) if known is not None else count(record) if count is not None else 0
+            for tally in (share, share.per_leaf.setdefault(leaf or "", Share())):
+                tally.samples += repeats
+                tally.tokens += repeats * tokens
         shares.append(share)
     return shares
 
 
 class _Lines:
-    """A source's chosen lines as (line number, line, times chosen), read in one pass; `available` is how many
-    samples it holds."""
+    """A source's chosen lines as (line number, index among its samples, line, times chosen), read in one pass;
+    `available` is how many samples it holds."""
 
     def __init__(self, path: str, available: int, sha256: str, chosen: np.ndarray):
         self.path, self.available, self.sha256, self.chosen = path, available, sha256, chosen
@@ -211,7 +217,7 @@ class _Lines:
                     repeats += 1
                     position += 1
                 if repeats:
-                    yield number, (line if line.endswith(b"\n") else line + b"\n"), repeats
+                    yield number, index, (line if line.endswith(b"\n") else line + b"\n"), repeats
                 index += 1
                 if position >= len(self.chosen):
                     return

@@ -35,11 +35,11 @@ class Command(BaseCommand):
         else:
             self._write_directory(export, target, force=force)
         self.stdout.write(
-            self.style.SUCCESS(f"Wrote {export.leaf_count} leaves ({len(export.files)} files) to {target}.")
+            self.style.SUCCESS(f"Wrote {export.leaf_count} leaves ({export.file_count} files) to {target}.")
         )
         if export.skipped:
-            self.stdout.write(self.style.WARNING(f"Skipped {len(export.skipped)} invalid leaves:"))
-            for leaf in export.skipped:
+            self.stdout.write(self.style.WARNING(f"Skipped {export.skipped} invalid leaves:"))
+            for leaf in export.skipped_leaves():
                 errors = [p for p in leaf.problems if p.get("level", "error") == "error"]
                 reason = f" ({len(errors)} problems; first: {errors[0].get('message')})" if errors else ""
                 self.stdout.write(f"  {leaf.qna_path}{reason}")

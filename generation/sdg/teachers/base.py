@@ -111,7 +111,8 @@ class Completion:
 class TeacherError(LabError):
     """The teacher failed; `retryable` when waiting and asking again may help (429, 5xx, timeouts);
     `unreachable` when no answer came at all (no connection, or none within the timeout). `kind` says what went
-    wrong in a word a run's headline can state (see FAILURE_CAUSES)."""
+    wrong in a word a run's headline can state (see FAILURE_CAUSES). An HTTP error answer also keeps the server's
+    URL (`endpoint`) and its own reason, for a caller that words the failure its own way."""
 
     def __init__(
         self,
@@ -121,10 +122,14 @@ class TeacherError(LabError):
         status: int | None = None,
         unreachable: bool = False,
         kind: str = "other",
+        endpoint: str = "",
+        reason: str = "",
     ):
         super().__init__(message, field="teacher")
         self.retryable = retryable or unreachable
         self.http_status = status
+        self.endpoint = endpoint
+        self.reason = reason
         self.unreachable = unreachable
         self.kind = "unreachable" if unreachable and kind == "other" else kind
 

@@ -135,11 +135,14 @@ class OpenAITeacher:
             except openai.APIStatusError as exc:
                 retryable = exc.status_code == 429 or exc.status_code >= 500
                 down = exc.status_code >= 500
+                reason = server_message(exc)
                 last = TeacherError(
-                    f"The teacher at {url} answered HTTP {exc.status_code}: {server_message(exc)}",
+                    f"The teacher at {url} answered HTTP {exc.status_code}: {reason}",
                     retryable=retryable,
                     status=exc.status_code,
                     kind="server" if retryable else "refused",
+                    endpoint=url,
+                    reason=reason,
                 )
                 if not retryable:
                     stats.failed(last)
