@@ -372,6 +372,13 @@ def test_two_nodes_each_a_worker_of_its_own_train_one_job_over_one_rendezvous(
             phases=[{"name": "only", "recipe": recipe("uploads/facts.jsonl"), "config": {**SETTINGS, "epochs": 2}}],
         )
         wait_for(lambda: done(job), timeout=240, what="the two-node job", worker=machines[0])
+        # Rank 0 concludes the job when its own launch ends; the other machine records its exit a moment later.
+        wait_for(
+            lambda: not job.phases.get().nodes.filter(exit_code__isnull=True).exists(),
+            timeout=30,
+            what="both nodes to record their exit",
+            worker=machines[1],
+        )
     finally:
         for machine in machines:
             machine.kill()
