@@ -299,8 +299,7 @@ def _bulk_job_page(request: HttpRequest, pk: int, *, command_error: str = "") ->
     job = get_object_or_404(BulkJob.objects.select_related("reviewer"), pk=pk)
     own = job.reviewer_id == request.user.pk
     failed = job.status == BulkJob.Status.FAILED
-    undo_started = failed and job.slices.filter(undo=True).exists()
-    undoable = job.status in (BulkJob.Status.DONE, BulkJob.Status.CANCELLED) or (failed and not undo_started)
+    undoable = bulk_services.undoable(job)
     reviewer = has_role(request.user, REVIEWER)
     context = {
         "job": job,
@@ -311,7 +310,7 @@ def _bulk_job_page(request: HttpRequest, pk: int, *, command_error: str = "") ->
         "can_cancel": job.status in BulkJob.CANCELLABLE
         and reviewer
         and bulk_services.may_act(job, request.user, "cancel"),
-        "undo_failed": undo_started,
+        "undo_failed": failed and not undoable,
         "command_error": command_error,
     }
     template = "review/bulk_job.html#job" if is_partial(request) else "review/bulk_job.html"

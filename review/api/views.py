@@ -252,14 +252,14 @@ class BulkDetail(APIView):
         return Response(s.BulkJobSerializer(job).data)
 
 
-def _bulk_act(pk: int, act) -> Response:
-    """Run `act(job)` (a service that queues the job's work) on bulk job `pk`: 202 with the job as it now is."""
+def _bulk_act(pk: int, act, *, answer: int = status.HTTP_202_ACCEPTED) -> Response:
+    """Run `act(job)` (a service that queues the job's work, or stops it) on bulk job `pk`: the job as it now is."""
     job = BulkJob.objects.filter(pk=pk).first()
     if job is None:
         raise NotFound(f"No bulk job {pk}.")
     job = act(job)
     job.refresh_from_db()
-    return Response(s.BulkJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+    return Response(s.BulkJobSerializer(job).data, status=answer)
 
 
 class BulkUndo(APIView):
@@ -291,11 +291,9 @@ class BulkCancel(APIView):
 
     @extend_schema(request=None, responses={200: s.BulkJobSerializer, 409: ERROR})
     def post(self, request: Request, pk: int) -> Response:
-        job = BulkJob.objects.filter(pk=pk).first()
-        if job is None:
-            raise NotFound(f"No bulk job {pk}.")
-        job = bulk_services.bulk_cancel(job=job, user=request.user)
-        return Response(s.BulkJobSerializer(job).data)
+        return _bulk_act(
+            pk, lambda job: bulk_services.bulk_cancel(job=job, user=request.user), answer=status.HTTP_200_OK
+        )
 
 
 class Stats(APIView):

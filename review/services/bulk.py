@@ -555,16 +555,20 @@ def _undo_started(job: BulkJob) -> bool:
     return job.slices.filter(undo=True).exists()
 
 
+def undoable(job: BulkJob) -> bool:
+    """Whether the job can be undone now: done, cancelled, or failed before its undo began."""
+    return job.status in (BulkJob.Status.DONE, BulkJob.Status.CANCELLED) or (
+        job.status == BulkJob.Status.FAILED and not _undo_started(job)
+    )
+
+
 def bulk_undo(*, job: BulkJob, reviewer) -> BulkJob:
     """Queue the undo of a whole job. Only its reviewer may, once the job is done (or failed or was cancelled part
     way: what it decided is taken back)."""
     _may_act(job, reviewer, "undo")
     if job.status in (BulkJob.Status.UNDOING, BulkJob.Status.UNDONE):
         raise ConflictError(f"Bulk job {job.pk} is already {job.status}.", field="job")
-    undoable = job.status in (BulkJob.Status.DONE, BulkJob.Status.CANCELLED) or (
-        job.status == BulkJob.Status.FAILED and not _undo_started(job)
-    )
-    if not undoable:
+    if not undoable(job):
         hint = "resume it, then undo" if job.status == BulkJob.Status.FAILED else "undo it when it is done"
         raise ConflictError(f"Bulk job {job.pk} is still {job.status}; {hint}.", field="job")
     with transaction.atomic():
