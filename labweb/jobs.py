@@ -272,6 +272,28 @@ def resend_unclaimed(waiting: models.QuerySet, resend: Callable[[models.Model], 
     return count
 
 
+def reap_kind(
+    active: models.QuerySet,
+    *,
+    warn: Callable[[models.Model, str], None],
+    send: Callable[[models.Model], None],
+    lapsed: str,
+) -> int:
+    """A kind's reaper when its whole job is one leased unit (`Leased` and `Sent`): each job of `active` whose
+    lease lapsed is handed back, and each no worker took is sent again (`resend_unclaimed`); `warn(job, message)`
+    logs why (`lapsed`, or `resent_message`), `send(job)` queues its task on commit."""
+
+    def handed_back(job) -> None:
+        warn(job, lapsed)
+        send(job)
+
+    def unclaimed(job) -> None:
+        warn(job, resent_message(job))
+        send(job)
+
+    return resend_lapsed(active, handed_back) + resend_unclaimed(active.filter(lease_owner=""), unclaimed)
+
+
 def broker_messages(queue: str) -> int | None:
     """How many messages wait in the broker's `queue` (not those a worker has taken); None when the broker cannot
     say. Under CELERY_TASK_ALWAYS_EAGER nothing is queued: 0."""

@@ -247,16 +247,12 @@ def evaluations_reap() -> int:
     """Hand back running evaluations whose worker stopped renewing its lease, and send again those whose message
     no worker took (a second one finds the job held or finished: `evaluation_run` claims)."""
 
-    def lapsed(job: EvaluationJob) -> None:
-        event(job, "Its worker stopped answering; queued again.", level=EvaluationEvent.Level.WARNING)
-        jobs.send_task_on_commit(TASK, job.pk)
-
-    def unclaimed(job: EvaluationJob) -> None:
-        event(job, jobs.resent_message(job), level=EvaluationEvent.Level.WARNING)
-        jobs.send_task_on_commit(TASK, job.pk)
-
-    active = EvaluationJob.objects.filter(status__in=jobs.ACTIVE)
-    return jobs.resend_lapsed(active, lapsed) + jobs.resend_unclaimed(active.filter(lease_owner=""), unclaimed)
+    return jobs.reap_kind(
+        EvaluationJob.objects.filter(status__in=jobs.ACTIVE),
+        warn=lambda job, message: event(job, message, level=EvaluationEvent.Level.WARNING),
+        send=lambda job: jobs.send_task_on_commit(TASK, job.pk),
+        lapsed="Its worker stopped answering; queued again.",
+    )
 
 
 def pending_measurements(job: EvaluationJob):

@@ -641,16 +641,11 @@ def bulk_reap() -> int:
     """Send again the jobs whose worker stopped renewing its lease, and those whose message no worker took (a
     second message finds the job held or finished: `_take` claims); the periodic reaper calls this."""
 
-    def task(job: BulkJob) -> str:
-        return UNDO_TASK if job.status == BulkJob.Status.UNDOING else RUN_TASK
-
-    def lapsed(job: BulkJob) -> None:
-        event(job, "Its worker stopped answering; sent again.", level=BulkEvent.Level.WARNING)
-        jobs.send_task_on_commit(task(job), job.pk)
-
-    def unclaimed(job: BulkJob) -> None:
-        event(job, jobs.resent_message(job), level=BulkEvent.Level.WARNING)
-        jobs.send_task_on_commit(task(job), job.pk)
-
-    working = BulkJob.objects.filter(status__in=BulkJob.WORKING)
-    return jobs.resend_lapsed(working, lapsed) + jobs.resend_unclaimed(working.filter(lease_owner=""), unclaimed)
+    return jobs.reap_kind(
+        BulkJob.objects.filter(status__in=BulkJob.WORKING),
+        warn=lambda job, message: event(job, message, level=BulkEvent.Level.WARNING),
+        send=lambda job: jobs.send_task_on_commit(
+            UNDO_TASK if job.status == BulkJob.Status.UNDOING else RUN_TASK, job.pk
+        ),
+        lapsed="Its worker stopped answering; sent again.",
+    )

@@ -207,17 +207,12 @@ def import_jobs_reap() -> int:
     """Queue again the jobs whose worker stopped renewing its lease (their transaction rolled back with it), and
     those whose message no worker took (a second one finds the job held or finished: `import_job_run` claims)."""
 
-    def lapsed(job: ImportJob) -> None:
-        message = "Its worker stopped answering; nothing it did was kept, and the job is queued again."
-        event(job, message, level=ImportEvent.Level.WARNING)
-        jobs.send_task_on_commit(TASK, job.pk)
-
-    def unclaimed(job: ImportJob) -> None:
-        event(job, jobs.resent_message(job), level=ImportEvent.Level.WARNING)
-        jobs.send_task_on_commit(TASK, job.pk)
-
-    active = ImportJob.objects.filter(status__in=jobs.ACTIVE)
-    return jobs.resend_lapsed(active, lapsed) + jobs.resend_unclaimed(active.filter(lease_owner=""), unclaimed)
+    return jobs.reap_kind(
+        ImportJob.objects.filter(status__in=jobs.ACTIVE),
+        warn=lambda job, message: event(job, message, level=ImportEvent.Level.WARNING),
+        send=lambda job: jobs.send_task_on_commit(TASK, job.pk),
+        lapsed="Its worker stopped answering; nothing it did was kept, and the job is queued again.",
+    )
 
 
 class _Published(Progress):
